@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from django_mongodb_backend.fields import EmbeddedModelField
+from django_mongodb_backend.models import EmbeddedModel
+
+from chatbots.models import ChatBot
+from core.models import TimeStampedModel
+
+URL_MAX_LENGTH = 2048
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", _("pending")
+    DELIVERED = "delivered", _("delivered")
+    FAILED = "failed", _("failed")
+    DEAD = "dead", _("dead")
+
+
+class ChannelSettings(EmbeddedModel):
+    """Stored inside the channel document as `settings: {url, token}`, the existing shape."""
+
+    url = models.URLField(_("URL"), max_length=URL_MAX_LENGTH)
+    # Sent to the channel with every reply, so it is kept in plaintext (it is the channel's
+    # credential to check that a reply comes from us, not ours to check).
+    token = models.CharField(_("token"), max_length=128)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class Channel(TimeStampedModel):
+    name = models.CharField(_("name"), max_length=200)
+    chat_bot = models.ForeignKey(ChatBot, on_delete=models.CASCADE, related_name="channels", verbose_name=_("chat bot"))
+    settings = EmbeddedModelField(ChannelSettings, verbose_name=_("settings"))
+    is_active = models.BooleanField(_("active"), default=True)
+    # Denormalised from the latest delivery attempt, for the operators' channel list.
+    last_delivery_state = models.CharField(
+        _("last delivery state"), max_length=16, choices=DeliveryState.choices, blank=True, default=""
+    )
+    last_delivery_at = models.DateTimeField(_("last delivery time"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("channel")
+        verbose_name_plural = _("channels")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["chat_bot", "is_active"], name="channel_bot_active")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.contrib.admin import AdminSite
+from django.utils.translation import gettext_lazy as _
+
+
+class PlatformAdminSite(AdminSite):
+    site_header = _("Chat-bot platform")
+    site_title = _("Chat-bot platform admin")
+    index_title = _("Operations")

@@ -1,0 +1,207 @@
+"""Settings, read from the environment (and an optional `.env` file). See `.env.example`."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from core.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_mongo_url,
+    env_str,
+    load_dotenv,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(str(BASE_DIR / ".env"))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+# `make run` generates a key for local use and keeps it in .data/ (never committed), so a
+# second terminal's `manage.py` finds the same one. Outside development the key is required.
+_local_key_file = BASE_DIR / ".data" / "secret_key"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY and _local_key_file.is_file():
+    SECRET_KEY = _local_key_file.read_text().strip()
+if not SECRET_KEY:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set (or DJANGO_DEBUG=true for development)")
+    SECRET_KEY = "insecure-dev-" + secrets.token_urlsafe(32)
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "config.apps.MongoAdminConfig",
+    "config.apps.MongoAuthConfig",
+    "config.apps.MongoContentTypesConfig",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_mongodb_backend",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "core",
+    "chatbots",
+    "channels_app",
+    "dialogues",
+]
+
+MIDDLEWARE = [
+    "core.middleware.RequestIdMiddleware",
+    "core.middleware.DatabaseUnavailableMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+MONGO_URL = env_mongo_url("MONGO__URL", "mongodb://localhost:27017")
+MONGO_DB_NAME = env_str("MONGO__DB_NAME", "chatbot")
+# pymongo waits 30 s for a server by default; an outage must answer 503 within seconds.
+MONGO_TIMEOUT_MS = env_int("MONGO__TIMEOUT_MS", 3000, minimum=100)
+DATABASES = {
+    "default": {
+        "ENGINE": "django_mongodb_backend",
+        "HOST": MONGO_URL,
+        "NAME": MONGO_DB_NAME,
+        "OPTIONS": {
+            "serverSelectionTimeoutMS": MONGO_TIMEOUT_MS,
+            "connectTimeoutMS": MONGO_TIMEOUT_MS,
+            "socketTimeoutMS": max(MONGO_TIMEOUT_MS * 3, 10000),
+            "appname": "chatbot-platform",
+        },
+        "TEST": {"NAME": f"{MONGO_DB_NAME}_test"},
+    },
+}
+DEFAULT_AUTO_FIELD = "django_mongodb_backend.fields.ObjectIdAutoField"
+MIGRATION_MODULES = {
+    "admin": "mongo_migrations.admin",
+    "auth": "mongo_migrations.auth",
+    "contenttypes": "mongo_migrations.contenttypes",
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Internationalisation --------------------------------------------------------------
+LANGUAGE_CODE = env_choice("DJANGO_LANGUAGE_CODE", "en", ["en", "en-us", "ru"])
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files: served by the app itself (WhiteNoise), no web server needed ----------
+STATIC_URL = "static/"
+# `collectstatic` target for deployments that want it; without it, WhiteNoise serves
+# straight from the apps' static folders.
+STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+if not Path(STATIC_ROOT).is_dir():
+    STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Security ---------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# The webhook limits its own body to 1 MiB with a 413; this is Django's form-parsing cap.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024 + 1
+
+# --- REST framework and OpenAPI ---------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chat-bot platform API",
+    "DESCRIPTION": "Management API for bots, channels and dialogues, and the channel webhook.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+# --- Logging ----------------------------------------------------------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["debug", "info", "warning", "error", "critical"]).upper()
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"])
+LOGGING_CONFIG = None  # configured below, after the values are validated
+
+from config.logging import configure_logging  # noqa: E402
+
+configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+
+# --- The platform -----------------------------------------------------------------------
+# LLM
+LLM_BACKEND = env_str("LLM_BACKEND", "dialogues.llm.mock_llm_call")
+LLM_MOCK_DELAY_MS = env_int("LLM_MOCK_DELAY_MS", 0, minimum=0, maximum=600_000)
+LLM_CONTEXT_MESSAGES = env_int("LLM_CONTEXT_MESSAGES", 20, minimum=1, maximum=1000)
+LLM_TIMEOUT_S = env_float("LLM_TIMEOUT_S", 30.0, minimum=0.1)
+
+# Outbound delivery to channels. nginx drops header names with underscores by default
+# (underscores_in_headers off), hence the header name is configurable.
+CHANNEL_AUTH_HEADER = env_str("CHANNEL_AUTH_HEADER", "x-chat_auth_token")
+CHANNEL_CONNECT_TIMEOUT_S = env_float("CHANNEL_CONNECT_TIMEOUT_S", 3.0, minimum=0.05)
+CHANNEL_READ_TIMEOUT_S = env_float("CHANNEL_READ_TIMEOUT_S", 10.0, minimum=0.05)
+# Retries inside the webhook request stop once this budget is spent, so the webhook still
+# answers within about 15 s; `deliver_pending` retries the rest.
+CHANNEL_RETRY_BUDGET_S = env_float("CHANNEL_RETRY_BUDGET_S", 12.0, minimum=0)
+CHANNEL_MAX_RETRIES = env_int("CHANNEL_MAX_RETRIES", 3, minimum=0, maximum=20)
+CHANNEL_RETRY_AFTER_CAP_S = env_float("CHANNEL_RETRY_AFTER_CAP_S", 5.0, minimum=0)
+CHANNEL_ALLOW_PRIVATE_URLS = env_bool("CHANNEL_ALLOW_PRIVATE_URLS", False)
+DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
+
+# Bot and channel look-ups on the webhook path are cached per process for this long; a
+# rotated secret or a deactivated channel takes effect within this time.
+AUTH_CACHE_TTL_S = env_float("AUTH_CACHE_TTL_S", 1.0, minimum=0)

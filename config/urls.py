@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from core import views as core_views
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/webhook/", include("dialogues.webhook_urls")),
+    path("api/", include("chatbots.urls")),
+    path("api/", include("channels_app.urls")),
+    path("api/", include("dialogues.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("docs", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
+    path("docs/", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
+    path("api-auth/", include("rest_framework.urls")),
+]
+
+handler400 = "core.views.json_bad_request"
+handler404 = "core.views.json_not_found"
+handler500 = "core.views.json_server_error"

@@ -1,0 +1,1 @@
+"""Launchers for development, tests and benchmarks. Not imported by the application."""

@@ -1,0 +1,105 @@
+"""Start and stop the embedded MongoDB-compatible server (secantusd) as a child process.
+
+secantusdb is GPL-2.0, so it is only ever run as a separate program, never imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ping(url: str, timeout_ms: int = 500) -> bool:
+    client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    try:
+        client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def url_for(port: int) -> str:
+    return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+
+def _executable() -> str:
+    # The venv's bin folder first: `make` runs us as .venv/bin/python without activating.
+    candidate = Path(sys.executable).with_name("secantusd-py")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("secantusd-py")
+    if not found:
+        raise SystemExit("error: secantusd-py not found; run `make run` or install requirements-dev.txt")
+    return found
+
+
+class EmbeddedMongo:
+    """One secantusd process. `storage` is a folder, or ':memory:' for a throwaway one."""
+
+    def __init__(self, *, port: int | None = None, storage: str = ":memory:", log_file: Path | None = None):
+        self.port = port or free_port()
+        self.storage = storage
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return url_for(self.port)
+
+    def start(self, timeout: float = 30.0) -> EmbeddedMongo:
+        if self.storage != ":memory:":
+            Path(self.storage).mkdir(parents=True, exist_ok=True)
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        cmd = [_executable(), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage]
+        cmd += ["--log-level", "WARNING"]
+        # A new session so that Ctrl-C in the terminal reaches only the launcher, which
+        # then stops this server in order (after the app that uses it).
+        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"error: secantusd exited with status {self.process.returncode} (see {self.log_file})")
+            if ping(self.url, timeout_ms=300):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise SystemExit(f"error: secantusd did not answer ping on port {self.port} within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.process or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedMongo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def env_with_url(url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MONGO__URL"] = url
+    return env

@@ -1,0 +1,128 @@
+"""`make run`: the embedded database (unless MONGO__URL is set), migrations, gunicorn."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from devtools.embedded_mongo import EmbeddedMongo, ping
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+DEFAULT_PORT = 27017
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def gunicorn_command(*, bind: str, workers: str, threads: str) -> list[str]:
+    """The one way the app is served: by `make run`, the end-to-end tests and `make bench`."""
+    return [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "config.wsgi:application",
+        "--bind", bind,
+        "--workers", workers,
+        # Threads let one worker overlap database and channel round trips.
+        "--worker-class", "gthread",
+        "--threads", threads,
+        # Keep request headers whose names contain underscores: the existing channels
+        # authenticate with `x-chatbot_auth_token`, which gunicorn drops by default.
+        "--header-map", "dangerous",
+        "--timeout", os.environ.get("SERVER__TIMEOUT", "60"),
+        "--graceful-timeout", "10",
+        "--access-logfile", "-" if os.environ.get("SERVER__ACCESS_LOG", "").lower() in ("1", "true") else "/dev/null",
+    ]  # fmt: skip
+
+
+def ensure_local_secret_key() -> None:
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return
+    key_file = DATA / "secret_key"
+    if not key_file.exists():
+        DATA.mkdir(exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+        say(f"Generated a local DJANGO_SECRET_KEY in {key_file.relative_to(ROOT)} (set your own in production)")
+
+
+def manage(*args: str, check: bool = True) -> int:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT)
+    if check and result.returncode != 0:
+        raise SystemExit(result.returncode)
+    return result.returncode
+
+
+def has_superuser() -> bool:
+    code = "from django.contrib.auth import get_user_model as g; import sys; sys.exit(0 if g().objects.filter(is_superuser=True).exists() else 1)"  # noqa: E501
+    return subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT).returncode == 0
+
+
+def offer_admin_account(port: str) -> None:
+    if has_superuser():
+        say(f"Admin: http://localhost:{port}/admin/ (log in with your admin account)")
+        return
+    if sys.stdin.isatty():
+        answer = input("==> No admin account yet. Create one now? [Y/n] ").strip().lower()
+        if answer in ("", "y", "yes"):
+            manage("createsuperuser", check=False)
+            say(f"Admin: http://localhost:{port}/admin/")
+            return
+    say("No admin account yet. In a second terminal, create one with:")
+    print("      .venv/bin/python manage.py createsuperuser", flush=True)
+    say(f"then log in at http://localhost:{port}/admin/")
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    ensure_local_secret_key()
+    embedded: EmbeddedMongo | None = None
+    if os.environ.get("MONGO__URL"):
+        say("Using the database at MONGO__URL")
+    else:
+        url = f"mongodb://localhost:{DEFAULT_PORT}/?directConnection=true"
+        if ping(url):
+            say(f"A MongoDB server already answers on localhost:{DEFAULT_PORT}; using it")
+        else:
+            DATA.mkdir(exist_ok=True)
+            say(f"Starting the embedded database (secantusd) on localhost:{DEFAULT_PORT}, data in .data/mongo")
+            embedded = EmbeddedMongo(port=DEFAULT_PORT, storage=str(DATA / "mongo"), log_file=DATA / "secantusd.log")
+            embedded.start()
+        os.environ["MONGO__URL"] = url
+
+    gunicorn: subprocess.Popen[bytes] | None = None
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        manage("migrate", "--no-input", "-v", "0")
+        port = os.environ.get("PORT", "8000")
+        offer_admin_account(port)
+        workers = os.environ.get("SERVER__WORKERS", "1")
+        threads = os.environ.get("SERVER__THREADS", "8")
+        say(f"Serving on http://0.0.0.0:{port} with {workers} worker(s) x {threads} threads. Ctrl-C stops.")
+        say(f"API docs: http://localhost:{port}/api/docs/  health: /healthz  readiness: /readyz")
+        gunicorn = subprocess.Popen(gunicorn_command(bind=f"0.0.0.0:{port}", workers=workers, threads=threads))
+        return gunicorn.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if gunicorn and gunicorn.poll() is None:
+            gunicorn.send_signal(signal.SIGTERM)
+            try:
+                gunicorn.wait(15)
+            except subprocess.TimeoutExpired:
+                gunicorn.kill()
+        if embedded:
+            say("Stopping the embedded database")
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""`make test`: a throwaway embedded database (unless MONGO__URL is set), then pytest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from devtools.embedded_mongo import EmbeddedMongo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> int:
+    os.chdir(ROOT)
+    env = dict(os.environ)
+    embedded: EmbeddedMongo | None = None
+    if not env.get("MONGO__URL"):
+        # A fresh in-memory server per session: its memory grows over long runs.
+        embedded = EmbeddedMongo(storage=":memory:").start()
+        env["MONGO__URL"] = embedded.url
+        print(f"==> Throwaway embedded database on port {embedded.port}", flush=True)
+    else:
+        print("==> Running the suite against MONGO__URL", flush=True)
+    try:
+        return subprocess.run([sys.executable, "-m", "pytest", *argv], env=env).returncode
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from channels_app.models import Channel, DeliveryState
+from chatbots.models import ChatBot
+
+ID_MAX_LENGTH = 256
+
+
+class Dialogue(models.Model):
+    """One conversation. In the existing contract `chat_id` is the id of the channel, so the
+    key (chat_bot, channel, chat_id) is the same as (chat_bot, chat_id); with the optional
+    `channel_id` extension one channel carries many chat_ids, each its own dialogue."""
+
+    chat_bot = models.ForeignKey(
+        ChatBot, on_delete=models.CASCADE, related_name="dialogues", verbose_name=_("chat bot")
+    )
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="dialogues", verbose_name=_("channel"))
+    chat_id = models.CharField(_("chat id"), max_length=ID_MAX_LENGTH)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    last_message_at = models.DateTimeField(_("last message time"), null=True, blank=True)
+    # Kept by atomic $inc on every stored message, so lists never count a collection.
+    message_count = models.PositiveIntegerField(_("messages"), default=0)
+
+    class Meta:
+        verbose_name = _("dialogue")
+        verbose_name_plural = _("dialogues")
+        ordering = ["-last_message_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["chat_bot", "channel", "chat_id"], name="uniq_dialogue_bot_channel_chat"),
+        ]
+        indexes = [
+            models.Index(fields=["chat_id"], name="dialogue_chat_id"),
+            models.Index(fields=["channel", "-last_message_at"], name="dialogue_channel_recent"),
+            models.Index(fields=["-last_message_at"], name="dialogue_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chat_bot_id}/{self.chat_id}"
+
+
+class Message(models.Model):
+    """One message, in its own collection (an array in the dialogue would hit the 16 MB
+    document limit and rewrite the dialogue on every append)."""
+
+    class Role(models.TextChoices):
+        ASSISTANT = "ASSISTANT", _("assistant")
+        SYSTEM = "SYSTEM", _("system")
+        USER = "USER", _("user")
+        EMPLOYEE = "EMPLOYEE", _("employee")
+
+    class ReplyState(models.TextChoices):
+        NONE = "", _("no reply expected")
+        AWAITING = "awaiting", _("awaiting reply")
+        REPLIED = "replied", _("replied")
+
+    # No single-field indexes on the foreign keys: the compound indexes below start with
+    # dialogue, and every extra index costs each insert on the webhook path.
+    dialogue = models.ForeignKey(
+        Dialogue, on_delete=models.CASCADE, related_name="messages", verbose_name=_("dialogue"), db_index=False
+    )
+    # Denormalised from the dialogue so that delivery lists filter without a join.
+    chat_bot = models.ForeignKey(
+        ChatBot, on_delete=models.CASCADE, related_name="+", verbose_name=_("chat bot"), db_index=False
+    )
+    channel = models.ForeignKey(
+        Channel, on_delete=models.CASCADE, related_name="+", verbose_name=_("channel"), db_index=False
+    )
+    message_id = models.CharField(_("message id"), max_length=ID_MAX_LENGTH)
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    text = models.TextField(_("text"))
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    in_reply_to = models.CharField(_("in reply to"), max_length=ID_MAX_LENGTH, null=True, blank=True)
+
+    # USER messages: whether the reply has been generated yet (never generated -> retried).
+    reply_state = models.CharField(
+        _("reply state"), max_length=16, choices=ReplyState.choices, blank=True, default=ReplyState.NONE
+    )
+
+    # ASSISTANT messages: delivery to the channel.
+    delivery_state = models.CharField(
+        _("delivery state"), max_length=16, choices=DeliveryState.choices, null=True, blank=True
+    )
+    delivery_attempts = models.PositiveIntegerField(_("delivery attempts"), default=0)
+    last_error = models.CharField(_("last error"), max_length=500, blank=True, default="")
+    last_status_code = models.PositiveIntegerField(_("last status code"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    # A lease: whoever holds an unexpired claim is the only one delivering this reply.
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dialogue", "message_id"], name="uniq_message_per_dialogue"),
+            # One reply per incoming message, even when a duplicate resumes work at the same
+            # moment as the original.
+            models.UniqueConstraint(
+                fields=["dialogue", "in_reply_to"],
+                condition=Q(role="ASSISTANT"),
+                name="uniq_reply_per_message",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["dialogue", "created_at"], name="message_dialogue_time"),
+            models.Index(fields=["delivery_state", "next_attempt_at"], name="message_delivery_queue"),
+            models.Index(fields=["reply_state", "created_at"], name="message_reply_queue"),
+            models.Index(fields=["message_id"], name="message_message_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.message_id}"
