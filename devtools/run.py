@@ -35,6 +35,9 @@ def gunicorn_command(*, bind: str, workers: str, threads: str) -> list[str]:
         "--header-map", "dangerous",
         "--timeout", os.environ.get("SERVER__TIMEOUT", "60"),
         "--graceful-timeout", "10",
+        # gunicorn 27's control socket defaults to one path per user; several servers (tests,
+        # benchmarks) would fight over it, and nothing here uses it.
+        "--no-control-socket",
         "--access-logfile", "-" if os.environ.get("SERVER__ACCESS_LOG", "").lower() in ("1", "true") else "/dev/null",
     ]  # fmt: skip
 
@@ -59,7 +62,7 @@ def manage(*args: str, check: bool = True) -> int:
 
 def has_superuser() -> bool:
     code = "from django.contrib.auth import get_user_model as g; import sys; sys.exit(0 if g().objects.filter(is_superuser=True).exists() else 1)"  # noqa: E501
-    return subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT).returncode == 0
+    return subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=ROOT).returncode == 0
 
 
 def offer_admin_account(port: str) -> None:
@@ -77,8 +80,34 @@ def offer_admin_account(port: str) -> None:
     say(f"then log in at http://localhost:{port}/admin/")
 
 
+def stop_with_parent() -> None:
+    """Ask Linux to send us SIGTERM when our parent (make) dies, so the servers we started
+    never outlive it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def positive_int_env(name: str, default: str) -> str:
+    value = os.environ.get(name, default).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"configuration error: {name} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
 def main() -> int:
     os.chdir(ROOT)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    stop_with_parent()
+    port = positive_int_env("PORT", "8000")
+    workers = positive_int_env("SERVER__WORKERS", "1")
+    threads = positive_int_env("SERVER__THREADS", "8")
     ensure_local_secret_key()
     embedded: EmbeddedMongo | None = None
     if os.environ.get("MONGO__URL"):
@@ -91,21 +120,17 @@ def main() -> int:
             DATA.mkdir(exist_ok=True)
             say(f"Starting the embedded database (secantusd) on localhost:{DEFAULT_PORT}, data in .data/mongo")
             embedded = EmbeddedMongo(port=DEFAULT_PORT, storage=str(DATA / "mongo"), log_file=DATA / "secantusd.log")
-            embedded.start()
+            try:
+                embedded.start()
+            except KeyboardInterrupt:
+                embedded.stop()
+                return 130
         os.environ["MONGO__URL"] = url
 
     gunicorn: subprocess.Popen[bytes] | None = None
-
-    def stop(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     try:
         manage("migrate", "--no-input", "-v", "0")
-        port = os.environ.get("PORT", "8000")
         offer_admin_account(port)
-        workers = os.environ.get("SERVER__WORKERS", "1")
-        threads = os.environ.get("SERVER__THREADS", "8")
         say(f"Serving on http://0.0.0.0:{port} with {workers} worker(s) x {threads} threads. Ctrl-C stops.")
         say(f"API docs: http://localhost:{port}/api/docs/  health: /healthz  readiness: /readyz")
         gunicorn = subprocess.Popen(gunicorn_command(bind=f"0.0.0.0:{port}", workers=workers, threads=threads))

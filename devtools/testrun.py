@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from devtools.embedded_mongo import EmbeddedMongo
+from devtools.run import stop_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str]) -> int:
     os.chdir(ROOT)
+    stop_with_parent()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = dict(os.environ)
     embedded: EmbeddedMongo | None = None
     if not env.get("MONGO__URL"):

@@ -108,7 +108,9 @@ class Message(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["dialogue", "created_at"], name="message_dialogue_time"),
+            # The history's order (created_at, id) in full, so a page of a long dialogue is
+            # read straight off the index with no sort of the whole dialogue.
+            models.Index(fields=["dialogue", "created_at", "id"], name="message_dialogue_order"),
             models.Index(fields=["delivery_state", "next_attempt_at"], name="message_delivery_queue"),
             models.Index(fields=["reply_state", "created_at"], name="message_reply_queue"),
             models.Index(fields=["message_id"], name="message_message_id"),

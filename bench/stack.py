@@ -1,0 +1,170 @@
+"""Everything one benchmark run needs, started fresh and stopped in order: the embedded
+database (in memory, new per run), migrations, a staff user with an API token, the app
+under gunicorn exactly as `make run` serves it, and the counting channel receiver."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from devtools.embedded_mongo import EmbeddedMongo, free_port
+from devtools.run import gunicorn_command
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "bench"
+USERNAME = "bench"
+
+
+def _wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"error: {what} exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"error: {what} did not answer {url} within {timeout:.0f} s")
+
+
+class Stack:
+    def __init__(self, *, out_dir: Path, workers: str, threads: str, log_level: str = "warning"):
+        self.out_dir = out_dir
+        self.workers = workers
+        self.threads = threads
+        self.log_level = log_level
+        self.mongo = EmbeddedMongo(storage=":memory:", log_file=out_dir / "secantusd.log")
+        self.app_port = free_port()
+        self.receiver_port = free_port()
+        self.gunicorn: subprocess.Popen[bytes] | None = None
+        self.receiver: subprocess.Popen[bytes] | None = None
+        self.api_token = ""
+        self.env: dict[str, str] = {}
+
+    @property
+    def app_url(self) -> str:
+        return f"http://127.0.0.1:{self.app_port}"
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.receiver_port}"
+
+    def _manage(self, *args: str, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"error: manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start(self) -> Stack:
+        self.mongo.start()
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "MONGO__URL": self.mongo.url,
+                "MONGO__DB_NAME": DB_NAME,
+                "DJANGO_SETTINGS_MODULE": "config.settings",
+                "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+                # The receiver listens on 127.0.0.1, which delivery refuses by default.
+                "CHANNEL_ALLOW_PRIVATE_URLS": "true",
+                "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),
+            }
+        )
+        self.env.pop("DJANGO_DEBUG", None)
+        self._manage("migrate", "--no-input", "-v", "0")
+        password = secrets.token_urlsafe(16)
+        self._manage(
+            "createsuperuser",
+            "--noinput",
+            env={
+                **self.env,
+                "DJANGO_SUPERUSER_USERNAME": USERNAME,
+                "DJANGO_SUPERUSER_EMAIL": "bench@example.com",
+                "DJANGO_SUPERUSER_PASSWORD": password,
+            },
+        )
+        out = self._manage("drf_create_token", USERNAME)
+        match = re.search(r"Generated token (\w+) for user", out)
+        if not match:
+            raise SystemExit(f"error: could not read the API token from: {out!r}")
+        self.api_token = match.group(1)
+
+        receiver_log = open(self.out_dir / "receiver.log", "wb")  # noqa: SIM115
+        self.receiver = subprocess.Popen(
+            [sys.executable, "-m", "bench.receiver", "--port", str(self.receiver_port)],
+            cwd=ROOT,
+            stdout=receiver_log,
+            stderr=subprocess.STDOUT,
+        )
+        app_log = open(self.out_dir / "gunicorn.log", "wb")  # noqa: SIM115
+        cmd = gunicorn_command(bind=f"127.0.0.1:{self.app_port}", workers=self.workers, threads=self.threads)
+        self.gunicorn = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=app_log, stderr=subprocess.STDOUT)
+        _wait_http(self.app_url + "/readyz", timeout=30, process=self.gunicorn, what="gunicorn")
+        _wait_http(self.receiver_url + "/stats", timeout=15, process=self.receiver, what="the receiver")
+        return self
+
+    def stop(self) -> None:
+        for process in (self.gunicorn, self.receiver):
+            if process and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.mongo.stop()
+
+    # --- the public API ------------------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(
+            method,
+            self.app_url + path,
+            headers={"Authorization": f"Token {self.api_token}"},
+            timeout=30,
+            **kwargs,
+        )
+        if response.status_code >= 300:
+            raise SystemExit(f"error: {method} {path} answered {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def create_bot(self, name: str) -> tuple[str, str]:
+        """Returns (bot id, secret)."""
+        bot = self.api("POST", "/api/chatbots/", json={"name": name})
+        return str(bot["id"]), bot["secret_token"]
+
+    def create_channel(self, *, bot_id: str, name: str) -> str:
+        channel = self.api(
+            "POST",
+            "/api/channels/",
+            json={"name": name, "chat_bot_id": bot_id, "url": self.receiver_url + "/hook", "is_active": True},
+        )
+        return str(channel["id"])
+
+    def receiver_stats(self) -> dict[str, int]:
+        return requests.get(self.receiver_url + "/stats", timeout=10).json()
+
+    def receiver_reset(self) -> None:
+        requests.post(self.receiver_url + "/reset", timeout=10)
+
+    def gunicorn_pids(self) -> list[int]:
+        """The master and its workers (for the profiler)."""
+        assert self.gunicorn is not None
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.gunicorn.pid)], capture_output=True, text=True)
+        return [self.gunicorn.pid, *(int(p) for p in out.stdout.split())]
