@@ -5,8 +5,11 @@ a hundred thousand, and never loads the dialogue whole."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import QuerySet
+from pymongo import ASCENDING, DESCENDING
 
 from channels_app.models import Channel
 from dialogues.models import Dialogue, Message
@@ -60,20 +63,30 @@ def message_page(
     if before is not None and after is not None:
         raise ValueError("before and after are exclusive")
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    messages = Message.objects.filter(dialogue=dialogue)
-    # The range on created_at narrows the index scan; the Q settles ties on id. One more
+    # Raw pymongo for the window: the ORM's aggregate puts an $addFields before the $sort,
+    # which stops MongoDB from reading the order off the (dialogue, created_at, _id) index.
+    # The range on created_at bounds the index scan; the $or settles ties on _id. One more
     # than asked for tells whether anything lies beyond the page.
-    if after is not None:
-        messages = messages.filter(created_at__gte=after.created_at).filter(
-            Q(created_at__gt=after.created_at) | Q(id__gt=after.pk)
-        )
-        rows = list(messages.order_by("created_at", "id")[: limit + 1])
-        return MessagePage(messages=rows[:limit], has_more=len(rows) > limit)
-    if before is not None:
-        messages = messages.filter(created_at__lte=before.created_at).filter(
-            Q(created_at__lt=before.created_at) | Q(id__lt=before.pk)
-        )
-    rows = list(messages.order_by("-created_at", "-id")[: limit + 1])
-    page = rows[:limit]
-    page.reverse()
-    return MessagePage(messages=page, has_more=len(rows) > limit)
+    query: dict[str, Any] = {"dialogue_id": dialogue.pk}
+    cursor = after or before
+    if cursor is not None:
+        newer = after is not None
+        query["created_at"] = {"$gte" if newer else "$lte": cursor.created_at}
+        query["$or"] = [
+            {"created_at": {"$gt" if newer else "$lt": cursor.created_at}},
+            {"_id": {"$gt" if newer else "$lt": cursor.pk}},
+        ]
+    direction = ASCENDING if after is not None else DESCENDING
+    found = connection.get_collection(Message._meta.db_table).find(
+        query,
+        projection={"_id": 1},
+        sort=[("dialogue_id", direction), ("created_at", direction), ("_id", direction)],
+        limit=limit + 1,
+    )
+    ids = [doc["_id"] for doc in found]
+    has_more = len(ids) > limit
+    ids = ids[:limit]
+    if direction == DESCENDING:
+        ids.reverse()
+    by_id = {message.pk: message for message in Message.objects.filter(pk__in=ids)}
+    return MessagePage(messages=[by_id[pk] for pk in ids if pk in by_id], has_more=has_more)

@@ -1,0 +1,93 @@
+"""Pieces shared by the management API's views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import QueryDict
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.routers import SimpleRouter
+
+from core.serializers import OBJECT_ID_SCHEMA, is_object_id
+
+
+def api_router() -> SimpleRouter:
+    # The existing clients call `/api/channels/{id}` without the slash; both forms work.
+    return SimpleRouter(trailing_slash="/?")
+
+
+class ObjectIdLookupMixin:
+    """Detail routes take any path segment (so a malformed id reaches the view) and answer
+    404 to anything that is not an ObjectId, as to an unknown one."""
+
+    lookup_value_regex = "[^/]+"
+    kwargs: dict[str, Any]
+    lookup_field: str
+    lookup_url_kwarg: str | None
+
+    def get_object(self) -> Any:
+        value = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field)
+        if not is_object_id(value):
+            raise NotFound("Not found.")
+        return super().get_object()  # type: ignore[misc]
+
+
+def query_params(params: QueryDict) -> dict[str, str]:
+    """The query string as a plain dict of single values. DRF serializers treat a QueryDict
+    as an HTML form, where a missing boolean reads as False; a dict does not."""
+    return {key: params[key] for key in params}
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+OBJECT_ID_PATH_PARAMETER = OpenApiParameter(
+    "id",
+    OBJECT_ID_SCHEMA,
+    OpenApiParameter.PATH,
+    description="The object's id (24 hexadecimal characters). Malformed or unknown ids answer 404.",
+)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """`{"detail": "..."}`; validation errors instead name the field: `{"url": ["..."]}`."""
+
+    detail = serializers.CharField()
+
+
+def _error(description: str, example: dict[str, Any], name: str) -> OpenApiResponse:
+    return OpenApiResponse(
+        response=ErrorSerializer,
+        description=description,
+        examples=[OpenApiExample(name, value=example, response_only=True)],
+    )
+
+
+UNAUTHORIZED = _error(
+    "No or invalid credentials (`Authorization: Token <key>`, or a staff session).",
+    {"detail": "Authentication credentials were not provided."},
+    "Unauthenticated",
+)
+FORBIDDEN = _error(
+    "Authenticated, but not a staff user.",
+    {"detail": "You do not have permission to perform this action."},
+    "Not staff",
+)
+NOT_FOUND = _error("No object with this id (or a malformed id).", {"detail": "Not found."}, "Not found")
+BAD_REQUEST = OpenApiResponse(
+    description="Invalid input: field errors name the field.",
+    examples=[
+        OpenApiExample(
+            "Field error",
+            value={"chat_bot_id": ["Must be a 24-character hexadecimal ObjectId string."]},
+            response_only=True,
+        )
+    ],
+)
+
+AUTH_ERRORS: dict[int, OpenApiResponse] = {401: UNAUTHORIZED, 403: FORBIDDEN}
