@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -18,6 +18,7 @@ from bench.stack import Stack
 from bench.stats import summarize
 
 WEBHOOK_PATH = "/api/webhook/new_message"
+FILL_SPACING = timedelta(seconds=20)
 
 
 @dataclass
@@ -149,12 +150,13 @@ def _prefill(db: Database, *, chat_bot_id: str, channel_id: str, size: int) -> O
     user_template = next(m for m in existing if m["role"] == "USER")
     reply_template = next(m for m in existing if m["role"] == "ASSISTANT")
     to_add = size - len(existing)
-    # Older than the real exchange, 1 ms apart, so the real messages stay the newest.
-    start = min(m["created_at"] for m in existing) - timedelta(milliseconds=to_add + 1)
+    # Older than the real exchange, so the real messages stay the newest, and spread as a
+    # busy real dialogue is (FILL_SPACING apart: 10,000 messages span about two days).
+    start = min(m["created_at"] for m in existing) - FILL_SPACING * (to_add + 1)
     batch: list[dict[str, Any]] = []
     for i in range(0, to_add - 1, 2):
         user_id = str(uuid.uuid4())
-        at = start + timedelta(milliseconds=i)
+        at = start + FILL_SPACING * i
         user = {**user_template, "_id": ObjectId(), "message_id": user_id, "text": f"filler {i}", "created_at": at}
         reply = {
             **reply_template,
@@ -162,11 +164,11 @@ def _prefill(db: Database, *, chat_bot_id: str, channel_id: str, size: int) -> O
             "message_id": str(uuid.uuid4()),
             "in_reply_to": user_id,
             "text": f"filler reply {i}",
-            "created_at": at + timedelta(microseconds=500),
+            "created_at": at + timedelta(milliseconds=5),
         }
         for key in ("delivered_at",):
             if reply.get(key) is not None:
-                reply[key] = at + timedelta(microseconds=700)
+                reply[key] = at + timedelta(milliseconds=10)
         batch += [user, reply]
         if len(batch) >= 2000:
             db.dialogues_message.insert_many(batch, ordered=False)
@@ -205,7 +207,3 @@ def run_growth(stack: Stack, db: Database, *, sizes: list[int], messages: int) -
             }
         )
     return results
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

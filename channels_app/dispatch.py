@@ -221,7 +221,13 @@ def channel_post(
             status = _post_once(url=url, headers=headers, body=body, timeout=timeout)
             error, permanent, retry_after, ok = "", False, None, True
         except TransportError as exc:
-            status, error, permanent, retry_after, ok = exc.status_code, exc.message, exc.permanent, exc.retry_after_s, False
+            status, error, permanent, retry_after, ok = (
+                exc.status_code,
+                exc.message,
+                exc.permanent,
+                exc.retry_after_s,
+                False,
+            )
         elapsed_ms = round((time.monotonic() - attempt_started) * 1000, 1)
 
         delay = 0.0

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from channels_app.models import Channel
+from channels_app.serializers import (
+    ChannelCreateSerializer,
+    ChannelFilterSerializer,
+    ChannelSerializer,
+    ChannelUpdateSerializer,
+)
+from channels_app.services import channel_create, channel_rotate_token, channel_update
+from core.api import (
+    AUTH_ERRORS,
+    BAD_REQUEST,
+    NOT_FOUND,
+    OBJECT_ID_PATH_PARAMETER,
+    ObjectIdLookupMixin,
+    query_params,
+    validated,
+)
+from core.pagination import OptionalLimitOffsetPagination
+from dialogues.selectors import dialogue_for_channel
+from dialogues.serializers import DialogueHistorySerializer, HistoryQuerySerializer
+from dialogues.views import history_response
+
+_CHANNEL_EXAMPLE = {
+    "id": "665f1c2e9b1e8a3d4c5b6a80",
+    "name": "Website chat",
+    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
+    "url": "https://chat.example.com/hook",
+    "is_active": True,
+    "token": "kq3F0bq2m7Yt5v0cM1nW8zR4pL6sX9aD2eH7jU3oQ1g",
+}
+_HISTORY_EXAMPLE = {
+    "id": "665f1c2e9b1e8a3d4c5b6a81",
+    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
+    "channel_id": "665f1c2e9b1e8a3d4c5b6a80",
+    "chat_id": "665f1c2e9b1e8a3d4c5b6a80",
+    "message_list": [
+        {
+            "message_id": "m-1",
+            "role": "USER",
+            "text": "Hello!",
+            "created_at": "2025-01-31T12:00:00.000000Z",
+            "in_reply_to": None,
+            "delivery_state": None,
+        },
+        {
+            "message_id": "r-m-1",
+            "role": "ASSISTANT",
+            "text": "Hi, how can I help?",
+            "created_at": "2025-01-31T12:00:01.000000Z",
+            "in_reply_to": "m-1",
+            "delivery_state": "delivered",
+        },
+    ],
+    "has_more": False,
+}
+_DETAIL = [OBJECT_ID_PATH_PARAMETER]
+_WRITE_ERRORS = {400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List channels",
+        description="A plain JSON array, newest first (the existing contract). Giving `limit` or `offset` "
+        "switches to a paginated envelope `{count, next, previous, results}`.",
+        parameters=[ChannelFilterSerializer],
+        responses={200: ChannelSerializer(many=True), 400: BAD_REQUEST, **AUTH_ERRORS},
+        examples=[OpenApiExample("Channels", value=_CHANNEL_EXAMPLE, response_only=True)],
+    ),
+    retrieve=extend_schema(
+        summary="Get a channel",
+        parameters=_DETAIL,
+        responses={200: ChannelSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+        examples=[OpenApiExample("Channel", value=_CHANNEL_EXAMPLE, response_only=True)],
+    ),
+    destroy=extend_schema(
+        summary="Delete a channel",
+        description="Deletes the channel with its dialogues and their messages.",
+        parameters=_DETAIL,
+        responses={204: None, 404: NOT_FOUND, **AUTH_ERRORS},
+    ),
+)
+class ChannelViewSet(
+    ObjectIdLookupMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Channels, in the existing system's contract (names and shapes are exact)."""
+
+    serializer_class = ChannelSerializer
+    pagination_class = OptionalLimitOffsetPagination
+
+    def get_queryset(self) -> QuerySet[Channel]:
+        channels = Channel.objects.order_by("-created_at", "-id")
+        if self.action != "list":
+            return channels
+        filters = validated(ChannelFilterSerializer, query_params(self.request.query_params))
+        if "chat_bot_id" in filters:
+            channels = channels.filter(chat_bot_id=filters["chat_bot_id"])
+        if "active" in filters:
+            channels = channels.filter(is_active=filters["active"])
+        return channels
+
+    @extend_schema(
+        summary="Create a channel",
+        description="The server generates the channel's `token`. An unknown `chat_bot_id` is a 400. URLs that "
+        "resolve to private or loopback addresses are refused unless `CHANNEL_ALLOW_PRIVATE_URLS` is set.",
+        request=ChannelCreateSerializer,
+        responses={201: ChannelSerializer, 400: BAD_REQUEST, **AUTH_ERRORS},
+        examples=[
+            OpenApiExample(
+                "Create",
+                value={
+                    "name": "Website chat",
+                    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
+                    "url": "https://chat.example.com/hook",
+                    "is_active": True,
+                },
+                request_only=True,
+            ),
+            OpenApiExample("Created", value=_CHANNEL_EXAMPLE, response_only=True, status_codes=["201"]),
+        ],
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = validated(ChannelCreateSerializer, request.data)
+        channel = channel_create(
+            chat_bot=data["chat_bot_id"], name=data["name"], url=data["url"], is_active=data["is_active"]
+        )
+        return Response(ChannelSerializer(channel).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Replace a channel's name, url and is_active",
+        parameters=_DETAIL,
+        request=ChannelUpdateSerializer,
+        responses={200: ChannelSerializer, **_WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "Update",
+                value={"name": "Website chat", "url": "https://chat.example.com/v2/hook", "is_active": False},
+                request_only=True,
+            )
+        ],
+    )
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self._update(request, partial=False)
+
+    @extend_schema(
+        summary="Change some of a channel's name, url and is_active",
+        parameters=_DETAIL,
+        request=ChannelUpdateSerializer,
+        responses={200: ChannelSerializer, **_WRITE_ERRORS},
+        examples=[OpenApiExample("Deactivate", value={"is_active": False}, request_only=True)],
+    )
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self._update(request, partial=True)
+
+    def _update(self, request: Request, *, partial: bool) -> Response:
+        channel = self.get_object()
+        data = validated(ChannelUpdateSerializer, request.data, partial=partial, context={"channel": channel})
+        channel = channel_update(
+            channel=channel, name=data.get("name"), url=data.get("url"), is_active=data.get("is_active")
+        )
+        return Response(ChannelSerializer(channel).data)
+
+    @extend_schema(
+        summary="Rotate a channel's token",
+        description="Generates a new token for the channel and returns the channel with it. Replies are sent "
+        "with the new token from now on.",
+        parameters=_DETAIL,
+        request=None,
+        responses={200: ChannelSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+        examples=[OpenApiExample("Rotated", value=_CHANNEL_EXAMPLE, response_only=True)],
+    )
+    @action(detail=True, methods=["post"])
+    def rotate_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        channel = self.get_object()
+        channel_rotate_token(channel=channel)
+        return Response(ChannelSerializer(channel).data)
+
+    @extend_schema(
+        summary="The channel's dialogue",
+        description="The dialogue whose chat_id is this channel's id, oldest message first. Without a cursor: "
+        "the latest `limit` messages. Page back with `before=<first message_id>`, forward with "
+        "`after=<last message_id>`. An empty `message_list` (and `id: null`) when nothing was said yet.",
+        parameters=[*_DETAIL, HistoryQuerySerializer],
+        responses={200: DialogueHistorySerializer, **_WRITE_ERRORS},
+        examples=[OpenApiExample("History", value=_HISTORY_EXAMPLE, response_only=True)],
+    )
+    @action(detail=True, methods=["get"])
+    def dialogue(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        channel = self.get_object()
+        dialogue = dialogue_for_channel(channel=channel)
+        query = validated(HistoryQuerySerializer, query_params(request.query_params), context={"dialogue": dialogue})
+        return history_response(
+            dialogue=dialogue,
+            chat_bot_id=channel.chat_bot_id,
+            channel_id=channel.pk,
+            chat_id=str(channel.pk),
+            query=query,
+        )

@@ -24,6 +24,22 @@ from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_sec
 SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_once.html"
 
 
+class Revealed:
+    """A plaintext secret on its way into a template. Its repr hides it: Django's template
+    engine logs the whole context (with reprs) at DEBUG level when a variable is missing."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret hidden>"
+
+
 def secret_once_response(
     request: HttpRequest, model_admin: admin.ModelAdmin, shown: list[tuple[ChatBot, str]], *, title: str
 ) -> TemplateResponse:
@@ -33,7 +49,7 @@ def secret_once_response(
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
         "title": title,
-        "shown": shown,
+        "shown": [(bot, Revealed(secret)) for bot, secret in shown],
         "changelist_url": reverse("admin:chatbots_chatbot_changelist"),
     }
     response = TemplateResponse(request, SECRET_TEMPLATE, context)

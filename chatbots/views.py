@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from chatbots.models import ChatBot
+from chatbots.serializers import ChatBotInputSerializer, ChatBotSerializer, ChatBotWithSecretSerializer
+from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_secret, chatbot_update
+from core.api import (
+    AUTH_ERRORS,
+    BAD_REQUEST,
+    NOT_FOUND,
+    OBJECT_ID_PATH_PARAMETER,
+    ObjectIdLookupMixin,
+    validated,
+)
+from core.pagination import OptionalLimitOffsetPagination
+
+_BOT_EXAMPLE = {
+    "id": "665f1c2e9b1e8a3d4c5b6a79",
+    "name": "Support bot",
+    "secret_prefix": "cbs_Qm7d0X",
+    "created_at": "2025-01-31T12:00:00Z",
+    "updated_at": "2025-01-31T12:00:00Z",
+}
+_SECRET_EXAMPLE = {**_BOT_EXAMPLE, "secret_token": "cbs_Qm7d0XkV3yq9b2Vw2r6i1o8sPpZcYtN0aLhEe5fUuJg"}
+_DETAIL = [OBJECT_ID_PATH_PARAMETER]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List bots",
+        description="A plain JSON array, newest first; `limit`/`offset` switch to a paginated envelope.",
+        responses={200: ChatBotSerializer(many=True), 400: BAD_REQUEST, **AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get a bot",
+        parameters=_DETAIL,
+        responses={200: ChatBotSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+        examples=[OpenApiExample("Bot", value=_BOT_EXAMPLE, response_only=True)],
+    ),
+    destroy=extend_schema(
+        summary="Delete a bot",
+        description="Deletes the bot **together with its channels, their dialogues and all their messages**. "
+        "They cannot outlive the bot: nothing could authenticate to them any more. Not reversible.",
+        parameters=_DETAIL,
+        responses={204: None, 404: NOT_FOUND, **AUTH_ERRORS},
+    ),
+)
+class ChatBotViewSet(
+    ObjectIdLookupMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Bots. The secret is shown once, on create and on rotate; reads show its prefix."""
+
+    serializer_class = ChatBotSerializer
+    pagination_class = OptionalLimitOffsetPagination
+
+    def get_queryset(self) -> QuerySet[ChatBot]:
+        return ChatBot.objects.order_by("-created_at", "-id")
+
+    @extend_schema(
+        summary="Create a bot",
+        request=ChatBotInputSerializer,
+        responses={201: ChatBotWithSecretSerializer, 400: BAD_REQUEST, **AUTH_ERRORS},
+        examples=[
+            OpenApiExample("Create", value={"name": "Support bot"}, request_only=True),
+            OpenApiExample("Created", value=_SECRET_EXAMPLE, response_only=True, status_codes=["201"]),
+        ],
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = validated(ChatBotInputSerializer, request.data)
+        chat_bot, secret = chatbot_create(name=data["name"])
+        chat_bot.secret_token = secret  # type: ignore[attr-defined]
+        return Response(ChatBotWithSecretSerializer(chat_bot).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Rename a bot",
+        parameters=_DETAIL,
+        request=ChatBotInputSerializer,
+        responses={200: ChatBotSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
+    )
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        chat_bot = self.get_object()
+        data = validated(ChatBotInputSerializer, request.data)
+        return Response(ChatBotSerializer(chatbot_update(chat_bot=chat_bot, name=data["name"])).data)
+
+    @extend_schema(
+        summary="Rename a bot (partial)",
+        parameters=_DETAIL,
+        request=ChatBotInputSerializer,
+        responses={200: ChatBotSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
+    )
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        chat_bot = self.get_object()
+        data = validated(ChatBotInputSerializer, request.data, partial=True)
+        if "name" in data:
+            chat_bot = chatbot_update(chat_bot=chat_bot, name=data["name"])
+        return Response(ChatBotSerializer(chat_bot).data)
+
+    def perform_destroy(self, instance: ChatBot) -> None:
+        chatbot_delete(chat_bot=instance)
+
+    @extend_schema(
+        summary="Rotate a bot's secret",
+        description="Replaces the secret; the old one stops working (within the webhook's auth cache "
+        "time, `AUTH_CACHE_TTL_S`). The new secret is shown in this response only.",
+        parameters=_DETAIL,
+        request=None,
+        responses={200: ChatBotWithSecretSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+        examples=[OpenApiExample("Rotated", value=_SECRET_EXAMPLE, response_only=True)],
+    )
+    @action(detail=True, methods=["post"])
+    def rotate_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        chat_bot = self.get_object()
+        chat_bot.secret_token = chatbot_rotate_secret(chat_bot=chat_bot)  # type: ignore[attr-defined]
+        return Response(ChatBotWithSecretSerializer(chat_bot).data)

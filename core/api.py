@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import QueryDict
+from django.http import Http404, QueryDict
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -15,7 +16,13 @@ from core.serializers import OBJECT_ID_SCHEMA, is_object_id
 
 def api_router() -> SimpleRouter:
     # The existing clients call `/api/channels/{id}` without the slash; both forms work.
-    return SimpleRouter(trailing_slash="/?")
+    # SimpleRouter's constructor only knows "/" or "", so the pattern is set afterwards.
+    router = SimpleRouter()
+    router.trailing_slash = "/?"
+    return router
+
+
+NOT_FOUND_DETAIL = "Not found."
 
 
 class ObjectIdLookupMixin:
@@ -30,8 +37,12 @@ class ObjectIdLookupMixin:
     def get_object(self) -> Any:
         value = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field)
         if not is_object_id(value):
-            raise NotFound("Not found.")
-        return super().get_object()  # type: ignore[misc]
+            raise NotFound(NOT_FOUND_DETAIL)
+        try:
+            return super().get_object()  # type: ignore[misc]
+        except Http404:
+            # One message for malformed and unknown ids alike.
+            raise NotFound(NOT_FOUND_DETAIL) from None
 
 
 def query_params(params: QueryDict) -> dict[str, str]:
@@ -80,6 +91,7 @@ FORBIDDEN = _error(
 )
 NOT_FOUND = _error("No object with this id (or a malformed id).", {"detail": "Not found."}, "Not found")
 BAD_REQUEST = OpenApiResponse(
+    response=OpenApiTypes.OBJECT,
     description="Invalid input: field errors name the field.",
     examples=[
         OpenApiExample(

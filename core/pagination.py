@@ -32,8 +32,12 @@ class OptionalLimitOffsetPagination(LimitOffsetPagination):
         checked.is_valid(raise_exception=True)
         return super().paginate_queryset(queryset, request, view)
 
-    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+    def get_paginated_response_schema(self, schema: Any) -> Any:
         # Document both shapes: the plain array by default, the envelope with limit/offset.
+        if not isinstance(schema, dict):
+            # drf-spectacular probes with a sentinel to shape list examples: those show the
+            # default, plain-array form.
+            return schema
         envelope = super().get_paginated_response_schema(schema)
         return {"oneOf": [schema, envelope]}
 

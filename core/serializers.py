@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 from bson import ObjectId
+from django.utils.translation import gettext_lazy as _
 from django_mongodb_backend.fields import ObjectIdAutoField as ModelObjectIdAutoField
 from django_mongodb_backend.fields import ObjectIdField as ModelObjectIdField
-from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 

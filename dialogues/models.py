@@ -118,3 +118,26 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} {self.message_id}"
+
+
+class DeliveryManager(models.Manager["Delivery"]):
+    def get_queryset(self) -> models.QuerySet[Delivery]:
+        return (
+            super()
+            .get_queryset()
+            .filter(
+                role=Message.Role.ASSISTANT,
+                delivery_state__in=[DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD],
+            )
+        )
+
+
+class Delivery(Message):
+    """The operators' view of replies not yet delivered (pending, failed or dead)."""
+
+    objects = DeliveryManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = _("undelivered reply")
+        verbose_name_plural = _("deliveries")

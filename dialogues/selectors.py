@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bson import ObjectId
 from django.db import connection
 from django.db.models import QuerySet
 from pymongo import ASCENDING, DESCENDING
@@ -63,30 +64,37 @@ def message_page(
     if before is not None and after is not None:
         raise ValueError("before and after are exclusive")
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    # Raw pymongo for the window: the ORM's aggregate puts an $addFields before the $sort,
-    # which stops MongoDB from reading the order off the (dialogue, created_at, _id) index.
-    # The range on created_at bounds the index scan; the $or settles ties on _id. One more
-    # than asked for tells whether anything lies beyond the page.
-    query: dict[str, Any] = {"dialogue_id": dialogue.pk}
+    collection = connection.get_collection(Message._meta.db_table)
+    newer = after is not None
+    direction = ASCENDING if newer else DESCENDING
     cursor = after or before
-    if cursor is not None:
-        newer = after is not None
-        query["created_at"] = {"$gte" if newer else "$lte": cursor.created_at}
-        query["$or"] = [
-            {"created_at": {"$gt" if newer else "$lt": cursor.created_at}},
-            {"_id": {"$gt" if newer else "$lt": cursor.pk}},
-        ]
-    direction = ASCENDING if after is not None else DESCENDING
-    found = connection.get_collection(Message._meta.db_table).find(
-        query,
-        projection={"_id": 1},
-        sort=[("dialogue_id", direction), ("created_at", direction), ("_id", direction)],
-        limit=limit + 1,
-    )
-    ids = [doc["_id"] for doc in found]
+
+    def window(query: dict[str, Any], count: int) -> list[ObjectId]:
+        # Raw pymongo: the ORM's aggregate puts an $addFields before the $sort, which stops
+        # MongoDB from reading the order off the (dialogue, created_at, _id) index.
+        found = collection.find(
+            {"dialogue_id": dialogue.pk, **query},
+            projection={"_id": 1},
+            sort=[("dialogue_id", direction), ("created_at", direction), ("_id", direction)],
+            limit=count,
+        )
+        return [doc["_id"] for doc in found]
+
+    # One more than asked for tells whether anything lies beyond the page.
+    wanted = limit + 1
+    if cursor is None:
+        ids = window({}, wanted)
+    else:
+        # Two plain range queries instead of one $or: each gets tight index bounds (an $or
+        # makes some planners scan the whole collection). First the messages that share the
+        # cursor's timestamp and lie beyond it by id, then the strictly newer/older ones.
+        ties = window({"created_at": cursor.created_at, "_id": {"$gt" if newer else "$lt": cursor.pk}}, wanted)
+        ids = ties
+        if len(ties) < wanted:
+            ids = ties + window({"created_at": {"$gt" if newer else "$lt": cursor.created_at}}, wanted - len(ties))
     has_more = len(ids) > limit
     ids = ids[:limit]
-    if direction == DESCENDING:
+    if not newer:
         ids.reverse()
     by_id = {message.pk: message for message in Message.objects.filter(pk__in=ids)}
     return MessagePage(messages=[by_id[pk] for pk in ids if pk in by_id], has_more=has_more)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.api import (
+    AUTH_ERRORS,
+    BAD_REQUEST,
+    NOT_FOUND,
+    OBJECT_ID_PATH_PARAMETER,
+    ObjectIdLookupMixin,
+    query_params,
+    validated,
+)
+from core.pagination import OptionalLimitOffsetPagination
+from dialogues.models import Dialogue
+from dialogues.selectors import dialogue_list, message_page
+from dialogues.serializers import (
+    DialogueFilterSerializer,
+    DialogueHistorySerializer,
+    DialogueSerializer,
+    HistoryQuerySerializer,
+)
+
+
+def history_response(
+    *, dialogue: Dialogue | None, chat_bot_id: Any, channel_id: Any, chat_id: str, query: dict[str, Any]
+) -> Response:
+    """One page of a dialogue's history; `dialogue` None means nothing was said yet."""
+    if dialogue is None:
+        messages, has_more = [], False
+    else:
+        page = message_page(
+            dialogue=dialogue, before=query.get("before"), after=query.get("after"), limit=query["limit"]
+        )
+        messages, has_more = page.messages, page.has_more
+    body = {
+        "id": dialogue.pk if dialogue is not None else None,
+        "chat_bot_id": chat_bot_id,
+        "channel_id": channel_id,
+        "chat_id": chat_id,
+        "message_list": messages,
+        "has_more": has_more,
+    }
+    return Response(DialogueHistorySerializer(body).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List dialogues",
+        description="Most recently active first. A plain JSON array; `limit`/`offset` switch to a paginated envelope.",
+        parameters=[DialogueFilterSerializer],
+        responses={200: DialogueSerializer(many=True), 400: BAD_REQUEST, **AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Get a dialogue",
+        parameters=[OBJECT_ID_PATH_PARAMETER],
+        responses={200: DialogueSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+    ),
+)
+class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Dialogues, read-only: they are written by the webhook."""
+
+    serializer_class = DialogueSerializer
+    pagination_class = OptionalLimitOffsetPagination
+
+    def get_queryset(self) -> QuerySet[Dialogue]:
+        if self.action != "list":
+            return Dialogue.objects.all()
+        filters = validated(DialogueFilterSerializer, query_params(self.request.query_params))
+        return dialogue_list(**filters).order_by("-last_message_at", "-id")
+
+    @extend_schema(
+        summary="A dialogue's messages",
+        description="Oldest first. Without a cursor: the latest `limit` messages. Page back with "
+        "`before=<first message_id>`, forward with `after=<last message_id>`.",
+        parameters=[OBJECT_ID_PATH_PARAMETER, HistoryQuerySerializer],
+        responses={200: DialogueHistorySerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
+    )
+    @action(detail=True, methods=["get"])
+    def messages(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        dialogue = self.get_object()
+        query = validated(HistoryQuerySerializer, query_params(request.query_params), context={"dialogue": dialogue})
+        return history_response(
+            dialogue=dialogue,
+            chat_bot_id=dialogue.chat_bot_id,
+            channel_id=dialogue.channel_id,
+            chat_id=dialogue.chat_id,
+            query=query,
+        )

@@ -1,3 +1,9 @@
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from dialogues.webhook import WebhookNewMessageView
+
+urlpatterns = [
+    path("new_message", WebhookNewMessageView.as_view(), name="webhook-new-message"),
+]

@@ -1,0 +1,1 @@
+"""`make bench`: the load, growth and floor benchmark. Not imported by the application."""

@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from channels_app.models import Channel
+from channels_app.tests.factories import ChannelFactory
+from chatbots.models import ChatBot
+from chatbots.services import chatbot_authenticate
+from chatbots.tests.factories import ChatBotFactory
+from dialogues.models import Dialogue, Message
+from dialogues.tests.factories import DialogueFactory, MessageFactory
+
+pytestmark = pytest.mark.django_db
+
+ADMIN_URLS = [
+    "admin:index",
+    "admin:chatbots_chatbot_changelist",
+    "admin:chatbots_chatbot_add",
+    "admin:channels_app_channel_changelist",
+    "admin:channels_app_channel_add",
+    "admin:dialogues_dialogue_changelist",
+    "admin:dialogues_delivery_changelist",
+]
+
+
+@pytest.fixture
+def admin_client(client: Client, staff_user) -> Client:  # type: ignore[no-untyped-def]
+    client.force_login(staff_user)
+    return client
+
+
+def inline_management_data(response) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What the browser posts back for the change page's inlines (management forms and ids)."""
+    data: dict[str, object] = {}
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        for name, value in formset.management_form.initial.items():
+            data[f"{formset.prefix}-{name}"] = value
+        for form in formset.forms:
+            for field in form.hidden_fields():
+                data[form.add_prefix(field.name)] = field.value()
+    return data
+
+
+@pytest.mark.parametrize("name", ADMIN_URLS)
+def test_anonymous_user_is_redirected_to_login(client: Client, name: str) -> None:
+    url = reverse(name)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_non_staff_user_is_redirected_to_login(client: Client, django_user_model) -> None:  # type: ignore[no-untyped-def]
+    user = django_user_model.objects.create_user(username="customer", password="pw-123456789")
+    client.force_login(user)
+    response = client.get(reverse("admin:chatbots_chatbot_changelist"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_login_page_and_admin_css_are_served(client: Client) -> None:
+    response = client.get(reverse("admin:login"))
+    assert response.status_code == 200
+    assert b"Chat-bot platform" in response.content
+
+
+def test_index_names_apps_and_models_in_plain_words(admin_client: Client) -> None:
+    response = admin_client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    for label in ("Chat-bot platform", "Chat bots", "Channels", "Dialogues", "Deliveries"):
+        assert label in page
+
+
+def test_changelist_shows_prefix_and_channel_count_but_never_the_secret(admin_client: Client) -> None:
+    bot = ChatBotFactory(name="Support bot")
+    ChannelFactory.create_batch(3, chat_bot=bot)
+    ChatBotFactory(name="Idle bot")
+    response = admin_client.get(reverse("admin:chatbots_chatbot_changelist"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Support bot" in page and "Idle bot" in page
+    assert f"{bot.secret_prefix}…" in page
+    assert bot.plain_secret not in page
+    assert bot.secret_hash not in page
+    assert '<td class="field-channel_count">3</td>' in page
+    assert '<td class="field-channel_count">0</td>' in page
+
+
+def test_changelist_costs_the_same_handful_of_queries_whatever_its_length(
+    admin_client: Client, django_assert_max_num_queries
+) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("admin:chatbots_chatbot_changelist")
+    ChatBotFactory()
+    with django_assert_max_num_queries(10) as few:
+        admin_client.get(url)
+    assert len(few.captured_queries) > 0  # the backend reports its queries
+    for _ in range(40):
+        ChannelFactory(chat_bot=ChatBotFactory())
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        response = admin_client.get(url)
+    assert response.status_code == 200
+    assert response.content.decode().count('class="field-channel_count">1<') == 40
+
+
+def test_add_creates_the_bot_through_the_service_and_shows_the_secret_once(
+    admin_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    response = admin_client.post(reverse("admin:chatbots_chatbot_add"), {"name": "Sales bot"})
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    bot = ChatBot.objects.get(name="Sales bot")
+    secret = str(response.context["shown"][0][1])
+    assert secret.startswith(bot.secret_prefix)
+    assert secret in response.content.decode()
+    assert "shown only this once" in response.content.decode()
+    assert chatbot_authenticate(secret=secret) == bot
+    # Never again: not on the change page, the list, or in any log record.
+    change = admin_client.get(reverse("admin:chatbots_chatbot_change", args=[bot.pk]))
+    assert change.status_code == 200
+    assert secret not in change.content.decode()
+    assert secret not in admin_client.get(reverse("admin:chatbots_chatbot_changelist")).content.decode()
+    # Including tracebacks: the template engine logs its whole context at DEBUG level.
+    assert secret not in caplog.text
+
+
+def test_add_with_a_blank_name_shows_the_form_error(admin_client: Client) -> None:
+    response = admin_client.post(reverse("admin:chatbots_chatbot_add"), {"name": ""})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["name"]
+    assert ChatBot.objects.count() == 0
+
+
+def test_change_page_renames_the_bot_and_lists_its_channels(admin_client: Client) -> None:
+    bot = ChatBotFactory(name="Old name")
+    ChannelFactory(chat_bot=bot, name="Telegram shop", url="https://shop.example.com/hook")
+    ChannelFactory(name="Someone else's channel")
+    url = reverse("admin:chatbots_chatbot_change", args=[bot.pk])
+    get = admin_client.get(url)
+    page = get.content.decode()
+    assert "Telegram shop" in page
+    assert "https://shop.example.com/hook" in page
+    assert "Someone else&#x27;s channel" not in page
+    assert bot.secret_prefix in page
+    response = admin_client.post(url, {"name": "New name", **inline_management_data(get)})
+    assert response.status_code == 302
+    bot.refresh_from_db()
+    assert bot.name == "New name"
+    assert chatbot_authenticate(secret=bot.plain_secret) == bot  # renaming keeps the secret
+
+
+def test_rotate_secret_action_shows_each_new_secret_once_and_retires_the_old(admin_client: Client) -> None:
+    first, second = ChatBotFactory(), ChatBotFactory()
+    response = admin_client.post(
+        reverse("admin:chatbots_chatbot_changelist"),
+        {"action": "rotate_secret", "_selected_action": [str(first.pk), str(second.pk)]},
+    )
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    shown = {bot.pk: str(secret) for bot, secret in response.context["shown"]}
+    assert set(shown) == {first.pk, second.pk}
+    for bot in (first, second):
+        assert shown[bot.pk] in response.content.decode()
+        assert chatbot_authenticate(secret=shown[bot.pk]) == bot
+        assert chatbot_authenticate(secret=bot.plain_secret) is None
+
+
+def test_rotate_secret_button_asks_first_then_rotates(admin_client: Client) -> None:
+    bot = ChatBotFactory()
+    change = admin_client.get(reverse("admin:chatbots_chatbot_change", args=[bot.pk])).content.decode()
+    url = reverse("admin:chatbots_chatbot_rotate_secret", args=[bot.pk])
+    assert url in change
+    confirm = admin_client.get(url)
+    assert confirm.status_code == 200
+    assert "stops working at once" in confirm.content.decode()
+    assert chatbot_authenticate(secret=bot.plain_secret) == bot  # a GET changes nothing
+    response = admin_client.post(url)
+    assert response.status_code == 200
+    secret = str(response.context["shown"][0][1])
+    assert chatbot_authenticate(secret=secret) == bot
+    assert chatbot_authenticate(secret=bot.plain_secret) is None
+
+
+def test_delete_confirmation_counts_what_goes_with_the_bot_and_deletes_through_the_service(
+    admin_client: Client,
+) -> None:
+    bot = ChatBotFactory()
+    channel = ChannelFactory(chat_bot=bot)
+    MessageFactory.create_batch(3, dialogue=DialogueFactory(channel=channel))
+    url = reverse("admin:chatbots_chatbot_delete", args=[bot.pk])
+    confirm = admin_client.get(url)
+    assert confirm.status_code == 200
+    assert dict(confirm.context["model_count"])["messages"] == 3
+    response = admin_client.post(url, {"post": "yes"})
+    assert response.status_code == 302
+    assert not ChatBot.objects.filter(pk=bot.pk).exists()
+    assert not Channel.objects.filter(chat_bot_id=bot.pk).exists()
+    assert not Dialogue.objects.filter(chat_bot_id=bot.pk).exists()
+    assert not Message.objects.filter(chat_bot_id=bot.pk).exists()
+
+
+def test_delete_selected_action_deletes_through_the_service(admin_client: Client) -> None:
+    bot = ChatBotFactory()
+    ChannelFactory(chat_bot=bot)
+    response = admin_client.post(
+        reverse("admin:chatbots_chatbot_changelist"),
+        {"action": "delete_selected", "_selected_action": [str(bot.pk)], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not ChatBot.objects.exists()
+    assert not Channel.objects.exists()
+
+
+@override_settings(LANGUAGE_CODE="ru")
+def test_russian_labels_for_our_models_and_actions(admin_client: Client) -> None:
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    for label in ("Платформа чат-ботов", "Чат-боты", "Каналы", "Диалоги", "Доставки"):
+        assert label in index, label
+    # A list shows its actions only when it has rows.
+    MessageFactory(
+        dialogue=DialogueFactory(channel=ChannelFactory()), role="ASSISTANT", in_reply_to="m1", delivery_state="failed"
+    )
+    bots = admin_client.get(reverse("admin:chatbots_chatbot_changelist")).content.decode()
+    assert "Сменить секрет" in bots
+    assert "Префикс секрета" in bots
+    channels = admin_client.get(reverse("admin:channels_app_channel_changelist")).content.decode()
+    for label in ("Включить выбранные каналы", "Отключить выбранные каналы", "Отправить тестовое сообщение"):
+        assert label in channels, label
+    deliveries = admin_client.get(reverse("admin:dialogues_delivery_changelist")).content.decode()
+    assert "Доставить заново" in deliveries
+
+
+def test_english_is_the_default(admin_client: Client) -> None:
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Chat bots" in page
+    assert "Чат-боты" not in page

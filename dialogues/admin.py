@@ -1,0 +1,180 @@
+"""Operators' screens for dialogues and undelivered replies. Both are read-only: the history
+is what happened, and redelivery goes through the same dispatcher as the webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from channels_app.models import DeliveryState
+from core.errors import ApplicationError
+from dialogues.models import Delivery, Dialogue, Message
+from dialogues.selectors import message_page
+
+HISTORY_PAGE_SIZE = 100
+# A message_id search looks at most this many matches (message ids repeat across dialogues).
+MESSAGE_ID_SEARCH_LIMIT = 1000
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Dialogue)
+class DialogueAdmin(ReadOnlyAdmin):
+    list_display = ("chat_id", "chat_bot", "channel", "message_count", "last_message_at")
+    list_select_related = ("chat_bot", "channel")
+    list_filter = ("chat_bot", "channel")
+    search_fields = ("chat_id",)
+    search_help_text = _("Exact chat_id, or the message_id of any message in the dialogue.")
+    fields = ("id", "chat_bot", "channel", "chat_id", "message_count", "created_at", "last_message_at")
+    readonly_fields = fields
+    change_form_template = "admin/dialogues/dialogue/change_form.html"
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Dialogue], search_term: str) -> Any:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # Exact matches only: both fields are indexed, and ids are pasted, not typed.
+        dialogue_ids = list(
+            Message.objects.filter(message_id=term).values_list("dialogue_id", flat=True)[:MESSAGE_ID_SEARCH_LIMIT]
+        )
+        return queryset.filter(Q(chat_id=term) | Q(pk__in=dialogue_ids)), False
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], add: bool = False, change: bool = False,
+        form_url: str = "", obj: Dialogue | None = None,
+    ) -> TemplateResponse:  # fmt: skip
+        if obj is not None:
+            context.update(self._history_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _history_context(self, request: HttpRequest, dialogue: Dialogue) -> dict[str, Any]:
+        """One page of the history through the API's keyset selector: the latest page by
+        default, `?before=<id>` for older, `?after=<id>` for newer. A page costs the same at
+        any depth of a long dialogue (no skip over what comes before)."""
+        before = self._cursor(request, "before", dialogue)
+        after = self._cursor(request, "after", dialogue) if before is None else None
+        page = message_page(dialogue=dialogue, before=before, after=after, limit=HISTORY_PAGE_SIZE)
+        rows = page.messages
+        if after is not None:
+            has_older, has_newer = True, page.has_more
+        elif before is not None:
+            has_older, has_newer = page.has_more, True
+        else:
+            has_older, has_newer = page.has_more, False
+        return {
+            "history": rows,
+            "history_older": rows[0].pk if rows and has_older else None,
+            "history_newer": rows[-1].pk if rows and has_newer else None,
+            "history_is_latest": before is None and after is None,
+        }
+
+    @staticmethod
+    def _cursor(request: HttpRequest, name: str, dialogue: Dialogue) -> Message | None:
+        value = request.GET.get(name)
+        if not value:
+            return None
+        try:
+            pk = ObjectId(value)
+        except (InvalidId, TypeError):
+            return None
+        # By _id alone, then checked: with the dialogue in the filter the embedded server
+        # scans the dialogue's messages instead of using the _id index.
+        message = Message.objects.filter(pk=pk).first()
+        return message if message is not None and message.dialogue_id == dialogue.pk else None
+
+
+class DeliveryStateFilter(admin.SimpleListFilter):
+    title = _("delivery state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
+        return [(state.value, state.label) for state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        if self.value():
+            return queryset.filter(delivery_state=self.value())
+        return queryset
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "delivery_state",
+        "chat_bot",
+        "channel",
+        "dialogue_link",
+        "text_preview",
+        "delivery_attempts",
+        "last_status_code",
+        "last_error",
+        "next_attempt_at",
+    )
+    list_select_related = ("chat_bot", "channel", "dialogue")
+    list_filter = (DeliveryStateFilter, "chat_bot", "channel")
+    ordering = ("-created_at",)
+    actions = ("redeliver_now",)
+    fields = (
+        "id", "chat_bot", "channel", "dialogue", "message_id", "in_reply_to", "text", "created_at",
+        "delivery_state", "delivery_attempts", "last_status_code", "last_error", "next_attempt_at", "delivered_at",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    @admin.display(description=_("dialogue"))
+    def dialogue_link(self, obj: Delivery) -> str:
+        url = reverse("admin:dialogues_dialogue_change", args=[obj.dialogue_id])
+        return format_html('<a href="{}">{}</a>', url, obj.dialogue.chat_id)
+
+    @admin.display(description=_("text"))
+    def text_preview(self, obj: Delivery) -> str:
+        return Truncator(obj.text).chars(80)
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description=_("Redeliver now"), permissions=["redeliver"])
+    def redeliver_now(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        from dialogues.delivery import reply_redeliver  # the webhook's own delivery path
+
+        ids = list(queryset.values_list("pk", flat=True))
+        delivered = failed = 0
+        for message in Message.objects.filter(pk__in=ids):
+            try:
+                result = reply_redeliver(message=message)
+            except ApplicationError as exc:  # delivered meanwhile, being delivered, channel off
+                self.message_user(request, f"{message.message_id}: {exc.message}", messages.WARNING)
+                continue
+            if result.delivery_state == DeliveryState.DELIVERED:
+                delivered += 1
+            else:
+                failed += 1
+        if delivered:
+            text = ngettext("%d reply delivered.", "%d replies delivered.", delivered) % delivered
+            self.message_user(request, text, messages.SUCCESS)
+        if failed:
+            text = ngettext(
+                "%d reply could not be delivered; see its last error.",
+                "%d replies could not be delivered; see their last errors.",
+                failed,
+            ) % failed  # fmt: skip
+            self.message_user(request, text, messages.ERROR)

@@ -1,0 +1,71 @@
+"""The webhook's request and response shapes. Strict: a field that should be a string must be
+a JSON string (DRF's CharField would turn 123 into "123" and reject {"$gt": ""} only by
+accident), so mistyped input is a 400 and operator objects never reach a query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from dialogues.models import ID_MAX_LENGTH
+
+TEXT_MAX_LENGTH = 32 * 1024
+BODY_MAX_BYTES = 1024 * 1024
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class WebhookMessageSerializer(serializers.Serializer):
+    message_id = StrictCharField(
+        required=False,
+        allow_null=True,
+        max_length=ID_MAX_LENGTH,
+        trim_whitespace=False,
+        help_text="The channel's id for this message; duplicates are recognised by it. "
+        "Missing or null: a UUID4 is generated.",
+    )
+    chat_id = StrictCharField(
+        max_length=ID_MAX_LENGTH,
+        trim_whitespace=False,
+        help_text="The id of one of this bot's channels; with `channel_id`, a conversation inside that channel.",
+    )
+    text = StrictCharField(max_length=TEXT_MAX_LENGTH, trim_whitespace=False)
+    message_sender = serializers.ChoiceField(
+        choices=["customer", "employee"],
+        help_text="`customer` messages are answered; `employee` messages are stored as context only.",
+    )
+    channel_id = StrictCharField(
+        required=False,
+        max_length=ID_MAX_LENGTH,
+        trim_whitespace=False,
+        help_text="Optional: the channel, when one channel carries many conversations (`chat_id`s).",
+    )
+
+
+class WebhookResultSerializer(serializers.Serializer):
+    status = serializers.CharField(default="Message processed successfully")
+    message_id = serializers.CharField()
+    dialogue_id = serializers.CharField()
+    duplicate = serializers.BooleanField(help_text="The message was already stored; nothing was stored again.")
+    ignored = serializers.BooleanField(help_text="Stored, and no reply is expected (employee message).")
+    replied = serializers.BooleanField(help_text="A reply exists for this message.")
+    reply_pending = serializers.BooleanField(help_text="The LLM failed; the reply will be generated later.")
+    reply_message_id = serializers.CharField(allow_null=True)
+    delivery = serializers.ChoiceField(
+        choices=["delivered", "queued", "dead", "in_progress"],
+        allow_null=True,
+        help_text="`queued`: the channel did not accept the reply yet; deliver_pending retries it.",
+    )
+    resumed = serializers.BooleanField(help_text="A duplicate that finished the original's unfinished work.")
+
+
+class WebhookErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()

@@ -1,0 +1,253 @@
+"""`POST /api/webhook/new_message`: channels deliver incoming messages here.
+
+Authenticated by the bot's secret, never by session or CSRF. The body is read and parsed here
+(not by DRF's parsers) so the size limit, strict JSON and error shapes are ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chatbots.models import ChatBot
+from core.errors import ApplicationError
+from dialogues.serializers_webhook import (
+    BODY_MAX_BYTES,
+    WebhookErrorSerializer,
+    WebhookMessageSerializer,
+    WebhookResultSerializer,
+)
+from dialogues.services import webhook_bot_authenticate, webhook_message_process
+
+logger = logging.getLogger("dialogues.webhook")
+
+SUCCESS_STATUS = "Message processed successfully"
+AUTH_HEADER_REQUIRED = "x-chatbot_auth_token header is required"
+AUTH_HEADER_INVALID = "Invalid authorization header format, expected 'Bearer <token>'"
+AUTH_TOKEN_INVALID = "Invalid token"  # noqa: S105 - a message, not a secret
+
+
+class Unauthorized(ApplicationError):
+    status = status.HTTP_401_UNAUTHORIZED
+
+
+class PayloadTooLarge(ApplicationError):
+    status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def request_secret(request: Request) -> str:
+    """The bot secret from `x-chatbot_auth_token` (the existing channels' header; WSGI maps it
+    and `X-Chatbot-Auth-Token` to the same key), else from `Authorization`."""
+    meta = request._request.META
+    raw = meta.get("HTTP_X_CHATBOT_AUTH_TOKEN")
+    if raw is None:
+        raw = meta.get("HTTP_AUTHORIZATION")
+    if raw is None:
+        raise Unauthorized(AUTH_HEADER_REQUIRED)
+    parts = raw.split()
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        raise Unauthorized(AUTH_HEADER_INVALID)
+    return parts[1]
+
+
+def request_json_object(request: Request) -> dict[str, Any]:
+    django_request = request._request
+    try:
+        declared = int(django_request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApplicationError("Invalid Content-Length header") from None
+    if declared > BODY_MAX_BYTES:
+        raise PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
+    # Read at most one byte past the limit, whatever the header said (chunked bodies have none).
+    body = django_request.read(BODY_MAX_BYTES + 1)
+    if len(body) > BODY_MAX_BYTES:
+        raise PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
+    if not body.strip():
+        raise ApplicationError("Request body is empty; a JSON object is required")
+    try:
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApplicationError("Malformed JSON in request body") from None
+    if not isinstance(payload, dict):
+        raise ApplicationError("Request body must be a JSON object")
+    return payload
+
+
+_ERROR_EXAMPLES = {
+    400: [
+        OpenApiExample("Malformed JSON", value={"detail": "Malformed JSON in request body"}, status_codes=["400"]),
+        OpenApiExample("Missing field", value={"chat_id": ["This field is required."]}, status_codes=["400"]),
+        OpenApiExample(
+            "Unknown sender", value={"message_sender": ['"robot" is not a valid choice.']}, status_codes=["400"]
+        ),
+    ],
+    401: [
+        OpenApiExample("No header", value={"detail": AUTH_HEADER_REQUIRED}, status_codes=["401"]),
+        OpenApiExample("Bad format", value={"detail": AUTH_HEADER_INVALID}, status_codes=["401"]),
+        OpenApiExample("Unknown secret", value={"detail": AUTH_TOKEN_INVALID}, status_codes=["401"]),
+    ],
+    404: [OpenApiExample("Unknown channel", value={"detail": "Channel not found"}, status_codes=["404"])],
+    409: [OpenApiExample("Inactive channel", value={"detail": "Channel is inactive"}, status_codes=["409"])],
+    413: [
+        OpenApiExample(
+            "Too large", value={"detail": f"Request body must be at most {BODY_MAX_BYTES} bytes"}, status_codes=["413"]
+        )
+    ],
+}
+
+
+class WebhookNewMessageView(APIView):
+    # Channels authenticate with the bot secret, checked in `post`; no session, so no CSRF.
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    # Declared for the schema only; the body is read by `request_json_object`.
+    parser_classes = [JSONParser]
+    throttle_classes: list[type] = []
+
+    @extend_schema(
+        operation_id="webhook_new_message",
+        summary="Receive a message from a channel",
+        description=(
+            "Stores the message; for `customer` messages asks the LLM and delivers the reply to the "
+            "channel's URL (POST with `x-chat_auth_token: Bearer <channel token>`). A repeated "
+            "`message_id` is answered 200 without storing or replying again."
+        ),
+        tags=["webhook"],
+        auth=[],
+        parameters=[
+            OpenApiParameter(
+                name="x-chatbot_auth_token",
+                type=str,
+                location=OpenApiParameter.HEADER,
+                required=True,
+                description="`Bearer <bot secret>`. Also accepted as `X-Chatbot-Auth-Token` or "
+                "`Authorization: Bearer <bot secret>`.",
+            )
+        ],
+        request=WebhookMessageSerializer,
+        responses={
+            200: OpenApiResponse(
+                WebhookResultSerializer,
+                description="Stored (or a duplicate).",
+                examples=[
+                    OpenApiExample(
+                        "Replied",
+                        value={
+                            "status": SUCCESS_STATUS,
+                            "message_id": "m-1",
+                            "dialogue_id": "6650f0c2a1b2c3d4e5f60718",
+                            "duplicate": False,
+                            "ignored": False,
+                            "replied": True,
+                            "reply_pending": False,
+                            "reply_message_id": "2f1c4a9e-3a57-4a0e-9b1e-6f0b2d1f7c11",
+                            "delivery": "delivered",
+                            "resumed": False,
+                        },
+                        status_codes=["200"],
+                    )
+                ],
+            ),
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="Malformed or invalid body.", examples=_ERROR_EXAMPLES[400]
+            ),
+            401: OpenApiResponse(
+                WebhookErrorSerializer, description="Missing or wrong secret.", examples=_ERROR_EXAMPLES[401]
+            ),
+            404: OpenApiResponse(
+                WebhookErrorSerializer, description="No such channel for this bot.", examples=_ERROR_EXAMPLES[404]
+            ),
+            409: OpenApiResponse(
+                WebhookErrorSerializer, description="The channel is inactive.", examples=_ERROR_EXAMPLES[409]
+            ),
+            413: OpenApiResponse(WebhookErrorSerializer, description="Body over 1 MiB.", examples=_ERROR_EXAMPLES[413]),
+            503: OpenApiResponse(WebhookErrorSerializer, description="Database unavailable; retry."),
+        },
+        examples=[
+            OpenApiExample(
+                "Customer message",
+                value={
+                    "message_id": "m-1",
+                    "chat_id": "6650f0c2a1b2c3d4e5f60718",
+                    "text": "Hello",
+                    "message_sender": "customer",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        self._log_context: dict[str, Any] = {"started": time.monotonic()}
+        payload = request_json_object(request) if self._content_too_large(request) else None
+        secret = request_secret(request)
+        chat_bot: ChatBot | None = webhook_bot_authenticate(secret=secret)
+        if chat_bot is None:
+            raise Unauthorized(AUTH_TOKEN_INVALID)
+        self._log_context["bot"] = str(chat_bot.pk)
+        if payload is None:
+            payload = request_json_object(request)
+        serializer = WebhookMessageSerializer(data=payload)
+        if not serializer.is_valid():
+            raise ValidationError(serializer.errors)
+        data = serializer.validated_data
+        self._log_context.update(
+            chat_id=data["chat_id"],
+            channel=data.get("channel_id") or data["chat_id"],
+            message_id=data.get("message_id"),
+        )
+        result = webhook_message_process(
+            chat_bot=chat_bot,
+            chat_id=data["chat_id"],
+            text=data["text"],
+            message_sender=data["message_sender"],
+            message_id=data.get("message_id"),
+            channel_id=data.get("channel_id"),
+        )
+        self._log_context.update(message_id=result.message_id, outcome=result.outcome)
+        return Response({"status": SUCCESS_STATUS, **result.as_dict()})
+
+    @staticmethod
+    def _content_too_large(request: Request) -> bool:
+        """A body declared over the limit is refused before the secret is even looked up."""
+        try:
+            return int(request._request.META.get("CONTENT_LENGTH") or 0) > BODY_MAX_BYTES
+        except ValueError:
+            return True
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        context = getattr(self, "_log_context", None) or {}
+        started = context.pop("started", None)
+        status_code = getattr(response, "status_code", 0)
+        # One line per webhook; ids only, never the text or a secret.
+        logger.info(
+            "webhook",
+            extra={
+                "bot": context.get("bot"),
+                "channel": context.get("channel"),
+                "chat_id": context.get("chat_id"),
+                "message_id": context.get("message_id"),
+                "outcome": context.get("outcome") or f"{'error' if status_code >= 500 else 'rejected'}_{status_code}",
+                "status": status_code,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1) if started else None,
+            },
+        )
+        return response

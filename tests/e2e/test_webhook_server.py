@@ -1,0 +1,119 @@
+"""The webhook through the real gunicorn process that `make run` starts."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from channels_app.tests.factories import ChannelFactory
+from chatbots.tests.factories import ChatBotFactory
+from dialogues.models import Message
+from tests.support.live_server import LiveServer
+from tests.support.receiver import ChannelReceiver
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+WEBHOOK = "/api/webhook/new_message"
+
+
+@pytest.fixture
+def receiver() -> Iterator[ChannelReceiver]:
+    server = ChannelReceiver().start()
+    yield server
+    server.stop()
+
+
+def raw_post(server: LiveServer, headers: list[tuple[str, str]], body: bytes) -> tuple[int, dict[str, Any]]:
+    """A request written byte by byte, so the header name goes out exactly as given."""
+    lines = [f"POST {WEBHOOK} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close"]  # fmt: skip
+    lines += [f"{name}: {value}" for name, value in headers]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(payload)
+
+
+def test_seed_header_with_underscores_reaches_the_app(live_server_process: LiveServer, receiver) -> None:
+    bot = ChatBotFactory()
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    body = json.dumps({"message_id": "raw-1", "chat_id": str(channel.pk), "text": "hi", "message_sender": "customer"})
+
+    status, answer = raw_post(
+        live_server_process, [("x-chatbot_auth_token", f"Bearer {bot.plain_secret}")], body.encode()
+    )
+
+    assert status == 200, answer
+    assert answer["status"] == "Message processed successfully"
+    assert answer["delivery"] == "delivered"
+    [received] = receiver.wait_for(1)
+    assert received.headers["x-chat_auth_token"] == f"Bearer {channel.settings.token}"
+    assert received.json["in_reply_to"] == "raw-1"
+
+
+def test_missing_header_is_401_through_the_server(live_server_process: LiveServer) -> None:
+    status, answer = raw_post(live_server_process, [], b"{}")
+    assert status == 401
+    assert answer == {"detail": "x-chatbot_auth_token header is required"}
+
+
+def test_http_client_with_the_seed_header(live_server_process: LiveServer, receiver) -> None:
+    bot = ChatBotFactory()
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    connection = http.client.HTTPConnection("127.0.0.1", live_server_process.port, timeout=30)
+    body = json.dumps({"chat_id": str(channel.pk), "text": "hello", "message_sender": "employee"})
+    connection.request(
+        "POST", WEBHOOK, body=body,
+        headers={"x-chatbot_auth_token": f"Bearer {bot.plain_secret}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert response.status == 200, answer
+    assert answer["ignored"] is True
+    assert Message.objects.get().role == Message.Role.EMPLOYEE
+
+
+def test_twenty_identical_requests_at_once_store_one_copy_and_post_once(
+    live_server_process: LiveServer, receiver
+) -> None:
+    bot = ChatBotFactory()
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    body = json.dumps(
+        {"message_id": "dup-1", "chat_id": str(channel.pk), "text": "once", "message_sender": "customer"}
+    ).encode()
+    headers = [("x-chatbot_auth_token", f"Bearer {bot.plain_secret}")]
+    barrier = threading.Barrier(20)
+    results: list[Any] = [None] * 20
+
+    def send(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = raw_post(live_server_process, headers, body)
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            results[index] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert all(isinstance(r, tuple) and r[0] == 200 for r in results), results
+    assert sum(1 for _, answer in results if not answer["duplicate"]) == 1
+    assert Message.objects.filter(message_id="dup-1").count() == 1
+    assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
+    receiver.wait_for(2, timeout=1.0)  # give a wrongful second POST the chance to show up
+    assert len(receiver.requests) == 1
+    assert receiver.requests[0].json["in_reply_to"] == "dup-1"

@@ -1,0 +1,72 @@
+"""Races through the real server: duplicates and many first messages at the same moment."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from channels_app.tests.factories import ChannelFactory
+from dialogues.models import Dialogue, Message
+from tests.fault.conftest import fire_together, post_webhook
+from tests.support.live_server import LiveServer
+from tests.support.receiver import ChannelReceiver
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_twenty_identical_webhooks_store_one_copy_and_send_one_reply(
+    fault_server: LiveServer, receiver: ChannelReceiver
+) -> None:
+    channel = ChannelFactory(url=receiver.url)
+    secret = channel.chat_bot.plain_secret
+    body = {"message_id": "same-moment-1", "chat_id": str(channel.pk), "text": "Hi!", "message_sender": "customer"}
+
+    responses = fire_together(20, lambda _: post_webhook(fault_server, secret, body))
+
+    assert [getattr(r, "status_code", r) for r in responses] == [200] * 20
+    assert Dialogue.objects.filter(channel=channel).count() == 1
+    assert Message.objects.filter(message_id="same-moment-1").count() == 1
+    replies = Message.objects.filter(role=Message.Role.ASSISTANT, in_reply_to="same-moment-1")
+    assert replies.count() == 1
+    # Give a stray second delivery time to arrive before counting.
+    receiver.wait_for(1)
+    time.sleep(0.5)
+    assert len(receiver.requests) == 1
+    assert receiver.requests[0].json["in_reply_to"] == "same-moment-1"
+    assert receiver.requests[0].json["message_id"] == replies.get().message_id
+
+
+@pytest.mark.slow
+def test_64_concurrent_messages_into_one_dialogue_are_all_stored_in_time_order(
+    fault_server: LiveServer, receiver: ChannelReceiver
+) -> None:
+    channel = ChannelFactory(url=receiver.url)
+    secret = channel.chat_bot.plain_secret
+
+    def send(i: int):  # type: ignore[no-untyped-def]
+        body = {"message_id": f"burst-{i}", "chat_id": str(channel.pk), "text": f"msg {i}", "message_sender": "customer"}
+        return post_webhook(fault_server, secret, body, timeout=60)
+
+    responses = fire_together(64, send)
+
+    assert [getattr(r, "status_code", r) for r in responses] == [200] * 64
+    dialogue = Dialogue.objects.get(channel=channel)
+    stored = list(Message.objects.filter(dialogue=dialogue).order_by("created_at", "id"))
+    assert len(stored) == 128
+    users = {m.message_id: m for m in stored if m.role == Message.Role.USER}
+    replies = [m for m in stored if m.role == Message.Role.ASSISTANT]
+    assert set(users) == {f"burst-{i}" for i in range(64)}
+    assert sorted(r.in_reply_to for r in replies) == sorted(users)
+    # One consistent order by time: created_at never goes backwards in the stored order,
+    # and every reply comes after the message it answers.
+    times = [m.created_at for m in stored]
+    assert times == sorted(times)
+    position = {m.pk: i for i, m in enumerate(stored)}
+    for reply in replies:
+        assert position[reply.pk] > position[users[reply.in_reply_to].pk]
+    dialogue.refresh_from_db()
+    assert dialogue.message_count == 128
+    assert dialogue.last_message_at >= max(times)
+    got = receiver.wait_for(64)
+    assert sorted(r.json["in_reply_to"] for r in got) == sorted(users)
