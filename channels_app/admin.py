@@ -14,9 +14,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.text import Truncator
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import (
@@ -103,7 +102,15 @@ class ChannelAdmin(admin.ModelAdmin):
         if obj is None:
             return ()
         # A channel stays with its bot: its dialogues and messages belong to that bot.
-        return ("id", "chat_bot", "token_display", "last_delivery_state", "last_delivery_at", "created_at", "updated_at")
+        return (
+            "id",
+            "chat_bot",
+            "token_display",
+            "last_delivery_state",
+            "last_delivery_at",
+            "created_at",
+            "updated_at",
+        )
 
     @admin.display(description=_("URL"), ordering="settings__url")
     def url_display(self, obj: Channel) -> str:
@@ -112,10 +119,10 @@ class ChannelAdmin(admin.ModelAdmin):
     @admin.display(description=_("token"))
     def token_display(self, obj: Channel) -> str:
         return format_html(
-            '<input type="text" id="channel-token" class="vTextField" readonly value="{}" size="50" '
-            'autocomplete="off" spellcheck="false"> '
+            '<input type="text" id="channel-token" readonly value="{}" autocomplete="off" spellcheck="false" '
+            'style="width: 34em; font-family: monospace"> '
             '<button type="button" class="button" data-copy-target="channel-token" data-copied-label="{}">{}</button>'
-            '<div class="help">{}</div>',
+            '<p class="help" style="margin: 4px 0 0; padding: 0">{}</p>',
             obj.settings.token if obj.settings else "",
             gettext("Copied"),
             gettext("Copy"),
@@ -137,7 +144,9 @@ class ChannelAdmin(admin.ModelAdmin):
         if change:
             channel_update(channel=obj, name=data["name"], url=data["url"], is_active=data["is_active"])
             return
-        created = channel_create(chat_bot=data["chat_bot"], name=data["name"], url=data["url"], is_active=data["is_active"])
+        created = channel_create(
+            chat_bot=data["chat_bot"], name=data["name"], url=data["url"], is_active=data["is_active"]
+        )
         # The admin keeps using `obj` (log entry, redirect), so it becomes the created channel.
         for field in Channel._meta.concrete_fields:
             setattr(obj, field.attname, getattr(created, field.attname))

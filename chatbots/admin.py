@@ -21,7 +21,7 @@ from channels_app.models import Channel
 from chatbots.models import ChatBot
 from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_secret, chatbot_update
 
-SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_once.html"
+SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_once.html"  # noqa: S105 (a template name)
 
 
 class Revealed:
@@ -157,7 +157,9 @@ class ChatBotAdmin(admin.ModelAdmin):
         for chat_bot in queryset:
             chatbot_delete(chat_bot=chat_bot)
 
-    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
         """Counts instead of Django's list of every related object: a bot with 10,000
         messages would otherwise load and render each one on the confirmation page."""
         from dialogues.models import Dialogue, Message

@@ -108,7 +108,9 @@ class DeliveryStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
-        return [(state.value, state.label) for state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD)]
+        return [
+            (state.value, state.label) for state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD)
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
         if self.value():
@@ -121,16 +123,14 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "delivery_state",
-        "chat_bot",
         "channel",
         "dialogue_link",
         "text_preview",
         "delivery_attempts",
-        "last_status_code",
-        "last_error",
+        "last_result",
         "next_attempt_at",
     )
-    list_select_related = ("chat_bot", "channel", "dialogue")
+    list_select_related = ("channel", "dialogue")
     list_filter = (DeliveryStateFilter, "chat_bot", "channel")
     ordering = ("-created_at",)
     actions = ("redeliver_now",)
@@ -147,7 +147,12 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("text"))
     def text_preview(self, obj: Delivery) -> str:
-        return Truncator(obj.text).chars(80)
+        return Truncator(obj.text).chars(60)
+
+    @admin.display(description=_("last result"))
+    def last_result(self, obj: Delivery) -> str:
+        status = f"HTTP {obj.last_status_code}" if obj.last_status_code else ""
+        return " · ".join(part for part in (status, Truncator(obj.last_error).chars(80)) if part) or "—"
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")

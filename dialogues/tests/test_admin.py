@@ -47,7 +47,9 @@ def add_messages(dialogue: Dialogue, count: int) -> None:
         )
         docs.append({f.column: getattr(message, f.attname) for f in Message._meta.concrete_fields if not f.primary_key})
     connection.get_collection(Message._meta.db_table).insert_many(docs, ordered=False)
-    Dialogue.objects.filter(pk=dialogue.pk).update(message_count=count, last_message_at=base + timedelta(seconds=count - 1))
+    Dialogue.objects.filter(pk=dialogue.pk).update(
+        message_count=count, last_message_at=base + timedelta(seconds=count - 1)
+    )
 
 
 def timed_get(client: Client, url: str, query: dict[str, str] | None = None) -> tuple[object, float]:
@@ -231,9 +233,7 @@ def test_deliveries_list_costs_a_handful_of_queries_whatever_its_length(
     assert len(response.context["cl"].result_list) == 31
 
 
-def test_redeliver_now_sends_the_reply_through_the_dispatcher(
-    admin_client: Client, receiver: ChannelReceiver
-) -> None:
+def test_redeliver_now_sends_the_reply_through_the_dispatcher(admin_client: Client, receiver: ChannelReceiver) -> None:
     channel = ChannelFactory(url=receiver.url)
     dialogue = DialogueFactory(channel=channel)
     failed = reply(dialogue, DeliveryState.FAILED, text="the answer", delivery_attempts=3)

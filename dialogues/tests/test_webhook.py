@@ -13,6 +13,7 @@ from chatbots.services import chatbot_rotate_secret
 from chatbots.tests.factories import ChatBotFactory
 from dialogues.models import Dialogue, Message
 from dialogues.tests.conftest import WEBHOOK_URL, customer_message
+from tests.support.receiver import Reply
 
 pytestmark = pytest.mark.django_db
 
@@ -293,27 +294,20 @@ def test_deactivation_takes_effect_once_the_cache_expires(channel, post_webhook)
         assert post_webhook(customer_message(channel, message_id="m-2")).status_code == 409
 
 
-def test_channel_failure_still_answers_200_and_queues_the_reply(bot, post_webhook) -> None:
-    from tests.support.receiver import ChannelReceiver, Reply
-
-    failing = ChannelReceiver().start()
-    try:
-        failing.default = Reply(status=503)
-        channel = ChannelFactory(chat_bot=bot, url=failing.url)
-        with override_settings(CHANNEL_MAX_RETRIES=2, CHANNEL_RETRY_AFTER_CAP_S=0):
-            response = post_webhook(customer_message(channel))
-        assert response.status_code == 200
-        assert response.json()["replied"] is True
-        assert response.json()["delivery"] == "queued"
-        reply = Message.objects.get(role=Message.Role.ASSISTANT)
-        assert reply.delivery_state == "failed"
-        assert reply.delivery_attempts == 3
-        assert reply.last_status_code == 503
-        assert reply.next_attempt_at is not None
-        assert reply.claimed_until is None
-        assert len(failing.requests) == 3
-    finally:
-        failing.stop()
+def test_channel_failure_still_answers_200_and_queues_the_reply(channel, post_webhook, receiver) -> None:
+    receiver.default = Reply(status=503)
+    with override_settings(CHANNEL_MAX_RETRIES=2, CHANNEL_RETRY_AFTER_CAP_S=0):
+        response = post_webhook(customer_message(channel))
+    assert response.status_code == 200
+    assert response.json()["replied"] is True
+    assert response.json()["delivery"] == "queued"
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert reply.delivery_state == "failed"
+    assert reply.delivery_attempts == 3
+    assert reply.last_status_code == 503
+    assert reply.next_attempt_at is not None
+    assert reply.claimed_until is None
+    assert len(receiver.requests) == 3
 
 
 def test_database_outage_is_503_json(channel, post_webhook, monkeypatch) -> None:

@@ -80,7 +80,7 @@ def test_operator_session_in_a_real_browser(
     assert secret.startswith("cbs_")
     assert page.get_by_text("shown only this once").count() == 1
     page.click("button[data-copy-target]")
-    assert page.inner_text("button[data-copy-target]") == "Copied"
+    page.wait_for_function("document.querySelector('button[data-copy-target]').textContent === 'Copied'")
     screenshot("03-bot-secret-once")
     bot = ChatBot.objects.get(name="Browser bot")
     page.click("text=I have copied it: open the bot")
@@ -100,6 +100,13 @@ def test_operator_session_in_a_real_browser(
     channel = Channel.objects.get(name="Browser channel")
     assert channel.settings.token not in page.content()  # never in the list
     screenshot("05-channel-list")
+    page.goto(f"{base}/admin/chatbots/chatbot/{bot.pk}/change/")
+    assert "Browser channel" in page.inner_text(".inline-group")
+    screenshot("05b-bot-with-its-channel")
+    page.goto(f"{base}/admin/channels_app/channel/{channel.pk}/change/")
+    assert page.input_value("#channel-token") == channel.settings.token  # here, for copying
+    screenshot("05c-channel-change-page")
+    page.goto(f"{base}/admin/channels_app/channel/")
 
     # The test-message action reaches the receiver and reports the HTTP result.
     page.check(f"input[name=_selected_action][value='{channel.pk}']")
@@ -151,6 +158,16 @@ def test_operator_session_in_a_real_browser(
     page.click(f"text={channel.pk}")
     assert page.locator("table.history tbody tr").count() == 4
     screenshot("10-dialogue-after-redelivery")
+
+    # A browser asking for Russian gets our labels in Russian.
+    ru = page.context.browser.new_context(viewport={"width": 1600, "height": 900}, locale="ru-RU")
+    ru.add_cookies(page.context.cookies())
+    ru_page = ru.new_page()
+    ru_page.goto(f"{base}/admin/")
+    assert ru_page.inner_text("#site-name") == "Платформа чат-ботов"
+    assert ru_page.get_by_role("link", name="Доставки", exact=True).count() >= 1
+    screenshot("11-index-ru", ru_page)
+    ru.close()
 
     # The bot's secret and the channel's token never reached the server's log.
     log = live_server_process.log_text()

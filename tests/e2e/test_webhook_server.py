@@ -6,7 +6,6 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,18 +14,10 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from dialogues.models import Message
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 WEBHOOK = "/api/webhook/new_message"
-
-
-@pytest.fixture
-def receiver() -> Iterator[ChannelReceiver]:
-    server = ChannelReceiver().start()
-    yield server
-    server.stop()
 
 
 def raw_post(server: LiveServer, headers: list[tuple[str, str]], body: bytes) -> tuple[int, dict[str, Any]]:
