@@ -104,11 +104,17 @@ class FloorClient:
         user = _doc(**common, message_id=message_id, role="USER", text=text, created_at=now,
                     reply_state="awaiting", claimed_until=now + LEASE)  # fmt: skip
         self.messages.insert_one(user)
-        history = list(
-            self.messages.find({"dialogue_id": dialogue_id, "created_at": {"$lte": now}}, {"_id": 1, "role": 1, "text": 1})
+        cursor = (
+            self.messages.find({"dialogue_id": dialogue_id}, {"_id": 1, "role": 1, "text": 1})
             .sort([("created_at", -1), ("_id", -1)])
-            .limit(CONTEXT_MESSAGES)
+            .batch_size(CONTEXT_MESSAGES + 2)
         )
+        history = []
+        for doc in cursor:
+            history.append(doc)
+            if len(history) >= CONTEXT_MESSAGES:
+                break
+        cursor.close()
         history.reverse()
         reply_text = _mock_llm(history)
         at = _now()

@@ -70,3 +70,28 @@ def test_64_concurrent_messages_into_one_dialogue_are_all_stored_in_time_order(
     assert dialogue.last_message_at >= max(times)
     got = receiver.wait_for(64)
     assert sorted(r.json["in_reply_to"] for r in got) == sorted(users)
+
+
+@pytest.mark.slow
+def test_first_messages_of_many_new_dialogues_at_the_same_moment(
+    fault_server: LiveServer, receiver: ChannelReceiver
+) -> None:
+    # Eight brand-new dialogues, eight first messages each, all at once: every racing
+    # dialogue upsert must end with the one dialogue, never an error.
+    first = ChannelFactory(url=receiver.url)
+    channels = [first] + [ChannelFactory(url=receiver.url, chat_bot=first.chat_bot) for _ in range(7)]
+    secret = first.chat_bot.plain_secret
+
+    def send(i: int):  # type: ignore[no-untyped-def]
+        channel = channels[i % 8]
+        body = {"message_id": f"first-{i}", "chat_id": str(channel.pk), "text": "hi", "message_sender": "customer"}
+        return post_webhook(fault_server, secret, body, timeout=60)
+
+    responses = fire_together(64, send)
+
+    assert [getattr(r, "status_code", r) for r in responses] == [200] * 64
+    assert Dialogue.objects.filter(chat_bot=first.chat_bot).count() == 8
+    for channel in channels:
+        dialogue = Dialogue.objects.get(channel=channel)
+        assert Message.objects.filter(dialogue=dialogue).count() == 16
+    assert len(receiver.wait_for(64)) == 64
