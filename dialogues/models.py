@@ -25,6 +25,9 @@ class Dialogue(models.Model):
     last_message_at = models.DateTimeField(_("last message time"), null=True, blank=True)
     # Kept by atomic $inc on every stored message, so lists never count a collection.
     message_count = models.PositiveIntegerField(_("messages"), default=0)
+    # The last sequence number handed out to this dialogue's messages (atomic $inc in the
+    # same upsert that finds the dialogue). See Message.seq.
+    last_seq = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         verbose_name = _("dialogue")
@@ -40,7 +43,7 @@ class Dialogue(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.chat_bot_id}/{self.chat_id}"
+        return f"Dialogue {self.chat_id}"
 
 
 class Message(models.Model):
@@ -75,6 +78,10 @@ class Message(models.Model):
     text = models.TextField(_("text"))
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     in_reply_to = models.CharField(_("in reply to"), max_length=ID_MAX_LENGTH, null=True, blank=True)
+    # Position in the dialogue: a customer message reserves two numbers (its own and its
+    # reply's), so the LLM context is an exact range read on (dialogue, seq) whatever the
+    # dialogue's size. Gaps are normal (duplicates, replies not generated yet).
+    seq = models.PositiveBigIntegerField(_("sequence"), null=True, blank=True, editable=False)
 
     # USER messages: whether the reply has been generated yet (never generated -> retried).
     reply_state = models.CharField(
@@ -111,6 +118,7 @@ class Message(models.Model):
             # The history's order (created_at, id) in full, so a page of a long dialogue is
             # read straight off the index with no sort of the whole dialogue.
             models.Index(fields=["dialogue", "created_at", "id"], name="message_dialogue_order"),
+            models.Index(fields=["dialogue", "seq"], name="message_dialogue_seq"),
             models.Index(fields=["delivery_state", "next_attempt_at"], name="message_delivery_queue"),
             models.Index(fields=["reply_state", "created_at"], name="message_reply_queue"),
             models.Index(fields=["message_id"], name="message_message_id"),

@@ -182,6 +182,13 @@ def delivery_label(state: str | None) -> str | None:
 # --- Storage steps ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DialogueSlot:
+    dialogue_id: ObjectId
+    # The first of the sequence numbers reserved for the caller (None when none were asked).
+    first_seq: int | None
+
+
 def generation_lease() -> timedelta:
     """How long the request that stored a customer message owns generating its reply. A
     duplicate or deliver_pending only takes over after it expires (or is released on an LLM
@@ -189,27 +196,30 @@ def generation_lease() -> timedelta:
     return timedelta(seconds=settings.LLM_TIMEOUT_S + 5)
 
 
-def dialogue_upsert(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str) -> ObjectId:
-    """The dialogue's id, creating it on the first message. Two first messages at the same
-    moment can both try to insert; the unique index lets one win and the other, retried,
-    finds it."""
+def dialogue_upsert(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str, reserve: int = 0) -> DialogueSlot:
+    """The dialogue's id, creating it on the first message, and `reserve` sequence numbers for
+    the caller's messages, in the same single-document atomic update. Two first messages at
+    the same moment can both try to insert; the unique index lets one win and the other,
+    retried, updates the winner's dialogue."""
     collection = connection.get_collection(Dialogue._meta.db_table)
     key = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
     now = utcnow()
-    update = {"$setOnInsert": {"created_at": now, "last_message_at": now, "message_count": 0}}
+    update: dict[str, Any] = {"$setOnInsert": {"created_at": now, "last_message_at": now, "message_count": 0}}
+    if reserve:
+        update["$inc"] = {"last_seq": reserve}
     for _ in range(3):
         try:
             doc = collection.find_one_and_update(
-                key, update, projection={"_id": 1}, upsert=True, return_document=ReturnDocument.AFTER
+                key, update, projection={"_id": 1, "last_seq": 1}, upsert=True, return_document=ReturnDocument.AFTER
             )
         except DuplicateKeyError:
             doc = None
-        if doc is None:
-            # Lost the insert race (DuplicateKeyError, or the embedded server answering the
-            # upsert with no document): the winner's dialogue is there now.
-            doc = collection.find_one(key, {"_id": 1})
+        # None: lost the insert race (DuplicateKeyError, or the embedded server answering a
+        # concurrent upsert with no document). The winner's dialogue is there now, so the
+        # retry updates it. At worst a reservation is lost, which leaves a gap in `seq`.
         if doc is not None:
-            return doc["_id"]
+            last_seq = int(doc.get("last_seq") or 0)
+            return DialogueSlot(dialogue_id=doc["_id"], first_seq=last_seq - reserve + 1 if reserve else None)
     raise RuntimeError("dialogue upsert kept losing races")
 
 
@@ -229,6 +239,7 @@ def _message_doc(
     text: str,
     created_at: datetime,
     in_reply_to: str | None = None,
+    seq: int | None = None,
     reply_state: str = "",
     delivery_state: str | None = None,
     claimed_until: datetime | None = None,
@@ -243,6 +254,7 @@ def _message_doc(
         "text": text,
         "created_at": created_at,
         "in_reply_to": in_reply_to,
+        "seq": seq,
         "reply_state": reply_state,
         "delivery_state": delivery_state,
         "delivery_attempts": 0,
@@ -254,13 +266,31 @@ def _message_doc(
     }
 
 
-def dialogue_history(*, dialogue_id: ObjectId, last_id: ObjectId, limit: int | None = None) -> list[HistoryItem]:
-    """The last `LLM_CONTEXT_MESSAGES` messages up to and including `last_id` (the message being
-    answered), oldest first. One query, newest first, stopping as soon as it has enough: on the
-    webhook path the answered message is the newest, so nothing is skipped. (No range filter on
-    created_at: the embedded server answers such range scans on the compound history index
-    wrongly.)"""
+def dialogue_history(
+    *, dialogue_id: ObjectId, last_id: ObjectId, last_seq: int | None = None, limit: int | None = None
+) -> list[HistoryItem]:
+    """The last `LLM_CONTEXT_MESSAGES` messages up to and including the one being answered
+    (`last_id`, at position `last_seq`), oldest first.
+
+    With a position it is one bounded range read on (dialogue, seq), whose cost does not
+    depend on the dialogue's length: the window is twice the context, to cover gaps left by
+    duplicates and replies not generated yet. Messages stored without a position (imports)
+    fall back to a newest-first scan."""
     limit = limit or settings.LLM_CONTEXT_MESSAGES
+    if last_seq is not None:
+        docs = list(
+            messages_collection().find(
+                {"dialogue_id": dialogue_id, "seq": {"$gte": max(last_seq - 2 * limit, 0), "$lte": last_seq}},
+                {"_id": 1, "role": 1, "text": 1, "seq": 1},
+            )
+        )
+        docs.sort(key=lambda doc: doc["seq"])
+        return [HistoryItem(role=doc["role"], text=doc["text"]) for doc in docs[-limit:]]
+    return _history_scan(dialogue_id=dialogue_id, last_id=last_id, limit=limit)
+
+
+def _history_scan(*, dialogue_id: ObjectId, last_id: ObjectId, limit: int) -> list[HistoryItem]:
+    # No range filter on created_at: the embedded server's $lte on dates drops equal values.
     cursor = (
         messages_collection()
         .find({"dialogue_id": dialogue_id}, {"_id": 1, "role": 1, "text": 1})
@@ -299,7 +329,8 @@ def reply_generate(*, user_message: dict[str, Any], channel: Channel, count_user
     lease is released and the message stays `awaiting`, for a duplicate or deliver_pending."""
     dialogue_id = user_message["dialogue_id"]
     collection = messages_collection()
-    history = dialogue_history(dialogue_id=dialogue_id, last_id=user_message["_id"])
+    user_seq = user_message.get("seq")
+    history = dialogue_history(dialogue_id=dialogue_id, last_id=user_message["_id"], last_seq=user_seq)
     if not history:
         history = [HistoryItem(role=user_message["role"], text=user_message["text"])]
     try:
@@ -323,6 +354,8 @@ def reply_generate(*, user_message: dict[str, Any], channel: Channel, count_user
         text=text,
         created_at=now,
         in_reply_to=user_message["message_id"],
+        # The number reserved next to the message it answers.
+        seq=user_seq + 1 if user_seq is not None else None,
         delivery_state=DeliveryState.PENDING.value,
         claimed_until=now + delivery_lease(),
     )
@@ -363,10 +396,14 @@ def webhook_message_process(
     """
     channel = webhook_channel_resolve(chat_bot=chat_bot, channel_ref=channel_id if channel_id is not None else chat_id)
     message_id = message_id or str(uuid.uuid4())
-    dialogue_id = dialogue_upsert(chat_bot_id=chat_bot.pk, channel_id=channel.pk, chat_id=chat_id)
+    is_customer = message_sender == SENDER_CUSTOMER
+    # A customer message reserves its own position and its reply's.
+    slot = dialogue_upsert(
+        chat_bot_id=chat_bot.pk, channel_id=channel.pk, chat_id=chat_id, reserve=2 if is_customer else 1
+    )
+    dialogue_id = slot.dialogue_id
     result = WebhookResult(message_id=message_id, dialogue_id=str(dialogue_id))
 
-    is_customer = message_sender == SENDER_CUSTOMER
     now = utcnow()
     doc = _message_doc(
         dialogue_id=dialogue_id,
@@ -375,6 +412,7 @@ def webhook_message_process(
         role=(Message.Role.USER if is_customer else Message.Role.EMPLOYEE).value,
         text=text,
         created_at=now,
+        seq=slot.first_seq,
         reply_state=Message.ReplyState.AWAITING.value if is_customer else "",
         claimed_until=now + generation_lease() if is_customer else None,
     )

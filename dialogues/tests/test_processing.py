@@ -158,7 +158,7 @@ def test_concurrent_first_messages_make_one_dialogue(channel) -> None:
 
         try:
             barrier.wait()
-            ids.append(dialogue_upsert(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id="same"))
+            ids.append(dialogue_upsert(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id="same").dialogue_id)
         except BaseException as exc:  # noqa: BLE001 - asserted below
             errors.append(exc)
         finally:
@@ -207,3 +207,36 @@ def test_other_channel_of_the_same_bot_keeps_its_own_dialogue(channel, receiver)
     process(second, message_id="m-1")
     assert Dialogue.objects.count() == 2
     assert {r.json["chat_id"] for r in receiver.requests} == {str(channel.pk), str(second.pk)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_history_is_a_bounded_read_by_position_in_a_long_dialogue() -> None:
+    """The LLM context of a message in a long dialogue comes from the (dialogue, seq) range,
+    not a scan of the dialogue, and keeps the order of positions."""
+    from django.db import connection
+
+    from dialogues.services import dialogue_history
+
+    channel = ChannelFactory()
+    slot = dialogue_upsert(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk), reserve=3000)
+    docs = [
+        {
+            "dialogue_id": slot.dialogue_id,
+            "chat_bot_id": channel.chat_bot_id,
+            "channel_id": channel.pk,
+            "message_id": f"m{seq}",
+            "role": "USER" if seq % 2 else "ASSISTANT",
+            "text": f"text {seq}",
+            "seq": seq,
+        }
+        # Every third position is a gap (a duplicate's or an ungenerated reply's).
+        for seq in range(1, 3001)
+        if seq % 3
+    ]
+    connection.get_collection("dialogues_message").insert_many(docs)
+    last = connection.get_collection("dialogues_message").find_one({"message_id": "m2999"})
+
+    history = dialogue_history(dialogue_id=slot.dialogue_id, last_id=last["_id"], last_seq=2999, limit=20)
+
+    expected = [seq for seq in range(1, 3000) if seq % 3][-20:]
+    assert [item["text"] for item in history] == [f"text {seq}" for seq in expected]
