@@ -28,8 +28,8 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from django.conf import settings
 from django.db import connection
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import InsertOne, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from channels_app.models import Channel, DeliveryState
 from chatbots.models import ChatBot
@@ -55,6 +55,7 @@ SENDER_EMPLOYEE = "employee"
 # A resumed reply to an old message skips the newer messages to find its context; this many
 # at most.
 HISTORY_SKIP_MAX = 1000
+DUPLICATE_KEY = 11000
 
 
 # --- Per-process look-up caches ----------------------------------------------------------
@@ -197,16 +198,20 @@ def generation_lease() -> timedelta:
 
 
 def dialogue_upsert(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str, reserve: int = 0) -> DialogueSlot:
-    """The dialogue's id, creating it on the first message, and `reserve` sequence numbers for
-    the caller's messages, in the same single-document atomic update. Two first messages at
-    the same moment can both try to insert; the unique index lets one win and the other,
-    retried, updates the winner's dialogue."""
+    """The dialogue's id, creating it on the first message, and `reserve` positions for the
+    caller's messages, counted in `message_count` at once, all in one single-document atomic
+    update (one round trip on the webhook path). The rare paths that end up storing fewer
+    messages give the count back (`_dialogue_count`). Two first messages at the same moment
+    can both try to insert; the unique index lets one win and the other, retried, updates the
+    winner's dialogue."""
     collection = connection.get_collection(Dialogue._meta.db_table)
     key = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
     now = utcnow()
-    update: dict[str, Any] = {"$setOnInsert": {"created_at": now, "last_message_at": now, "message_count": 0}}
-    if reserve:
-        update["$inc"] = {"last_seq": reserve}
+    update: dict[str, Any] = {
+        "$setOnInsert": {"created_at": now},
+        "$inc": {"last_seq": reserve, "message_count": reserve},
+        "$max": {"last_message_at": now},
+    }
     for _ in range(3):
         try:
             doc = collection.find_one_and_update(
@@ -224,10 +229,12 @@ def dialogue_upsert(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str
 
 
 def _dialogue_count(*, dialogue_id: ObjectId, added: int) -> None:
+    """Corrects `message_count` where fewer (or later) messages were stored than reserved."""
     if added:
-        connection.get_collection(Dialogue._meta.db_table).update_one(
-            {"_id": dialogue_id}, {"$inc": {"message_count": added}, "$max": {"last_message_at": utcnow()}}
-        )
+        update: dict[str, Any] = {"$inc": {"message_count": added}}
+        if added > 0:
+            update["$max"] = {"last_message_at": utcnow()}
+        connection.get_collection(Dialogue._meta.db_table).update_one({"_id": dialogue_id}, update)
 
 
 def _message_doc(
@@ -323,7 +330,7 @@ class GeneratedReply:
     error: str = ""
 
 
-def reply_generate(*, user_message: dict[str, Any], channel: Channel, count_user_message: bool) -> GeneratedReply:
+def reply_generate(*, user_message: dict[str, Any], channel: Channel, reply_counted: bool) -> GeneratedReply:
     """Asks the LLM for a reply to a USER message whose generation the caller holds, stores it
     (already claimed for delivery) and marks the USER message replied. On an LLM error the
     lease is released and the message stays `awaiting`, for a duplicate or deliver_pending."""
@@ -343,7 +350,8 @@ def reply_generate(*, user_message: dict[str, Any], channel: Channel, count_user
         collection.update_one(
             {"_id": user_message["_id"], "reply_state": "awaiting"}, {"$set": {"claimed_until": None}}
         )
-        _dialogue_count(dialogue_id=dialogue_id, added=1 if count_user_message else 0)
+        # The reply's place was counted up front; there is no reply yet.
+        _dialogue_count(dialogue_id=dialogue_id, added=-1 if reply_counted else 0)
         return GeneratedReply(reply=None, error=str(exc))
     now = utcnow()
     reply = _message_doc(
@@ -359,17 +367,25 @@ def reply_generate(*, user_message: dict[str, Any], channel: Channel, count_user
         delivery_state=DeliveryState.PENDING.value,
         claimed_until=now + delivery_lease(),
     )
+    mark_replied = UpdateOne(
+        {"_id": user_message["_id"]}, {"$set": {"reply_state": Message.ReplyState.REPLIED.value, "claimed_until": None}}
+    )
     existing = False
     try:
-        collection.insert_one(reply)
-    except DuplicateKeyError:
+        # Both writes in one round trip; ordered, so the message is marked replied only once
+        # its reply is stored.
+        collection.bulk_write([InsertOne(reply), mark_replied], ordered=True)
+    except BulkWriteError as exc:
+        if not all(error.get("code") == DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+            raise
         # Another worker stored the reply first (its lease had expired); that one is delivered
         # by whoever holds it, never by us.
         existing = True
-    collection.update_one(
-        {"_id": user_message["_id"]}, {"$set": {"reply_state": Message.ReplyState.REPLIED.value, "claimed_until": None}}
-    )
-    _dialogue_count(dialogue_id=dialogue_id, added=(1 if count_user_message else 0) + (0 if existing else 1))
+        collection.bulk_write([mark_replied])
+    if existing:
+        _dialogue_count(dialogue_id=dialogue_id, added=-1 if reply_counted else 0)
+    elif not reply_counted:
+        _dialogue_count(dialogue_id=dialogue_id, added=1)
     if existing:
         return GeneratedReply(reply=None, existing=True)
     return GeneratedReply(reply=reply)
@@ -420,20 +436,21 @@ def webhook_message_process(
         messages_collection().insert_one(doc)
     except DuplicateKeyError:
         result.duplicate = True
+        # Nothing new was stored: give back what the upsert counted for this message.
+        _dialogue_count(dialogue_id=dialogue_id, added=-(2 if is_customer else 1))
         return _duplicate_resume(result=result, dialogue_id=dialogue_id, channel=channel, chat_id=chat_id)
 
     if not is_customer:
         # Employee messages are context for the LLM later, never answered themselves.
-        _dialogue_count(dialogue_id=dialogue_id, added=1)
         result.ignored = True
         return result
-    return _answer(result=result, user_message=doc, channel=channel, chat_id=chat_id, count_user_message=True)
+    return _answer(result=result, user_message=doc, channel=channel, chat_id=chat_id, reply_counted=True)
 
 
 def _answer(
-    *, result: WebhookResult, user_message: dict[str, Any], channel: Channel, chat_id: str, count_user_message: bool
+    *, result: WebhookResult, user_message: dict[str, Any], channel: Channel, chat_id: str, reply_counted: bool
 ) -> WebhookResult:
-    generated = reply_generate(user_message=user_message, channel=channel, count_user_message=count_user_message)
+    generated = reply_generate(user_message=user_message, channel=channel, reply_counted=reply_counted)
     if generated.reply is None:
         if generated.existing:
             result.replied = True
@@ -471,7 +488,7 @@ def _duplicate_resume(*, result: WebhookResult, dialogue_id: ObjectId, channel: 
             result.reply_pending = True
             return result
         result.resumed = True
-        return _answer(result=result, user_message=claimed, channel=channel, chat_id=chat_id, count_user_message=False)
+        return _answer(result=result, user_message=claimed, channel=channel, chat_id=chat_id, reply_counted=False)
 
     reply = collection.find_one(
         {
@@ -532,7 +549,7 @@ def awaiting_replies_generate(*, limit: int = 1000) -> PassCounts:
         if user_message is None:
             counts.skipped += 1
             continue
-        generated = reply_generate(user_message=user_message, channel=channel, count_user_message=False)
+        generated = reply_generate(user_message=user_message, channel=channel, reply_counted=False)
         if generated.reply is None:
             if generated.existing:
                 counts.skipped += 1

@@ -240,3 +240,27 @@ def test_history_is_a_bounded_read_by_position_in_a_long_dialogue() -> None:
 
     expected = [seq for seq in range(1, 3000) if seq % 3][-20:]
     assert [item["text"] for item in history] == [f"text {seq}" for seq in expected]
+
+
+@override_settings(LLM_BACKEND="dialogues.tests.test_processing.recording_llm")
+def test_reply_stored_by_another_worker_is_not_stored_twice(channel) -> None:
+    """A worker whose lease expired comes back after another one stored the reply: the unique
+    (dialogue, in_reply_to) index keeps one reply, and the message is still marked replied."""
+    from django.db import connection
+
+    from dialogues.services import reply_generate
+
+    with override_settings(LLM_BACKEND="dialogues.tests.test_processing.failing_llm"):
+        result = process(channel, message_id="c-1", text="hello")
+    assert result.reply_pending
+    messages = connection.get_collection("dialogues_message")
+    user = messages.find_one({"message_id": "c-1"})
+    first = reply_generate(user_message=user, channel=channel, reply_counted=False)
+    assert first.reply is not None
+
+    second = reply_generate(user_message=user, channel=channel, reply_counted=False)
+
+    assert second.reply is None and second.existing
+    assert Message.objects.filter(role="ASSISTANT", in_reply_to="c-1").count() == 1
+    assert messages.find_one({"message_id": "c-1"})["reply_state"] == "replied"
+    assert Dialogue.objects.get().message_count == 2
