@@ -25,9 +25,13 @@ from typing import Any
 from pymongo import MongoClient
 
 from bench import report
-from bench.floor import run_floor
+from bench.floor import FloorRun
 from bench.stack import DB_NAME, ROOT, Stack
-from bench.workload import run_growth, run_load, warm_up
+from bench.workload import LoadRun, run_growth, run_load, warm_up
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def _ints(text: str) -> list[int]:
@@ -35,7 +39,9 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="make bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="make bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--mode", choices=["load", "growth", "floor", "all"], default="all")
     parser.add_argument("--messages", type=int, help="customer messages per load run (default 2000; quick 200)")
     parser.add_argument("--channels", type=int, help="channels (one dialogue each) per load run (default 8; quick 4)")
@@ -57,17 +63,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _start_profiler(stack: Stack, out_dir: Path, concurrency: int) -> subprocess.Popen[bytes] | None:
+def _start_profilers(stack: Stack, out_dir: Path, concurrency: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the app (master and forked workers) and on the database server, written as
+    speedscope files (open them at speedscope.app or summarise them with `python -m bench.profile`)."""
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         print("    (py-spy not installed; skipping the profile)", flush=True)
-        return None
-    # The master forks the worker(s); --subprocesses follows them. Idle threads are left out.
-    return subprocess.Popen(
-        [str(py_spy), "record", "--pid", str(stack.gunicorn.pid), "--subprocesses", "--rate", "200",  # type: ignore[union-attr]
-         "--format", "speedscope", "--output", str(out_dir / f"profile-c{concurrency}.speedscope.json")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        return []
+    targets = {"app": stack.gunicorn.pid, "database": stack.mongo.process.pid}  # type: ignore[union-attr]
+    return [
+        subprocess.Popen(
+            [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--subprocesses",
+                "--rate",
+                "200",
+                "--format",
+                "speedscope",
+                "--output",
+                str(out_dir / f"profile-{name}-c{concurrency}.speedscope.json"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for name, pid in targets.items()
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -90,7 +113,10 @@ def main(argv: list[str]) -> int:
                      "floor_threads": args.floor_threads, "modes": modes},
     }  # fmt: skip
     print(f"==> Results in {out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir}", flush=True)
-    print(f"==> Starting a fresh embedded database, migrating, gunicorn {workers} worker(s) x {threads} threads", flush=True)
+    print(
+        f"==> Starting a fresh embedded database, migrating, gunicorn {workers} worker(s) x {threads} threads",
+        flush=True,
+    )
     started = time.monotonic()
     stack = Stack(out_dir=out_dir, workers=workers, threads=threads, log_level="info")
     try:
@@ -99,27 +125,51 @@ def main(argv: list[str]) -> int:
         db = client[DB_NAME]
         print(f"    ready in {time.monotonic() - started:.1f} s; warming up", flush=True)
         warm_up(stack)
+        # The embedded server slows down as it fills, so whatever runs first looks faster.
+        # The floor and the load at the floor's concurrency therefore run interleaved, in
+        # segments ordered floor-load-load-floor (ABBA cancels a steady drift), on the same
+        # server; the other concurrencies follow on their own.
+        paired: dict[int, LoadRun] = {}
+        if "floor" in modes:
+            floor = FloorRun(stack, db, channels=args.channels, threads=args.floor_threads)
+            pair = None
+            if "load" in modes and args.floor_threads in args.concurrency:
+                pair = LoadRun(stack, channels=args.channels, concurrency=args.floor_threads)
+            segments = _split(args.messages, 4)
+            print(f"==> floor{' and load' if pair else ''}: {args.messages} messages, {args.floor_threads} "
+                  f"threads, interleaved in {len(segments)} segments", flush=True)  # fmt: skip
+            for i, part in enumerate(segments):
+                order = [floor, pair] if i % 4 in (0, 3) else [pair, floor]
+                for runner in order:
+                    if runner is not None:
+                        runner.segment(part)
+            results["floor"] = f = floor.result(db)
+            print(f"    floor: {f['throughput_msg_s']} msg/s, p50 {f['latency_ms']['p50']} ms", flush=True)
+            if pair is not None:
+                paired[pair.concurrency] = pair
         if "load" in modes:
             results["load"] = []
             for concurrency in args.concurrency:
-                print(f"==> load: {args.messages} messages over {args.channels} channels at C={concurrency}", flush=True)
-                profiler = _start_profiler(stack, out_dir, concurrency) if args.profile else None
-                try:
-                    r = run_load(stack, db, messages=args.messages, channels=args.channels, concurrency=concurrency)
-                finally:
-                    if profiler:
-                        profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
-                        profiler.wait(30)
-                print(f"    {r['throughput_msg_s']} msg/s, p50 {r['latency_ms']['p50']} ms, "
+                if concurrency in paired:
+                    r = paired[concurrency].result(db)
+                else:
+                    print(
+                        f"==> load: {args.messages} messages over {args.channels} channels at C={concurrency}",
+                        flush=True,
+                    )
+                    profilers = _start_profilers(stack, out_dir, concurrency) if args.profile else []
+                    try:
+                        r = run_load(stack, db, messages=args.messages, channels=args.channels, concurrency=concurrency)
+                    finally:
+                        for profiler in profilers:
+                            profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+                        for profiler in profilers:
+                            profiler.wait(30)
+                print(f"    load C={concurrency}: {r['throughput_msg_s']} msg/s, p50 {r['latency_ms']['p50']} ms, "
                       f"p99 {r['latency_ms']['p99']} ms, correct: {r['correct']}", flush=True)  # fmt: skip
+                if results.get("floor"):
+                    r["fraction_of_floor"] = f"{r['throughput_msg_s'] / results['floor']['throughput_msg_s']:.0%}"
                 results["load"].append(r)
-        if "floor" in modes:
-            print(f"==> floor: {args.messages} messages, {args.floor_threads} threads, pymongo + requests", flush=True)
-            f = run_floor(stack, db, messages=args.messages, channels=args.channels, threads=args.floor_threads)
-            print(f"    {f['throughput_msg_s']} msg/s, p50 {f['latency_ms']['p50']} ms", flush=True)
-            results["floor"] = f
-            for r in results.get("load", []):
-                r["fraction_of_floor"] = f"{r['throughput_msg_s'] / f['throughput_msg_s']:.0%}"
         if "growth" in modes:
             results["growth"] = []
             print(f"==> growth: sizes {args.growth_sizes}, {args.growth_messages} messages each at C=1", flush=True)
@@ -137,7 +187,11 @@ def main(argv: list[str]) -> int:
     plotted = report.write_plot(out_dir / "growth.png", results)
     print()
     print(report.render(results))
-    print(f"\n==> {out_dir}/results.json" + (f", {out_dir}/growth.png" if plotted else "") + f" ({results['duration_s']} s)")
+    print(
+        f"\n==> {out_dir}/results.json"
+        + (f", {out_dir}/growth.png" if plotted else "")
+        + f" ({results['duration_s']} s)"
+    )
     correctness_missed = any(not c["met"] for c in results["targets"] if c["kind"] == "correctness")
     performance_missed = any(not c["met"] for c in results["targets"] if c["kind"] == "performance")
     if results.get("error"):

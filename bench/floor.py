@@ -23,17 +23,19 @@ from typing import Any
 
 import requests
 from bson import ObjectId
-from pymongo import ReturnDocument
+from pymongo import InsertOne, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
 
 from bench.stack import Stack
 from bench.stats import summarize
+from bench.workload import CpuMeter, wait_for_replies
 
 # Database round trips per customer message, counted in dialogues/services.py (cached bot and
-# channel look-ups excluded): upsert, insert, history, insert, update, update, update.
-DB_OPS_PER_MESSAGE = 7
+# channel look-ups excluded): dialogue upsert, message insert, history range, reply insert +
+# message update (one bulk write), delivery record.
+DB_OPS_PER_MESSAGE = 5
 CONTEXT_MESSAGES = 20
 LEASE = timedelta(seconds=35)
 
@@ -45,6 +47,7 @@ def _now() -> datetime:
 def _doc(**fields: Any) -> dict[str, Any]:
     return {
         "in_reply_to": None,
+        "seq": None,
         "reply_state": "",
         "delivery_state": None,
         "delivery_attempts": 0,
@@ -80,49 +83,54 @@ class FloorClient:
     def process(self, *, channel_id: ObjectId, chat_id: str, message_id: str, text: str) -> None:
         now = _now()
         key = {"chat_bot_id": self.chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
+        # 1. Two positions reserved on the dialogue (the message's and its reply's); a first
+        # message creates the dialogue first, as dialogues.services.dialogue_upsert does.
         dialogue = None
-        for _attempt in (1, 2):
+        for _attempt in range(3):
+            dialogue = self.dialogues.find_one_and_update(
+                key,
+                {"$inc": {"last_seq": 2, "message_count": 2}, "$max": {"last_message_at": now}},
+                projection={"_id": 1, "last_seq": 1},
+                return_document=ReturnDocument.AFTER,
+            )
+            if dialogue is not None:
+                break
             try:
-                dialogue = self.dialogues.find_one_and_update(
+                self.dialogues.update_one(
                     key,
-                    {"$setOnInsert": {"created_at": now, "last_message_at": now, "message_count": 0}},
-                    projection={"_id": 1},
+                    {"$setOnInsert": {"created_at": now, "last_message_at": now, "last_seq": 0, "message_count": 0}},
                     upsert=True,
-                    return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError:
-                continue  # two first messages at once: the retry finds the winner's
-            if dialogue is not None:
-                break
-            # The embedded server sometimes answers a racing upsert with no document.
-            dialogue = self.dialogues.find_one(key, {"_id": 1})
-            if dialogue is not None:
-                break
+                pass
         assert dialogue is not None
         dialogue_id = dialogue["_id"]
+        seq = int(dialogue["last_seq"]) - 1
         common = {"dialogue_id": dialogue_id, "chat_bot_id": self.chat_bot_id, "channel_id": channel_id}
-        user = _doc(**common, message_id=message_id, role="USER", text=text, created_at=now,
+        # 2. The customer message.
+        user = _doc(**common, message_id=message_id, role="USER", text=text, created_at=now, seq=seq,
                     reply_state="awaiting", claimed_until=now + LEASE)  # fmt: skip
         self.messages.insert_one(user)
-        cursor = (
-            self.messages.find({"dialogue_id": dialogue_id}, {"_id": 1, "role": 1, "text": 1})
-            .sort([("created_at", -1), ("_id", -1)])
-            .batch_size(CONTEXT_MESSAGES + 2)
+        # 3. The LLM context: a bounded range on (dialogue, seq).
+        history = list(
+            self.messages.find(
+                {"dialogue_id": dialogue_id, "seq": {"$gte": max(seq - 2 * CONTEXT_MESSAGES, 0), "$lte": seq}},
+                {"_id": 1, "role": 1, "text": 1, "seq": 1},
+            )
         )
-        history = []
-        for doc in cursor:
-            history.append(doc)
-            if len(history) >= CONTEXT_MESSAGES:
-                break
-        cursor.close()
-        history.reverse()
-        reply_text = _mock_llm(history)
+        history.sort(key=lambda doc: doc["seq"])
+        reply_text = _mock_llm(history[-CONTEXT_MESSAGES:])
         at = _now()
         reply = _doc(**common, message_id=str(uuid.uuid4()), role="ASSISTANT", text=reply_text, created_at=at,
-                     in_reply_to=message_id, delivery_state="pending", claimed_until=at + LEASE)  # fmt: skip
-        self.messages.insert_one(reply)
-        self.messages.update_one({"_id": user["_id"]}, {"$set": {"reply_state": "replied", "claimed_until": None}})
-        self.dialogues.update_one({"_id": dialogue_id}, {"$inc": {"message_count": 2}, "$max": {"last_message_at": _now()}})
+                     seq=seq + 1, in_reply_to=message_id, delivery_state="pending",
+                     claimed_until=at + LEASE)  # fmt: skip
+        # 4. The reply and the message marked replied, in one round trip.
+        self.messages.bulk_write(
+            [InsertOne(reply),
+             UpdateOne({"_id": user["_id"]}, {"$set": {"reply_state": "replied", "claimed_until": None}})],
+            ordered=True,
+        )  # fmt: skip
+        # The same POST as channels_app.dispatch.
         body = json.dumps(
             {"message_id": reply["message_id"], "role": "ASSISTANT", "text": reply_text, "chat_id": chat_id,
              "in_reply_to": message_id},
@@ -139,6 +147,7 @@ class FloorClient:
         status = response.status_code
         response.close()
         done = _now()
+        # 5. The delivery attempt recorded.
         self.messages.update_one(
             {"_id": reply["_id"]},
             {"$set": {"last_status_code": status, "last_error": "", "delivery_state": "delivered", "delivered_at": done,
@@ -146,62 +155,89 @@ class FloorClient:
         )  # fmt: skip
 
 
-def run_floor(stack: Stack, db: Database, *, messages: int, channels: int, threads: int) -> dict[str, Any]:
-    bot_id, _secret = stack.create_bot("bench floor")
-    channel_ids = [stack.create_channel(bot_id=bot_id, name=f"floor {i}") for i in range(channels)]
-    # The one-off look-ups the app caches: the channel's URL and token.
-    channel_docs = {c: db.channels_app_channel.find_one({"_id": ObjectId(c)}) for c in channel_ids}
-    token = next(iter(channel_docs.values()))["settings"]["token"]
-    client = FloorClient(
-        db=db, receiver_url=stack.receiver_url + "/hook", token=token, chat_bot_id=ObjectId(bot_id)
-    )
-    work: queue.Queue[tuple[str, int]] = queue.Queue()
-    for i in range(messages):
-        work.put((channel_ids[i % channels], i))
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
+WARM_UP_MESSAGES = 20
 
-    def worker() -> None:
-        while True:
-            try:
-                channel_id, i = work.get_nowait()
-            except queue.Empty:
-                return
-            started = time.perf_counter()
-            try:
-                client.process(channel_id=ObjectId(channel_id), chat_id=channel_id, message_id=str(uuid.uuid4()),
-                               text=f"Hello, I need help with order {i}")  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - counted and reported
+
+class FloorRun:
+    """The floor in one or more segments (see workload.LoadRun)."""
+
+    path = "/hook/floor"
+
+    def __init__(self, stack: Stack, db: Database, *, channels: int, threads: int):
+        self.stack = stack
+        self.threads = threads
+        self.bot_id, _secret = stack.create_bot("bench floor")
+        self.channel_ids = [
+            stack.create_channel(bot_id=self.bot_id, name=f"floor {i}", path=self.path) for i in range(channels)
+        ]
+        # The one-off look-up the app caches: the channel's token.
+        token = db.channels_app_channel.find_one({"_id": ObjectId(self.channel_ids[0])})["settings"]["token"]
+        self.client = FloorClient(db=db, receiver_url=stack.receiver_url + "/hook/floor-warm-up", token=token,
+                                  chat_bot_id=ObjectId(self.bot_id))  # fmt: skip
+        first = self.channel_ids[0]
+        for i in range(WARM_UP_MESSAGES):  # pools and code paths, not measured
+            self.client.process(channel_id=ObjectId(first), chat_id=first, message_id=f"warm-{i}", text="hi")
+        self.client.url = stack.receiver_url + self.path
+        self.messages = 0
+        self.wall_s = 0.0
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.cpu = CpuMeter(stack)
+
+    def segment(self, messages: int) -> None:
+        work: queue.Queue[tuple[str, int]] = queue.Queue()
+        k = len(self.channel_ids)
+        for i in range(messages):
+            work.put((self.channel_ids[(self.messages + i) % k], i))
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                try:
+                    channel_id, i = work.get_nowait()
+                except queue.Empty:
+                    return
+                started = time.perf_counter()
+                try:
+                    self.client.process(
+                        channel_id=ObjectId(channel_id),
+                        chat_id=channel_id,
+                        message_id=str(uuid.uuid4()),
+                        text=f"Hello, I need help with order {i}",
+                    )
+                except Exception as exc:  # noqa: BLE001 - counted and reported
+                    with lock:
+                        self.errors.append(type(exc).__name__)
+                    continue
+                elapsed = (time.perf_counter() - started) * 1000
                 with lock:
-                    errors.append(type(exc).__name__)
-                continue
-            elapsed = (time.perf_counter() - started) * 1000
-            with lock:
-                latencies.append(elapsed)
+                    self.latencies.append(elapsed)
 
-    # A short warm-up of the pools, not measured.
-    for i in range(20):
-        client.process(channel_id=ObjectId(channel_ids[0]), chat_id=channel_ids[0], message_id=f"warm-{i}", text="hi")
-    stack.receiver_reset()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    started = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    wall = time.perf_counter() - started
-    received = stack.receiver_stats()
-    stored = db.dialogues_message.count_documents({"chat_bot_id": ObjectId(bot_id)}) - 40
-    return {
-        "messages": messages,
-        "threads": threads,
-        "wall_s": round(wall, 3),
-        "throughput_msg_s": round(messages / wall, 1),
-        "latency_ms": summarize(latencies),
-        "errors": len(errors),
-        "replies_received": received["unique_replies"],
-        "messages_stored": stored,
-        "db_ops_per_message": DB_OPS_PER_MESSAGE,
-        "correct": not errors and received["unique_replies"] == messages and stored == 2 * messages,
-    }
+        pool = [threading.Thread(target=worker) for _ in range(self.threads)]
+        with self.cpu:
+            started = time.perf_counter()
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            self.wall_s += time.perf_counter() - started
+        self.messages += messages
+
+    def result(self, db: Database) -> dict[str, Any]:
+        messages = self.messages
+        received = wait_for_replies(self.stack, messages, path=self.path)
+        stored = db.dialogues_message.count_documents({"chat_bot_id": ObjectId(self.bot_id)}) - 2 * WARM_UP_MESSAGES
+        return {
+            "messages": messages,
+            "threads": self.threads,
+            "wall_s": round(self.wall_s, 3),
+            "throughput_msg_s": round(messages / self.wall_s, 1),
+            "latency_ms": summarize(self.latencies),
+            "errors": len(self.errors),
+            "replies_received": received["unique_replies"],
+            "messages_stored": stored,
+            "db_ops_per_message": DB_OPS_PER_MESSAGE,
+            # The floor's client is this process ("load generator").
+            "cpu_ms_per_message": self.cpu.per_message_ms(messages),
+            "correct": not self.errors and received["unique_replies"] == messages and stored == 2 * messages,
+        }

@@ -27,36 +27,40 @@ class Counts:
 
 
 def make_app(*, auth_header: str) -> web.Application:
-    counts = Counts()
+    # One set of counts per URL path, so that interleaved runs (load and floor) post to
+    # channels with different paths and are counted apart.
+    counts: dict[str, Counts] = {}
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
-        counts.posts += 1
+        mine = counts.setdefault(request.path, Counts())
+        mine.posts += 1
         if not request.headers.get(auth_header, "").startswith("Bearer "):
-            counts.missing_auth += 1
+            mine.missing_auth += 1
         try:
             data = json.loads(body)
             key = str(data.get("in_reply_to") or data.get("message_id"))
         except (ValueError, AttributeError):
-            counts.bad_json += 1
+            mine.bad_json += 1
             return web.json_response({"ok": False}, status=400)
-        counts.replies[key] += 1
+        mine.replies[key] += 1
         return web.json_response({"ok": True})
 
     async def stats(request: web.Request) -> web.Response:
-        duplicated = sum(1 for n in counts.replies.values() if n > 1)
+        wanted = request.query.get("path")
+        selected = [c for path, c in counts.items() if wanted is None or path == wanted]
         return web.json_response(
             {
-                "posts": counts.posts,
-                "unique_replies": len(counts.replies),
-                "duplicated": duplicated,
-                "bad_json": counts.bad_json,
-                "missing_auth": counts.missing_auth,
+                "posts": sum(c.posts for c in selected),
+                "unique_replies": sum(len(c.replies) for c in selected),
+                "duplicated": sum(1 for c in selected for n in c.replies.values() if n > 1),
+                "bad_json": sum(c.bad_json for c in selected),
+                "missing_auth": sum(c.missing_auth for c in selected),
             }
         )
 
     async def reset(request: web.Request) -> web.Response:
-        counts.reset()
+        counts.clear()
         return web.json_response({"ok": True})
 
     app = web.Application(client_max_size=2 * 1024 * 1024)

@@ -45,7 +45,8 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if floor:
             fraction = r["throughput_msg_s"] / floor["throughput_msg_s"]
             checks.append(
-                {"target": "C=16: >= 60 % of the floor", "value": f"{fraction:.0%} of {floor['throughput_msg_s']} msg/s",
+                {"target": "C=16: >= 60 % of the floor",
+                 "value": f"{fraction:.0%} of {floor['throughput_msg_s']} msg/s",
                  "met": fraction >= 0.6, "kind": "performance"}
             )  # fmt: skip
     growth = results.get("growth") or []
@@ -86,8 +87,22 @@ def render(results: dict[str, Any]) -> str:
         out.append("LOAD (webhook through gunicorn; latency in ms)")
         out.append(
             table(
-                ["run", "N", "K", "msg/s", "p50", "p90", "p99", "max", "non-2xx", "replies", "dup", "stored",
-                 "dialogues", "of floor"],
+                [
+                    "run",
+                    "N",
+                    "K",
+                    "msg/s",
+                    "p50",
+                    "p90",
+                    "p99",
+                    "max",
+                    "non-2xx",
+                    "replies",
+                    "dup",
+                    "stored",
+                    "dialogues",
+                    "of floor",
+                ],
                 rows,
             )  # fmt: skip
         )
@@ -98,18 +113,47 @@ def render(results: dict[str, Any]) -> str:
         out.append(
             table(
                 ["threads", "N", "msg/s", "p50", "p90", "p99", "max", "replies", "stored", "db ops/msg"],
-                [[f["threads"], f["messages"], f["throughput_msg_s"], lat["p50"], lat["p90"], lat["p99"], lat["max"],
-                  f"{f['replies_received']}/{f['messages']}", f"{f['messages_stored']}/{2 * f['messages']}",
-                  f["db_ops_per_message"]]],
+                [
+                    [
+                        f["threads"],
+                        f["messages"],
+                        f["throughput_msg_s"],
+                        lat["p50"],
+                        lat["p90"],
+                        lat["p99"],
+                        lat["max"],
+                        f"{f['replies_received']}/{f['messages']}",
+                        f"{f['messages_stored']}/{2 * f['messages']}",
+                        f["db_ops_per_message"],
+                    ]
+                ],
             )  # fmt: skip
         )
+    cpu_rows = [[f"load C={r['concurrency']}", *r["cpu_ms_per_message"].values(), r.get("cpu_busy_fraction", "-")]
+                for r in results.get("load", []) if r.get("cpu_ms_per_message")]  # fmt: skip
+    if results.get("floor", {}).get("cpu_ms_per_message"):
+        cpu_rows.append(["floor", *results["floor"]["cpu_ms_per_message"].values(), "-"])
+    if cpu_rows:
+        names = list((results.get("load") or [results.get("floor")])[0]["cpu_ms_per_message"])
+        out.append("\nCPU ms per message, by process (where the time goes)")
+        out.append(table(["run", *names, "busy share of all cores"], cpu_rows))
     if results.get("growth"):
         out.append("\nGROWTH (one dialogue pre-filled, then messages at concurrency 1; latency in ms)")
         out.append(
             table(
                 ["dialogue size", "messages", "p50", "p90", "p99", "max", "non-2xx"],
-                [[g["size"], g["messages"], g["latency_ms"]["p50"], g["latency_ms"]["p90"], g["latency_ms"]["p99"],
-                  g["latency_ms"]["max"], g["non_2xx"]] for g in results["growth"]],
+                [
+                    [
+                        g["size"],
+                        g["messages"],
+                        g["latency_ms"]["p50"],
+                        g["latency_ms"]["p90"],
+                        g["latency_ms"]["p99"],
+                        g["latency_ms"]["max"],
+                        g["non_2xx"],
+                    ]
+                    for g in results["growth"]
+                ],
             )  # fmt: skip
         )
     checks = results.get("targets") or []

@@ -39,6 +39,15 @@ def _wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | N
     raise SystemExit(f"error: {what} did not answer {url} within {timeout:.0f} s")
 
 
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime, fields 14 and 15 of proc(5), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Stack:
     def __init__(self, *, out_dir: Path, workers: str, threads: str, log_level: str = "warning"):
         self.out_dir = out_dir
@@ -149,19 +158,31 @@ class Stack:
         bot = self.api("POST", "/api/chatbots/", json={"name": name})
         return str(bot["id"]), bot["secret_token"]
 
-    def create_channel(self, *, bot_id: str, name: str) -> str:
+    def create_channel(self, *, bot_id: str, name: str, path: str = "/hook") -> str:
         channel = self.api(
             "POST",
             "/api/channels/",
-            json={"name": name, "chat_bot_id": bot_id, "url": self.receiver_url + "/hook", "is_active": True},
+            json={"name": name, "chat_bot_id": bot_id, "url": self.receiver_url + path, "is_active": True},
         )
         return str(channel["id"])
 
-    def receiver_stats(self) -> dict[str, int]:
-        return requests.get(self.receiver_url + "/stats", timeout=10).json()
+    def receiver_stats(self, path: str | None = None) -> dict[str, int]:
+        params = {"path": path} if path else None
+        return requests.get(self.receiver_url + "/stats", params=params, timeout=10).json()
 
     def receiver_reset(self) -> None:
         requests.post(self.receiver_url + "/reset", timeout=10)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each process of the stack and by this one:
+        the difference over a run says where the machine's time went."""
+        groups = {
+            "database": [self.mongo.process.pid] if self.mongo.process else [],
+            "app (gunicorn)": self.gunicorn_pids() if self.gunicorn else [],
+            "receiver": [self.receiver.pid] if self.receiver else [],
+            "load generator": [os.getpid()],
+        }
+        return {name: round(sum(_cpu_of(pid) for pid in pids), 3) for name, pids in groups.items()}
 
     def gunicorn_pids(self) -> list[int]:
         """The master and its workers (for the profiler)."""

@@ -4,6 +4,7 @@ aiohttp load generator."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.database import Database
 
 from bench.stack import Stack
@@ -80,63 +82,120 @@ async def drive(
     return sent
 
 
-def _wait_for_replies(stack: Stack, expected: int, timeout_s: float = 15.0) -> dict[str, int]:
+def wait_for_replies(stack: Stack, expected: int, *, path: str, timeout_s: float = 15.0) -> dict[str, int]:
     # Delivery is synchronous inside the webhook, so the replies are normally all there
     # when the last response arrives; the wait only covers a slow receiver.
     deadline = time.monotonic() + timeout_s
-    stats = stack.receiver_stats()
+    stats = stack.receiver_stats(path)
     while stats["unique_replies"] < expected and time.monotonic() < deadline:
         time.sleep(0.2)
-        stats = stack.receiver_stats()
+        stats = stack.receiver_stats(path)
     return stats
 
 
 def warm_up(stack: Stack, *, messages: int = 40) -> None:
     """Opens connections, loads code paths and caches before anything is measured."""
     bot_id, secret = stack.create_bot("bench warm-up")
-    channels = [stack.create_channel(bot_id=bot_id, name=f"warm-up {i}") for i in range(2)]
+    channels = [stack.create_channel(bot_id=bot_id, name=f"warm-up {i}", path="/hook/warm-up") for i in range(2)]
     bodies = [message_body(chat_id=channels[i % 2], index=i) for i in range(messages)]
     asyncio.run(drive(url=stack.app_url, secret=secret, bodies=bodies, concurrency=8))
 
 
-def run_load(stack: Stack, db: Database, *, messages: int, channels: int, concurrency: int) -> dict[str, Any]:
-    bot_id, secret = stack.create_bot(f"bench load c={concurrency}")
-    channel_ids = [stack.create_channel(bot_id=bot_id, name=f"load {concurrency}/{i}") for i in range(channels)]
-    bodies = [message_body(chat_id=channel_ids[i % channels], index=i) for i in range(messages)]
-    stack.receiver_reset()
-    sent = asyncio.run(drive(url=stack.app_url, secret=secret, bodies=bodies, concurrency=concurrency))
-    received = _wait_for_replies(stack, messages)
+class CpuMeter:
+    """CPU seconds per process of the stack, summed over the measured segments only."""
 
-    bot = ObjectId(bot_id)
-    stored = db.dialogues_message.count_documents({"chat_bot_id": bot})
-    stored_user = db.dialogues_message.count_documents({"chat_bot_id": bot, "role": "USER"})
-    dialogues = db.dialogues_dialogue.count_documents({"chat_bot_id": bot})
-    return {
-        "messages": messages,
-        "channels": channels,
-        "concurrency": concurrency,
-        "wall_s": round(sent.wall_s, 3),
-        "throughput_msg_s": round(messages / sent.wall_s, 1) if sent.wall_s else 0.0,
-        "latency_ms": summarize(sent.latencies_ms),
-        "statuses": {str(k): v for k, v in sorted(sent.statuses.items())},
-        "client_errors": sent.errors,
-        "non_2xx": sent.non_2xx,
-        "replies_received": received["unique_replies"],
-        "reply_posts": received["posts"],
-        "replies_duplicated": received["duplicated"],
-        "replies_lost": messages - received["unique_replies"],
-        "messages_stored": stored,
-        "customer_messages_stored": stored_user,
-        "dialogues": dialogues,
-        "correct": (
-            sent.non_2xx == 0
-            and received["unique_replies"] == messages
-            and received["duplicated"] == 0
-            and received["posts"] == messages
-            and stored == 2 * messages
-            and dialogues == channels
-        ),
-    }
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.total: dict[str, float] = {}
+        self._before: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._before = self.stack.cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = self.stack.cpu_seconds()
+        for name, value in after.items():
+            self.total[name] = self.total.get(name, 0.0) + value - self._before[name]
+
+    def per_message_ms(self, messages: int) -> dict[str, float]:
+        return {name: round(value * 1000 / messages, 2) for name, value in self.total.items()}
+
+
+class LoadRun:
+    """The webhook through the real server at one concurrency, possibly in several segments
+    (interleaved with the floor's, so that both see the same state of the database)."""
+
+    def __init__(self, stack: Stack, *, channels: int, concurrency: int):
+        self.stack = stack
+        self.concurrency = concurrency
+        self.path = f"/hook/load-c{concurrency}"
+        self.bot_id, self.secret = stack.create_bot(f"bench load c={concurrency}")
+        self.channel_ids = [
+            stack.create_channel(bot_id=self.bot_id, name=f"load {concurrency}/{i}", path=self.path)
+            for i in range(channels)
+        ]
+        self.sent = Sent()
+        self.messages = 0
+        self.cpu = CpuMeter(stack)
+
+    def segment(self, messages: int) -> None:
+        k = len(self.channel_ids)
+        bodies = [message_body(chat_id=self.channel_ids[(self.messages + i) % k], index=i) for i in range(messages)]
+        with self.cpu:
+            sent = asyncio.run(drive(url=self.stack.app_url, secret=self.secret, bodies=bodies,
+                                     concurrency=self.concurrency))  # fmt: skip
+        self.messages += messages
+        self.sent.latencies_ms += sent.latencies_ms
+        self.sent.wall_s += sent.wall_s
+        for status, n in sent.statuses.items():
+            self.sent.statuses[status] = self.sent.statuses.get(status, 0) + n
+        for name, n in sent.errors.items():
+            self.sent.errors[name] = self.sent.errors.get(name, 0) + n
+
+    def result(self, db: Database) -> dict[str, Any]:
+        messages, sent, channels = self.messages, self.sent, len(self.channel_ids)
+        received = wait_for_replies(self.stack, messages, path=self.path)
+        bot = ObjectId(self.bot_id)
+        stored = db.dialogues_message.count_documents({"chat_bot_id": bot})
+        stored_user = db.dialogues_message.count_documents({"chat_bot_id": bot, "role": "USER"})
+        dialogues = db.dialogues_dialogue.count_documents({"chat_bot_id": bot})
+        cpu_total = sum(self.cpu.total.values())
+        return {
+            "messages": messages,
+            "channels": channels,
+            "concurrency": self.concurrency,
+            "wall_s": round(sent.wall_s, 3),
+            "throughput_msg_s": round(messages / sent.wall_s, 1) if sent.wall_s else 0.0,
+            "latency_ms": summarize(sent.latencies_ms),
+            "statuses": {str(k): v for k, v in sorted(sent.statuses.items())},
+            "client_errors": sent.errors,
+            "non_2xx": sent.non_2xx,
+            "replies_received": received["unique_replies"],
+            "reply_posts": received["posts"],
+            "replies_duplicated": received["duplicated"],
+            "replies_lost": messages - received["unique_replies"],
+            "messages_stored": stored,
+            "customer_messages_stored": stored_user,
+            "dialogues": dialogues,
+            # Milliseconds of CPU per message, by process: where the time goes.
+            "cpu_ms_per_message": self.cpu.per_message_ms(messages),
+            "cpu_busy_fraction": round(cpu_total / (sent.wall_s * (os.cpu_count() or 1)), 2),
+            "correct": (
+                sent.non_2xx == 0
+                and received["unique_replies"] == messages
+                and received["duplicated"] == 0
+                and received["posts"] == messages
+                and stored == 2 * messages
+                and dialogues == channels
+            ),
+        }
+
+
+def run_load(stack: Stack, db: Database, *, messages: int, channels: int, concurrency: int) -> dict[str, Any]:
+    run = LoadRun(stack, channels=channels, concurrency=concurrency)
+    run.segment(messages)
+    return run.result(db)
 
 
 def _prefill(db: Database, *, chat_bot_id: str, channel_id: str, size: int) -> ObjectId:
@@ -176,8 +235,18 @@ def _prefill(db: Database, *, chat_bot_id: str, channel_id: str, size: int) -> O
     if batch:
         db.dialogues_message.insert_many(batch, ordered=False)
     total = db.dialogues_message.count_documents({"dialogue_id": dialogue["_id"]})
-    if "message_count" in dialogue:
-        db.dialogues_dialogue.update_one({"_id": dialogue["_id"]}, {"$set": {"message_count": total}})
+    update: dict[str, Any] = {"message_count": total}
+    if user_template.get("seq") is not None:
+        # Positions in time order, as the app hands them out, and the dialogue's counter after
+        # the last one, so new messages continue the sequence.
+        ordered = db.dialogues_message.find({"dialogue_id": dialogue["_id"]}, {"_id": 1}).sort(
+            [("created_at", 1), ("_id", 1)]
+        )
+        db.dialogues_message.bulk_write(
+            [UpdateOne({"_id": doc["_id"]}, {"$set": {"seq": i}}) for i, doc in enumerate(ordered, start=1)]
+        )
+        update["last_seq"] = total
+    db.dialogues_dialogue.update_one({"_id": dialogue["_id"]}, {"$set": update})
     return dialogue["_id"]
 
 

@@ -199,32 +199,33 @@ def generation_lease() -> timedelta:
 
 def dialogue_upsert(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str, reserve: int = 0) -> DialogueSlot:
     """The dialogue's id, creating it on the first message, and `reserve` positions for the
-    caller's messages, counted in `message_count` at once, all in one single-document atomic
-    update (one round trip on the webhook path). The rare paths that end up storing fewer
-    messages give the count back (`_dialogue_count`). Two first messages at the same moment
-    can both try to insert; the unique index lets one win and the other, retried, updates the
-    winner's dialogue."""
+    caller's messages, counted in `message_count` at once, in one single-document atomic
+    update (one round trip on the webhook path once the dialogue exists). The rare paths that
+    end up storing fewer messages give the count back (`_dialogue_count`).
+
+    The reservation is never part of an upsert: on the embedded server a racing
+    `find_one_and_update(upsert=True)` can apply its update yet answer with no document, and
+    retrying it would count the same message twice. So a first message creates the dialogue
+    with nothing reserved (two at once: the unique index lets one win), then reserves on it."""
     collection = connection.get_collection(Dialogue._meta.db_table)
     key = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
     now = utcnow()
-    update: dict[str, Any] = {
-        "$setOnInsert": {"created_at": now},
-        "$inc": {"last_seq": reserve, "message_count": reserve},
-        "$max": {"last_message_at": now},
-    }
+    update: dict[str, Any] = {"$inc": {"last_seq": reserve, "message_count": reserve}, "$max": {"last_message_at": now}}
     for _ in range(3):
-        try:
-            doc = collection.find_one_and_update(
-                key, update, projection={"_id": 1, "last_seq": 1}, upsert=True, return_document=ReturnDocument.AFTER
-            )
-        except DuplicateKeyError:
-            doc = None
-        # None: lost the insert race (DuplicateKeyError, or the embedded server answering a
-        # concurrent upsert with no document). The winner's dialogue is there now, so the
-        # retry updates it. At worst a reservation is lost, which leaves a gap in `seq`.
+        doc = collection.find_one_and_update(
+            key, update, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
+        )
         if doc is not None:
             last_seq = int(doc.get("last_seq") or 0)
             return DialogueSlot(dialogue_id=doc["_id"], first_seq=last_seq - reserve + 1 if reserve else None)
+        try:
+            collection.update_one(
+                key,
+                {"$setOnInsert": {"created_at": now, "last_message_at": now, "last_seq": 0, "message_count": 0}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # another first message created it; the next pass reserves on it
     raise RuntimeError("dialogue upsert kept losing races")
 
 

@@ -51,9 +51,7 @@ def _fuzz_operation(operation: Any, *, mode: GenerationMode, base_url: str, head
     run()
 
 
-def test_api_fuzzed_from_its_schema(
-    fault_server: LiveServer, receiver: ChannelReceiver, staff_user
-) -> None:  # type: ignore[no-untyped-def]
+def test_api_fuzzed_from_its_schema(fault_server: LiveServer, receiver: ChannelReceiver, staff_user) -> None:  # type: ignore[no-untyped-def]
     channel = ChannelFactory(url=receiver.url)
     api_headers = {"Authorization": f"Token {Token.objects.create(user=staff_user).key}"}
     webhook_headers = {SEED_HEADER: f"Bearer {channel.chat_bot.plain_secret}"}
@@ -69,8 +67,9 @@ def test_api_fuzzed_from_its_schema(
         headers = webhook_headers if "webhook" in operation.path else api_headers
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
-                _fuzz_operation(operation, mode=mode, base_url=fault_server.url, headers=headers, session=session,
-                                statuses=statuses)
+                _fuzz_operation(
+                    operation, mode=mode, base_url=fault_server.url, headers=headers, session=session, statuses=statuses
+                )
             except Exception as exc:  # noqa: BLE001 - every operation is reported, not just the first
                 failures.append(f"{operation.label} [{mode.value}]: {str(exc)[:1500]}")
     assert operations >= 5, "the schema lists too few operations; is /api/schema/ served?"
