@@ -7,6 +7,7 @@ from django_mongodb_backend.models import EmbeddedModel
 
 from chatbots.models import ChatBot
 from core.models import TimeStampedModel
+from core.validators import validate_no_control_characters
 
 URL_MAX_LENGTH = 2048
 
@@ -31,7 +32,7 @@ class ChannelSettings(EmbeddedModel):
 
 
 class Channel(TimeStampedModel):
-    name = models.CharField(_("name"), max_length=200)
+    name = models.CharField(_("name"), max_length=200, validators=[validate_no_control_characters])
     chat_bot = models.ForeignKey(ChatBot, on_delete=models.CASCADE, related_name="channels", verbose_name=_("chat bot"))
     settings = EmbeddedModelField(ChannelSettings, verbose_name=_("settings"))
     is_active = models.BooleanField(_("active"), default=True)

@@ -9,6 +9,7 @@ from channels_app.services import private_url_refused, validate_channel_url
 from chatbots.models import ChatBot
 from core.errors import ApplicationError
 from core.serializers import ObjectIdField
+from core.validators import validate_no_control_characters
 
 NAME_MAX_LENGTH = Channel._meta.get_field("name").max_length
 
@@ -43,7 +44,7 @@ def _check_url(url: str) -> str:
 
 
 class ChannelCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=NAME_MAX_LENGTH)
+    name = serializers.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_no_control_characters])
     chat_bot_id = ObjectIdField()
     url = serializers.CharField(
         max_length=URL_MAX_LENGTH, help_text=f"Absolute http(s) URL, at most {URL_MAX_LENGTH} characters."
@@ -64,7 +65,7 @@ class ChannelUpdateSerializer(serializers.Serializer):
     """PUT needs name and url; PATCH any subset. The bot is fixed at creation: a body that
     echoes the current chat_bot_id (clients often send back what they read) is accepted."""
 
-    name = serializers.CharField(max_length=NAME_MAX_LENGTH)
+    name = serializers.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_no_control_characters])
     url = serializers.CharField(max_length=URL_MAX_LENGTH)
     is_active = serializers.BooleanField(required=False)
     chat_bot_id = ObjectIdField(required=False, help_text="Cannot change; accepted only if equal to the current.")

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from chatbots.models import ChatBot
 from core.serializers import BaseModelSerializer
+from core.validators import validate_no_control_characters
 
 
 class ChatBotSerializer(BaseModelSerializer):
@@ -27,4 +28,4 @@ class ChatBotWithSecretSerializer(ChatBotSerializer):
 
 
 class ChatBotInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, allow_blank=False)
+    name = serializers.CharField(max_length=200, allow_blank=False, validators=[validate_no_control_characters])

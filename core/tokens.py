@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-BOT_SECRET_PREFIX = "cbs_"
+BOT_SECRET_PREFIX = "cbs_"  # noqa: S105 - a public marker, not a secret
 DISPLAY_PREFIX_LENGTH = 10
 
 

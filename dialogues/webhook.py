@@ -67,6 +67,26 @@ def request_secret(request: Request) -> str:
     return parts[1]
 
 
+def _read_body(django_request: Any, limit: int) -> bytes:
+    meta = django_request.META
+    if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # A chunked body has no Content-Length, so Django's request stream reads it as empty.
+        # The WSGI server (gunicorn) decodes the chunks; read from it directly, bounded.
+        stream = meta.get("wsgi.input")
+        if stream is None:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = stream.read(min(64 * 1024, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    return django_request.read(limit)
+
+
 def request_json_object(request: Request) -> dict[str, Any]:
     django_request = request._request
     try:
@@ -75,8 +95,8 @@ def request_json_object(request: Request) -> dict[str, Any]:
         raise ApplicationError("Invalid Content-Length header") from None
     if declared > BODY_MAX_BYTES:
         raise PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
-    # Read at most one byte past the limit, whatever the header said (chunked bodies have none).
-    body = django_request.read(BODY_MAX_BYTES + 1)
+    # Read at most one byte past the limit, whatever the header said.
+    body = _read_body(django_request, BODY_MAX_BYTES + 1)
     if len(body) > BODY_MAX_BYTES:
         raise PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
     if not body.strip():

@@ -168,6 +168,7 @@ def test_put_needs_name_and_url(api_client: APIClient) -> None:
         ({"name": ""}, "name"),
         ({"name": "x" * 201}, "name"),
         ({"name": ["list"]}, "name"),
+        ({"name": "two\r\nlines"}, "name"),
         ({"is_active": "maybe"}, "is_active"),
         ({"is_active": None}, "is_active"),
     ],

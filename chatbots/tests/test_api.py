@@ -88,7 +88,9 @@ def test_put_and_patch_rename(api_client: APIClient) -> None:
     assert "secret_token" not in response.json()
 
 
-@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "   "}, {"name": "x" * 201}, {"name": None}, ["x"]])
+@pytest.mark.parametrize(
+    "body", [{}, {"name": ""}, {"name": "   "}, {"name": "x" * 201}, {"name": None}, ["x"], {"name": "a\nb"}]
+)
 def test_bad_names_are_400(api_client: APIClient, body: object) -> None:
     response = api_client.post("/api/chatbots/", body, format="json")
     assert response.status_code == 400

@@ -158,7 +158,9 @@ def test_concurrent_first_messages_make_one_dialogue(channel) -> None:
 
         try:
             barrier.wait()
-            ids.append(dialogue_upsert(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id="same").dialogue_id)
+            ids.append(
+                dialogue_upsert(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id="same").dialogue_id
+            )
         except BaseException as exc:  # noqa: BLE001 - asserted below
             errors.append(exc)
         finally:
@@ -218,7 +220,9 @@ def test_history_is_a_bounded_read_by_position_in_a_long_dialogue() -> None:
     from dialogues.services import dialogue_history
 
     channel = ChannelFactory()
-    slot = dialogue_upsert(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk), reserve=3000)
+    slot = dialogue_upsert(
+        chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk), reserve=3000
+    )
     docs = [
         {
             "dialogue_id": slot.dialogue_id,

@@ -108,3 +108,26 @@ def test_twenty_identical_requests_at_once_store_one_copy_and_post_once(
     receiver.wait_for(2, timeout=1.0)  # give a wrongful second POST the chance to show up
     assert len(receiver.requests) == 1
     assert receiver.requests[0].json["in_reply_to"] == "dup-1"
+
+
+def test_chunked_body_is_read_through_the_server(live_server_process: LiveServer, receiver) -> None:
+    """A channel that streams its body (Transfer-Encoding: chunked, no Content-Length) is
+    served like any other; Django alone would read such a body as empty."""
+    bot = ChatBotFactory()
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    body = json.dumps(
+        {"message_id": "chunked-1", "chat_id": str(channel.pk), "text": "hi", "message_sender": "customer"}
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", live_server_process.port, timeout=30)
+    connection.request(
+        "POST", WEBHOOK, body=iter([body[:10].encode(), body[10:].encode()]), encode_chunked=True,
+        headers={"x-chatbot_auth_token": f"Bearer {bot.plain_secret}", "Content-Type": "application/json",
+                 "Transfer-Encoding": "chunked"},
+    )  # fmt: skip
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+
+    assert response.status == 200, answer
+    assert answer["delivery"] == "delivered"
+    assert Message.objects.filter(message_id="chunked-1").count() == 1

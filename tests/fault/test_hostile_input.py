@@ -71,9 +71,7 @@ def test_chunked_body_over_one_mib_is_413(target: dict[str, Any]) -> None:
             yield b"y" * 64 * 1024
         yield b'"}'
 
-    # 413 when the server reads it; Django under WSGI sees a chunked body as empty (no
-    # Content-Length), which is a 400. Either way it is refused and nothing is stored.
-    _assert_clear_4xx(_post_raw(target, chunks()), 400, 413)
+    _assert_clear_4xx(_post_raw(target, chunks()), 413)
 
 
 @pytest.mark.parametrize("depth", [1_000, 100_000])
@@ -257,15 +255,12 @@ def test_management_api_refuses_operator_objects(
 
 
 @pytest.mark.parametrize("name", ["evil\r\nX-Injected: yes", "evil\nSet-Cookie: a=b", "nul\x00name"])
-def test_names_with_line_breaks_never_reach_a_header(
+def test_names_with_control_characters_are_refused(
     fault_server: LiveServer, api_headers: dict[str, str], name: str
 ) -> None:
     response = requests.post(fault_server.url + "/api/chatbots/", json={"name": name}, headers=api_headers, timeout=30)
-    assert response.status_code in (201, 400), response.text
+    _assert_clear_4xx(response, 400)
+    assert "name" in response.json()
     assert "X-Injected" not in response.headers
     assert "Set-Cookie" not in response.headers
-    if response.status_code == 400:
-        assert ChatBot.objects.count() == 0
-    else:
-        # Stored as data, exactly as given, and returned JSON-escaped.
-        assert ChatBot.objects.get().name == name
+    assert ChatBot.objects.count() == 0
