@@ -249,6 +249,35 @@ class PassCounts:
         for name in vars(self):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
+    def count_delivery(self, state: str) -> None:
+        if state == DeliveryState.DELIVERED:
+            self.delivered += 1
+        elif state == DeliveryState.DEAD:
+            self.dead += 1
+        else:
+            self.failed += 1
+
+
+class BacklogLookups:
+    """The channels and chat_ids one pass over a backlog needs, each read once."""
+
+    def __init__(self) -> None:
+        self._channels: dict[Any, Channel | None] = {}
+        self._chat_ids: dict[Any, str | None] = {}
+
+    def active_channel(self, channel_id: Any) -> Channel | None:
+        """The channel, or None when it is gone or inactive (its replies wait until it is
+        switched back on)."""
+        if channel_id not in self._channels:
+            self._channels[channel_id] = Channel.objects.filter(pk=channel_id).first()
+        channel = self._channels[channel_id]
+        return channel if channel is not None and channel.is_active else None
+
+    def chat_id(self, *, dialogue_id: ObjectId, channel: Channel) -> str:
+        if dialogue_id not in self._chat_ids:
+            self._chat_ids[dialogue_id] = _dialogue_chat_id(dialogue_id)
+        return self._chat_ids[dialogue_id] or str(channel.pk)
+
 
 def pending_replies_deliver(*, respect_schedule: bool, limit: int = 1000) -> PassCounts:
     """One pass over undelivered replies. Without `respect_schedule` (a single manual run)
@@ -267,30 +296,17 @@ def pending_replies_deliver(*, respect_schedule: bool, limit: int = 1000) -> Pas
         .sort([("next_attempt_at", 1), ("_id", 1)])
         .limit(limit)
     )
-    channels: dict[Any, Channel | None] = {}
-    chat_ids: dict[Any, str | None] = {}
+    lookups = BacklogLookups()
     for item in backlog:
-        channel_id = item["channel_id"]
-        if channel_id not in channels:
-            channels[channel_id] = Channel.objects.filter(pk=channel_id).first()
-        channel = channels[channel_id]
-        if channel is None or not channel.is_active:
-            # Inactive channels keep their replies until they are switched back on.
+        channel = lookups.active_channel(item["channel_id"])
+        if channel is None:
             counts.skipped += 1
             continue
         reply = reply_claim(reply_id=item["_id"])
         if reply is None:
             counts.skipped += 1
             continue
-        dialogue_id = item["dialogue_id"]
-        if dialogue_id not in chat_ids:
-            chat_ids[dialogue_id] = _dialogue_chat_id(dialogue_id)
-        chat_id = chat_ids[dialogue_id] or str(channel.pk)
+        chat_id = lookups.chat_id(dialogue_id=item["dialogue_id"], channel=channel)
         result = reply_deliver(reply=reply, channel=channel, chat_id=chat_id, max_attempts=1)
-        if result.state == DeliveryState.DELIVERED:
-            counts.delivered += 1
-        elif result.state == DeliveryState.DEAD:
-            counts.dead += 1
-        else:
-            counts.failed += 1
+        counts.count_delivery(result.state)
     return counts

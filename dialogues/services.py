@@ -37,6 +37,7 @@ from chatbots.services import chatbot_authenticate
 from core.errors import Conflict, NotFound
 from core.tokens import hash_secret
 from dialogues.delivery import (
+    BacklogLookups,
     PassCounts,
     claim_free,
     delivery_lease,
@@ -532,13 +533,10 @@ def awaiting_replies_generate(*, limit: int = 1000) -> PassCounts:
         .sort([("reply_state", 1), ("created_at", 1)])
         .limit(limit)
     )
-    channels: dict[Any, Channel | None] = {}
+    lookups = BacklogLookups()
     for item in backlog:
-        channel_id = item["channel_id"]
-        if channel_id not in channels:
-            channels[channel_id] = Channel.objects.filter(pk=channel_id).first()
-        channel = channels[channel_id]
-        if channel is None or not channel.is_active:
+        channel = lookups.active_channel(item["channel_id"])
+        if channel is None:
             counts.skipped += 1
             continue
         now = utcnow()
@@ -558,15 +556,7 @@ def awaiting_replies_generate(*, limit: int = 1000) -> PassCounts:
                 counts.generation_failed += 1
             continue
         counts.generated += 1
-        dialogue = connection.get_collection(Dialogue._meta.db_table).find_one(
-            {"_id": user_message["dialogue_id"]}, {"chat_id": 1}
-        )
-        chat_id = dialogue["chat_id"] if dialogue else str(channel.pk)
+        chat_id = lookups.chat_id(dialogue_id=user_message["dialogue_id"], channel=channel)
         delivery = reply_deliver(reply=generated.reply, channel=channel, chat_id=chat_id, max_attempts=1)
-        if delivery.state == DeliveryState.DELIVERED:
-            counts.delivered += 1
-        elif delivery.state == DeliveryState.DEAD:
-            counts.dead += 1
-        else:
-            counts.failed += 1
+        counts.count_delivery(delivery.state)
     return counts
