@@ -39,6 +39,16 @@ def url_for(port: int) -> str:
     return f"mongodb://127.0.0.1:{port}/?directConnection=true"
 
 
+def die_with_parent() -> None:
+    """For `preexec_fn`: Linux sends the child SIGTERM when the process that started it dies,
+    so a server never outlives its launcher (make run, the test runner, the benchmark)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _executable() -> str:
     # The venv's bin folder first: `make` runs us as .venv/bin/python without activating.
     candidate = Path(sys.executable).with_name("secantusd-py")
@@ -71,7 +81,9 @@ class EmbeddedMongo:
         cmd += ["--log-level", "WARNING"]
         # A new session so that Ctrl-C in the terminal reaches only the launcher, which
         # then stops this server in order (after the app that uses it).
-        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

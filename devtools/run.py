@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devtools.embedded_mongo import EmbeddedMongo, ping
+from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, ping
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
@@ -83,11 +83,7 @@ def offer_admin_account(port: str) -> None:
 def stop_with_parent() -> None:
     """Ask Linux to send us SIGTERM when our parent (make) dies, so the servers we started
     never outlive it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    die_with_parent()
 
 
 def positive_int_env(name: str, default: str) -> str:
@@ -133,7 +129,13 @@ def main() -> int:
         offer_admin_account(port)
         say(f"Serving on http://0.0.0.0:{port} with {workers} worker(s) x {threads} threads. Ctrl-C stops.")
         say(f"API docs: http://localhost:{port}/api/docs/  health: /healthz  readiness: /readyz")
-        gunicorn = subprocess.Popen(gunicorn_command(bind=f"0.0.0.0:{port}", workers=workers, threads=threads))
+        # Its own session: Ctrl-C reaches only this launcher, which then stops gunicorn
+        # gracefully (SIGTERM) and the database after it.
+        gunicorn = subprocess.Popen(
+            gunicorn_command(bind=f"0.0.0.0:{port}", workers=workers, threads=threads),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         return gunicorn.wait()
     except KeyboardInterrupt:
         return 0
