@@ -100,6 +100,8 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C even when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stop_with_parent()
     port = positive_int_env("PORT", "8000")
     workers = positive_int_env("SERVER__WORKERS", "1")
