@@ -31,6 +31,7 @@ from requests.adapters import HTTPAdapter
 from bench.stack import Stack
 from bench.stats import summarize
 from bench.workload import CpuMeter, wait_for_replies
+from dialogues.documents import message_document
 
 # Database round trips per customer message, counted in dialogues/services.py (cached bot and
 # channel look-ups excluded): dialogue upsert, message insert, history range, reply insert +
@@ -42,22 +43,6 @@ LEASE = timedelta(seconds=35)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _doc(**fields: Any) -> dict[str, Any]:
-    return {
-        "in_reply_to": None,
-        "seq": None,
-        "reply_state": "",
-        "delivery_state": None,
-        "delivery_attempts": 0,
-        "last_error": "",
-        "last_status_code": None,
-        "delivered_at": None,
-        "next_attempt_at": None,
-        "claimed_until": None,
-        **fields,
-    }
 
 
 def _mock_llm(history: list[dict[str, Any]]) -> str:
@@ -108,8 +93,10 @@ class FloorClient:
         seq = int(dialogue["last_seq"]) - 1
         common = {"dialogue_id": dialogue_id, "chat_bot_id": self.chat_bot_id, "channel_id": channel_id}
         # 2. The customer message.
-        user = _doc(**common, message_id=message_id, role="USER", text=text, created_at=now, seq=seq,
-                    reply_state="awaiting", claimed_until=now + LEASE)  # fmt: skip
+        user = message_document(
+            **common, message_id=message_id, role="USER", text=text, created_at=now, seq=seq,
+            reply_state="awaiting", claimed_until=now + LEASE,
+        )  # fmt: skip
         self.messages.insert_one(user)
         # 3. The LLM context: a bounded range on (dialogue, seq).
         history = list(
@@ -121,9 +108,10 @@ class FloorClient:
         history.sort(key=lambda doc: doc["seq"])
         reply_text = _mock_llm(history[-CONTEXT_MESSAGES:])
         at = _now()
-        reply = _doc(**common, message_id=str(uuid.uuid4()), role="ASSISTANT", text=reply_text, created_at=at,
-                     seq=seq + 1, in_reply_to=message_id, delivery_state="pending",
-                     claimed_until=at + LEASE)  # fmt: skip
+        reply = message_document(
+            **common, message_id=str(uuid.uuid4()), role="ASSISTANT", text=reply_text, created_at=at,
+            seq=seq + 1, in_reply_to=message_id, delivery_state="pending", claimed_until=at + LEASE,
+        )  # fmt: skip
         # 4. The reply and the message marked replied, in one round trip.
         self.messages.bulk_write(
             [InsertOne(reply),

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -46,6 +46,7 @@ from dialogues.delivery import (
     reply_deliver,
     utcnow,
 )
+from dialogues.documents import message_document
 from dialogues.llm import HistoryItem, LLMError, llm_reply_generate
 from dialogues.models import Dialogue, Message
 
@@ -239,42 +240,6 @@ def _dialogue_count(*, dialogue_id: ObjectId, added: int) -> None:
         connection.get_collection(Dialogue._meta.db_table).update_one({"_id": dialogue_id}, update)
 
 
-def _message_doc(
-    *,
-    dialogue_id: ObjectId,
-    channel: Channel,
-    message_id: str,
-    role: str,
-    text: str,
-    created_at: datetime,
-    in_reply_to: str | None = None,
-    seq: int | None = None,
-    reply_state: str = "",
-    delivery_state: str | None = None,
-    claimed_until: datetime | None = None,
-) -> dict[str, Any]:
-    # Every field of the model, as the ORM would write it, so admin and API reads see the same.
-    return {
-        "dialogue_id": dialogue_id,
-        "chat_bot_id": channel.chat_bot_id,
-        "channel_id": channel.pk,
-        "message_id": message_id,
-        "role": role,
-        "text": text,
-        "created_at": created_at,
-        "in_reply_to": in_reply_to,
-        "seq": seq,
-        "reply_state": reply_state,
-        "delivery_state": delivery_state,
-        "delivery_attempts": 0,
-        "last_error": "",
-        "last_status_code": None,
-        "delivered_at": None,
-        "next_attempt_at": None,
-        "claimed_until": claimed_until,
-    }
-
-
 def dialogue_history(
     *, dialogue_id: ObjectId, last_id: ObjectId, last_seq: int | None = None, limit: int | None = None
 ) -> list[HistoryItem]:
@@ -356,9 +321,10 @@ def reply_generate(*, user_message: dict[str, Any], channel: Channel, reply_coun
         _dialogue_count(dialogue_id=dialogue_id, added=-1 if reply_counted else 0)
         return GeneratedReply(reply=None, error=str(exc))
     now = utcnow()
-    reply = _message_doc(
+    reply = message_document(
         dialogue_id=dialogue_id,
-        channel=channel,
+        chat_bot_id=channel.chat_bot_id,
+        channel_id=channel.pk,
         message_id=str(uuid.uuid4()),
         role=Message.Role.ASSISTANT.value,
         text=text,
@@ -423,9 +389,10 @@ def webhook_message_process(
     result = WebhookResult(message_id=message_id, dialogue_id=str(dialogue_id))
 
     now = utcnow()
-    doc = _message_doc(
+    doc = message_document(
         dialogue_id=dialogue_id,
-        channel=channel,
+        chat_bot_id=channel.chat_bot_id,
+        channel_id=channel.pk,
         message_id=message_id,
         role=(Message.Role.USER if is_customer else Message.Role.EMPLOYEE).value,
         text=text,

@@ -5,11 +5,11 @@ import time
 from typing import Any
 
 import pytest
-from bson import ObjectId
 from django.db import connection
 from rest_framework.test import APIClient
 
 from channels_app.tests.factories import ChannelFactory
+from dialogues.documents import message_document
 from dialogues.models import Dialogue, Message
 from dialogues.tests.factories import DialogueFactory, MessageFactory
 
@@ -105,25 +105,15 @@ def test_messages_with_equal_timestamps_page_without_gaps(api_client: APIClient)
 def _insert_messages(dialogue: Dialogue, count: int) -> list[str]:
     start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     docs = [
-        {
-            "_id": ObjectId(),
-            "dialogue_id": dialogue.pk,
-            "chat_bot_id": dialogue.chat_bot_id,
-            "channel_id": dialogue.channel_id,
-            "message_id": f"m{i:05d}",
-            "role": "USER" if i % 2 == 0 else "ASSISTANT",
-            "text": f"message {i}",
-            "created_at": start + dt.timedelta(seconds=i),
-            "in_reply_to": None,
-            "reply_state": "",
-            "delivery_state": None,
-            "delivery_attempts": 0,
-            "last_error": "",
-            "last_status_code": None,
-            "delivered_at": None,
-            "next_attempt_at": None,
-            "claimed_until": None,
-        }
+        message_document(
+            dialogue_id=dialogue.pk,
+            chat_bot_id=dialogue.chat_bot_id,
+            channel_id=dialogue.channel_id,
+            message_id=f"m{i:05d}",
+            role="USER" if i % 2 == 0 else "ASSISTANT",
+            text=f"message {i}",
+            created_at=start + dt.timedelta(seconds=i),
+        )
         for i in range(count)
     ]
     collection = connection.get_collection(Message._meta.db_table)
