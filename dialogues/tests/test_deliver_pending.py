@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -191,3 +192,39 @@ def test_two_deliver_pending_processes_never_deliver_a_reply_twice(bot, receiver
     summaries = [out.decode() for out, _ in outputs]
     delivered_total = sum(int(s.split("delivered ")[1].split(",")[0]) for s in summaries)
     assert delivered_total == 30, summaries
+
+
+@override_settings(CHANNEL_MAX_RETRIES=0)
+def test_loop_survives_a_database_outage_and_delivers_afterwards(channel, receiver, monkeypatch) -> None:
+    """A pass that hits an unreachable database is logged and retried on the next pass; the
+    service loop does not die."""
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from dialogues.management.commands import deliver_pending as command
+
+    receiver.default = Reply(status=503)
+    process(channel, "m-1")
+    receiver.default = Reply(status=200)
+    passes: list[str] = []
+    real_pass = command.Command.run_pass
+
+    def flaky_pass(*, respect_schedule: bool, limit: int):  # type: ignore[no-untyped-def]
+        passes.append("pass")
+        if len(passes) == 1:
+            raise ServerSelectionTimeoutError("database down")
+        counts = real_pass(respect_schedule=False, limit=limit)
+        if len(passes) >= 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop's own stop signal
+        return counts
+
+    monkeypatch.setattr(command.Command, "run_pass", staticmethod(flaky_pass))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        output = deliver_pending("--loop", "--interval", "0.1")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    assert len(passes) == 2
+    assert "delivered 1" in output
+    assert Message.objects.get(role=Message.Role.ASSISTANT).delivery_state == "delivered"

@@ -8,14 +8,19 @@ number of hosts: every reply is claimed atomically before it is generated or POS
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import DatabaseError
+from pymongo.errors import PyMongoError
 
 from dialogues.delivery import PassCounts, pending_replies_deliver
 from dialogues.services import awaiting_replies_generate
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -44,9 +49,15 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         self.stdout.write(f"deliver_pending: looping every {interval:g} s (Ctrl-C stops)")
         while not stopping:
-            counts = self.run_pass(respect_schedule=True, limit=limit)
-            if any(vars(counts).values()):
-                self.stdout.write(self.describe(counts))
+            try:
+                counts = self.run_pass(respect_schedule=True, limit=limit)
+            except (DatabaseError, PyMongoError) as exc:
+                # A service loop outlives a database outage: nothing is lost (the replies stay
+                # in their state), and the next pass picks up where this one stopped.
+                logger.warning("deliver_pending pass failed: %s; retrying in %g s", type(exc).__name__, interval)
+            else:
+                if any(vars(counts).values()):
+                    self.stdout.write(self.describe(counts))
             deadline = time.monotonic() + interval
             while not stopping and time.monotonic() < deadline:
                 time.sleep(min(0.2, interval))
