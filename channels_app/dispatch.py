@@ -37,6 +37,10 @@ BACKOFF_MAX_S = 4.0
 MIN_ATTEMPT_S = 0.2
 ERROR_MAX_LENGTH = 500
 
+# The backoff wait, a name of this module's own so tests can record the waits without
+# touching `time.sleep` for every other thread in the process (pymongo's monitors use it).
+_sleep = time.sleep
+
 
 class TransportError(Exception):
     def __init__(
@@ -269,7 +273,7 @@ def channel_post(
             return DeliveryResult(
                 ok=ok, status_code=status, error=error, elapsed_ms=total_ms, attempts=attempt, permanent=permanent
             )
-        time.sleep(delay)
+        _sleep(delay)
 
 
 def reply_payload(*, message_id: str, text: str, chat_id: str, in_reply_to: str | None) -> dict[str, Any]:

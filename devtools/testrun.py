@@ -28,7 +28,14 @@ def main(argv: list[str]) -> int:
     else:
         print("==> Running the suite against MONGO__URL", flush=True)
     try:
-        return subprocess.run([sys.executable, "-m", "pytest", *argv], env=env).returncode
+        code = subprocess.run([sys.executable, "-m", "pytest", *argv], env=env).returncode
+        if code < 0:
+            # Killed by a signal (SIGKILL from the kernel's OOM killer, say): say so plainly
+            # instead of leaving only make's "Error 247" behind.
+            name = signal.Signals(-code).name
+            print(f"==> pytest was killed by {name} before it could report", file=sys.stderr, flush=True)
+            return 128 - code
+        return code
     except KeyboardInterrupt:
         return 130
     finally:

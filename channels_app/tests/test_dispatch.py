@@ -21,7 +21,7 @@ PAYLOAD = {"message_id": "r-1", "role": "ASSISTANT", "text": "hi", "chat_id": "c
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Backoff waits, recorded instead of slept."""
     waited: list[float] = []
-    monkeypatch.setattr(dispatch.time, "sleep", waited.append)
+    monkeypatch.setattr(dispatch, "_sleep", waited.append)
     return waited
 
 
