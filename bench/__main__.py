@@ -121,7 +121,8 @@ def main(argv: list[str]) -> int:
     stack = Stack(out_dir=out_dir, workers=workers, threads=threads, log_level="info")
     try:
         stack.start()
-        client: MongoClient = MongoClient(stack.mongo.url)
+        # The app's client options (one connection), so the floor writes as the app does.
+        client: MongoClient = MongoClient(stack.mongo.app_url)
         db = client[DB_NAME]
         print(f"    ready in {time.monotonic() - started:.1f} s; warming up", flush=True)
         warm_up(stack)

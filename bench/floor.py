@@ -38,6 +38,7 @@ from dialogues.documents import message_document
 # message update (one bulk write), delivery record.
 DB_OPS_PER_MESSAGE = 5
 CONTEXT_MESSAGES = 20
+HISTORY_SLACK = 4  # dialogues.services.HISTORY_SLACK
 LEASE = timedelta(seconds=35)
 
 
@@ -62,6 +63,9 @@ class FloorClient:
         self.url = receiver_url
         self.token = token
         self.chat_bot_id = chat_bot_id
+        # Dialogue ids by channel (one dialogue per channel here). Shared by the threads, as
+        # the app's cache is by a process's threads.
+        self.dialogue_ids: dict[ObjectId, ObjectId] = {}
         self.session = requests.Session()
         self.session.mount("http://", HTTPAdapter(pool_connections=32, pool_maxsize=64, max_retries=0))
 
@@ -70,15 +74,20 @@ class FloorClient:
         key = {"chat_bot_id": self.chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
         # 1. Two positions reserved on the dialogue (the message's and its reply's); a first
         # message creates the dialogue first, as dialogues.services.dialogue_upsert does.
+        # A dialogue seen before is updated by its id, as the app's per-process id cache does.
+        reserve = {"$inc": {"last_seq": 2, "message_count": 2}, "$max": {"last_message_at": now}}
         dialogue = None
-        for _attempt in range(3):
+        known = self.dialogue_ids.get(channel_id)
+        if known is not None:
             dialogue = self.dialogues.find_one_and_update(
-                key,
-                {"$inc": {"last_seq": 2, "message_count": 2}, "$max": {"last_message_at": now}},
-                projection={"_id": 1, "last_seq": 1},
-                return_document=ReturnDocument.AFTER,
+                {"_id": known}, reserve, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
+            )
+        for _attempt in range(0 if dialogue is not None else 3):
+            dialogue = self.dialogues.find_one_and_update(
+                key, reserve, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
             )
             if dialogue is not None:
+                self.dialogue_ids[channel_id] = dialogue["_id"]
                 break
             try:
                 self.dialogues.update_one(
@@ -98,13 +107,13 @@ class FloorClient:
             reply_state="awaiting", claimed_until=now + LEASE,
         )  # fmt: skip
         self.messages.insert_one(user)
-        # 3. The LLM context: a bounded range on (dialogue, seq).
-        history = list(
-            self.messages.find(
-                {"dialogue_id": dialogue_id, "seq": {"$gte": max(seq - 2 * CONTEXT_MESSAGES, 0), "$lte": seq}},
-                {"_id": 1, "role": 1, "text": 1, "seq": 1},
-            )
-        )
+        # 3. The LLM context: a bounded range on (dialogue, seq), widened when gaps leave it short.
+        history: list[dict[str, Any]] = []
+        for window in (CONTEXT_MESSAGES + HISTORY_SLACK, 2 * CONTEXT_MESSAGES):
+            lowest = max(seq - window + 1, 0)
+            history = list(self.messages.find({"dialogue_id": dialogue_id, "seq": {"$gte": lowest, "$lte": seq}}))
+            if len(history) >= CONTEXT_MESSAGES or lowest == 0:
+                break
         history.sort(key=lambda doc: doc["seq"])
         reply_text = _mock_llm(history[-CONTEXT_MESSAGES:])
         at = _now()

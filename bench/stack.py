@@ -87,7 +87,7 @@ class Stack:
         self.env = dict(os.environ)
         self.env.update(
             {
-                "MONGO__URL": self.mongo.url,
+                "MONGO__URL": self.mongo.app_url,
                 "MONGO__DB_NAME": DB_NAME,
                 "DJANGO_SETTINGS_MODULE": "config.settings",
                 "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),

@@ -35,8 +35,25 @@ def ping(url: str, timeout_ms: int = 500) -> bool:
         client.close()
 
 
-def url_for(port: int) -> str:
-    return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+# Client options for an embedded server this project starts (never for a MONGO__URL someone
+# gives us, nor for a real MongoDB found on the default port), measured on secantusd 0.7.0b3
+# (README, "Known quirks of the embedded server"):
+# - retryWrites=false: secantusd keeps a record of every retryable write for 30 minutes (up to
+#   10,000) and walks all of them twice on each write, sorting them once past the cap, so every
+#   write costs more as traffic goes on (a quarter of its CPU after 2,000 webhook messages).
+#   One server with no failover gains nothing from retryable writes; the app's own rules rest
+#   on unique indexes, not on retries.
+CLIENT_OPTIONS = "directConnection=true&retryWrites=false"
+# - maxPoolSize=1, for app servers (make run, make bench): secantusd serves each connection
+#   from its own thread under one GIL, and two operations at once cost it 1.5x the CPU each
+#   (interleaved WiredTiger transactions conflict and retry). One connection per app process
+#   keeps it at its serial cost: 70 instead of 49 webhook messages/s. The test suite keeps
+#   pymongo's pool so that its race tests run operations truly at once.
+APP_CLIENT_OPTIONS = CLIENT_OPTIONS + "&maxPoolSize=1"
+
+
+def url_for(port: int, *, host: str = "127.0.0.1", app: bool = False) -> str:
+    return f"mongodb://{host}:{port}/?{APP_CLIENT_OPTIONS if app else CLIENT_OPTIONS}"
 
 
 def die_with_parent() -> None:
@@ -72,6 +89,11 @@ class EmbeddedMongo:
     @property
     def url(self) -> str:
         return url_for(self.port)
+
+    @property
+    def app_url(self) -> str:
+        """The URL app servers (gunicorn) use: one connection per process."""
+        return url_for(self.port, app=True)
 
     def start(self, timeout: float = 30.0) -> EmbeddedMongo:
         if self.storage != ":memory:":

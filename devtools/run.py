@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, ping
+from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, ping, url_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
@@ -115,6 +115,7 @@ def main() -> int:
         if ping(url):
             say(f"A MongoDB server already answers on localhost:{DEFAULT_PORT}; using it")
         else:
+            url = url_for(DEFAULT_PORT, host="localhost", app=True)
             DATA.mkdir(exist_ok=True)
             say(f"Starting the embedded database (secantusd) on localhost:{DEFAULT_PORT}, data in .data/mongo")
             embedded = EmbeddedMongo(port=DEFAULT_PORT, storage=str(DATA / "mongo"), log_file=DATA / "secantusd.log")

@@ -203,6 +203,28 @@ def test_concurrent_duplicates_store_one_copy_and_one_reply(channel, receiver) -
     assert len(receiver.wait_for(1, timeout=2)) == 1
 
 
+def test_a_dialogue_deleted_behind_the_id_cache_is_created_again(channel, receiver) -> None:
+    """The process keeps dialogue ids; a dialogue deleted since (bot or channel cleanup, an
+    operator in the admin) must not swallow the next message."""
+    first = process(channel, message_id="m-1")
+    second = process(channel, message_id="m-2")
+    assert second.dialogue_id == first.dialogue_id  # the cached id, positions 3 and 4
+    assert list(Message.objects.filter(message_id="m-2").values_list("seq", flat=True)) == [3]
+
+    Message.objects.filter(dialogue_id=first.dialogue_id).delete()
+    Dialogue.objects.filter(pk=first.dialogue_id).delete()
+    third = process(channel, message_id="m-3")
+
+    assert third.dialogue_id != first.dialogue_id and third.replied
+    dialogue = Dialogue.objects.get(chat_id=str(channel.pk))
+    assert str(dialogue.pk) == third.dialogue_id
+    assert list(dialogue.messages.order_by("seq").values_list("message_id", "seq")) == [
+        ("m-3", 1),
+        (third.reply_message_id, 2),
+    ]
+    assert len(receiver.wait_for(3, timeout=2)) == 3
+
+
 def test_other_channel_of_the_same_bot_keeps_its_own_dialogue(channel, receiver) -> None:
     second = ChannelFactory(chat_bot=channel.chat_bot, url=receiver.url)
     process(channel, message_id="m-1")
