@@ -23,9 +23,11 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from channels_app.models import Channel
-from channels_app.services import url_targets_private_network
+from channels_app.services import is_private_address, url_targets_private_network
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ BACKOFF_MAX_S = 4.0
 # Below this much budget left, another attempt could not finish anyway.
 MIN_ATTEMPT_S = 0.2
 ERROR_MAX_LENGTH = 500
+PRIVATE_REFUSAL = "a loopback, private or link-local address"
 
 # The backoff wait, a name of this module's own so tests can record the waits without
 # touching `time.sleep` for every other thread in the process (pymongo's monitors use it).
@@ -80,6 +83,57 @@ class DeliveryResult:
     permanent: bool = False
 
 
+# --- Where a delivery may connect ------------------------------------------------------------
+#
+# A channel URL whose host resolves to a loopback, private or link-local address is refused
+# before the request (`private_url_refused_cached`). The host may resolve differently a moment
+# later, when the connection is made (DNS rebinding), so the address actually connected to is
+# checked too, before a byte is sent. Through a proxy, the proxy is the one that connects.
+
+
+class PrivateAddressRefused(Exception):
+    def __init__(self, address: str):
+        super().__init__(address)
+        self.address = address
+
+
+class _PeerAddressGuard:
+    proxy: Any
+
+    def _new_conn(self):  # type: ignore[no-untyped-def]
+        sock = super()._new_conn()  # type: ignore[misc]
+        if self.proxy is None and not settings.CHANNEL_ALLOW_PRIVATE_URLS:
+            address = sock.getpeername()[0]
+            if is_private_address(address):
+                sock.close()
+                raise PrivateAddressRefused(address)
+        return sock
+
+
+class _GuardedHTTPConnection(_PeerAddressGuard, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_PeerAddressGuard, HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """requests' adapter whose direct connections check the address they reached."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
 _session: requests.Session | None = None
 _session_lock = threading.Lock()
 
@@ -92,7 +146,7 @@ def http_session() -> requests.Session:
             if _session is None:
                 session = requests.Session()
                 # Retries are ours (they must be counted and recorded), never urllib3's.
-                adapter = HTTPAdapter(pool_connections=32, pool_maxsize=64, max_retries=0)
+                adapter = GuardedAdapter(pool_connections=32, pool_maxsize=64, max_retries=0)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 _session = session
@@ -150,6 +204,10 @@ def _post_once(*, url: str, headers: dict[str, str], body: bytes, timeout: tuple
     """One POST. Returns the 2xx status or raises TransportError."""
     try:
         response = http_session().post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+    except PrivateAddressRefused as exc:
+        raise TransportError(
+            f"Refused: the channel's host resolved to {PRIVATE_REFUSAL} {exc.address}", permanent=True
+        ) from None
     except requests.exceptions.ConnectTimeout:
         raise TransportError("Connection timed out") from None
     except requests.exceptions.ReadTimeout:
@@ -200,7 +258,7 @@ def channel_post(
     context = log_context or {}
 
     if private_url_refused_cached(url):
-        error = "Refused: the channel URL points to a loopback, private or link-local address"
+        error = f"Refused: the channel URL points to {PRIVATE_REFUSAL}"
         result = AttemptResult(
             attempt=1, ok=False, status_code=None, error=error, elapsed_ms=0.0, final=True, permanent=True
         )

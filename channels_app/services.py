@@ -26,7 +26,7 @@ def validate_channel_url(url: str) -> str:
     return url
 
 
-def _is_private_address(address: str) -> bool:
+def is_private_address(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
@@ -38,14 +38,14 @@ def url_targets_private_network(url: str) -> bool:
     Unresolvable hosts count as not private (delivery will fail on its own)."""
     host = urlsplit(url).hostname or ""
     try:
-        return _is_private_address(host)
+        return is_private_address(host)
     except ValueError:
         pass
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return False
-    return any(_is_private_address(info[4][0]) for info in infos)
+    return any(is_private_address(info[4][0]) for info in infos)
 
 
 def private_url_refused(url: str) -> bool:

@@ -228,3 +228,22 @@ def test_connection_refused_against_a_closed_port() -> None:
         result = channel_post(url=f"http://127.0.0.1:{free_port()}/hook", token="t", payload=PAYLOAD)
     assert not result.ok and not result.permanent and result.status_code is None
     assert result.error.startswith("Connection failed")
+
+
+@override_settings(CHANNEL_ALLOW_PRIVATE_URLS=False, CHANNEL_MAX_RETRIES=2)
+def test_an_address_that_turns_private_at_connect_time_gets_nothing(
+    real_receiver: ChannelReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the host looked public when checked, then resolves to 127.0.0.1 when the
+    connection is made. The connected address is checked before anything is sent."""
+    monkeypatch.setattr(dispatch, "url_targets_private_network", lambda url: False)
+    monkeypatch.setattr(dispatch, "_private_cache", {})
+    attempts = []
+
+    result = channel_post(url=real_receiver.url, token="secret-tok", payload=PAYLOAD, on_attempt=attempts.append)
+
+    assert not result.ok and result.permanent and result.attempts == 1
+    assert result.error == "Refused: the channel's host resolved to a loopback, private or link-local address 127.0.0.1"
+    assert [a.final for a in attempts] == [True]
+    time.sleep(0.2)
+    assert real_receiver.requests == []
