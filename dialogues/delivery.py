@@ -13,6 +13,8 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -259,7 +261,8 @@ class PassCounts:
 
 
 class BacklogLookups:
-    """The channels and chat_ids one pass over a backlog needs, each read once."""
+    """The channels and chat_ids one pass over a backlog needs, each read once (shared by the
+    pass's threads; two threads may both read one on first use, which is harmless)."""
 
     def __init__(self) -> None:
         self._channels: dict[Any, Channel | None] = {}
@@ -279,11 +282,25 @@ class BacklogLookups:
         return self._chat_ids[dialogue_id] or str(channel.pk)
 
 
-def pending_replies_deliver(*, respect_schedule: bool, limit: int = 1000) -> PassCounts:
+def backlog_work[T](items: list[T], work: Callable[[T], PassCounts], *, workers: int = 1) -> PassCounts:
+    """`work` on every item of a backlog, `workers` at a time, counts summed. Items are claimed
+    inside `work`, so threads (like separate processes) never handle one twice. Threads let
+    one pass wait on many slow channels at once instead of one after the other."""
+    counts = PassCounts()
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            counts.merge(work(item))
+        return counts
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backlog") as pool:
+        for done in pool.map(work, items):
+            counts.merge(done)
+    return counts
+
+
+def pending_replies_deliver(*, respect_schedule: bool, limit: int = 1000, workers: int = 1) -> PassCounts:
     """One pass over undelivered replies. Without `respect_schedule` (a single manual run)
     every pending or failed reply is tried now, once; with it (the loop) only those whose
     backoff has passed. Replies someone else holds are skipped, not waited for."""
-    counts = PassCounts()
     now = utcnow()
     query: dict[str, Any] = {"delivery_state": {"$in": RETRYABLE_STATES}}
     if respect_schedule:
@@ -297,16 +314,20 @@ def pending_replies_deliver(*, respect_schedule: bool, limit: int = 1000) -> Pas
         .limit(limit)
     )
     lookups = BacklogLookups()
-    for item in backlog:
+
+    def deliver(item: dict[str, Any]) -> PassCounts:
+        counts = PassCounts()
         channel = lookups.active_channel(item["channel_id"])
         if channel is None:
             counts.skipped += 1
-            continue
+            return counts
         reply = reply_claim(reply_id=item["_id"])
         if reply is None:
             counts.skipped += 1
-            continue
+            return counts
         chat_id = lookups.chat_id(dialogue_id=item["dialogue_id"], channel=channel)
         result = reply_deliver(reply=reply, channel=channel, chat_id=chat_id, max_attempts=1)
         counts.count_delivery(result.state)
-    return counts
+        return counts
+
+    return backlog_work(backlog, deliver, workers=workers)

@@ -39,6 +39,7 @@ from core.tokens import hash_secret
 from dialogues.delivery import (
     BacklogLookups,
     PassCounts,
+    backlog_work,
     claim_free,
     delivery_lease,
     messages_collection,
@@ -539,11 +540,10 @@ def _duplicate_resume(*, result: WebhookResult, dialogue_id: ObjectId, channel: 
 # --- deliver_pending: replies that were never generated ---------------------------------------
 
 
-def awaiting_replies_generate(*, limit: int = 1000) -> PassCounts:
+def awaiting_replies_generate(*, limit: int = 1000, workers: int = 1) -> PassCounts:
     """Generates (and delivers once) the replies of customer messages left `awaiting` whose
     generation lease has expired or was released: the LLM failed, or the process answering
     them died. Each is claimed first, so concurrent runs never generate one twice."""
-    counts = PassCounts()
     collection = messages_collection()
     now = utcnow()
     backlog = list(
@@ -555,11 +555,13 @@ def awaiting_replies_generate(*, limit: int = 1000) -> PassCounts:
         .limit(limit)
     )
     lookups = BacklogLookups()
-    for item in backlog:
+
+    def generate(item: dict[str, Any]) -> PassCounts:
+        counts = PassCounts()
         channel = lookups.active_channel(item["channel_id"])
         if channel is None:
             counts.skipped += 1
-            continue
+            return counts
         now = utcnow()
         user_message = collection.find_one_and_update(
             {"_id": item["_id"], "reply_state": Message.ReplyState.AWAITING.value, **claim_free(now)},
@@ -568,16 +570,18 @@ def awaiting_replies_generate(*, limit: int = 1000) -> PassCounts:
         )
         if user_message is None:
             counts.skipped += 1
-            continue
+            return counts
         generated = reply_generate(user_message=user_message, channel=channel, reply_counted=False)
         if generated.reply is None:
             if generated.existing:
                 counts.skipped += 1
             else:
                 counts.generation_failed += 1
-            continue
+            return counts
         counts.generated += 1
         chat_id = lookups.chat_id(dialogue_id=user_message["dialogue_id"], channel=channel)
         delivery = reply_deliver(reply=generated.reply, channel=channel, chat_id=chat_id, max_attempts=1)
         counts.count_delivery(delivery.state)
-    return counts
+        return counts
+
+    return backlog_work(backlog, generate, workers=workers)

@@ -208,11 +208,11 @@ def test_loop_survives_a_database_outage_and_delivers_afterwards(channel, receiv
     passes: list[str] = []
     real_pass = command.Command.run_pass
 
-    def flaky_pass(*, respect_schedule: bool, limit: int):  # type: ignore[no-untyped-def]
+    def flaky_pass(*, respect_schedule: bool, limit: int, workers: int):  # type: ignore[no-untyped-def]
         passes.append("pass")
         if len(passes) == 1:
             raise ServerSelectionTimeoutError("database down")
-        counts = real_pass(respect_schedule=False, limit=limit)
+        counts = real_pass(respect_schedule=False, limit=limit, workers=workers)
         if len(passes) >= 2:
             os.kill(os.getpid(), signal.SIGTERM)  # the loop's own stop signal
         return counts
@@ -228,3 +228,24 @@ def test_loop_survives_a_database_outage_and_delivers_afterwards(channel, receiv
     assert len(passes) == 2
     assert "delivered 1" in output
     assert Message.objects.get(role=Message.Role.ASSISTANT).delivery_state == "delivered"
+
+
+@override_settings(CHANNEL_MAX_RETRIES=0)
+def test_workers_wait_on_slow_channels_at_once_and_deliver_each_reply_once(bot, receiver) -> None:
+    """A backlog for a slow channel: one pass with 8 workers has all 8 POSTs in flight
+    together (one after the other, they would arrive over 8 x 0.5 s)."""
+    receiver.default = Reply(status=503)
+    channels = [ChannelFactory(chat_bot=bot, url=receiver.url) for _ in range(2)]
+    for index in range(8):
+        process(channels[index % 2], f"m-{index}")
+    receiver.reset()
+    receiver.default = Reply(status=200, delay_s=0.5)
+
+    output = deliver_pending("--workers", "8")
+
+    assert output.startswith("generated 0, delivered 8, failed 0")
+    arrivals = [r.at for r in receiver.requests]
+    assert len(arrivals) == 8
+    assert max(arrivals) - min(arrivals) < 0.5, arrivals
+    assert Counter(r.json["message_id"] for r in receiver.requests).most_common(1)[0][1] == 1
+    assert Message.objects.filter(role=Message.Role.ASSISTANT, delivery_state="delivered").count() == 8

@@ -17,6 +17,8 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    # When it arrived (time.monotonic()), before any scripted delay.
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def json(self) -> Any:
