@@ -17,6 +17,8 @@ class DeliveryState(models.TextChoices):
     DELIVERED = "delivered", _("delivered")
     FAILED = "failed", _("failed")
     DEAD = "dead", _("dead")
+    # Its channel is inactive or gone: waits, without blocking anyone, until it is active again.
+    PARKED = "parked", _("parked")
 
 
 class ChannelSettings(EmbeddedModel):
@@ -41,6 +43,15 @@ class Channel(TimeStampedModel):
         _("last delivery state"), max_length=16, choices=DeliveryState.choices, blank=True, default=""
     )
     last_delivery_at = models.DateTimeField(_("last delivery time"), null=True, blank=True)
+    # The circuit breaker, written by the worker: after WORKER_BREAKER_THRESHOLD failed
+    # attempts in a row nothing is sent to the channel until `breaker_open_until`, then one
+    # probe decides whether it closes.
+    consecutive_failures = models.PositiveIntegerField(_("failures in a row"), default=0, editable=False)
+    breaker_open_until = models.DateTimeField(_("breaker open until"), null=True, blank=True, editable=False)
+    # "Send test message": the admin asks, the worker sends and records the result here.
+    last_test_at = models.DateTimeField(_("last test"), null=True, blank=True, editable=False)
+    last_test_ok = models.BooleanField(_("last test passed"), null=True, blank=True, editable=False)
+    last_test_result = models.CharField(_("last test result"), max_length=500, blank=True, default="", editable=False)
 
     class Meta:
         verbose_name = _("channel")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -14,6 +15,22 @@ class ChatBot(TimeStampedModel):
     name = models.CharField(_("name"), max_length=200, validators=[validate_no_control_characters])
     secret_hash = models.CharField(_("secret hash"), max_length=64, unique=True, editable=False)
     secret_prefix = models.CharField(_("secret prefix"), max_length=16, editable=False)
+
+    # The LLM, per bot. Blank or null means the platform's default (settings in brackets).
+    system_prompt = models.TextField(_("system prompt"), blank=True, default="")
+    llm_model = models.CharField(_("LLM model"), max_length=200, blank=True, default="")  # LLM_MODEL
+    temperature = models.FloatField(
+        _("temperature"), null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        _("max output tokens"), null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    context_messages = models.PositiveIntegerField(  # LLM_CONTEXT_MESSAGES
+        _("context messages"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    # Sent instead of a reply when the LLM keeps failing (LLM_MAX_ATTEMPTS); without it the
+    # reply is marked failed.
+    fallback_text = models.TextField(_("fallback text"), blank=True, default="")
 
     class Meta:
         verbose_name = _("chat bot")

@@ -54,6 +54,9 @@ INSTALLED_APPS = [
     "chatbots",
     "channels_app",
     "dialogues",
+    # Above dialogues: the LLM providers, and the worker that drives everything.
+    "llm",
+    "worker",
 ]
 
 MIDDLEWARE = [
@@ -101,7 +104,9 @@ DATABASES = {
         "OPTIONS": {
             "serverSelectionTimeoutMS": MONGO_TIMEOUT_MS,
             "connectTimeoutMS": MONGO_TIMEOUT_MS,
-            "socketTimeoutMS": max(MONGO_TIMEOUT_MS * 3, 10000),
+            # Every operation is bounded, not only finding a server: a hung database (a
+            # stalled primary, a partition that drops packets) fails within this time too.
+            "timeoutMS": MONGO_TIMEOUT_MS,
             "appname": "chatbot-platform",
         },
         "TEST": {"NAME": f"{MONGO_DB_NAME}_test"},
@@ -183,25 +188,54 @@ from config.logging import configure_logging  # noqa: E402
 configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 # --- The platform -----------------------------------------------------------------------
+# The webhook stores the message and answers at once; the worker (`manage.py run_worker`,
+# started by `make run`) generates and delivers the reply. With a wait, the webhook waits at
+# most this long for the outcome and answers with what it knows then.
+WEBHOOK_REPLY_WAIT_MS = env_int("WEBHOOK_REPLY_WAIT_MS", 0, minimum=0, maximum=30_000)
+
 # LLM
-LLM_BACKEND = env_str("LLM_BACKEND", "dialogues.llm.mock_llm_call")
+# "mock" (deterministic, the default), "openai" (any chat-completions server), or the dotted
+# path of your own callable.
+LLM_BACKEND = env_str("LLM_BACKEND", "mock")
 LLM_MOCK_DELAY_MS = env_int("LLM_MOCK_DELAY_MS", 0, minimum=0, maximum=600_000)
 LLM_CONTEXT_MESSAGES = env_int("LLM_CONTEXT_MESSAGES", 20, minimum=1, maximum=1000)
 LLM_TIMEOUT_S = env_float("LLM_TIMEOUT_S", 30.0, minimum=0.1)
+# Generation attempts per customer message before the bot's fallback text (or "failed").
+LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
+# LLM calls in flight at once per worker process; a call that times out gives its slot back.
+LLM_MAX_CONCURRENCY = env_int("LLM_MAX_CONCURRENCY", 32, minimum=1, maximum=1024)
 
 # Outbound delivery to channels. nginx drops header names with underscores by default
 # (underscores_in_headers off), hence the header name is configurable.
 CHANNEL_AUTH_HEADER = env_str("CHANNEL_AUTH_HEADER", "x-chat_auth_token")
 CHANNEL_CONNECT_TIMEOUT_S = env_float("CHANNEL_CONNECT_TIMEOUT_S", 3.0, minimum=0.05)
-CHANNEL_READ_TIMEOUT_S = env_float("CHANNEL_READ_TIMEOUT_S", 10.0, minimum=0.05)
-# Retries inside the webhook request stop once this budget is spent, so the webhook still
-# answers within about 15 s; `deliver_pending` retries the rest.
-CHANNEL_RETRY_BUDGET_S = env_float("CHANNEL_RETRY_BUDGET_S", 12.0, minimum=0)
-CHANNEL_MAX_RETRIES = env_int("CHANNEL_MAX_RETRIES", 3, minimum=0, maximum=20)
-CHANNEL_RETRY_AFTER_CAP_S = env_float("CHANNEL_RETRY_AFTER_CAP_S", 5.0, minimum=0)
+# One attempt's whole deadline: connecting, sending, and reading the answer (at most 64 KiB
+# of it). CHANNEL_READ_TIMEOUT_S is its older name.
+CHANNEL_ATTEMPT_TIMEOUT_S = env_float(
+    "CHANNEL_ATTEMPT_TIMEOUT_S", env_float("CHANNEL_READ_TIMEOUT_S", 10.0, minimum=0.05), minimum=0.05
+)
+# A channel's Retry-After is honoured up to this long.
+CHANNEL_RETRY_AFTER_CAP_S = env_float("CHANNEL_RETRY_AFTER_CAP_S", 3600.0, minimum=0)
 CHANNEL_ALLOW_PRIVATE_URLS = env_bool("CHANNEL_ALLOW_PRIVATE_URLS", False)
+# Attempts per reply before it is dead; retries wait DELIVERY_RETRY_BASE_S, doubling each
+# time, up to DELIVERY_RETRY_MAX_S (with jitter).
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
+DELIVERY_RETRY_BASE_S = env_float("DELIVERY_RETRY_BASE_S", 1.0, minimum=0.01)
+DELIVERY_RETRY_MAX_S = env_float("DELIVERY_RETRY_MAX_S", 600.0, minimum=0.01)
 
-# Bot and channel look-ups on the webhook path are cached per process for this long; a
-# rotated secret or a deactivated channel takes effect within this time.
+# The worker. Each process runs WORKER_THREADS dialogues at once; one channel gets at most
+# WORKER_CHANNEL_CONCURRENCY of them and one bot's LLM calls at most
+# WORKER_BOT_LLM_CONCURRENCY, so a slow tenant cannot take the others' capacity.
+WORKER_THREADS = env_int("WORKER_THREADS", 32, minimum=1, maximum=1024)
+WORKER_CHANNEL_CONCURRENCY = env_int("WORKER_CHANNEL_CONCURRENCY", 4, minimum=1, maximum=1024)
+WORKER_BOT_LLM_CONCURRENCY = env_int("WORKER_BOT_LLM_CONCURRENCY", 8, minimum=1, maximum=1024)
+# How often an idle worker looks for due work (an indexed query on due dialogues only).
+WORKER_POLL_MS = env_int("WORKER_POLL_MS", 25, minimum=1, maximum=60_000)
+# The circuit breaker: after this many failed attempts in a row a channel gets nothing for
+# WORKER_BREAKER_COOLDOWN_S (doubling while probes keep failing, up to 10 minutes).
+WORKER_BREAKER_THRESHOLD = env_int("WORKER_BREAKER_THRESHOLD", 5, minimum=1)
+WORKER_BREAKER_COOLDOWN_S = env_float("WORKER_BREAKER_COOLDOWN_S", 30.0, minimum=0.1)
+
+# Bot and channel look-ups are cached per process for this long; a rotated secret, a
+# deactivated channel or a new channel URL takes effect within this time.
 AUTH_CACHE_TTL_S = env_float("AUTH_CACHE_TTL_S", 1.0, minimum=0)

@@ -25,6 +25,8 @@ def message_document(
     reply_state: str = "",
     delivery_state: str | None = None,
     claimed_until: datetime | None = None,
+    claim_token: str = "",
+    llm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # Every field of dialogues.models.Message, as the ORM would write it, so admin and API
     # reads see the same.
@@ -46,4 +48,13 @@ def message_document(
         "delivered_at": None,
         "next_attempt_at": None,
         "claimed_until": claimed_until,
+        "claim_token": claim_token,
+        "delivery_revivals": 0,
+        "llm_attempts": 0,
+        "llm_backend": "",
+        "llm_model": "",
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "llm_latency_ms": None,
+        **(llm or {}),
     }

@@ -14,7 +14,13 @@ ID_MAX_LENGTH = 256
 class Dialogue(models.Model):
     """One conversation. In the existing contract `chat_id` is the id of the channel, so the
     key (chat_bot, channel, chat_id) is the same as (chat_bot, chat_id); with the optional
-    `channel_id` extension one channel carries many chat_ids, each its own dialogue."""
+    `channel_id` extension one channel carries many chat_ids, each its own dialogue.
+
+    The worker's bookkeeping lives in the same document but outside this model, so that no
+    `save()` can write a stale copy of it (`dialogues.store` owns it): `work_due_at` (set
+    while something is owed, absent otherwise, so its sparse index holds only due
+    dialogues), `claim_until` and `claim_token` (the worker's lease and fencing token),
+    `done_seq` (every position up to it is settled) and `parked` (why its work waits)."""
 
     chat_bot = models.ForeignKey(
         ChatBot, on_delete=models.CASCADE, related_name="dialogues", verbose_name=_("chat bot")
@@ -60,6 +66,9 @@ class Message(models.Model):
         NONE = "", _("no reply expected")
         AWAITING = "awaiting", _("awaiting reply")
         REPLIED = "replied", _("replied")
+        # The LLM kept failing (LLM_MAX_ATTEMPTS, or an error no retry fixes) and the bot has
+        # no fallback text: no reply will be sent.
+        FAILED = "failed", _("no reply (LLM failed)")
 
     # No single-field indexes on the foreign keys: the compound indexes below start with
     # dialogue, and every extra index costs each insert on the webhook path.
@@ -99,6 +108,21 @@ class Message(models.Model):
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
     # A lease: whoever holds an unexpired claim is the only one delivering this reply.
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # The fencing token of the claim that may record this reply's next outcome: an outcome is
+    # written only where the token is still the writer's own, so a holder whose lease expired
+    # can never overwrite what a newer holder recorded.
+    claim_token = models.CharField(max_length=32, blank=True, default="", editable=False)
+    # A dead reply that an operator redelivers gets one more attempt each time.
+    delivery_revivals = models.PositiveIntegerField(_("redeliveries of a dead reply"), default=0)
+
+    # USER messages: generation attempts (LLM errors are retried with backoff).
+    llm_attempts = models.PositiveIntegerField(_("LLM attempts"), default=0)
+    # ASSISTANT messages: what produced the reply and what it cost.
+    llm_backend = models.CharField(_("LLM backend"), max_length=64, blank=True, default="")
+    llm_model = models.CharField(_("LLM model"), max_length=200, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(_("completion tokens"), null=True, blank=True)
+    llm_latency_ms = models.PositiveIntegerField(_("LLM latency (ms)"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("message")
@@ -135,7 +159,12 @@ class DeliveryManager(models.Manager["Delivery"]):
             .get_queryset()
             .filter(
                 role=Message.Role.ASSISTANT,
-                delivery_state__in=[DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD],
+                delivery_state__in=[
+                    DeliveryState.PENDING,
+                    DeliveryState.FAILED,
+                    DeliveryState.DEAD,
+                    DeliveryState.PARKED,
+                ],
             )
         )
 

@@ -5,7 +5,7 @@ import time
 import pytest
 from django.test import override_settings
 
-from dialogues.llm import LLMError, llm_reply_generate, mock_llm_call
+from llm.client import LLMError, llm_reply_generate, mock_llm_call
 
 
 def slow_llm(history):  # type: ignore[no-untyped-def]
