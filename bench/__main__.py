@@ -1,12 +1,15 @@
-"""`make bench`: load, growth and floor on a fresh stack started for this run.
+"""`make bench`: ingest and end-to-end load, the floor, two scenarios and growth, on a fresh
+stack started for this run.
 
-    make bench                                  # everything, a few minutes
-    make bench ARGS="--quick"                   # a smoke test in well under a minute
+    make bench                                  # everything, under 10 minutes on 2 cores
+    make bench ARGS="--quick"                   # a smoke test in about a minute
     make bench ARGS="--mode load --messages 5000 --channels 16 --concurrency 16,64"
-    make bench ARGS="--mode load --profile"     # py-spy flame graph of the gunicorn worker at C=16
+    make bench ARGS="--mode floor --floor-threads 2,4"
+    make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
 
-The app is served exactly as `make run` serves it (SERVER__WORKERS / SERVER__THREADS as
-there); results go to bench-results/<timestamp>/ (results.json, growth.png, logs).
+The app is served exactly as `make run` serves it (gunicorn with SERVER__WORKERS x
+SERVER__THREADS, and the worker beside it); results go to bench-results/<timestamp>/
+(results.json, growth.png, logs).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from typing import Any
 from pymongo import MongoClient
 
 from bench import report
-from bench.floor import FloorRun
+from bench.dbstats import DbCounters, DbDelta
+from bench.scenarios import slow_llm, slow_neighbour
 from bench.stack import DB_NAME, ROOT, Stack
-from bench.workload import LoadRun, run_growth, run_load, warm_up
+from bench.workload import FloorRun, LoadRun, warm_up
+
+MODES = ["load", "floor", "scenarios", "growth"]
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -42,15 +48,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--mode", choices=["load", "growth", "floor", "all"], default="all")
+    parser.add_argument("--mode", choices=[*MODES, "all"], default="all")
     parser.add_argument("--messages", type=int, help="customer messages per load run (default 2000; quick 200)")
-    parser.add_argument("--channels", type=int, help="channels (one dialogue each) per load run (default 8; quick 4)")
+    parser.add_argument("--channels", type=int, help="channels (one dialogue each) per run (default 8; quick 4)")
     parser.add_argument("--concurrency", type=_ints, help="comma-separated load concurrencies (default 16,64)")
+    parser.add_argument("--floor-threads", type=_ints, help="floor thread counts to try (default 1,2,4,8)")
+    parser.add_argument("--floor-messages", type=int, help="messages per floor thread count (default 1000)")
+    parser.add_argument(
+        "--moderate-rate",
+        type=float,
+        help="messages/s of the moderate (open-loop) run (default: half the C=16 replies/s)",
+    )
+    parser.add_argument("--moderate-messages", type=int, help="messages of the moderate run (default 600)")
+    parser.add_argument("--scenario-messages", type=int, help="bot A's messages per slow-neighbour run (default 800)")
+    parser.add_argument("--slow-llm-messages", type=int, help="messages of the slow-LLM run (default 96)")
     parser.add_argument("--growth-sizes", type=_ints, help="dialogue sizes (default 10,1000,10000)")
     parser.add_argument("--growth-messages", type=int, help="messages sent at each size (default 200)")
-    parser.add_argument("--floor-threads", type=int, default=16, help="floor threads (default 16, as load's C=16)")
+    parser.add_argument("--growth-rate", type=float, default=20.0, help="messages/s at each size (default 20)")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test of the benchmark itself")
-    parser.add_argument("--profile", action="store_true", help="record a py-spy profile of gunicorn during load")
+    parser.add_argument("--profile", action="store_true", help="record py-spy profiles during the C=16 load")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed too")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args(argv)
@@ -58,19 +74,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.messages = args.messages or (200 if quick else 2000)
     args.channels = args.channels or (4 if quick else 8)
     args.concurrency = args.concurrency or ([16] if quick else [16, 64])
+    args.floor_threads = args.floor_threads or ([2, 8] if quick else [1, 2, 4, 8])
+    args.floor_messages = args.floor_messages or (100 if quick else 1000)
+    args.moderate_messages = args.moderate_messages or (100 if quick else 600)
+    args.scenario_messages = args.scenario_messages or (100 if quick else 800)
+    args.slow_llm_messages = args.slow_llm_messages or (16 if quick else 96)
     args.growth_sizes = args.growth_sizes or ([10, 1000] if quick else [10, 1000, 10000])
     args.growth_messages = args.growth_messages or (30 if quick else 200)
     return args
 
 
 def _start_profilers(stack: Stack, out_dir: Path, concurrency: int) -> list[subprocess.Popen[bytes]]:
-    """py-spy on the app (master and forked workers) and on the database server, written as
+    """py-spy on gunicorn (master and forked workers), the worker and the database server, as
     speedscope files (open them at speedscope.app or summarise them with `python -m bench.profile`)."""
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         print("    (py-spy not installed; skipping the profile)", flush=True)
         return []
-    targets = {"app": stack.gunicorn.pid, "database": stack.mongo.process.pid}  # type: ignore[union-attr]
+    targets = {"app": stack.gunicorn.pid, "worker": stack.worker.pid,  # type: ignore[union-attr]
+               "database": stack.mongo.process.pid}  # type: ignore[union-attr]  # fmt: skip
     return [
         subprocess.Popen(
             [
@@ -93,6 +115,38 @@ def _start_profilers(stack: Stack, out_dir: Path, concurrency: int) -> list[subp
     ]
 
 
+def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+    for profiler in profilers:
+        profiler.wait(30)
+
+
+def _idle(stack: Stack, counters: DbCounters, seconds: float = 3.0) -> dict[str, Any]:
+    """What the stack asks of the database with nothing to do: the worker's empty look-ups."""
+    before = counters.snapshot()
+    cpu = stack.cpu_seconds()
+    time.sleep(seconds)
+    after = counters.snapshot()
+    cpu_after = stack.cpu_seconds()
+    delta = DbDelta()
+    delta.add(before, after, counters.overhead)
+    return {
+        "seconds": seconds,
+        "ops_per_s": {f"{c}.{k}": round(n / seconds, 1) for (c, k), (n, _) in sorted(delta.top.items()) if n},
+        "claims_per_s": round(delta.count("dialogues", "command") / seconds, 1),
+        "cpu_percent": {name: round((cpu_after[name] - cpu[name]) / seconds * 100, 1) for name in cpu},
+    }
+
+
+def _line(name: str, r: dict[str, Any]) -> str:
+    i, e = r["ingest"], r["e2e"]
+    lat = i["latency_ms"]
+    return (f"    {name}: ingest {i['acks_per_s']} acks/s (p50 {lat['p50']}, p99 {lat['p99']} ms)"
+            f"; e2e {e['replies_per_s']} replies/s (ack->receipt p50 {e['ack_to_receipt_ms']['p50']}, "
+            f"p99 {e['ack_to_receipt_ms']['p99']} ms); correct: {r['correct']}")  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     os.chdir(ROOT)
@@ -101,82 +155,129 @@ def main(argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = os.environ.get("SERVER__WORKERS", "1")
     threads = os.environ.get("SERVER__THREADS", "8")
-    modes = ["load", "growth", "floor"] if args.mode == "all" else [args.mode]
+    modes = MODES if args.mode == "all" else [args.mode]
+    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), platform.processor())  # fmt: skip
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench" + (f' ARGS="{" ".join(argv)}"' if argv else ""),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_at_start": os.getloadavg()},
+        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "python": platform.python_version(),
+                    "platform": platform.platform(), "load_average_at_start": os.getloadavg()},
         "server": {"workers": workers, "threads": threads, "database": "secantusd (embedded), in memory, fresh"},
-        "settings": {"messages": args.messages, "channels": args.channels, "concurrency": args.concurrency,
-                     "growth_sizes": args.growth_sizes, "growth_messages": args.growth_messages,
-                     "floor_threads": args.floor_threads, "modes": modes},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)} | {"modes": modes},
     }  # fmt: skip
+    results["settings"]["out"] = str(out_dir)
     print(f"==> Results in {out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir}", flush=True)
-    print(
-        f"==> Starting a fresh embedded database, migrating, gunicorn {workers} worker(s) x {threads} threads",
-        flush=True,
-    )
+    print(f"==> Starting a fresh embedded database, migrating, gunicorn {workers} worker(s) x {threads} threads "
+          f"and the worker", flush=True)  # fmt: skip
     started = time.monotonic()
     stack = Stack(out_dir=out_dir, workers=workers, threads=threads, log_level="info")
     try:
         stack.start()
+        results["server"]["worker_threads"] = stack.worker_threads()
+        results["server"]["worker_env"] = {k: v for k, v in os.environ.items() if k.startswith(("WORKER_", "LLM_"))}
         # The app's client options (one connection), so the floor writes as the app does.
         client: MongoClient = MongoClient(stack.mongo.app_url)
         db = client[DB_NAME]
-        print(f"    ready in {time.monotonic() - started:.1f} s; warming up", flush=True)
+        counters = DbCounters(stack.mongo.url, DB_NAME)
+        print(f"    ready in {time.monotonic() - started:.1f} s (worker: {stack.worker_threads()} threads); "
+              f"warming up", flush=True)  # fmt: skip
         warm_up(stack)
-        # The embedded server slows down as it fills, so whatever runs first looks faster.
-        # The floor and the load at the floor's concurrency therefore run interleaved, in
-        # segments ordered floor-load-load-floor (ABBA cancels a steady drift), on the same
-        # server; the other concurrencies follow on their own.
-        paired: dict[int, LoadRun] = {}
-        if "floor" in modes:
-            floor = FloorRun(stack, db, channels=args.channels, threads=args.floor_threads)
-            pair = None
-            if "load" in modes and args.floor_threads in args.concurrency:
-                pair = LoadRun(stack, channels=args.channels, concurrency=args.floor_threads)
-            segments = _split(args.messages, 4)
-            print(f"==> floor{' and load' if pair else ''}: {args.messages} messages, {args.floor_threads} "
-                  f"threads, interleaved in {len(segments)} segments", flush=True)  # fmt: skip
-            for i, part in enumerate(segments):
-                order = [floor, pair] if i % 4 in (0, 3) else [pair, floor]
-                for runner in order:
-                    if runner is not None:
-                        runner.segment(part)
-            results["floor"] = f = floor.result(db)
-            print(f"    floor: {f['throughput_msg_s']} msg/s, p50 {f['latency_ms']['p50']} ms", flush=True)
-            if pair is not None:
-                paired[pair.concurrency] = pair
+        results["idle"] = _idle(stack, counters)
+        print(f"    idle: {results['idle']['claims_per_s']} worker look-ups/s", flush=True)
+
+        # The embedded server slows down as it fills, so whatever runs first looks faster. The
+        # C=16 load and the floor at each thread count therefore run interleaved, in two halves
+        # ordered load, floors ascending | floors descending, load (a mirror cancels a steady
+        # drift), on the same server; the rest follows on its own.
+        load_runs: dict[int, LoadRun] = {}
+        floors: list[FloorRun] = []
+        paired_c = 16 if 16 in args.concurrency else args.concurrency[0]
         if "load" in modes:
+            load_runs[paired_c] = LoadRun(stack, counters, channels=args.channels, concurrency=paired_c,
+                                          name=f"load-c{paired_c}")  # fmt: skip
+        if "floor" in modes:
+            floors = [FloorRun(stack, counters, db, channels=args.channels, threads=t, db_name=DB_NAME)
+                      for t in args.floor_threads]  # fmt: skip
+        if load_runs or floors:
+            parts = [f"load C={paired_c}"] if load_runs else []
+            parts += [f"floor at {args.floor_threads} threads"] if floors else []
+            what = " and ".join(parts)
+            print(f"==> {what}: interleaved in two halves", flush=True)
+            halves: list[list[tuple[LoadRun | FloorRun, int]]] = [[], []]
+            if load_runs:
+                for half, n in zip(halves, _split(args.messages, 2), strict=True):
+                    half.append((load_runs[paired_c], n))
+            for floor in floors:
+                for half, n in zip(halves, _split(args.floor_messages, 2), strict=True):
+                    half.append((floor, n))
+            order = halves[0] + list(reversed(halves[1]))
+            for runner, n in order:
+                label = f"load C={paired_c}" if isinstance(runner, LoadRun) else f"floor T={runner.threads}"
+                profilers = []
+                if args.profile and isinstance(runner, LoadRun):
+                    profilers = _start_profilers(stack, out_dir, paired_c)
+                try:
+                    runner.segment(n)
+                finally:
+                    _stop_profilers(profilers)
+                print(f"    {label}: segment of {n} done", flush=True)
+            if floors:
+                results["floor"] = [f.result(db) for f in floors]
+                for f in results["floor"]:
+                    print(_line(f"floor T={f['threads']}", f), flush=True)
             results["load"] = []
-            for concurrency in args.concurrency:
-                if concurrency in paired:
-                    r = paired[concurrency].result(db)
-                else:
-                    print(
-                        f"==> load: {args.messages} messages over {args.channels} channels at C={concurrency}",
-                        flush=True,
-                    )
-                    profilers = _start_profilers(stack, out_dir, concurrency) if args.profile else []
-                    try:
-                        r = run_load(stack, db, messages=args.messages, channels=args.channels, concurrency=concurrency)
-                    finally:
-                        for profiler in profilers:
-                            profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
-                        for profiler in profilers:
-                            profiler.wait(30)
-                print(f"    load C={concurrency}: {r['throughput_msg_s']} msg/s, p50 {r['latency_ms']['p50']} ms, "
-                      f"p99 {r['latency_ms']['p99']} ms, correct: {r['correct']}", flush=True)  # fmt: skip
-                if results.get("floor"):
-                    r["fraction_of_floor"] = f"{r['throughput_msg_s'] / results['floor']['throughput_msg_s']:.0%}"
+            if load_runs:
+                r = load_runs[paired_c].result(db)
+                print(_line(f"load C={paired_c}", r), flush=True)
                 results["load"].append(r)
+
+        if "load" in modes:
+            c16 = results["load"][0]["e2e"]["replies_per_s"] if results.get("load") else 40.0
+            rate = args.moderate_rate or max(5.0, round(c16 / 2))
+            print(f"==> moderate load: {args.moderate_messages} messages at {rate:g}/s (open loop)", flush=True)
+            moderate = LoadRun(stack, counters, channels=args.channels, concurrency=0, name="moderate")
+            moderate.segment_at_rate(args.moderate_messages, rate=rate)
+            results["moderate"] = moderate.result(db)
+            print(_line("moderate", results["moderate"]), flush=True)
+            for concurrency in args.concurrency:
+                if concurrency in load_runs:
+                    continue
+                print(f"==> load: {args.messages} messages over {args.channels} channels at C={concurrency}",
+                      flush=True)  # fmt: skip
+                run = LoadRun(stack, counters, channels=args.channels, concurrency=concurrency,
+                              name=f"load-c{concurrency}")  # fmt: skip
+                run.segment(args.messages)
+                r = run.result(db)
+                print(_line(f"load C={concurrency}", r), flush=True)
+                results["load"].append(r)
+
+        if "scenarios" in modes:
+            c = paired_c
+            print(f"==> slow neighbour: bot A {args.scenario_messages} messages at C={c}, alone, then while "
+                  f"bot B's channels hang", flush=True)  # fmt: skip
+            results["slow_neighbour"] = sn = slow_neighbour(
+                stack, counters, db, messages=args.scenario_messages, channels=args.channels, concurrency=c
+            )
+            print(_line("A alone", sn["alone"]), flush=True)
+            print(_line("A with B", sn["with_b"]), flush=True)
+            print(f"==> slow LLM: worker restarted with LLM_MOCK_DELAY_MS=2000; {args.slow_llm_messages} messages "
+                  f"at C={c}", flush=True)  # fmt: skip
+            results["slow_llm"] = sl = slow_llm(
+                stack, counters, db, messages=args.slow_llm_messages, channels=args.channels, concurrency=c
+            )
+            print(_line("slow LLM", sl) + f"; every reply after {sl['all_replies_s']} s", flush=True)
+
         if "growth" in modes:
-            results["growth"] = []
-            print(f"==> growth: sizes {args.growth_sizes}, {args.growth_messages} messages each at C=1", flush=True)
-            results["growth"] = run_growth(stack, db, sizes=args.growth_sizes, messages=args.growth_messages)
+            from bench.workload import run_growth
+
+            print(f"==> growth: sizes {args.growth_sizes}, {args.growth_messages} messages each, "
+                  f"{args.growth_rate:g}/s", flush=True)  # fmt: skip
+            results["growth"] = run_growth(stack, db, sizes=args.growth_sizes, messages=args.growth_messages,
+                                           rate=args.growth_rate)  # fmt: skip
+        counters.close()
         client.close()
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - keep what was measured
+    except (Exception, KeyboardInterrupt, SystemExit) as exc:  # noqa: BLE001 - keep what was measured
         traceback.print_exc()
         results["error"] = f"{type(exc).__name__}: {exc}"
     finally:

@@ -1,90 +1,117 @@
-"""The floor: what one customer message costs without any web framework.
+"""The floor: what one customer message costs through the same pipeline without any framework.
 
-The same database operations as `dialogues.services.webhook_message_process` does for a new
-customer message (dialogue upsert, USER insert, history query, ASSISTANT insert, USER
-update, dialogue counter, delivery record), the same mock LLM work and the same POST to the
-same receiver, done with pymongo and requests from threads in this process. Bot and channel
-look-ups are done once up front, as the app's per-process cache does under load.
+The same database operations as the app, written with pymongo (the same documents, from
+dialogues.documents), and the same POST with requests:
 
-Keep this in step with dialogues/services.py and dialogues/delivery.py: the load result is
-reported as a fraction of this floor.
+- ingest (dialogues/ingest.py + dialogues/store.py), from T threads in the benchmark's process,
+  as the load generator's requests would be: the dialogue's reservation (one
+  find_one_and_update by its id, which also sets `work_due_at`) and the message insert;
+- the worker (worker/loop.py + worker/pipeline.py), in a process of its own as `run_worker`
+  is, with T threads: claim the dialogue due longest (one find_one_and_update on the sparse
+  index of `work_due_at`, sorted), read a window of its messages by (dialogue_id, seq), ask the
+  mock LLM, store the reply and mark the message replied (one ordered bulk write), POST the
+  reply (one attempt, `webhook-id` header), record the outcome (update_one conditional on the
+  reply's claim_token) and release the dialogue (update_one conditional on the claim token
+  and last_seq); a pass that finds more owed messages renews the claim and reads again; an
+  idle worker looks again every 25 ms (WORKER_POLL_MS), as the app's does.
+
+Bot and channel look-ups are done once up front, as the app's per-process caches do under
+load. The process split and the one connection per process (`maxPoolSize=1`) are the app's.
+Left out, because they are the framework's or the app's extras rather than the pipeline's:
+authentication, validation, logging, the bulkhead and breaker bookkeeping, the channel's
+"last delivery" note, the 1-second cache refreshes.
+
+Keep this in step with dialogues/ingest.py, dialogues/store.py, worker/loop.py and
+worker/pipeline.py: the app's end-to-end throughput is reported as a fraction of this floor.
+
+`python -m bench.floor worker --url U --db D --bot B --threads T` runs the floor's worker until
+SIGTERM, then prints its counts as one JSON line.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import queue
+import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 from bson import ObjectId
-from pymongo import InsertOne, ReturnDocument, UpdateOne
+from pymongo import InsertOne, MongoClient, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
 
-from bench.stack import Stack
-from bench.stats import summarize
-from bench.workload import CpuMeter, wait_for_replies
+from bench.stats import clock
 from dialogues.documents import message_document
 
-# Database round trips per customer message, counted in dialogues/services.py (cached bot and
-# channel look-ups excluded): dialogue upsert, message insert, history range, reply insert +
-# message update (one bulk write), delivery record.
-DB_OPS_PER_MESSAGE = 5
-CONTEXT_MESSAGES = 20
-HISTORY_SLACK = 4  # dialogues.services.HISTORY_SLACK
-LEASE = timedelta(seconds=35)
+CONTEXT_MESSAGES = 20  # settings.LLM_CONTEXT_MESSAGES
+HISTORY_SLACK = 4  # worker.pipeline.HISTORY_SLACK
+BATCH = 16  # worker.pipeline.BATCH
+UNFILLED_GRACE = timedelta(seconds=2)  # worker.pipeline.UNFILLED_GRACE
+POLL_S = 0.025  # settings.WORKER_POLL_MS
+# dialogues.store.dialogue_lease(): LLM_TIMEOUT_S + CHANNEL_ATTEMPT_TIMEOUT_S + 10
+LEASE = timedelta(seconds=30 + 10 + 10)
+OWED_STATES = ["pending", "failed", "parked"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _mock_llm(history: list[dict[str, Any]]) -> str:
-    # The same work as dialogues.llm.mock_llm_call.
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def mock_llm(history: list[dict[str, str]]) -> str:
+    # The same work as llm.client.mock_llm_call.
     if not history:
         return "Hello! How can I help you?"
     last = history[-1]
-    digest = hashlib.sha256("\n".join(f"{h['role']}:{h['text']}" for h in history).encode()).hexdigest()[:8]
-    return f"Echo ({len(history)} in context, {digest}): {last['text'][:200]}"
+    digest = hashlib.sha256(
+        "\n".join(f"{h['role']}:{h['text']}" for h in history).encode("utf-8", "surrogatepass")
+    ).hexdigest()[:8]
+    quoted = last["text"] if len(last["text"]) <= 200 else last["text"][:200] + "..."
+    return f"Echo ({len(history)} in context, {digest}): {quoted}"
 
 
-class FloorClient:
-    def __init__(self, *, db: Database, receiver_url: str, token: str, chat_bot_id: ObjectId):
+# --- ingest ------------------------------------------------------------------------------------
+
+
+class FloorIngest:
+    """dialogue_reserve + message_insert, for customer messages."""
+
+    def __init__(self, *, db: Database, chat_bot_id: ObjectId):
         self.dialogues = db.dialogues_dialogue
         self.messages = db.dialogues_message
-        self.channels = db.channels_app_channel
-        self.url = receiver_url
-        self.token = token
         self.chat_bot_id = chat_bot_id
-        # Dialogue ids by channel (one dialogue per channel here). Shared by the threads, as
-        # the app's cache is by a process's threads.
+        # Dialogue ids by channel, shared by the threads as the app's per-process cache is.
         self.dialogue_ids: dict[ObjectId, ObjectId] = {}
-        self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(pool_connections=32, pool_maxsize=64, max_retries=0))
 
-    def process(self, *, channel_id: ObjectId, chat_id: str, message_id: str, text: str) -> None:
+    def store(self, *, channel_id: ObjectId, chat_id: str, message_id: str, text: str) -> None:
         now = _now()
         key = {"chat_bot_id": self.chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
-        # 1. Two positions reserved on the dialogue (the message's and its reply's); a first
-        # message creates the dialogue first, as dialogues.services.dialogue_upsert does.
-        # A dialogue seen before is updated by its id, as the app's per-process id cache does.
-        reserve = {"$inc": {"last_seq": 2, "message_count": 2}, "$max": {"last_message_at": now}}
+        update = {"$inc": {"last_seq": 2, "message_count": 2}, "$max": {"last_message_at": now},
+                  "$set": {"work_due_at": now}}  # fmt: skip
         dialogue = None
         known = self.dialogue_ids.get(channel_id)
         if known is not None:
             dialogue = self.dialogues.find_one_and_update(
-                {"_id": known}, reserve, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
+                {"_id": known}, update, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
             )
         for _attempt in range(0 if dialogue is not None else 3):
             dialogue = self.dialogues.find_one_and_update(
-                key, reserve, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
+                key, update, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
             )
             if dialogue is not None:
                 self.dialogue_ids[channel_id] = dialogue["_id"]
@@ -98,143 +125,342 @@ class FloorClient:
             except DuplicateKeyError:
                 pass
         assert dialogue is not None
-        dialogue_id = dialogue["_id"]
-        seq = int(dialogue["last_seq"]) - 1
-        common = {"dialogue_id": dialogue_id, "chat_bot_id": self.chat_bot_id, "channel_id": channel_id}
-        # 2. The customer message.
-        user = message_document(
-            **common, message_id=message_id, role="USER", text=text, created_at=now, seq=seq,
-            reply_state="awaiting", claimed_until=now + LEASE,
+        doc = message_document(
+            dialogue_id=dialogue["_id"], chat_bot_id=self.chat_bot_id, channel_id=channel_id, message_id=message_id,
+            role="USER", text=text, created_at=_now(), seq=int(dialogue["last_seq"]) - 1, reply_state="awaiting",
         )  # fmt: skip
-        self.messages.insert_one(user)
-        # 3. The LLM context: a bounded range on (dialogue, seq), widened when gaps leave it short.
-        history: list[dict[str, Any]] = []
-        for window in (CONTEXT_MESSAGES + HISTORY_SLACK, 2 * CONTEXT_MESSAGES):
-            lowest = max(seq - window + 1, 0)
-            history = list(self.messages.find({"dialogue_id": dialogue_id, "seq": {"$gte": lowest, "$lte": seq}}))
-            if len(history) >= CONTEXT_MESSAGES or lowest == 0:
+        self.messages.insert_one(doc)
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+CLAIM_PROJECTION = {"chat_bot_id": 1, "channel_id": 1, "chat_id": 1, "last_seq": 1, "done_seq": 1,
+                    "last_message_at": 1, "voids": 1}  # fmt: skip
+
+
+class Claim:
+    def __init__(self, doc: dict[str, Any], token: str):
+        self.dialogue_id: ObjectId = doc["_id"]
+        self.chat_bot_id: ObjectId = doc["chat_bot_id"]
+        self.channel_id: ObjectId = doc["channel_id"]
+        self.chat_id: str = doc["chat_id"]
+        self.token = token
+        self.last_seq = int(doc.get("last_seq") or 0)
+        self.done_seq = int(doc.get("done_seq") or 0)
+        self.last_message_at: datetime | None = doc.get("last_message_at")
+        self.voids = {int(s) for s in doc.get("voids") or []}
+
+
+class FloorWorker:
+    def __init__(self, *, db: Database, threads: int, channels: dict[ObjectId, tuple[str, str]]):
+        self.dialogues = db.dialogues_dialogue
+        self.messages = db.dialogues_message
+        self.threads = threads
+        self.channels = channels  # channel id -> (url, token), read once
+        self.pool = ThreadPoolExecutor(max_workers=threads)
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.in_flight: set[ObjectId] = set()
+        self.counts = {"claims": 0, "empty_polls": 0, "passes": 0, "replies": 0, "waits": 0, "errors": 0}
+        self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(pool_connections=32, pool_maxsize=64, max_retries=0))
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            self.counts[name] += 1
+
+    # worker/loop.py
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            if not self.schedule():
+                self.wake.wait(POLL_S)
+                self.wake.clear()
+
+    def schedule(self) -> bool:
+        claimed = False
+        while not self.stopping.is_set():
+            with self.lock:
+                if len(self.in_flight) >= self.threads:
+                    break
+            claim = self.claim_next()
+            if claim is None:
+                self.count("empty_polls")
                 break
-        history.sort(key=lambda doc: doc["seq"])
-        reply_text = _mock_llm(history[-CONTEXT_MESSAGES:])
-        at = _now()
+            self.count("claims")
+            with self.lock:
+                if claim.dialogue_id in self.in_flight:
+                    continue
+                self.in_flight.add(claim.dialogue_id)
+            self.pool.submit(self.run_one, claim)
+            claimed = True
+        return claimed
+
+    def run_one(self, claim: Claim) -> None:
+        try:
+            self.work(claim)
+        except Exception:  # noqa: BLE001 - counted; the lease expires by itself
+            self.count("errors")
+        finally:
+            with self.lock:
+                self.in_flight.discard(claim.dialogue_id)
+            self.wake.set()
+
+    # dialogues/store.py
+    def claim_next(self) -> Claim | None:
+        now = _now()
+        token = secrets.token_hex(8)
+        free = {"$or": [{"claim_until": {"$exists": False}}, {"claim_until": None}, {"claim_until": {"$lt": now}}]}
+        doc = self.dialogues.find_one_and_update(
+            {"work_due_at": {"$lte": now}, **free},
+            {"$set": {"claim_until": now + LEASE, "claim_token": token}},
+            sort=[("work_due_at", 1)],
+            projection=CLAIM_PROJECTION,
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else Claim(doc, token)
+
+    def renew(self, claim: Claim) -> bool:
+        doc = self.dialogues.find_one_and_update(
+            {"_id": claim.dialogue_id, "claim_token": claim.token},
+            {"$set": {"claim_until": _now() + LEASE}},
+            projection={"last_seq": 1, "last_message_at": 1, "voids": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            return False
+        claim.last_seq = int(doc.get("last_seq") or 0)
+        claim.last_message_at = doc.get("last_message_at")
+        claim.voids.update(int(s) for s in doc.get("voids") or [])
+        return True
+
+    def release(self, claim: Claim, *, due_at: datetime | None = None, settled: bool = False) -> bool:
+        match: dict[str, Any] = {"_id": claim.dialogue_id, "claim_token": claim.token}
+        update: dict[str, Any] = {"$max": {"done_seq": claim.done_seq}}
+        if any(seq <= claim.done_seq for seq in claim.voids):
+            update["$pull"] = {"voids": {"$lte": claim.done_seq}}
+        unset = {"claim_until": "", "claim_token": ""}
+        if due_at is not None:
+            update["$set"] = {"work_due_at": due_at}
+            unset["parked"] = ""
+        elif settled:
+            match["last_seq"] = claim.last_seq
+            unset.update(work_due_at="", parked="")
+        update["$unset"] = unset
+        return self.dialogues.update_one(match, update).matched_count == 1
+
+    def unfilled_wait(self, claim: Claim) -> datetime | None:
+        if claim.last_message_at is None:
+            return None
+        again = _aware(claim.last_message_at) + UNFILLED_GRACE
+        return again if again > _now() else None
+
+    # worker/pipeline.py
+    def work(self, claim: Claim) -> None:
+        first = True
+        while True:
+            if not first and not self.renew(claim):
+                return
+            first = False
+            self.count("passes")
+            window = list(
+                self.messages.find({"dialogue_id": claim.dialogue_id,
+                                    "seq": {"$gte": max(0, claim.done_seq - CONTEXT_MESSAGES - HISTORY_SLACK)}})
+                .sort([("seq", 1)])
+                .limit(CONTEXT_MESSAGES + HISTORY_SLACK + BATCH)
+            )  # fmt: skip
+            wait = self.walk(claim, window)
+            if wait is not None:
+                self.count("waits")
+                self.release(claim, due_at=wait)
+                return
+            if len([d for d in window if (d.get("seq") or 0) > claim.done_seq]) >= BATCH:
+                continue
+            if not all(s in claim.voids for s in range(claim.done_seq + 1, claim.last_seq + 1)):
+                again = self.unfilled_wait(claim)
+                if again is not None:
+                    self.count("waits")
+                    self.release(claim, due_at=again)
+                    return
+            if self.release(claim, settled=True):
+                return
+
+    def walk(self, claim: Claim, window: list[dict[str, Any]]) -> datetime | None:
+        history = [d for d in window if (d.get("seq") or 0) <= claim.done_seq]
+        owed = [d for d in window if (d.get("seq") or 0) > claim.done_seq]
+        position = 0
+        while position < len(owed):
+            doc = owed[position]
+            seq = int(doc["seq"])
+            for missing in range(claim.done_seq + 1, seq):
+                if missing not in claim.voids:
+                    until = self.unfilled_wait(claim)
+                    if until is not None:
+                        return until
+            if doc["role"] == "USER" and doc.get("reply_state") == "awaiting":
+                owed.insert(position + 1, self.generate(claim, user=doc, history=history))
+            elif doc.get("delivery_state") in OWED_STATES and doc["role"] in ("ASSISTANT", "EMPLOYEE"):
+                self.deliver(claim, reply=doc)
+            history.append(doc)
+            claim.done_seq = max(claim.done_seq, seq)
+            position += 1
+        return None
+
+    def generate(self, claim: Claim, *, user: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+        items = [{"role": d["role"], "text": d["text"]} for d in [*history, user]
+                 if d.get("role") in ("USER", "ASSISTANT", "EMPLOYEE")][-CONTEXT_MESSAGES:]  # fmt: skip
+        started = time.monotonic()
+        text = mock_llm(items)
         reply = message_document(
-            **common, message_id=str(uuid.uuid4()), role="ASSISTANT", text=reply_text, created_at=at,
-            seq=seq + 1, in_reply_to=message_id, delivery_state="pending", claimed_until=at + LEASE,
+            dialogue_id=claim.dialogue_id, chat_bot_id=claim.chat_bot_id, channel_id=claim.channel_id,
+            message_id=str(uuid.uuid4()), role="ASSISTANT", text=text, created_at=_now(),
+            in_reply_to=user["message_id"], seq=int(user["seq"]) + 1, delivery_state="pending",
+            claim_token=claim.token,
+            llm={"llm_attempts": 1, "llm_backend": "mock", "llm_model": "", "prompt_tokens": None,
+                 "completion_tokens": None, "llm_latency_ms": round((time.monotonic() - started) * 1000, 1)},
         )  # fmt: skip
-        # 4. The reply and the message marked replied, in one round trip.
         self.messages.bulk_write(
             [InsertOne(reply),
-             UpdateOne({"_id": user["_id"]}, {"$set": {"reply_state": "replied", "claimed_until": None}})],
+             UpdateOne({"_id": user["_id"]},
+                       {"$set": {"reply_state": "replied", "claimed_until": None, "next_attempt_at": None}})],
             ordered=True,
         )  # fmt: skip
-        # The same POST as channels_app.dispatch.
+        return reply
+
+    def deliver(self, claim: Claim, *, reply: dict[str, Any]) -> None:
+        url, token = self.channels[claim.channel_id]
+        # The same body and headers as channels_app.dispatch; one attempt.
         body = json.dumps(
-            {"message_id": reply["message_id"], "role": "ASSISTANT", "text": reply_text, "chat_id": chat_id,
-             "in_reply_to": message_id},
+            {"message_id": reply["message_id"], "role": reply["role"], "text": reply["text"], "chat_id": claim.chat_id,
+             "in_reply_to": reply.get("in_reply_to")},
             ensure_ascii=False,
-        ).encode()  # fmt: skip
+        ).encode("utf-8", "surrogatepass")  # fmt: skip
         response = self.session.post(
-            self.url,
+            url,
             data=body,
-            headers={"x-chat_auth_token": f"Bearer {self.token}", "Content-Type": "application/json",
-                     "Accept": "application/json", "User-Agent": "chatbot-platform/1.0"},
+            headers={"x-chat_auth_token": f"Bearer {token}", "Content-Type": "application/json",
+                     "Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "chatbot-platform/1.0",
+                     "webhook-id": reply["message_id"]},
             timeout=(3, 10),
             allow_redirects=False,
         )  # fmt: skip
         status = response.status_code
         response.close()
-        done = _now()
-        # 5. The delivery attempt recorded.
+        ok = 200 <= status < 300
+        values = {"last_status_code": status, "last_error": "" if ok else f"Received status code {status}",
+                  "delivery_state": "delivered" if ok else "dead", "delivered_at": _now() if ok else None,
+                  "next_attempt_at": None}  # fmt: skip
         self.messages.update_one(
-            {"_id": reply["_id"]},
-            {"$set": {"last_status_code": status, "last_error": "", "delivery_state": "delivered", "delivered_at": done,
-                      "next_attempt_at": None, "claimed_until": None}, "$inc": {"delivery_attempts": 1}},
-        )  # fmt: skip
+            {"_id": reply["_id"], "claim_token": claim.token, "delivery_state": {"$in": OWED_STATES}},
+            {"$set": {**values, "claimed_until": None}, "$inc": {"delivery_attempts": 1}},
+        )
+        if ok:
+            self.count("replies")
 
 
-WARM_UP_MESSAGES = 20
+def worker_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor worker")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--bot", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    args = parser.parse_args(argv)
+    client: MongoClient = MongoClient(args.url)
+    db = client[args.db]
+    channels = {
+        doc["_id"]: (doc["settings"]["url"], doc["settings"]["token"])
+        for doc in db.channels_app_channel.find({"chat_bot_id": ObjectId(args.bot)})
+    }
+    worker = FloorWorker(db=db, threads=args.threads, channels=channels)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    print("ready", flush=True)
+    worker.run()
+    worker.pool.shutdown(wait=True)
+    print(json.dumps(worker.counts), flush=True)
+    client.close()
+    return 0
 
 
-class FloorRun:
-    """The floor in one or more segments (see workload.LoadRun)."""
+# --- in the benchmark's process --------------------------------------------------------------
 
-    path = "/hook/floor"
 
-    def __init__(self, stack: Stack, db: Database, *, channels: int, threads: int):
-        self.stack = stack
-        self.threads = threads
-        self.bot_id, _secret = stack.create_bot("bench floor")
-        self.channel_ids = [
-            stack.create_channel(bot_id=self.bot_id, name=f"floor {i}", path=self.path) for i in range(channels)
-        ]
-        # The one-off look-up the app caches: the channel's token.
-        token = db.channels_app_channel.find_one({"_id": ObjectId(self.channel_ids[0])})["settings"]["token"]
-        self.client = FloorClient(db=db, receiver_url=stack.receiver_url + "/hook/floor-warm-up", token=token,
-                                  chat_bot_id=ObjectId(self.bot_id))  # fmt: skip
-        first = self.channel_ids[0]
-        for i in range(WARM_UP_MESSAGES):  # pools and code paths, not measured
-            self.client.process(channel_id=ObjectId(first), chat_id=first, message_id=f"warm-{i}", text="hi")
-        self.client.url = stack.receiver_url + self.path
-        self.messages = 0
-        self.wall_s = 0.0
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-        self.cpu = CpuMeter(stack)
+class FloorWorkerProcess:
+    """The floor's worker, started for one measured segment and stopped after it."""
 
-    def segment(self, messages: int) -> None:
-        work: queue.Queue[tuple[str, int]] = queue.Queue()
-        k = len(self.channel_ids)
-        for i in range(messages):
-            work.put((self.channel_ids[(self.messages + i) % k], i))
-        lock = threading.Lock()
+    def __init__(self, *, url: str, db_name: str, bot_id: str, threads: int, log_path: Any):
+        self.args = [sys.executable, "-m", "bench.floor", "worker", "--url", url, "--db", db_name, "--bot", bot_id,
+                     "--threads", str(threads)]  # fmt: skip
+        self.log_path = log_path
+        self.process: subprocess.Popen[str] | None = None
 
-        def worker() -> None:
-            while True:
-                try:
-                    channel_id, i = work.get_nowait()
-                except queue.Empty:
-                    return
-                started = time.perf_counter()
-                try:
-                    self.client.process(
-                        channel_id=ObjectId(channel_id),
-                        chat_id=channel_id,
-                        message_id=str(uuid.uuid4()),
-                        text=f"Hello, I need help with order {i}",
-                    )
-                except Exception as exc:  # noqa: BLE001 - counted and reported
-                    with lock:
-                        self.errors.append(type(exc).__name__)
-                    continue
-                elapsed = (time.perf_counter() - started) * 1000
+    def start(self) -> int:
+        from bench.stack import ROOT
+
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "a"),
+            text=True,  # noqa: SIM115
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            raise SystemExit(f"error: the floor's worker did not start (see {self.log_path})")
+        return self.process.pid
+
+    def stop(self) -> dict[str, int]:
+        assert self.process is not None and self.process.stdout is not None
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=30)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+
+def ingest_threads(
+    ingest: FloorIngest, *, channel_ids: list[str], offset: int, messages: int, threads: int
+) -> tuple[dict[str, float], list[float], list[str], float, float]:
+    """Stores `messages` customer messages from `threads` threads, as fast as they go.
+    Returns (acks by message_id on CLOCK_MONOTONIC, latencies in ms, errors, started, ended)."""
+    work: queue.Queue[tuple[str, int]] = queue.Queue()
+    k = len(channel_ids)
+    for i in range(messages):
+        work.put((channel_ids[(offset + i) % k], i))
+    lock = threading.Lock()
+    acks: dict[str, float] = {}
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def run() -> None:
+        while True:
+            try:
+                channel_id, i = work.get_nowait()
+            except queue.Empty:
+                return
+            message_id = str(uuid.uuid4())
+            started = clock()
+            try:
+                ingest.store(channel_id=ObjectId(channel_id), chat_id=channel_id, message_id=message_id,
+                             text=f"Hello, I need help with order {i}")  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - counted and reported
                 with lock:
-                    self.latencies.append(elapsed)
+                    errors.append(type(exc).__name__)
+                continue
+            done = clock()
+            with lock:
+                acks[message_id] = done
+                latencies.append((done - started) * 1000)
 
-        pool = [threading.Thread(target=worker) for _ in range(self.threads)]
-        with self.cpu:
-            started = time.perf_counter()
-            for t in pool:
-                t.start()
-            for t in pool:
-                t.join()
-            self.wall_s += time.perf_counter() - started
-        self.messages += messages
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    started = clock()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return acks, latencies, errors, started, clock()
 
-    def result(self, db: Database) -> dict[str, Any]:
-        messages = self.messages
-        received = wait_for_replies(self.stack, messages, path=self.path)
-        stored = db.dialogues_message.count_documents({"chat_bot_id": ObjectId(self.bot_id)}) - 2 * WARM_UP_MESSAGES
-        return {
-            "messages": messages,
-            "threads": self.threads,
-            "wall_s": round(self.wall_s, 3),
-            "throughput_msg_s": round(messages / self.wall_s, 1),
-            "latency_ms": summarize(self.latencies),
-            "errors": len(self.errors),
-            "replies_received": received["unique_replies"],
-            "messages_stored": stored,
-            "db_ops_per_message": DB_OPS_PER_MESSAGE,
-            # The floor's client is this process ("load generator").
-            "cpu_ms_per_message": self.cpu.per_message_ms(messages),
-            "correct": not self.errors and received["unique_replies"] == messages and stored == 2 * messages,
-        }
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        sys.exit(worker_main(sys.argv[2:]))
+    sys.exit("usage: python -m bench.floor worker --url U --db D --bot B --threads T")

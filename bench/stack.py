@@ -1,6 +1,8 @@
 """Everything one benchmark run needs, started fresh and stopped in order: the embedded
 database (in memory, new per run), migrations, a staff user with an API token, the app
-under gunicorn exactly as `make run` serves it, and the counting channel receiver."""
+under gunicorn and the worker beside it, both exactly as `make run` starts them (the same
+commands from devtools.run, the same environment, the embedded server's URL with the
+make-run client options), and the counting channel receiver."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from typing import Any
 
 import requests
 
-from devtools.embedded_mongo import EmbeddedMongo, free_port
-from devtools.run import gunicorn_command
+from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, free_port
+from devtools.run import gunicorn_command, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "bench"
@@ -37,6 +39,14 @@ def _wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | N
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"error: {what} did not answer {url} within {timeout:.0f} s")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, all processes), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    # guest time is already counted in user time.
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_of(pid: int) -> float:
@@ -58,6 +68,10 @@ class Stack:
         self.app_port = free_port()
         self.receiver_port = free_port()
         self.gunicorn: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_env: dict[str, str] = {}
+        # Other processes to account for while they run (the floor's worker), by name.
+        self.extra_processes: dict[str, int] = {}
         self.receiver: subprocess.Popen[bytes] | None = None
         self.api_token = ""
         self.env: dict[str, str] = {}
@@ -87,6 +101,7 @@ class Stack:
         self.env = dict(os.environ)
         self.env.update(
             {
+                # url_for(port, app=True): the client options `make run` gives the app.
                 "MONGO__URL": self.mongo.app_url,
                 "MONGO__DB_NAME": DB_NAME,
                 "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -127,9 +142,79 @@ class Stack:
         self.gunicorn = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=app_log, stderr=subprocess.STDOUT)
         _wait_http(self.app_url + "/readyz", timeout=30, process=self.gunicorn, what="gunicorn")
         _wait_http(self.receiver_url + "/stats", timeout=15, process=self.receiver, what="the receiver")
+        self.start_worker()
         return self
 
+    def start_worker(self, extra_env: dict[str, str] | None = None) -> None:
+        """The worker as `make run` starts it (devtools.run.worker_command, the app's
+        environment), with `extra_env` on top for a scenario (e.g. a slow LLM)."""
+        self.worker_env = dict(extra_env or {})
+        started_before = self._worker_started_lines()
+        log = open(self.out_dir / "worker.log", "ab")  # noqa: SIM115
+        log.write(f"--- worker started, extra env {self.worker_env}\n".encode())
+        log.flush()
+        self.worker = subprocess.Popen(
+            worker_command(),
+            cwd=ROOT,
+            env={**self.env, **self.worker_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        # It prints one line once Django is set up and it is about to claim work.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.worker.poll() is not None:
+                raise SystemExit(f"error: the worker exited with status {self.worker.returncode} (see worker.log)")
+            if self._worker_started_lines() > started_before:
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit("error: the worker did not start within 30 s (see worker.log)")
+
+    def _worker_started_lines(self) -> int:
+        try:
+            text = (self.out_dir / "worker.log").read_text(errors="replace")
+        except OSError:
+            return 0
+        return len(re.findall(r"threads, looking for work every", text))
+
+    def worker_threads(self) -> int | None:
+        """WORKER_THREADS as the worker reports it when it starts."""
+        try:
+            text = (self.out_dir / "worker.log").read_text(errors="replace")
+        except OSError:
+            return None
+        found = re.findall(r": (\d+) threads, looking for work every ([\d.]+) ms", text)
+        return int(found[-1][0]) if found else None
+
+    def stop_worker(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGCONT)  # in case it is paused
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(20)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+
+    def restart_worker(self, extra_env: dict[str, str] | None = None) -> None:
+        self.stop_worker()
+        self.start_worker(extra_env)
+
+    def pause_worker(self) -> None:
+        """Stops the app's worker where it is (SIGSTOP), so that its idle look-ups do not
+        land in the floor's measurements. Only called when it holds no work."""
+        if self.worker and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGSTOP)
+
+    def resume_worker(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.stop_worker()
         for process in (self.gunicorn, self.receiver):
             if process and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -170,6 +255,14 @@ class Stack:
         params = {"path": path} if path else None
         return requests.get(self.receiver_url + "/stats", params=params, timeout=10).json()
 
+    def receiver_receipts(self, path: str) -> dict[str, tuple[float, int]]:
+        """in_reply_to -> (when its first reply arrived, CLOCK_MONOTONIC; how many arrived)."""
+        data = requests.get(self.receiver_url + "/receipts", params={"path": path}, timeout=30).json()
+        return {key: (float(t), int(n)) for key, (t, n) in data.items()}
+
+    def set_channel_active(self, channel_id: str, active: bool) -> None:
+        self.api("PATCH", f"/api/channels/{channel_id}/", json={"is_active": active})
+
     def receiver_reset(self) -> None:
         requests.post(self.receiver_url + "/reset", timeout=10)
 
@@ -179,8 +272,10 @@ class Stack:
         groups = {
             "database": [self.mongo.process.pid] if self.mongo.process else [],
             "app (gunicorn)": self.gunicorn_pids() if self.gunicorn else [],
+            "worker": [self.worker.pid] if self.worker else [],
             "receiver": [self.receiver.pid] if self.receiver else [],
             "load generator": [os.getpid()],
+            **{name: [pid] for name, pid in self.extra_processes.items()},
         }
         return {name: round(sum(_cpu_of(pid) for pid in pids), 3) for name, pids in groups.items()}
 

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
 import math
+import time
+
+
+def clock() -> float:
+    """CLOCK_MONOTONIC in seconds. On Linux it is one clock for the whole machine, so stamps
+    taken by the load generator and by the receiver (another process) can be subtracted; and,
+    unlike time.time(), it never jumps when the wall clock is set."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -23,8 +23,7 @@ from channels_app.services import (
     channel_rotate_token,
     channel_set_active,
     channel_update,
-    private_url_refused,
-    validate_channel_url,
+    channel_url_check,
 )
 from core.errors import ApplicationError
 
@@ -49,16 +48,11 @@ class ChannelForm(forms.ModelForm):
             self.initial.setdefault("url", self.instance.settings.url)
 
     def clean_url(self) -> str:
-        url = self.cleaned_data["url"].strip()
+        # The services' rule for channel URLs, its error as this field's.
         try:
-            url = validate_channel_url(url)
+            return channel_url_check(self.cleaned_data["url"].strip())
         except ApplicationError as exc:
             raise forms.ValidationError(exc.message) from exc
-        if private_url_refused(url):
-            raise forms.ValidationError(
-                _("This URL points into a private network; such URLs are refused (see CHANNEL_ALLOW_PRIVATE_URLS).")
-            )
-        return url
 
 
 class DeliveryStateFilter(admin.SimpleListFilter):

@@ -20,40 +20,125 @@ def validate_channel_url(url: str) -> str:
         raise ApplicationError(f"url must be at most {URL_MAX_LENGTH} characters")
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
         raise ApplicationError("url must not contain spaces or control characters")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # an unbalanced "[" in the host, a port that is not a number
+        raise ApplicationError("url must be an absolute http:// or https:// URL") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise ApplicationError("url must be an absolute http:// or https:// URL")
     return url
 
 
-def is_private_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
+# --- Which addresses a channel URL may reach (SSRF) -------------------------------------------
+#
+# Only globally routable addresses. `ipaddress`'s `is_global` alone is not enough: Python
+# versions disagree on several special-purpose ranges (3.12.1 calls 192.0.0.8, fec0::1 and the
+# 6to4 address 2002:7f00:1::, which embeds 127.0.0.1, global; 3.13 still calls fec0::1 and the
+# IPv4-compatible ::7f00:1 global), so the IANA special-purpose registries are listed here too.
+# https://www.iana.org/assignments/iana-ipv4-special-registry
+# https://www.iana.org/assignments/iana-ipv6-special-registry
+
+_REFUSED_V4 = tuple(
+    ipaddress.IPv4Network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network"
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # carrier-grade NAT; 100.100.100.200 is a cloud metadata address
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local, incl. the 169.254.169.254 metadata address
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation (TEST-NET-1)
+        "192.31.196.0/24",  # AS112-v4
+        "192.52.193.0/24",  # AMT
+        "192.88.99.0/24",  # deprecated 6to4 relay anycast
+        "192.168.0.0/16",  # private
+        "192.175.48.0/24",  # AS112 direct delegation
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation (TEST-NET-2)
+        "203.0.113.0/24",  # documentation (TEST-NET-3)
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved
+        "255.255.255.255/32",  # limited broadcast
+    )
+)
+_REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "::/96",  # unspecified, loopback and the deprecated IPv4-compatible ::a.b.c.d
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments (Teredo, ORCHID, ...)
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4: reaches whatever IPv4 address it embeds, through a relay
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 SIDs (RFC 9602)
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # deprecated site-local
+        "ff00::/8",  # multicast
+    )
+)
+# IPv6 addresses that stand for an IPv4 address: judged by that address, since it is what the
+# connection reaches. Both may come from an ordinary DNS answer (NAT64/DNS64 networks).
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
-def url_targets_private_network(url: str) -> bool:
-    """True when the URL's host is, or resolves to, a loopback, private or link-local address.
-    Unresolvable hosts count as not private (delivery will fail on its own)."""
+def _ip_is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _IPV4_MAPPED or ip in _NAT64:
+            return _ip_is_public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        refused: tuple[ipaddress.IPv4Network, ...] | tuple[ipaddress.IPv6Network, ...] = _REFUSED_V6
+    else:
+        refused = _REFUSED_V4
+    return ip.is_global and not any(ip in net for net in refused)
+
+
+def is_public_address(address: str) -> bool:
+    """True for a globally routable IP address. Raises ValueError for anything else than an
+    IP address (an IPv6 zone, `%eth0`, is ignored)."""
+    return _ip_is_public(ipaddress.ip_address(address.split("%", 1)[0]))
+
+
+def url_targets_non_public_address(url: str) -> bool:
+    """True when the URL's host is, or resolves to, an address that is not globally routable
+    (any one of its addresses is enough). Unresolvable hosts count as public: delivery to them
+    fails on its own, and the address connected to is checked again at delivery. Numeric
+    forms such as `2130706433` or `0x7f.1` are left to the resolver, which reads them as the
+    system's HTTP client would."""
     host = urlsplit(url).hostname or ""
     try:
-        return is_private_address(host)
+        return not is_public_address(host)
     except ValueError:
         pass
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return False
-    return any(is_private_address(info[4][0]) for info in infos)
+    return any(not is_public_address(str(info[4][0])) for info in infos)
 
 
-def private_url_refused(url: str) -> bool:
-    return not settings.CHANNEL_ALLOW_PRIVATE_URLS and url_targets_private_network(url)
+NON_PUBLIC_URL_REFUSED = (
+    "url points into a private network (a loopback, private, link-local or other non-public address); "
+    "set CHANNEL_ALLOW_PRIVATE_URLS=true to allow it"
+)
+
+
+def channel_url_check(url: str) -> str:
+    """The rule for a channel's URL, for every way of saving one: an absolute http(s) URL
+    (`validate_channel_url`) whose host is a public address, unless CHANNEL_ALLOW_PRIVATE_URLS.
+    A URL that reaches into our own network would let whoever sets it probe that network
+    (SSRF). Returns the URL; raises ApplicationError."""
+    url = validate_channel_url(url)
+    if not settings.CHANNEL_ALLOW_PRIVATE_URLS and url_targets_non_public_address(url):
+        raise ApplicationError(NON_PUBLIC_URL_REFUSED)
+    return url
 
 
 def channel_create(*, chat_bot: ChatBot, name: str, url: str, is_active: bool = True) -> Channel:
-    url = validate_channel_url(url)
+    url = channel_url_check(url)
     return Channel.objects.create(
         chat_bot=chat_bot,
         name=name,
@@ -70,7 +155,7 @@ def channel_update(
         channel.name = name
         fields.append("name")
     if url is not None:
-        channel.settings.url = validate_channel_url(url)
+        channel.settings.url = channel_url_check(url)
         fields.append("settings")
     if is_active is not None:
         channel.is_active = is_active

@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxLengthValidator
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -19,7 +20,9 @@ from django.utils.translation import gettext_lazy as _
 
 from channels_app.models import Channel
 from chatbots.models import ChatBot
+from chatbots.serializers import FALLBACK_TEXT_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
 from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_secret, chatbot_update
+from core.validators import validate_no_control_characters
 
 SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_once.html"  # noqa: S105 (a template name)
 
@@ -79,10 +82,41 @@ class ChannelInline(admin.TabularInline):
         return False
 
 
+# The bot's LLM settings (blank: the platform's default), in their own fieldset.
+LLM_FIELDS = ("system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text")
+
+
 class ChatBotForm(forms.ModelForm):
     class Meta:
         model = ChatBot
-        fields = ("name",)
+        fields = ("name", *LLM_FIELDS)
+        help_texts = {
+            "system_prompt": _("Sent first, as the system message. Blank: none."),
+            "llm_model": _("Blank: the platform's default model (LLM_MODEL)."),
+            "temperature": _("0 to 2. Blank: the LLM server's default."),
+            "max_output_tokens": _("The longest reply, in tokens. Blank: the LLM server's default."),
+            "context_messages": _(
+                "How many of the dialogue's latest messages the LLM sees (1 to 1000). "
+                "Blank: the platform's default (LLM_CONTEXT_MESSAGES)."
+            ),
+            "fallback_text": _(
+                "Sent instead of a reply when the LLM keeps failing. Blank: no reply; the message is marked failed."
+            ),
+        }
+        widgets = {
+            "system_prompt": forms.Textarea(attrs={"rows": 6, "cols": 80}),
+            "fallback_text": forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The API's limits, so that both ways in accept the same values.
+        for name, limit in (("system_prompt", SYSTEM_PROMPT_MAX_LENGTH), ("fallback_text", FALLBACK_TEXT_MAX_LENGTH)):
+            if name in self.fields:
+                self.fields[name].validators.append(MaxLengthValidator(limit))
+                self.fields[name].widget.attrs["maxlength"] = str(limit)
+        if "llm_model" in self.fields:
+            self.fields["llm_model"].validators.append(validate_no_control_characters)
 
 
 class ChatBotChangeList(ChangeList):
@@ -111,10 +145,15 @@ class ChatBotAdmin(admin.ModelAdmin):
     actions = ("rotate_secret",)
     change_form_template = "admin/chatbots/chatbot/change_form.html"
 
-    def get_fields(self, request: HttpRequest, obj: ChatBot | None = None) -> list[str]:
+    def get_fieldsets(self, request: HttpRequest, obj: ChatBot | None = None) -> Any:
+        # A new bot gets its name only: the next page shows its secret; its LLM settings are
+        # edited on its page afterwards.
         if obj is None:
-            return ["name"]
-        return ["id", "name", "secret_prefix_display", "created_at", "updated_at"]
+            return [(None, {"fields": ["name"]})]
+        return [
+            (None, {"fields": ["id", "name", "secret_prefix_display", "created_at", "updated_at"]}),
+            (_("LLM"), {"fields": list(LLM_FIELDS)}),
+        ]
 
     def get_inlines(self, request: HttpRequest, obj: ChatBot | None) -> Any:
         return self.inlines if obj is not None else ()
@@ -134,7 +173,9 @@ class ChatBotAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ChatBot, form: forms.ModelForm, change: bool) -> None:
         if change:
-            chatbot_update(chat_bot=obj, name=form.cleaned_data["name"])
+            # Only what the operator changed: the service writes just those fields.
+            llm_settings = {name: form.cleaned_data[name] for name in LLM_FIELDS if name in form.changed_data}
+            chatbot_update(chat_bot=obj, name=form.cleaned_data["name"], **llm_settings)
             return
         created, secret = chatbot_create(name=form.cleaned_data["name"])
         # The admin keeps using `obj` (log entry, redirect), so it becomes the created bot.

@@ -1,21 +1,44 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 
 from chatbots.models import ChatBot
 from core.tokens import display_prefix, generate_bot_secret, hash_secret, secrets_match
 
 
-def chatbot_create(*, name: str) -> tuple[ChatBot, str]:
+# The bot's LLM settings (blank or null: the platform's default).
+LLM_SETTINGS = frozenset(
+    {"system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text"}
+)
+
+
+def _check_llm_settings(llm_settings: dict[str, Any]) -> None:
+    unknown = set(llm_settings) - LLM_SETTINGS
+    if unknown:
+        raise TypeError(f"not LLM settings of a bot: {sorted(unknown)}")
+
+
+def chatbot_create(*, name: str, **llm_settings: Any) -> tuple[ChatBot, str]:
     """Creates a bot. Returns it with its secret in plaintext: the only time it exists."""
+    _check_llm_settings(llm_settings)
     secret = generate_bot_secret()
-    chat_bot = ChatBot.objects.create(name=name, secret_hash=hash_secret(secret), secret_prefix=display_prefix(secret))
+    chat_bot = ChatBot.objects.create(
+        name=name, secret_hash=hash_secret(secret), secret_prefix=display_prefix(secret), **llm_settings
+    )
     return chat_bot, secret
 
 
-def chatbot_update(*, chat_bot: ChatBot, name: str) -> ChatBot:
-    chat_bot.name = name
-    chat_bot.save(update_fields=["name", "updated_at"])
+def chatbot_update(*, chat_bot: ChatBot, name: str | None = None, **llm_settings: Any) -> ChatBot:
+    """Writes the name and the LLM settings given; what is left out keeps its value."""
+    _check_llm_settings(llm_settings)
+    fields = {**({"name": name} if name is not None else {}), **llm_settings}
+    if not fields:
+        return chat_bot
+    for field, value in fields.items():
+        setattr(chat_bot, field, value)
+    chat_bot.save(update_fields=[*fields, "updated_at"])
     return chat_bot
 
 

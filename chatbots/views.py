@@ -79,12 +79,13 @@ class ChatBotViewSet(
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated(ChatBotInputSerializer, request.data)
-        chat_bot, secret = chatbot_create(name=data["name"])
+        chat_bot, secret = chatbot_create(**data)
         chat_bot.secret_token = secret  # type: ignore[attr-defined]
         return Response(ChatBotWithSecretSerializer(chat_bot).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
-        summary="Rename a bot",
+        summary="Update a bot",
+        description="The name, and any LLM settings given; LLM settings left out keep their value.",
         parameters=_DETAIL,
         request=ChatBotInputSerializer,
         responses={200: ChatBotSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
@@ -92,10 +93,10 @@ class ChatBotViewSet(
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         chat_bot = self.get_object()
         data = validated(ChatBotInputSerializer, request.data)
-        return Response(ChatBotSerializer(chatbot_update(chat_bot=chat_bot, name=data["name"])).data)
+        return Response(ChatBotSerializer(chatbot_update(chat_bot=chat_bot, **data)).data)
 
     @extend_schema(
-        summary="Rename a bot (partial)",
+        summary="Update a bot (partial)",
         parameters=_DETAIL,
         request=ChatBotInputSerializer,
         responses={200: ChatBotSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
@@ -103,9 +104,7 @@ class ChatBotViewSet(
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         chat_bot = self.get_object()
         data = validated(ChatBotInputSerializer, request.data, partial=True)
-        if "name" in data:
-            chat_bot = chatbot_update(chat_bot=chat_bot, name=data["name"])
-        return Response(ChatBotSerializer(chat_bot).data)
+        return Response(ChatBotSerializer(chatbot_update(chat_bot=chat_bot, **data)).data)
 
     def perform_destroy(self, instance: ChatBot) -> None:
         chatbot_delete(chat_bot=instance)

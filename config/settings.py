@@ -204,6 +204,18 @@ LLM_TIMEOUT_S = env_float("LLM_TIMEOUT_S", 30.0, minimum=0.1)
 LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
 # LLM calls in flight at once per worker process; a call that times out gives its slot back.
 LLM_MAX_CONCURRENCY = env_int("LLM_MAX_CONCURRENCY", 32, minimum=1, maximum=1024)
+# The default model; a bot's own `llm_model` overrides it.
+LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
+# The "openai" backend (OpenAI, or any server speaking its chat-completions protocol: Ollama,
+# vLLM, ...). The SDK's own variables, read here and passed to its client explicitly, so that
+# `.env` and settings overrides are what it uses. Blank base URL: https://api.openai.com/v1.
+# The key is never logged or shown.
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+# How a bot's max_output_tokens is sent: OpenAI wants max_completion_tokens (its reasoning
+# models reject max_tokens); Ollama, llama.cpp and older servers read max_tokens. "auto": the
+# former for api.openai.com, the latter for any other server.
+LLM_MAX_TOKENS_FIELD = env_choice("LLM_MAX_TOKENS_FIELD", "auto", ["auto", "max_tokens", "max_completion_tokens"])
 
 # Outbound delivery to channels. nginx drops header names with underscores by default
 # (underscores_in_headers off), hence the header name is configurable.

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError
+from django.http.response import HttpResponseBase
 from pymongo.errors import ConnectionFailure, PyMongoError
 from rest_framework import status
 from rest_framework.response import Response
@@ -42,31 +43,56 @@ class Conflict(ApplicationError):
     status = status.HTTP_409_CONFLICT
 
 
-def is_database_outage(exc: BaseException) -> bool:
-    """True when `exc` (or what it wraps) means the database could not be reached."""
+def _chain(exc: BaseException) -> list[BaseException]:
     seen: set[int] = set()
+    chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ConnectionFailure):  # includes timeouts and AutoReconnect
-            return True
+        chain.append(current)
         current = current.__cause__ or current.__context__
+    return chain
+
+
+def database_error_name(exc: BaseException) -> str:
+    """The driver's error under Django's `DatabaseError` wrapper, for logs: `NetworkTimeout`
+    says more than `DatabaseError`."""
+    return next((type(e).__name__ for e in _chain(exc) if isinstance(e, PyMongoError)), type(exc).__name__)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps) means the database could not be reached, or did not
+    answer within the bound (MONGO__TIMEOUT_MS): the client should try again later."""
+    for current in _chain(exc):
+        # ConnectionFailure: refused, reset, no server selected, a read that timed out
+        # (NetworkTimeout), no pooled connection in time (WaitQueueTimeoutError).
+        # `.timeout`: the client-side operation timeout (timeoutMS) ran out before the
+        # command was even sent (ExecutionTimeout, "operation would exceed time limit"), the
+        # server gave up at the maxTimeMS the driver sent with it (ExecutionTimeout, code 50),
+        # or a write concern timed out (WTimeoutError; a BulkWriteError reports either).
+        if isinstance(current, ConnectionFailure) or (isinstance(current, PyMongoError) and current.timeout):
+            return True
     return False
 
 
+def as_database_outage[R: HttpResponseBase](response: R) -> R:
+    """Adds `Retry-After` to a 503 that answers a database outage, and marks it so that
+    `core.middleware.DatabaseUnavailableMiddleware` makes the requests after it fail fast
+    until the database answers again."""
+    response["Retry-After"] = RETRY_AFTER_S
+    response.database_outage = True  # type: ignore[attr-defined]
+    return response
+
+
 def database_unavailable_response() -> Response:
-    return Response(
-        {"detail": DATABASE_UNAVAILABLE},
-        status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": RETRY_AFTER_S},
-    )
+    return as_database_outage(Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE))
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response({"detail": exc.message, **exc.extra}, status=exc.status)
     if isinstance(exc, DatabaseError | PyMongoError) and is_database_outage(exc):
-        logger.warning("database unavailable: %s", type(exc).__name__)
+        logger.warning("database unavailable: %s", database_error_name(exc))
         return database_unavailable_response()
     if isinstance(exc, IntegrityError):
         return Response({"detail": "Conflicts with an existing object"}, status=status.HTTP_409_CONFLICT)

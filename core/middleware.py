@@ -3,14 +3,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any, cast
 
-from django.db import DatabaseError
+import pymongo
+from django.conf import settings
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from pymongo.errors import PyMongoError
 
-from core.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_S, is_database_outage
+from core.errors import DATABASE_UNAVAILABLE, as_database_outage, database_error_name, is_database_outage
 from core.request_context import reset_request_id, set_request_id
 
 logger = logging.getLogger("core.request")
@@ -42,22 +47,99 @@ def _wants_json(request: HttpRequest) -> bool:
     return not request.path.startswith("/admin/")
 
 
+def _ping_database() -> None:
+    # Bounded by the client's timeoutMS (MONGO__TIMEOUT_MS), like every other operation.
+    cast(Any, connection).database.command("ping")
+
+
+def _bound_s() -> float:
+    return settings.MONGO_TIMEOUT_MS / 1000
+
+
+class DatabaseBreaker:
+    """Per process: once a request has waited out the bound (MONGO__TIMEOUT_MS) on a database
+    that did not answer, the requests after it fail fast instead of waiting too, until the
+    database answers a ping.
+
+    Without it, a hung database holds every request for the whole bound: 8 threads serve 8
+    requests per bound, the rest queue in gunicorn for longer and longer, and /healthz
+    queues behind them (measured: p95 5.6 s and /healthz 4.5 s with a 1.5 s bound).
+
+    While open, requests run under a deadline that has already passed: any database
+    operation raises a timeout at once, before sending anything (pymongo's client-side
+    operation timeout), and the request answers 503; a request that needs no database is
+    served as usual. One background thread pings (each ping bounded by the client's
+    timeoutMS) until the database answers, then closes the breaker; no request waits for it
+    and nothing needs a restart."""
+
+    # pymongo.timeout(0) means "no limit" to pymongo: the smallest positive deadline instead.
+    FAIL_FAST_S = 1e-6
+
+    def __init__(self, *, ping: Callable[[], None] = _ping_database, retry_interval_s: float = 0.2):
+        self._ping = ping
+        self.retry_interval_s = retry_interval_s
+        self._lock = threading.Lock()
+        self._opened_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def trip(self) -> None:
+        with self._lock:
+            if self._opened_at is not None:
+                return
+            self._opened_at = time.monotonic()
+        logger.warning("database not answering: failing fast until it does")
+        threading.Thread(target=self._probe_until_answered, name="database-breaker-probe", daemon=True).start()
+
+    def _probe_until_answered(self) -> None:
+        while True:
+            try:
+                self._ping()
+                break
+            except Exception as exc:  # noqa: BLE001 - the probe must never die and leave it open
+                if not isinstance(exc, DatabaseError | PyMongoError):
+                    logger.exception("database probe failed unexpectedly")
+                time.sleep(self.retry_interval_s)
+        with self._lock:
+            opened_at, self._opened_at = self._opened_at, None
+        if opened_at is not None:
+            logger.warning("database answers again after %.1f s", time.monotonic() - opened_at)
+
+
+database_breaker = DatabaseBreaker()
+
+
 class DatabaseUnavailableMiddleware:
     """Turns errors that escaped the views into clear JSON: 503 when the database cannot be
-    reached, 500 with the request id otherwise. Never a stack trace to the client."""
+    reached or did not answer within MONGO__TIMEOUT_MS, 500 with the request id otherwise.
+    Never a stack trace to the client.
+
+    A database outage answered after waiting at least half the bound (the 503s of this
+    middleware, the API's exception handler, the 500 handler and /readyz carry a mark, see
+    `core.errors.as_database_outage`) trips the `database_breaker`. A failure that came at
+    once held no thread, so it trips nothing."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        breaker = database_breaker
+        if breaker.is_open:
+            with pymongo.timeout(DatabaseBreaker.FAIL_FAST_S):
+                return self.get_response(request)
+        started = time.monotonic()
+        response = self.get_response(request)
+        if getattr(response, "database_outage", False) and time.monotonic() - started >= _bound_s() / 2:
+            breaker.trip()
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, DatabaseError | PyMongoError) and is_database_outage(exception):
-            logger.warning("database unavailable: %s on %s", type(exception).__name__, request.path)
+            logger.warning("database unavailable: %s on %s", database_error_name(exception), request.path)
             response: HttpResponse = JsonResponse({"detail": DATABASE_UNAVAILABLE}, status=503)
-            response["Retry-After"] = RETRY_AFTER_S
-            return response
+            return as_database_outage(response)
         if not _wants_json(request):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)

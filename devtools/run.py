@@ -1,4 +1,5 @@
-"""`make run`: the embedded database (unless MONGO__URL is set), migrations, gunicorn."""
+"""`make run`: the embedded database (unless MONGO__URL is set), migrations, gunicorn and the
+worker, all in one terminal: one Ctrl-C stops them all."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, ping, url_for
@@ -40,6 +42,11 @@ def gunicorn_command(*, bind: str, workers: str, threads: str) -> list[str]:
         "--no-control-socket",
         "--access-logfile", "-" if os.environ.get("SERVER__ACCESS_LOG", "").lower() in ("1", "true") else "/dev/null",
     ]  # fmt: skip
+
+
+def worker_command() -> list[str]:
+    """The worker, as `make run`, the end-to-end tests and `make bench` start it."""
+    return [sys.executable, "manage.py", "run_worker"]
 
 
 def ensure_local_secret_key() -> None:
@@ -127,31 +134,51 @@ def main() -> int:
         os.environ["MONGO__URL"] = url
 
     gunicorn: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
     try:
         manage("migrate", "--no-input", "-v", "0")
         offer_admin_account(port)
         say(f"Serving on http://0.0.0.0:{port} with {workers} worker(s) x {threads} threads. Ctrl-C stops.")
         say(f"API docs: http://localhost:{port}/api/docs/  health: /healthz  readiness: /readyz")
-        # Its own session: Ctrl-C reaches only this launcher, which then stops gunicorn
-        # gracefully (SIGTERM) and the database after it.
+        # Their own sessions: Ctrl-C reaches only this launcher, which then stops them
+        # gracefully (SIGTERM) and the database after them.
         gunicorn = subprocess.Popen(
             gunicorn_command(bind=f"0.0.0.0:{port}", workers=workers, threads=threads),
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        return gunicorn.wait()
+        say("Starting the worker (generates and delivers replies)")
+        worker = start_worker()
+        while True:
+            code = gunicorn.poll()
+            if code is not None:
+                say(f"gunicorn exited with status {code}")
+                return code
+            if worker.poll() is not None:
+                # Replies must keep flowing: a worker that died is started again.
+                say(f"The worker exited with status {worker.returncode}; starting it again in 2 s")
+                time.sleep(2)
+                worker = start_worker()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
     finally:
-        if gunicorn and gunicorn.poll() is None:
-            gunicorn.send_signal(signal.SIGTERM)
-            try:
-                gunicorn.wait(15)
-            except subprocess.TimeoutExpired:
-                gunicorn.kill()
+        for process in (worker, gunicorn):
+            if process and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (worker, gunicorn):
+            if process and process.poll() is None:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         if embedded:
             say("Stopping the embedded database")
             embedded.stop()
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(worker_command(), cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
 
 
 if __name__ == "__main__":

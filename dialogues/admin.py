@@ -12,6 +12,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
@@ -20,7 +21,8 @@ from django.utils.translation import ngettext
 from channels_app.models import DeliveryState
 from core.errors import ApplicationError
 from dialogues.models import Delivery, Dialogue, Message
-from dialogues.selectors import message_page
+from dialogues.selectors import message_page, pipeline_summary
+from dialogues.store import reply_redeliver_request
 
 HISTORY_PAGE_SIZE = 100
 # A message_id search looks at most this many matches (message ids repeat across dialogues).
@@ -103,18 +105,34 @@ class DialogueAdmin(ReadOnlyAdmin):
         return message if message is not None and message.dialogue_id == dialogue.pk else None
 
 
+IN_FLIGHT = "in_flight"
+OWED = "owed"
+
+
 class DeliveryStateFilter(admin.SimpleListFilter):
     title = _("delivery state")
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
         return [
-            (state.value, state.label) for state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD)
+            (OWED, _("owed (pending or failed, the worker retries)")),
+            (IN_FLIGHT, _("in flight (a worker is posting it now)")),
+            (DeliveryState.PENDING.value, DeliveryState.PENDING.label),
+            (DeliveryState.FAILED.value, DeliveryState.FAILED.label),
+            (DeliveryState.PARKED.value, _("parked (its channel is inactive or gone)")),
+            (DeliveryState.DEAD.value, DeliveryState.DEAD.label),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
-        if self.value():
-            return queryset.filter(delivery_state=self.value())
+        value = self.value()
+        if value == OWED:
+            return queryset.filter(delivery_state__in=[DeliveryState.PENDING, DeliveryState.FAILED])
+        if value == IN_FLIGHT:
+            return queryset.filter(
+                delivery_state__in=[DeliveryState.PENDING, DeliveryState.FAILED], claimed_until__gt=timezone.now()
+            )
+        if value:
+            return queryset.filter(delivery_state=value)
         return queryset
 
 
@@ -134,11 +152,17 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_filter = (DeliveryStateFilter, "chat_bot", "channel")
     ordering = ("-created_at",)
     actions = ("redeliver_now",)
+    change_list_template = "admin/dialogues/delivery/change_list.html"
     fields = (
         "id", "chat_bot", "channel", "dialogue", "message_id", "in_reply_to", "text", "created_at",
         "delivery_state", "delivery_attempts", "last_status_code", "last_error", "next_attempt_at", "delivered_at",
+        "llm_backend", "llm_model", "prompt_tokens", "completion_tokens", "llm_latency_ms",
     )  # fmt: skip
     readonly_fields = fields
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        extra_context = {**(extra_context or {}), "pipeline": pipeline_summary()}
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description=_("dialogue"))
     def dialogue_link(self, obj: Delivery) -> str:
@@ -159,27 +183,21 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Redeliver now"), permissions=["redeliver"])
     def redeliver_now(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        from dialogues.delivery import reply_redeliver  # the webhook's own delivery path
-
+        """Hands the replies to the worker: nothing here waits on a channel, however many
+        rows are selected."""
         ids = list(queryset.values_list("pk", flat=True))
-        delivered = failed = 0
+        handed = 0
         for message in Message.objects.filter(pk__in=ids):
             try:
-                result = reply_redeliver(message=message)
-            except ApplicationError as exc:  # delivered meanwhile, being delivered, channel off
+                reply_redeliver_request(message=message)
+            except ApplicationError as exc:  # delivered meanwhile
                 self.message_user(request, f"{message.message_id}: {exc.message}", messages.WARNING)
                 continue
-            if result.delivery_state == DeliveryState.DELIVERED:
-                delivered += 1
-            else:
-                failed += 1
-        if delivered:
-            text = ngettext("%d reply delivered.", "%d replies delivered.", delivered) % delivered
-            self.message_user(request, text, messages.SUCCESS)
-        if failed:
+            handed += 1
+        if handed:
             text = ngettext(
-                "%d reply could not be delivered; see its last error.",
-                "%d replies could not be delivered; see their last errors.",
-                failed,
-            ) % failed  # fmt: skip
-            self.message_user(request, text, messages.ERROR)
+                "%d reply handed to the worker; it is delivered within seconds (see its state here).",
+                "%d replies handed to the worker; they are delivered within seconds (see their states here).",
+                handed,
+            ) % handed  # fmt: skip
+            self.message_user(request, text, messages.SUCCESS)

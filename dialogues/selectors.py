@@ -12,9 +12,10 @@ from typing import Any
 from bson import ObjectId
 from django.db import connection
 from django.db.models import QuerySet
+from django.utils import timezone
 from pymongo import ASCENDING, DESCENDING
 
-from channels_app.models import Channel
+from channels_app.models import Channel, DeliveryState
 from dialogues.models import Dialogue, Message
 
 DEFAULT_PAGE_SIZE = 100
@@ -119,3 +120,24 @@ def message_page(
         ids.reverse()
     by_id = {message.pk: message for message in Message.objects.filter(pk__in=ids)}
     return MessagePage(messages=[by_id[pk] for pk in ids if pk in by_id], has_more=has_more)
+
+
+def pipeline_summary() -> dict[str, Any]:
+    """The reply pipeline at a glance, for the Deliveries screen: counts by state (each an
+    indexed count) and the channels whose breaker is open."""
+    now = timezone.now()
+    messages = Message.objects
+    owed_states = [DeliveryState.PENDING, DeliveryState.FAILED]
+    return {
+        "not_generated": messages.filter(reply_state=Message.ReplyState.AWAITING).count(),
+        "owed": messages.filter(delivery_state__in=owed_states).count(),
+        "in_flight": messages.filter(delivery_state__in=owed_states, claimed_until__gt=now).count(),
+        "parked": messages.filter(delivery_state=DeliveryState.PARKED).count(),
+        "dead": messages.filter(delivery_state=DeliveryState.DEAD).count(),
+        "no_reply": messages.filter(reply_state=Message.ReplyState.FAILED).count(),
+        "open_breakers": list(
+            Channel.objects.filter(breaker_open_until__isnull=False, consecutive_failures__gt=0)
+            .order_by("breaker_open_until")
+            .values("pk", "name", "consecutive_failures", "breaker_open_until")[:50]
+        ),
+    }

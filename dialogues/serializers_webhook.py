@@ -57,14 +57,17 @@ class WebhookResultSerializer(serializers.Serializer):
     duplicate = serializers.BooleanField(help_text="The message was already stored; nothing was stored again.")
     ignored = serializers.BooleanField(help_text="Stored, and no reply is expected (employee message).")
     replied = serializers.BooleanField(help_text="A reply exists for this message.")
-    reply_pending = serializers.BooleanField(help_text="The LLM failed; the reply will be generated later.")
+    reply_pending = serializers.BooleanField(
+        help_text="A reply is owed and not generated yet; the worker generates and delivers it."
+    )
     reply_message_id = serializers.CharField(allow_null=True)
     delivery = serializers.ChoiceField(
         choices=["delivered", "queued", "dead", "in_progress"],
         allow_null=True,
-        help_text="`queued`: the channel did not accept the reply yet; deliver_pending retries it.",
+        help_text="What is known of the reply's delivery so far: `queued` (owed to the channel; the worker "
+        "retries it), `delivered`, `dead`, or null while there is no reply yet.",
     )
-    resumed = serializers.BooleanField(help_text="A duplicate that finished the original's unfinished work.")
+    resumed = serializers.BooleanField(help_text="Always false: the worker, not a duplicate, resumes unfinished work.")
 
 
 class WebhookErrorSerializer(serializers.Serializer):

@@ -24,13 +24,13 @@ from rest_framework.views import APIView
 
 from chatbots.models import ChatBot
 from core.errors import ApplicationError
+from dialogues.ingest import webhook_bot_authenticate, webhook_message_process
 from dialogues.serializers_webhook import (
     BODY_MAX_BYTES,
     WebhookErrorSerializer,
     WebhookMessageSerializer,
     WebhookResultSerializer,
 )
-from dialogues.services import webhook_bot_authenticate, webhook_message_process
 
 logger = logging.getLogger("dialogues.webhook")
 
@@ -146,9 +146,11 @@ class WebhookNewMessageView(APIView):
         operation_id="webhook_new_message",
         summary="Receive a message from a channel",
         description=(
-            "Stores the message; for `customer` messages asks the LLM and delivers the reply to the "
-            "channel's URL (POST with `x-chat_auth_token: Bearer <channel token>`). A repeated "
-            "`message_id` is answered 200 without storing or replying again."
+            "Stores the message and answers at once. For `customer` messages a worker then asks the "
+            "LLM and delivers the reply to the channel's URL (POST with `x-chat_auth_token: Bearer "
+            "<channel token>` and a `webhook-id` header that stays the same on every retry). A "
+            "repeated `message_id` is answered 200 without storing or replying again. With "
+            "`WEBHOOK_REPLY_WAIT_MS` set, the answer waits at most that long for the reply's outcome."
         ),
         tags=["webhook"],
         auth=[],
@@ -169,7 +171,23 @@ class WebhookNewMessageView(APIView):
                 description="Stored (or a duplicate).",
                 examples=[
                     OpenApiExample(
-                        "Replied",
+                        "Stored, reply owed",
+                        value={
+                            "status": SUCCESS_STATUS,
+                            "message_id": "m-1",
+                            "dialogue_id": "6650f0c2a1b2c3d4e5f60718",
+                            "duplicate": False,
+                            "ignored": False,
+                            "replied": False,
+                            "reply_pending": True,
+                            "reply_message_id": None,
+                            "delivery": None,
+                            "resumed": False,
+                        },
+                        status_codes=["200"],
+                    ),
+                    OpenApiExample(
+                        "Replied within WEBHOOK_REPLY_WAIT_MS",
                         value={
                             "status": SUCCESS_STATUS,
                             "message_id": "m-1",
@@ -183,7 +201,7 @@ class WebhookNewMessageView(APIView):
                             "resumed": False,
                         },
                         status_codes=["200"],
-                    )
+                    ),
                 ],
             ),
             400: OpenApiResponse(

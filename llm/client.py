@@ -1,10 +1,19 @@
-"""The LLM interface. The webhook only ever calls `llm_reply_generate`; which implementation
-answers is `settings.LLM_BACKEND`, a dotted path to a callable `(history) -> str`, so a real
-client drops in without touching the webhook.
+"""The LLM interface. The worker calls `llm_reply_generate(chat_bot=, history=)`; which
+implementation answers is `settings.LLM_BACKEND`:
+
+- "mock": deterministic, no network (the default; tests everywhere depend on its format);
+- "openai": any server speaking OpenAI's chat-completions protocol (`llm.openai_backend`);
+- the dotted path of your own callable `(history) -> str`.
 
 `history` is the dialogue's recent messages, oldest first, as
-`[{"role": "USER" | "ASSISTANT" | "EMPLOYEE" | "SYSTEM", "text": "..."}, ...]`; the last item
-is the customer message being answered.
+`[{"role": "USER" | "ASSISTANT" | "EMPLOYEE", "text": "..."}, ...]`; the last item is the
+customer message being answered.
+
+Every call but the undelayed mock's runs in a thread of its own and is waited for at most
+LLM_TIMEOUT_S, even when a backend ignores its own timeout. At most LLM_MAX_CONCURRENCY calls
+are waited for at once; a call that times out gives its slot back at once and its late result
+is dropped. Threads of calls that timed out but still run are bounded too: with
+2 x LLM_MAX_CONCURRENCY threads alive, new calls are refused (retryably) until some finish.
 """
 
 from __future__ import annotations
@@ -13,24 +22,46 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import TypedDict
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from chatbots.models import ChatBot
+
 
 class HistoryItem(TypedDict):
-    role: str
+    role: str  # "USER" | "ASSISTANT" | "EMPLOYEE"
     text: str
 
 
-LLMBackend = Callable[[list[HistoryItem]], str]
+@dataclass
+class LLMReply:
+    text: str
+    backend: str  # "mock", "openai" or "custom"
+    model: str  # "" when unknown
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int
 
 
 class LLMError(Exception):
-    """The LLM failed or timed out. The customer message stays stored, its reply pending."""
+    """The LLM failed. `message` is safe to store and show (never the API key); `retryable`
+    says whether trying again later can help (a timeout, a 429 or a 5xx can; a bad key or an
+    unknown model cannot); `retry_after_s` is the server's Retry-After, if it sent one."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+CustomBackend = Callable[[list[HistoryItem]], str]
+
+# The old dotted paths of the mock keep selecting it (existing .env files and tests use them).
+MOCK_BACKENDS = frozenset({"mock", "dialogues.llm.mock_llm_call", "llm.client.mock_llm_call"})
 
 
 def mock_llm_call(history: list[HistoryItem]) -> str:
@@ -49,50 +80,188 @@ def mock_llm_call(history: list[HistoryItem]) -> str:
     return f"Echo ({len(history)} in context, {digest}): {quoted}"
 
 
-_backend_lock = threading.Lock()
-_backend_cache: dict[str, LLMBackend] = {}
-# Real clients block on the network; running them in a pool lets us stop waiting after
-# LLM_TIMEOUT_S even when a client ignores its own timeout. Calls that overrun keep their
-# thread until they return, which the pool size bounds.
-_executor: ThreadPoolExecutor | None = None
+def llm_context_size(chat_bot: ChatBot | None) -> int:
+    """How many of the dialogue's latest messages the LLM sees."""
+    if chat_bot is not None and chat_bot.context_messages:
+        return int(chat_bot.context_messages)
+    return int(settings.LLM_CONTEXT_MESSAGES)
 
 
-def llm_backend() -> LLMBackend:
-    path = settings.LLM_BACKEND
-    backend = _backend_cache.get(path)
-    if backend is None:
-        with _backend_lock:
-            backend = _backend_cache.get(path)
-            if backend is None:
-                backend = import_string(path)
-                _backend_cache[path] = backend
+def llm_reply_generate(*, chat_bot: ChatBot | None, history: list[HistoryItem]) -> LLMReply:
+    """The reply to `history[-1]`, with the bot's settings (None: the platform's defaults).
+    Raises LLMError; never anything else."""
+    name = settings.LLM_BACKEND
+    call: Callable[[float], LLMReply]
+    if name in MOCK_BACKENDS:
+        if not settings.LLM_MOCK_DELAY_MS:
+            # No I/O and no wait: no thread hop either (it is every test's and the benchmark's LLM).
+            return _mock_reply(history, deadline=0.0)
+
+        def call(deadline: float) -> LLMReply:
+            return _mock_reply(history, deadline=deadline)
+
+    elif name == "openai":
+        # Imported on first use: the SDK costs a noticeable start-up time the mock never needs.
+        from llm.openai_backend import openai_reply
+
+        def call(deadline: float) -> LLMReply:
+            return openai_reply(chat_bot=chat_bot, history=history, deadline=deadline)
+
+    else:
+        backend = _custom_backend(name)
+
+        def call(deadline: float) -> LLMReply:
+            return _custom_reply(backend, history)
+
+    return _pool.run(call, limit=settings.LLM_MAX_CONCURRENCY, timeout_s=settings.LLM_TIMEOUT_S)
+
+
+def _mock_reply(history: list[HistoryItem], *, deadline: float) -> LLMReply:
+    started = time.monotonic()
+    text = mock_llm_call(history)
+    return LLMReply(
+        text=text, backend="mock", model="", prompt_tokens=None, completion_tokens=None, latency_ms=_ms_since(started)
+    )
+
+
+_backends_lock = threading.Lock()
+_backends: dict[str, CustomBackend] = {}
+
+
+def _custom_backend(path: str) -> CustomBackend:
+    backend = _backends.get(path)
+    if backend is not None:
+        return backend
+    try:
+        backend = import_string(path)
+    except ImportError:
+        # Configuration, not the LLM: retrying cannot fix it.
+        raise LLMError(
+            f"LLM_BACKEND {path!r} is neither 'mock', 'openai' nor an importable callable", retryable=False
+        ) from None
+    if not callable(backend):
+        raise LLMError(f"LLM_BACKEND {path!r} is not callable", retryable=False)
+    with _backends_lock:
+        _backends[path] = backend
     return backend
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        with _backend_lock:
-            if _executor is None:
-                _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="llm")
-    return _executor
-
-
-def llm_reply_generate(*, history: list[HistoryItem]) -> str:
+def _custom_reply(backend: CustomBackend, history: list[HistoryItem]) -> LLMReply:
+    started = time.monotonic()
     try:
-        backend = llm_backend()
-    except ImportError as exc:
-        raise LLMError(f"LLM_BACKEND {settings.LLM_BACKEND!r} cannot be imported") from exc
-    # The mock needs no timeout guard; skipping the pool saves a thread hop per message.
-    if backend is mock_llm_call and not settings.LLM_MOCK_DELAY_MS:
-        return backend(history)
-    future = _pool().submit(backend, history)
-    try:
-        reply = future.result(timeout=settings.LLM_TIMEOUT_S)
-    except FutureTimeout as exc:
-        raise LLMError(f"LLM did not answer within {settings.LLM_TIMEOUT_S} s") from exc
+        text = backend(history)
+    except LLMError:
+        raise
     except Exception as exc:
-        raise LLMError(f"LLM failed: {type(exc).__name__}") from exc
-    if not isinstance(reply, str) or not reply:
-        raise LLMError("LLM returned an empty or non-text reply")
-    return reply
+        # The type only: a third-party message may carry anything, credentials included.
+        raise LLMError(f"The LLM backend failed: {type(exc).__name__}") from exc
+    if not isinstance(text, str) or not text.strip():
+        raise LLMError("The LLM returned an empty or non-text reply")
+    return LLMReply(
+        text=text, backend="custom", model="", prompt_tokens=None, completion_tokens=None, latency_ms=_ms_since(started)
+    )
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+class _Call:
+    __slots__ = ("abandoned", "done", "error", "finished", "result")
+
+    def __init__(self) -> None:
+        self.finished = threading.Event()
+        self.done = False  # guarded by the pool's lock, like `abandoned`
+        self.abandoned = False
+        self.result: LLMReply | None = None
+        self.error: BaseException | None = None
+
+
+class CallPool:
+    """Bounded, abandonable calls. Not a ThreadPoolExecutor: an executor keeps a call that
+    timed out in its queue or on its thread, so after a burst of slow calls new ones queue
+    behind them (33 of 64 were still queued). Here each call gets a fresh thread; the caller
+    waits for it up to the deadline and then walks away, giving its slot back at once. The
+    abandoned thread ends when its backend returns (the SDK's own timeout sees to that), and
+    its result is dropped."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._in_flight = 0  # calls a caller is waiting for: at most `limit`
+        self._abandoned = 0  # threads of calls whose caller gave up, still running
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def abandoned(self) -> int:
+        return self._abandoned
+
+    def run(self, fn: Callable[[float], LLMReply], *, limit: int, timeout_s: float) -> LLMReply:
+        started = time.monotonic()
+        deadline = started + timeout_s
+        call = _Call()
+        with self._cond:
+            # Wait for a slot at most half the budget, so a call that starts has at least
+            # half of LLM_TIMEOUT_S: one given a few milliseconds would only add a thread
+            # that is abandoned at once.
+            slot_deadline = started + timeout_s / 2
+            while self._in_flight >= limit:
+                remaining = slot_deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LLMError(f"LLM busy: {limit} calls in flight (LLM_MAX_CONCURRENCY)")
+                self._cond.wait(remaining)
+            if self._in_flight + self._abandoned >= 2 * limit:
+                raise LLMError(
+                    f"LLM pool exhausted: {self._abandoned} calls that timed out are still running "
+                    f"(at most 2 x LLM_MAX_CONCURRENCY threads)"
+                )
+            self._in_flight += 1
+        try:
+            threading.Thread(target=self._target, args=(fn, deadline, call), name="llm-call", daemon=True).start()
+        except RuntimeError as exc:  # the process cannot start another thread
+            self._release(call, abandon=False)
+            raise LLMError("LLM pool exhausted: cannot start a thread") from exc
+        call.finished.wait(max(0.0, deadline - time.monotonic()))
+        if not self._release(call, abandon=True):
+            raise LLMError(f"The LLM did not answer within {timeout_s:g} s (LLM_TIMEOUT_S)")
+        if call.error is not None:
+            if isinstance(call.error, LLMError):
+                raise call.error
+            raise LLMError(f"The LLM backend failed: {type(call.error).__name__}") from call.error
+        assert call.result is not None
+        return call.result
+
+    def _release(self, call: _Call, *, abandon: bool) -> bool:
+        """Gives the slot back; returns whether the call had finished. Under the lock, so the
+        call's thread sees `abandoned` as set here, or had finished before."""
+        with self._cond:
+            self._in_flight -= 1
+            if not call.done and abandon:
+                call.abandoned = True
+                self._abandoned += 1
+            self._cond.notify_all()
+            return call.done
+
+    def _target(self, fn: Callable[[float], LLMReply], deadline: float, call: _Call) -> None:
+        result: LLMReply | None = None
+        error: BaseException | None = None
+        try:
+            result = fn(deadline)
+        except BaseException as exc:  # handed to the caller, or dropped with the late result
+            error = exc
+        with self._cond:
+            call.result, call.error, call.done = result, error, True
+            if call.abandoned:
+                self._abandoned -= 1
+                self._cond.notify_all()
+        call.finished.set()
+
+
+_pool = CallPool()
+
+
+def llm_pool() -> CallPool:
+    """The process's pool (for metrics and tests)."""
+    return _pool

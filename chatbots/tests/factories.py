@@ -18,6 +18,11 @@ class ChatBotFactory(factory.django.DjangoModelFactory):
 
     @classmethod
     def _create(cls, model_class: type[ChatBot], *args: Any, **kwargs: Any) -> ChatBot:
-        chat_bot, secret = chatbot_create(name=kwargs["name"])
+        name = kwargs.pop("name")
+        chat_bot, secret = chatbot_create(name=name)
+        # Anything else given (the LLM settings) is written as it is: test data, not a service.
+        if kwargs:
+            ChatBot.objects.filter(pk=chat_bot.pk).update(**kwargs)
+            chat_bot.refresh_from_db()
         chat_bot.plain_secret = secret  # type: ignore[attr-defined]
         return chat_bot

@@ -239,3 +239,77 @@ def test_english_is_the_default(admin_client: Client) -> None:
     page = admin_client.get(reverse("admin:index")).content.decode()
     assert "Chat bots" in page
     assert "Чат-боты" not in page
+
+
+# --- the LLM settings ---------------------------------------------------------------
+
+LLM_FORM = {
+    "system_prompt": "You are the shop's assistant.",
+    "llm_model": "llama3.2",
+    "temperature": "0.7",
+    "max_output_tokens": "256",
+    "context_messages": "8",
+    "fallback_text": "Sorry, we will get back to you.",
+}
+
+
+def test_change_page_has_an_llm_fieldset_with_the_six_settings(admin_client: Client) -> None:
+    bot = ChatBotFactory()
+    response = admin_client.get(reverse("admin:chatbots_chatbot_change", args=[bot.pk]))
+    fieldsets = {str(fieldset.name): fieldset for fieldset in response.context["adminform"]}
+    assert "LLM" in fieldsets
+    llm_fields = [field for line in fieldsets["LLM"] for field in line]
+    assert [str(field.field.name) for field in llm_fields] == list(LLM_FORM)
+    page = response.content.decode()
+    for name in LLM_FORM:
+        assert f'name="{name}"' in page
+
+
+def test_add_page_asks_for_the_name_only(admin_client: Client) -> None:
+    page = admin_client.get(reverse("admin:chatbots_chatbot_add")).content.decode()
+    assert 'name="name"' in page
+    assert 'name="system_prompt"' not in page
+
+
+def test_change_page_saves_the_llm_settings(admin_client: Client) -> None:
+    bot = ChatBotFactory(name="Shop")
+    url = reverse("admin:chatbots_chatbot_change", args=[bot.pk])
+    get = admin_client.get(url)
+    response = admin_client.post(url, {"name": "Shop", **LLM_FORM, **inline_management_data(get)})
+    assert response.status_code == 302
+    bot.refresh_from_db()
+    assert (bot.system_prompt, bot.llm_model, bot.temperature) == ("You are the shop's assistant.", "llama3.2", 0.7)
+    assert (bot.max_output_tokens, bot.context_messages) == (256, 8)
+    assert bot.fallback_text == "Sorry, we will get back to you."
+
+    # Blank again: back to the platform's defaults.
+    blank = dict.fromkeys(LLM_FORM, "")
+    assert admin_client.post(url, {"name": "Shop", **blank, **inline_management_data(get)}).status_code == 302
+    bot.refresh_from_db()
+    assert (bot.system_prompt, bot.llm_model, bot.fallback_text) == ("", "", "")
+    assert (bot.temperature, bot.max_output_tokens, bot.context_messages) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", "2.5"),
+        ("temperature", "-1"),
+        ("max_output_tokens", "0"),
+        ("context_messages", "0"),
+        ("context_messages", "1001"),
+        ("temperature", "warm"),
+        ("system_prompt", "p" * 20_001),
+        ("fallback_text", "f" * 4_001),
+        ("llm_model", "gpt\n4"),
+    ],
+)
+def test_change_page_refuses_out_of_range_llm_settings(admin_client: Client, field: str, value: str) -> None:
+    bot = ChatBotFactory(name="Shop")
+    url = reverse("admin:chatbots_chatbot_change", args=[bot.pk])
+    get = admin_client.get(url)
+    response = admin_client.post(url, {"name": "Shop", field: value, **inline_management_data(get)})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors[field]
+    bot.refresh_from_db()
+    assert getattr(bot, field) in (None, "")

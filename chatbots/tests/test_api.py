@@ -16,13 +16,29 @@ from dialogues.tests.factories import MessageFactory
 pytestmark = pytest.mark.django_db
 
 MISSING_ID = "0123456789abcdef01234567"
+LLM_DEFAULTS = {
+    "system_prompt": "",
+    "llm_model": "",
+    "temperature": None,
+    "max_output_tokens": None,
+    "context_messages": None,
+    "fallback_text": "",
+}
+LLM_SETTINGS = {
+    "system_prompt": "You are the shop's assistant.\nBe brief.",
+    "llm_model": "llama3.2",
+    "temperature": 0.4,
+    "max_output_tokens": 300,
+    "context_messages": 12,
+    "fallback_text": "Sorry, we will get back to you.",
+}
 
 
 def test_create_returns_the_secret_once(api_client: APIClient) -> None:
     response = api_client.post("/api/chatbots/", {"name": "Support"}, format="json")
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token"}
+    assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token", *LLM_DEFAULTS}
     bot = ChatBot.objects.get(pk=body["id"])
     assert bot.name == "Support"
     assert bot.secret_hash == hash_secret(body["secret_token"])
@@ -171,3 +187,120 @@ def test_session_login_works_for_staff(staff_user) -> None:  # type: ignore[no-u
     assert b"Chat Bot List" in response.content or b"<html" in response.content
     # Session writes need the CSRF token, as the browsable API sends it.
     assert client.post("/api/chatbots/", {"name": "x"}, format="json").status_code == 403
+
+
+# --- the LLM settings ---------------------------------------------------------------
+
+
+def _llm_settings(bot: ChatBot) -> dict[str, object]:
+    bot.refresh_from_db()
+    return {name: getattr(bot, name) for name in LLM_DEFAULTS}
+
+
+def test_llm_settings_are_read_with_their_defaults(api_client: APIClient) -> None:
+    bot = ChatBotFactory()
+    body = api_client.get(f"/api/chatbots/{bot.pk}").json()
+    assert {name: body[name] for name in LLM_DEFAULTS} == LLM_DEFAULTS
+    listed = api_client.get("/api/chatbots/").json()[0]
+    assert {name: listed[name] for name in LLM_DEFAULTS} == LLM_DEFAULTS
+
+
+def test_llm_settings_are_read_as_stored(api_client: APIClient) -> None:
+    bot = ChatBotFactory(**LLM_SETTINGS)
+    body = api_client.get(f"/api/chatbots/{bot.pk}").json()
+    assert {name: body[name] for name in LLM_SETTINGS} == LLM_SETTINGS
+
+
+def test_llm_settings_are_written_on_create(api_client: APIClient) -> None:
+    response = api_client.post("/api/chatbots/", {"name": "Shop", **LLM_SETTINGS}, format="json")
+    assert response.status_code == 201
+    body = response.json()
+    assert {name: body[name] for name in LLM_SETTINGS} == LLM_SETTINGS
+    assert _llm_settings(ChatBot.objects.get(pk=body["id"])) == LLM_SETTINGS
+
+
+def test_llm_settings_are_written_by_put_and_patch(api_client: APIClient) -> None:
+    bot = ChatBotFactory(name="Shop")
+    response = api_client.put(f"/api/chatbots/{bot.pk}", {"name": "Shop", **LLM_SETTINGS}, format="json")
+    assert response.status_code == 200
+    assert {name: response.json()[name] for name in LLM_SETTINGS} == LLM_SETTINGS
+    assert _llm_settings(bot) == LLM_SETTINGS
+
+    response = api_client.patch(f"/api/chatbots/{bot.pk}", {"temperature": 1.5}, format="json")
+    assert response.status_code == 200 and response.json()["temperature"] == 1.5
+    assert _llm_settings(bot) == {**LLM_SETTINGS, "temperature": 1.5}
+    assert bot.name == "Shop"
+
+
+def test_a_rename_keeps_the_llm_settings(api_client: APIClient) -> None:
+    """Existing clients PUT `{"name"}` only: that must not reset the bot's LLM settings."""
+    bot = ChatBotFactory(name="Old", **LLM_SETTINGS)
+    assert api_client.put(f"/api/chatbots/{bot.pk}", {"name": "New"}, format="json").status_code == 200
+    assert api_client.patch(f"/api/chatbots/{bot.pk}", {"name": "Newer"}, format="json").status_code == 200
+    assert _llm_settings(bot) == LLM_SETTINGS and bot.name == "Newer"
+
+
+def test_llm_settings_go_back_to_the_defaults_with_blank_and_null(api_client: APIClient) -> None:
+    bot = ChatBotFactory(**LLM_SETTINGS)
+    response = api_client.patch(f"/api/chatbots/{bot.pk}", LLM_DEFAULTS, format="json")
+    assert response.status_code == 200
+    assert _llm_settings(bot) == LLM_DEFAULTS
+
+
+@pytest.mark.parametrize("temperature", [0, 2, 0.0, 2.0, 1.25])
+def test_temperature_bounds_are_inclusive(api_client: APIClient, temperature: float) -> None:
+    bot = ChatBotFactory()
+    response = api_client.patch(f"/api/chatbots/{bot.pk}", {"temperature": temperature}, format="json")
+    assert response.status_code == 200
+    assert _llm_settings(bot)["temperature"] == temperature
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", -0.1),
+        ("temperature", 2.01),
+        ("temperature", "hot"),
+        ("temperature", "nan"),
+        ("temperature", "Infinity"),
+        ("temperature", [1]),
+        ("max_output_tokens", 0),
+        ("max_output_tokens", -5),
+        ("max_output_tokens", 1.5),
+        ("max_output_tokens", "many"),
+        ("max_output_tokens", 10**7),
+        ("context_messages", 0),
+        ("context_messages", 1001),
+        ("context_messages", "all"),
+        ("llm_model", "gpt\n4"),
+        ("llm_model", "m" * 201),
+        ("llm_model", None),
+        ("system_prompt", "p" * 20_001),
+        ("system_prompt", None),
+        ("system_prompt", {"text": "x"}),
+        ("fallback_text", "f" * 4_001),
+        ("fallback_text", None),
+    ],
+)
+def test_invalid_llm_settings_are_400_naming_the_field(api_client: APIClient, field: str, value: object) -> None:
+    bot = ChatBotFactory(name="Shop", **LLM_SETTINGS)
+    for method, path, body in [
+        ("post", "/api/chatbots/", {"name": "New", field: value}),
+        ("put", f"/api/chatbots/{bot.pk}", {"name": "Shop", field: value}),
+        ("patch", f"/api/chatbots/{bot.pk}", {field: value}),
+    ]:
+        response = getattr(api_client, method)(path, body, format="json")
+        assert response.status_code == 400, (method, response.content)
+        assert set(response.json()) == {field}, (method, response.json())
+    assert ChatBot.objects.count() == 1
+    assert _llm_settings(bot) == LLM_SETTINGS
+
+
+def test_the_schema_documents_the_llm_settings(api_client: APIClient) -> None:
+    schema = api_client.get("/api/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    for name in ("ChatBot", "ChatBotInputRequest"):
+        assert set(LLM_DEFAULTS) <= set(components[name]["properties"]), name
+    temperature = components["ChatBotInputRequest"]["properties"]["temperature"]
+    assert temperature["minimum"] == 0 and temperature["maximum"] == 2
+    assert components["ChatBotInputRequest"]["properties"]["context_messages"]["maximum"] == 1000

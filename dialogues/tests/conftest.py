@@ -11,7 +11,7 @@ from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
-from dialogues.services import webhook_caches_clear
+from core.caching import lookup_caches_clear
 from tests.support.receiver import ChannelReceiver
 
 WEBHOOK_URL = "/api/webhook/new_message"
@@ -20,9 +20,9 @@ WEBHOOK_URL = "/api/webhook/new_message"
 @pytest.fixture(autouse=True)
 def _fresh_webhook_caches() -> Iterator[None]:
     # The per-process bot/channel caches would carry objects from one test into the next.
-    webhook_caches_clear()
+    lookup_caches_clear()
     yield
-    webhook_caches_clear()
+    lookup_caches_clear()
 
 
 @pytest.fixture

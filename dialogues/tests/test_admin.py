@@ -1,21 +1,27 @@
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
 from channels_app.models import Channel, DeliveryState
 from channels_app.tests.factories import ChannelFactory
 from dialogues.models import Delivery, Dialogue, Message
+from dialogues.tests.conftest import customer_message
 from dialogues.tests.factories import DialogueFactory, MessageFactory
 from tests.support.receiver import ChannelReceiver, Reply
+from worker.tests.conftest import drain, worker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
+
+Drain = Callable[[], None]
 
 DIALOGUES = "admin:dialogues_dialogue_changelist"
 DELIVERIES = "admin:dialogues_delivery_changelist"
@@ -192,19 +198,24 @@ def test_deliveries_list_only_undelivered_replies(admin_client: Client) -> None:
     pending = reply(dialogue, DeliveryState.PENDING, text="waiting reply")
     failed = reply(dialogue, DeliveryState.FAILED, text="failing reply", last_error="HTTP 500")
     dead = reply(dialogue, DeliveryState.DEAD, text="dead reply")
+    parked = reply(dialogue, DeliveryState.PARKED, text="parked reply", last_error="The channel is inactive")
     reply(dialogue, DeliveryState.DELIVERED, text="fine reply")
     MessageFactory(dialogue=dialogue, text="a user message")
-    assert set(Delivery.objects.values_list("pk", flat=True)) == {pending.pk, failed.pk, dead.pk}
+    assert set(Delivery.objects.values_list("pk", flat=True)) == {pending.pk, failed.pk, dead.pk, parked.pk}
 
     response = admin_client.get(reverse(DELIVERIES))
     assert response.status_code == 200
     page = response.content.decode()
-    assert "waiting reply" in page and "failing reply" in page and "dead reply" in page
+    assert "waiting reply" in page and "failing reply" in page and "dead reply" in page and "parked reply" in page
     assert "fine reply" not in page and "a user message" not in page
-    assert "HTTP 500" in page
+    assert "HTTP 500" in page and "The channel is inactive" in page
 
     filtered = admin_client.get(reverse(DELIVERIES), {"state": "failed"})
     assert [m.pk for m in filtered.context["cl"].result_list] == [failed.pk]
+    by_parked = admin_client.get(reverse(DELIVERIES), {"state": "parked"})
+    assert [m.pk for m in by_parked.context["cl"].result_list] == [parked.pk]
+    owed = admin_client.get(reverse(DELIVERIES), {"state": "owed"})
+    assert {m.pk for m in owed.context["cl"].result_list} == {pending.pk, failed.pk}
     view = admin_client.get(reverse("admin:dialogues_delivery_change", args=[failed.pk]))
     assert view.status_code == 200
 
@@ -233,48 +244,133 @@ def test_deliveries_list_costs_a_handful_of_queries_whatever_its_length(
     assert len(response.context["cl"].result_list) == 31
 
 
-def test_redeliver_now_sends_the_reply_through_the_dispatcher(admin_client: Client, receiver: ChannelReceiver) -> None:
-    channel = ChannelFactory(url=receiver.url)
-    dialogue = DialogueFactory(channel=channel)
-    failed = reply(dialogue, DeliveryState.FAILED, text="the answer", delivery_attempts=3)
-    dead = reply(dialogue, DeliveryState.DEAD, text="late answer", delivery_attempts=10, n=1)
+def summary_numbers(page: str) -> list[int]:
+    section = page[page.index('id="pipeline-summary"') :]
+    row = section[section.index("<tbody>") : section.index("</tbody>")]
+    return [int(value) for value in re.findall(r"<td>(?:<a [^>]*>)?(\d+)", row)]
+
+
+def test_deliveries_page_summarises_the_pipeline_and_names_open_breakers(admin_client: Client) -> None:
+    dialogue = DialogueFactory()
+    soon = timezone.now() + timedelta(seconds=30)
+    for n in range(2):
+        MessageFactory(dialogue=dialogue, reply_state=Message.ReplyState.AWAITING, message_id=f"waiting-{n}")
+    MessageFactory(dialogue=dialogue, reply_state=Message.ReplyState.FAILED, message_id="no-reply")
+    reply(dialogue, DeliveryState.PENDING, n=1)
+    reply(dialogue, DeliveryState.FAILED, n=2)
+    reply(dialogue, DeliveryState.FAILED, n=3, claimed_until=soon)  # a worker is posting it now
+    reply(dialogue, DeliveryState.PARKED, n=4)
+    reply(dialogue, DeliveryState.DEAD, n=5)
+    reply(dialogue, DeliveryState.DEAD, n=6)
+    reply(dialogue, DeliveryState.DELIVERED, n=7)
+
+    page = admin_client.get(reverse(DELIVERIES)).content.decode()
+    # Not generated yet, owed to channels, in flight, parked, dead, no reply (LLM failed).
+    assert summary_numbers(page) == [2, 3, 1, 1, 2, 1]
+    assert 'id="open-breakers"' not in page
+
+    broken = ChannelFactory(name="Shop that is down")
+    Channel.objects.filter(pk=broken.pk).update(consecutive_failures=7, breaker_open_until=soon)
+    recovered = ChannelFactory(name="Shop that recovered")
+    Channel.objects.filter(pk=recovered.pk).update(consecutive_failures=0, breaker_open_until=soon)
+    page = admin_client.get(reverse(DELIVERIES)).content.decode()
+    breakers = page[page.index('id="open-breakers"') : page.index("</p>", page.index('id="open-breakers"'))]
+    assert "Shop that is down" in breakers and "7 failures in a row" in breakers
+    assert reverse("admin:channels_app_channel_change", args=[broken.pk]) in breakers
+    assert "Shop that recovered" not in breakers
+
+
+def redeliver(admin_client: Client, *messages: Message) -> list[str]:
     response = admin_client.post(
         reverse(DELIVERIES),
-        {"action": "redeliver_now", "_selected_action": [str(failed.pk), str(dead.pk)]},
+        {"action": "redeliver_now", "_selected_action": [str(m.pk) for m in messages]},
         follow=True,
     )
     assert response.status_code == 200
-    got = receiver.wait_for(2)
-    assert sorted(r.json["text"] for r in got) == ["late answer", "the answer"]
-    assert "2 replies delivered." in [str(m) for m in response.context["messages"]]
+    return [str(m) for m in response.context["messages"]]
+
+
+def failed_replies(channel: Channel, post_webhook, drain: Drain, *message_ids: str) -> list[Message]:  # type: ignore[no-untyped-def]
+    """Replies that the worker tried once and failed (the receiver must be failing)."""
+    for message_id in message_ids:
+        post_webhook(customer_message(channel, message_id=message_id, chat_id=message_id, channel_id=str(channel.pk)))
+    drain()
+    replies = [Message.objects.get(role=Message.Role.ASSISTANT, in_reply_to=message_id) for message_id in message_ids]
+    assert all(r.delivery_state == DeliveryState.FAILED for r in replies)
+    return replies
+
+
+def test_redeliver_now_hands_the_replies_to_the_worker(
+    admin_client: Client, channel: Channel, post_webhook, receiver: ChannelReceiver, drain: Drain
+) -> None:
+    receiver.default = Reply(status=500)
+    failed, dead = failed_replies(channel, post_webhook, drain, "m-1", "m-2")
+    Message.objects.filter(pk=dead.pk).update(delivery_state=DeliveryState.DEAD, next_attempt_at=None)
+    receiver.reset()
+
+    notes = redeliver(admin_client, failed, dead)
+
+    # The admin request sent nothing itself: the worker does.
+    assert receiver.requests == []
+    assert any(note.startswith("2 replies handed to the worker") for note in notes), notes
+    dead.refresh_from_db()
+    assert dead.delivery_state == DeliveryState.PENDING and dead.delivery_revivals == 1
+    failed.refresh_from_db()
+    assert failed.next_attempt_at is None  # its backoff is over: due now
+
+    drain()
+    assert sorted(r.json["message_id"] for r in receiver.requests) == sorted([failed.message_id, dead.message_id])
     assert not Delivery.objects.exists()
     assert set(Message.objects.filter(role="ASSISTANT").values_list("delivery_state", flat=True)) == {"delivered"}
 
 
-def test_redeliver_now_reports_a_reply_that_fails_again(admin_client: Client, receiver: ChannelReceiver) -> None:
+@override_settings(DELIVERY_MAX_ATTEMPTS=2)
+def test_redeliver_now_gives_a_dead_reply_exactly_one_more_attempt(
+    admin_client: Client, channel: Channel, post_webhook, receiver: ChannelReceiver, drain: Drain
+) -> None:
     receiver.default = Reply(status=400)
-    channel = ChannelFactory(url=receiver.url)
-    failed = reply(DialogueFactory(channel=channel), DeliveryState.FAILED)
-    response = admin_client.post(
-        reverse(DELIVERIES), {"action": "redeliver_now", "_selected_action": [str(failed.pk)]}, follow=True
-    )
-    assert receiver.wait_for(1)
-    assert "1 reply could not be delivered; see its last error." in [str(m) for m in response.context["messages"]]
-    failed.refresh_from_db()
-    assert failed.delivery_state in (DeliveryState.FAILED, DeliveryState.DEAD)
-    assert failed.last_status_code == 400
+    [dead] = failed_replies(channel, post_webhook, drain, "m-1")
+    Message.objects.filter(pk=dead.pk).update(delivery_state=DeliveryState.DEAD, delivery_attempts=2)
+    receiver.reset()
+    receiver.default = Reply(status=400)
+
+    redeliver(admin_client, dead)
+    assert receiver.requests == []
+    drain()
+    drain()
+
+    dead.refresh_from_db()
+    assert len(receiver.requests) == 1
+    assert dead.delivery_state == DeliveryState.DEAD
+    assert dead.delivery_attempts == 3 and dead.delivery_revivals == 1
+    assert dead.last_status_code == 400
+    # Its last error is on the list for the operator.
+    assert "HTTP 400" in admin_client.get(reverse(DELIVERIES), {"state": "dead"}).content.decode()
+
+    redeliver(admin_client, dead)  # and one more each time it is asked
+    drain()
+    dead.refresh_from_db()
+    assert len(receiver.requests) == 2
+    assert dead.delivery_attempts == 4 and dead.delivery_revivals == 2
 
 
-def test_redeliver_now_explains_a_reply_it_cannot_send(admin_client: Client) -> None:
-    channel = ChannelFactory()
-    failed = reply(DialogueFactory(channel=channel), DeliveryState.FAILED)
+def test_redeliver_now_of_a_reply_whose_channel_is_inactive_parks_it(
+    admin_client: Client, channel: Channel, post_webhook, receiver: ChannelReceiver, drain: Drain
+) -> None:
+    receiver.default = Reply(status=500)
+    [failed] = failed_replies(channel, post_webhook, drain, "m-1")
     Channel.objects.filter(pk=channel.pk).update(is_active=False)
-    response = admin_client.post(
-        reverse(DELIVERIES), {"action": "redeliver_now", "_selected_action": [str(failed.pk)]}, follow=True
-    )
-    assert any("inactive" in str(m) for m in response.context["messages"])
+    receiver.reset()
+
+    redeliver(admin_client, failed)
+    drain()
+
     failed.refresh_from_db()
-    assert failed.delivery_state == DeliveryState.FAILED
+    assert failed.delivery_state == DeliveryState.PARKED
+    assert failed.last_error == "The channel is inactive"
+    assert receiver.requests == []
+    page = admin_client.get(reverse(DELIVERIES), {"state": "parked"}).content.decode()
+    assert "The channel is inactive" in page
 
 
 def test_dialogues_and_deliveries_cannot_be_added_or_deleted(admin_client: Client) -> None:

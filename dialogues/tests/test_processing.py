@@ -1,19 +1,31 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.test import override_settings
 
 from channels_app.tests.factories import ChannelFactory
-from dialogues.delivery import utcnow
-from dialogues.llm import HistoryItem
+from dialogues.documents import message_document
+from dialogues.ingest import WebhookResult, webhook_message_process
 from dialogues.models import Dialogue, Message
-from dialogues.services import dialogue_upsert, webhook_message_process
-from tests.support.receiver import Reply
+from dialogues.store import (
+    dialogue_reserve,
+    dialogues_collection,
+    due_later_make_now,
+    messages_collection,
+    reply_store,
+    utcnow,
+)
+from llm.client import HistoryItem, mock_llm_call
+from worker.tests.conftest import drain, worker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
+
+Drain = Callable[[], None]
 
 # What the recording backend saw, call by call.
 LLM_CALLS: list[list[HistoryItem]] = []
@@ -33,124 +45,106 @@ def _clear_calls() -> None:
     LLM_CALLS.clear()
 
 
-def process(channel, **fields):  # type: ignore[no-untyped-def]
+def process(channel, **fields) -> WebhookResult:  # type: ignore[no-untyped-def]
     values = {"chat_id": str(channel.pk), "text": "hello", "message_sender": "customer"}
     values.update(fields)
     return webhook_message_process(chat_bot=channel.chat_bot, **values)
 
 
-@override_settings(LLM_BACKEND="dialogues.tests.test_processing.recording_llm")
-def test_employee_message_reaches_the_llm_history_of_the_next_customer_message(channel) -> None:
+def user(text: str) -> HistoryItem:
+    return {"role": "USER", "text": text}
+
+
+def test_employee_message_reaches_the_llm_history_of_the_next_customer_message(channel, receiver, drain) -> None:
     process(channel, message_id="c-1", text="Is the blue one in stock?")
     process(channel, message_id="e-1", text="Yes, two left", message_sender="employee")
     process(channel, message_id="c-2", text="Great, I take one")
+    drain()
 
-    assert len(LLM_CALLS) == 2  # the employee message got no LLM call
-    assert LLM_CALLS[-1] == [
-        {"role": "USER", "text": "Is the blue one in stock?"},
-        {"role": "ASSISTANT", "text": "reply to Is the blue one in stock?"},
-        {"role": "EMPLOYEE", "text": "Yes, two left"},
-        {"role": "USER", "text": "Great, I take one"},
-    ]
+    first, second = (r.json["text"] for r in receiver.requests)
+    # The mock echoes its context: the first reply saw only its own message, not the
+    # employee's message stored after it; the second saw everything before it, in order.
+    assert first == mock_llm_call([user("Is the blue one in stock?")])
+    assert second == mock_llm_call(
+        [
+            user("Is the blue one in stock?"),
+            {"role": "ASSISTANT", "text": first},
+            {"role": "EMPLOYEE", "text": "Yes, two left"},
+            user("Great, I take one"),
+        ]
+    )
+    assert second.startswith("Echo (4 in context, ")
+    # The employee message got no reply of its own.
+    assert [r.json["in_reply_to"] for r in receiver.requests] == ["c-1", "c-2"]
 
 
 @override_settings(LLM_BACKEND="dialogues.tests.test_processing.recording_llm", LLM_CONTEXT_MESSAGES=3)
-def test_llm_sees_only_the_last_context_messages_oldest_first(channel) -> None:
+def test_llm_sees_only_the_last_context_messages_oldest_first(channel, drain) -> None:
     for number in range(1, 4):
         process(channel, message_id=f"m-{number}", text=f"question {number}")
+    drain()
 
+    assert len(LLM_CALLS) == 3
     assert LLM_CALLS[-1] == [
-        {"role": "USER", "text": "question 2"},
+        user("question 2"),
         {"role": "ASSISTANT", "text": "reply to question 2"},
-        {"role": "USER", "text": "question 3"},
+        user("question 3"),
     ]
 
 
-def test_history_is_per_dialogue(channel) -> None:
-    with override_settings(LLM_BACKEND="dialogues.tests.test_processing.recording_llm"):
-        process(channel, chat_id="alice", channel_id=str(channel.pk), message_id="a", text="from alice")
-        process(channel, chat_id="bob", channel_id=str(channel.pk), message_id="b", text="from bob")
-    assert LLM_CALLS[-1] == [{"role": "USER", "text": "from bob"}]
+@override_settings(LLM_BACKEND="dialogues.tests.test_processing.recording_llm")
+def test_history_is_per_dialogue(channel, drain) -> None:
+    process(channel, chat_id="alice", channel_id=str(channel.pk), message_id="a", text="from alice")
+    process(channel, chat_id="bob", channel_id=str(channel.pk), message_id="b", text="from bob")
+    drain()
+
+    assert sorted(LLM_CALLS, key=str) == [[user("from alice")], [user("from bob")]]
 
 
-def test_llm_error_leaves_the_message_stored_and_its_reply_pending(channel, receiver) -> None:
-    with override_settings(LLM_BACKEND="dialogues.tests.test_processing.failing_llm"):
-        result = process(channel, message_id="m-1")
+@override_settings(LLM_BACKEND="dialogues.tests.test_processing.failing_llm")
+def test_llm_error_leaves_the_message_stored_and_its_reply_pending(channel, receiver, drain) -> None:
+    result = process(channel, message_id="m-1")
+    drain()
 
     assert result.reply_pending is True
     assert result.replied is False
-    user = Message.objects.get()
-    assert user.role == Message.Role.USER
-    assert user.reply_state == Message.ReplyState.AWAITING
-    assert user.claimed_until is None  # released: a later run may take over at once
+    message = Message.objects.get()
+    assert message.role == Message.Role.USER
+    assert message.reply_state == Message.ReplyState.AWAITING
+    assert message.llm_attempts == 1
+    assert message.next_attempt_at is not None and message.next_attempt_at > utcnow()
+    assert "RuntimeError" in message.last_error
     assert receiver.requests == []
-    assert Dialogue.objects.get().message_count == 1
+    dialogue = dialogues_collection().find_one({"_id": message.dialogue_id})
+    # Due again at the retry, and held by no one meanwhile.
+    assert "work_due_at" in dialogue and "claim_until" not in dialogue
 
 
-def test_duplicate_resumes_a_reply_that_was_never_generated(channel, receiver) -> None:
+def test_duplicate_never_resumes_work_itself_the_worker_does(channel, receiver, drain) -> None:
     with override_settings(LLM_BACKEND="dialogues.tests.test_processing.failing_llm"):
         process(channel, message_id="m-1")
-    result = process(channel, message_id="m-1")
-
-    assert result.duplicate is True
-    assert result.resumed is True
-    assert result.replied is True
-    assert result.delivery == "delivered"
-    assert Message.objects.filter(role=Message.Role.USER).count() == 1
-    assert Message.objects.filter(role=Message.Role.ASSISTANT, in_reply_to="m-1").count() == 1
-    assert len(receiver.requests) == 1
-    assert Dialogue.objects.get().message_count == 2
-
-
-def test_duplicate_does_not_call_the_llm_while_the_original_is_generating(channel, receiver) -> None:
-    with override_settings(LLM_BACKEND="dialogues.tests.test_processing.failing_llm"):
-        process(channel, message_id="m-1")
-    # As if the original request were still waiting for the LLM: its lease is live.
-    Message.objects.filter(message_id="m-1").update(claimed_until=utcnow() + timedelta(seconds=30))
+        drain()
 
     with override_settings(LLM_BACKEND="dialogues.tests.test_processing.recording_llm"):
-        result = process(channel, message_id="m-1")
+        again = process(channel, message_id="m-1")
+        assert again.duplicate is True and again.resumed is False
+        assert again.reply_pending is True and again.replied is False
+        assert LLM_CALLS == []  # the duplicate called nothing
+        assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 0
 
-    assert result.duplicate is True and result.resumed is False and result.reply_pending is True
-    assert LLM_CALLS == []
-    assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 0
+        due_later_make_now()
+        drain()
 
-
-def test_duplicate_resumes_an_undelivered_reply_once_the_channel_is_back(channel, receiver) -> None:
-    receiver.default = Reply(status=500)
-    with override_settings(CHANNEL_MAX_RETRIES=0):
-        first = process(channel, message_id="m-1")
-    assert first.delivery == "queued"
-
-    receiver.default = Reply(status=200)
-    again = process(channel, message_id="m-1")
-    after = process(channel, message_id="m-1")
-
-    assert again.duplicate is True and again.resumed is True and again.delivery == "delivered"
-    assert after.duplicate is True and after.resumed is False and after.delivery == "delivered"
-    assert len(receiver.requests) == 2
-    assert receiver.requests[0].json == receiver.requests[1].json
-    reply = Message.objects.get(role=Message.Role.ASSISTANT)
-    assert reply.delivery_state == "delivered"
-    assert reply.delivery_attempts == 2
-
-
-def test_duplicate_does_not_redeliver_a_reply_someone_holds(channel, receiver) -> None:
-    receiver.default = Reply(status=500)
-    with override_settings(CHANNEL_MAX_RETRIES=0):
-        process(channel, message_id="m-1")
-    Message.objects.filter(role=Message.Role.ASSISTANT).update(claimed_until=utcnow() + timedelta(seconds=30))
-    receiver.default = Reply(status=200)
-
-    result = process(channel, message_id="m-1")
-
-    assert result.resumed is False and result.delivery == "queued"
-    assert len(receiver.requests) == 1
+    assert len(LLM_CALLS) == 1
+    assert Message.objects.filter(role=Message.Role.USER).count() == 1
+    assert Message.objects.filter(role=Message.Role.ASSISTANT, in_reply_to="m-1").count() == 1
+    assert [r.json["text"] for r in receiver.requests] == ["reply to hello"]
+    assert Dialogue.objects.get().message_count == 2
 
 
 def test_concurrent_first_messages_make_one_dialogue(channel) -> None:
     barrier = threading.Barrier(8)
-    ids: list[object] = []
+    slots: list[object] = []
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -158,8 +152,10 @@ def test_concurrent_first_messages_make_one_dialogue(channel) -> None:
 
         try:
             barrier.wait()
-            ids.append(
-                dialogue_upsert(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id="same").dialogue_id
+            slots.append(
+                dialogue_reserve(
+                    chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id="same", reserve=2, owes_work=True
+                )
             )
         except BaseException as exc:  # noqa: BLE001 - asserted below
             errors.append(exc)
@@ -173,13 +169,16 @@ def test_concurrent_first_messages_make_one_dialogue(channel) -> None:
         thread.join()
 
     assert errors == []
-    assert len(set(ids)) == 1
-    assert Dialogue.objects.filter(chat_id="same").count() == 1
+    assert len({slot.dialogue_id for slot in slots}) == 1  # type: ignore[attr-defined]
+    # Each caller got its own two positions, and each reservation was counted once.
+    assert sorted(slot.first_seq for slot in slots) == [1, 3, 5, 7, 9, 11, 13, 15]  # type: ignore[attr-defined]
+    dialogue = Dialogue.objects.get(chat_id="same")
+    assert dialogue.message_count == 16 and dialogue.last_seq == 16
 
 
-def test_concurrent_duplicates_store_one_copy_and_one_reply(channel, receiver) -> None:
+def test_concurrent_duplicates_store_one_copy_and_one_reply(channel, receiver, drain) -> None:
     barrier = threading.Barrier(10)
-    results: list[object] = []
+    results: list[WebhookResult] = []
 
     def run() -> None:
         from django.db import connection
@@ -197,13 +196,18 @@ def test_concurrent_duplicates_store_one_copy_and_one_reply(channel, receiver) -
         thread.join()
 
     assert len(results) == 10
-    assert sum(1 for r in results if not r.duplicate) == 1  # type: ignore[attr-defined]
+    assert sum(1 for r in results if not r.duplicate) == 1
+    assert all(r.reply_pending for r in results)  # each knows a reply is owed, none resumed work
     assert Message.objects.filter(message_id="same-id").count() == 1
+    assert Dialogue.objects.get().message_count == 2  # the duplicates' reservations were given back
+
+    drain()
+    drain()
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
-    assert len(receiver.wait_for(1, timeout=2)) == 1
+    assert [r.json["in_reply_to"] for r in receiver.requests] == ["same-id"]
 
 
-def test_a_dialogue_deleted_behind_the_id_cache_is_created_again(channel, receiver) -> None:
+def test_a_dialogue_deleted_behind_the_id_cache_is_created_again(channel, receiver, drain) -> None:
     """The process keeps dialogue ids; a dialogue deleted since (bot or channel cleanup, an
     operator in the admin) must not swallow the next message."""
     first = process(channel, message_id="m-1")
@@ -215,78 +219,114 @@ def test_a_dialogue_deleted_behind_the_id_cache_is_created_again(channel, receiv
     Dialogue.objects.filter(pk=first.dialogue_id).delete()
     third = process(channel, message_id="m-3")
 
-    assert third.dialogue_id != first.dialogue_id and third.replied
+    assert third.dialogue_id != first.dialogue_id and third.reply_pending
+    drain()
     dialogue = Dialogue.objects.get(chat_id=str(channel.pk))
     assert str(dialogue.pk) == third.dialogue_id
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert list(dialogue.messages.order_by("seq").values_list("message_id", "seq")) == [
         ("m-3", 1),
-        (third.reply_message_id, 2),
+        (reply.message_id, 2),
     ]
-    assert len(receiver.wait_for(3, timeout=2)) == 3
+    assert [r.json["in_reply_to"] for r in receiver.requests] == ["m-3"]
 
 
-def test_other_channel_of_the_same_bot_keeps_its_own_dialogue(channel, receiver) -> None:
+def test_other_channel_of_the_same_bot_keeps_its_own_dialogue(channel, receiver, drain) -> None:
     second = ChannelFactory(chat_bot=channel.chat_bot, url=receiver.url)
     process(channel, message_id="m-1")
     process(second, message_id="m-1")
+    drain()
     assert Dialogue.objects.count() == 2
-    assert {r.json["chat_id"] for r in receiver.requests} == {str(channel.pk), str(second.pk)}
+    assert sorted(r.json["chat_id"] for r in receiver.requests) == sorted([str(channel.pk), str(second.pk)])
 
 
-@pytest.mark.django_db(transaction=True)
-def test_history_is_a_bounded_read_by_position_in_a_long_dialogue() -> None:
-    """The LLM context of a message in a long dialogue comes from the (dialogue, seq) range,
-    not a scan of the dialogue, and keeps the order of positions."""
-    from django.db import connection
-
-    from dialogues.services import dialogue_history
-
-    channel = ChannelFactory()
-    slot = dialogue_upsert(
-        chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk), reserve=3000
+@pytest.mark.parametrize("gap_every", [10, 3])
+def test_llm_context_in_a_long_dialogue_is_its_latest_messages_by_position(
+    channel, receiver, drain: Drain, gap_every: int
+) -> None:
+    """A long dialogue that the worker has long settled: the next reply's context is the
+    latest LLM_CONTEXT_MESSAGES messages by position (not by time, not a scan of the
+    dialogue), skipping the positions that stayed empty (duplicates', ungenerated replies')."""
+    slot = dialogue_reserve(
+        chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk), reserve=3000, owes_work=False
     )
+    newest_first = utcnow()
     docs = [
-        {
-            "dialogue_id": slot.dialogue_id,
-            "chat_bot_id": channel.chat_bot_id,
-            "channel_id": channel.pk,
-            "message_id": f"m{seq}",
-            "role": "USER" if seq % 2 else "ASSISTANT",
-            "text": f"text {seq}",
-            "seq": seq,
-        }
-        # Every third position is a gap (a duplicate's or an ungenerated reply's).
+        message_document(
+            dialogue_id=slot.dialogue_id,
+            chat_bot_id=channel.chat_bot_id,
+            channel_id=channel.pk,
+            message_id=f"m{seq}",
+            role="USER" if seq % 2 else "ASSISTANT",
+            text=f"text {seq}",
+            # Times run backwards: the position, not the time, orders the context.
+            created_at=newest_first - timedelta(seconds=seq),
+            seq=seq,
+            reply_state="replied" if seq % 2 else "",
+            delivery_state=None if seq % 2 else "delivered",
+        )
         for seq in range(1, 3001)
-        if seq % 3
+        if seq % gap_every
     ]
-    connection.get_collection("dialogues_message").insert_many(docs)
-    last = connection.get_collection("dialogues_message").find_one({"message_id": "m2999"})
+    messages_collection().insert_many(docs)
+    dialogues_collection().update_one({"_id": slot.dialogue_id}, {"$set": {"done_seq": 3000}})
 
-    history = dialogue_history(dialogue_id=slot.dialogue_id, last_id=last["_id"], last_seq=2999, limit=20)
+    process(channel, message_id="next", text="and now?")
+    drain()
 
-    expected = [seq for seq in range(1, 3000) if seq % 3][-20:]
-    assert [item["text"] for item in history] == [f"text {seq}" for seq in expected]
+    earlier = [seq for seq in range(1, 3001) if seq % gap_every][-19:]
+    expected: list[HistoryItem] = [
+        {"role": "USER" if seq % 2 else "ASSISTANT", "text": f"text {seq}"} for seq in earlier
+    ] + [user("and now?")]
+    [received] = receiver.requests
+    assert received.json["in_reply_to"] == "next"
+    assert received.json["text"] == mock_llm_call(expected)
 
 
-@override_settings(LLM_BACKEND="dialogues.tests.test_processing.recording_llm")
-def test_reply_stored_by_another_worker_is_not_stored_twice(channel) -> None:
+def test_a_channel_that_sends_everything_twice_does_not_shorten_the_llm_context(
+    channel, receiver, drain: Drain
+) -> None:
+    """Each duplicate leaves its two reserved positions empty; the context still holds the
+    latest LLM_CONTEXT_MESSAGES messages."""
+    for number in range(12):
+        process(channel, message_id=f"m-{number}", text=f"question {number}")
+        process(channel, message_id=f"m-{number}", text=f"question {number}")
+        drain()
+
+    texts = [r.json["text"] for r in receiver.requests]
+    assert len(texts) == 12
+    # 11 earlier questions and their replies, then the last question: the latest 20 of 23.
+    assert texts[-1].startswith("Echo (20 in context, "), texts[-1]
+
+
+def test_reply_stored_by_another_worker_is_not_stored_twice(channel, receiver, drain) -> None:
     """A worker whose lease expired comes back after another one stored the reply: the unique
     (dialogue, in_reply_to) index keeps one reply, and the message is still marked replied."""
-    from django.db import connection
+    result = process(channel, message_id="c-1", text="hello")
+    customer = messages_collection().find_one({"message_id": "c-1"})
 
-    from dialogues.services import reply_generate
+    def reply_document(text: str) -> dict:  # type: ignore[type-arg]
+        return message_document(
+            dialogue_id=customer["dialogue_id"],
+            chat_bot_id=channel.chat_bot_id,
+            channel_id=channel.pk,
+            message_id=str(uuid.uuid4()),
+            role="ASSISTANT",
+            text=text,
+            created_at=utcnow(),
+            in_reply_to="c-1",
+            seq=customer["seq"] + 1,
+            delivery_state="pending",
+        )
 
-    with override_settings(LLM_BACKEND="dialogues.tests.test_processing.failing_llm"):
-        result = process(channel, message_id="c-1", text="hello")
-    assert result.reply_pending
-    messages = connection.get_collection("dialogues_message")
-    user = messages.find_one({"message_id": "c-1"})
-    first = reply_generate(user_message=user, channel=channel, reply_counted=False)
-    assert first.reply is not None
+    assert reply_store(reply=reply_document("the first worker's reply"), user_message_id=customer["_id"]) is True
+    assert reply_store(reply=reply_document("the late worker's reply"), user_message_id=customer["_id"]) is False
 
-    second = reply_generate(user_message=user, channel=channel, reply_counted=False)
-
-    assert second.reply is None and second.existing
     assert Message.objects.filter(role="ASSISTANT", in_reply_to="c-1").count() == 1
-    assert messages.find_one({"message_id": "c-1"})["reply_state"] == "replied"
+    assert messages_collection().find_one({"_id": customer["_id"]})["reply_state"] == "replied"
+    assert str(Dialogue.objects.get().pk) == result.dialogue_id
     assert Dialogue.objects.get().message_count == 2
+
+    drain()  # the worker delivers the stored reply and generates no other
+    assert [r.json["text"] for r in receiver.requests] == ["the first worker's reply"]
+    assert Message.objects.filter(role="ASSISTANT").count() == 1

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import pytest
 from bson import ObjectId
@@ -11,46 +13,68 @@ from channels_app.services import channel_set_active
 from channels_app.tests.factories import ChannelFactory
 from chatbots.services import chatbot_rotate_secret
 from chatbots.tests.factories import ChatBotFactory
+from core.caching import lookup_caches_clear
 from dialogues.models import Dialogue, Message
 from dialogues.tests.conftest import WEBHOOK_URL, customer_message
 from tests.support.receiver import Reply
+from worker.tests.conftest import drain, worker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
+Drain = Callable[[], None]
 
-def test_customer_message_is_stored_answered_and_delivered(channel, post_webhook, receiver) -> None:
+
+def test_customer_message_is_stored_and_acknowledged_at_once(channel, post_webhook, receiver) -> None:
     response = post_webhook(customer_message(channel, message_id="m-42", text="Where is my order?"))
 
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["status"] == "Message processed successfully"
-    assert body["message_id"] == "m-42"
-    assert body["duplicate"] is False
-    assert body["replied"] is True
-    assert body["delivery"] == "delivered"
-
-    user = Message.objects.get(message_id="m-42")
+    dialogue = Dialogue.objects.get()
+    assert body == {
+        "status": "Message processed successfully",
+        "message_id": "m-42",
+        "dialogue_id": str(dialogue.pk),
+        "duplicate": False,
+        "ignored": False,
+        "replied": False,
+        "reply_pending": True,
+        "reply_message_id": None,
+        "delivery": None,
+        "resumed": False,
+    }
+    user = Message.objects.get()
+    assert user.message_id == "m-42"
     assert user.role == Message.Role.USER
     assert user.text == "Where is my order?"
+    assert user.reply_state == Message.ReplyState.AWAITING
+    assert dialogue.chat_id == str(channel.pk)
+    # The customer message and its reply's position are counted at once.
+    assert dialogue.message_count == 2
+    assert dialogue.last_message_at is not None
+    assert receiver.requests == []  # the worker delivers, not the webhook
+
+
+def test_the_worker_delivers_the_reply_to_the_channel(channel, post_webhook, receiver, drain: Drain) -> None:
+    body = post_webhook(customer_message(channel, message_id="m-42", text="Where is my order?")).json()
+    drain()
+
+    user = Message.objects.get(message_id="m-42")
     assert user.reply_state == Message.ReplyState.REPLIED
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert reply.in_reply_to == "m-42"
-    assert reply.message_id == body["reply_message_id"]
+    assert str(reply.dialogue_id) == body["dialogue_id"]
     assert reply.delivery_state == "delivered"
     assert reply.delivery_attempts == 1
     assert reply.last_status_code == 200
     assert reply.delivered_at is not None
     assert reply.claimed_until is None
-
-    dialogue = Dialogue.objects.get()
-    assert dialogue.chat_id == str(channel.pk)
-    assert dialogue.message_count == 2
-    assert dialogue.last_message_at is not None
+    assert Dialogue.objects.get().message_count == 2
 
     [received] = receiver.requests
     assert received.path == "/hook"
     assert received.headers["x-chat_auth_token"] == f"Bearer {channel.settings.token}"
     assert received.headers["content-type"] == "application/json"
+    assert received.headers["webhook-id"] == reply.message_id
     assert received.json == {
         "message_id": reply.message_id,
         "role": "ASSISTANT",
@@ -60,6 +84,22 @@ def test_customer_message_is_stored_answered_and_delivered(channel, post_webhook
     }
     channel.refresh_from_db()
     assert channel.last_delivery_state == "delivered"
+
+
+def test_webhook_latency_does_not_depend_on_the_channel(channel, post_webhook, receiver, drain: Drain) -> None:
+    receiver.default = Reply(delay_s=2.0)
+    started = time.monotonic()
+    response = post_webhook(customer_message(channel, message_id="m-slow"))
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert response.json()["reply_pending"] is True
+    assert elapsed < 0.5, f"the webhook took {elapsed:.2f} s with a channel that takes 2 s"
+
+    drain()
+    [received] = receiver.requests
+    assert received.json["in_reply_to"] == "m-slow"
+    assert Message.objects.get(role=Message.Role.ASSISTANT).delivery_state == "delivered"
 
 
 def test_missing_message_id_gets_a_uuid4(channel, post_webhook) -> None:
@@ -76,27 +116,41 @@ def test_missing_message_id_gets_a_uuid4(channel, post_webhook) -> None:
     assert Message.objects.filter(role=Message.Role.USER).count() == 2
 
 
-def test_duplicate_is_answered_200_and_stores_nothing(channel, post_webhook, receiver) -> None:
+def test_duplicate_is_answered_200_and_stores_nothing(channel, post_webhook, receiver, drain: Drain) -> None:
     assert post_webhook(customer_message(channel)).status_code == 200
-    response = post_webhook(customer_message(channel, text="changed text"))
+    early = post_webhook(customer_message(channel, text="changed text"))
 
-    assert response.status_code == 200
-    body = response.json()
+    assert early.status_code == 200
+    assert early.json()["duplicate"] is True
+    assert early.json()["resumed"] is False
+    assert early.json()["reply_pending"] is True and early.json()["replied"] is False
+
+    drain()
+    late = post_webhook(customer_message(channel, text="changed again"))
+    drain()
+
+    assert late.status_code == 200
+    body = late.json()
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert body["duplicate"] is True
     assert body["resumed"] is False
+    assert body["replied"] is True and body["reply_pending"] is False
     assert body["delivery"] == "delivered"
-    assert Message.objects.filter(role=Message.Role.USER).count() == 1
+    assert body["reply_message_id"] == reply.message_id
+    assert Message.objects.get(role=Message.Role.USER).text == "Hello there"
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
     assert Dialogue.objects.get().message_count == 2
     assert len(receiver.requests) == 1
 
 
-def test_employee_message_is_stored_without_reply(channel, post_webhook, receiver) -> None:
+def test_employee_message_is_stored_without_reply(channel, post_webhook, receiver, drain: Drain) -> None:
     response = post_webhook(customer_message(channel, message_id="e-1", message_sender="employee", text="Hi, Ann here"))
 
     assert response.status_code == 200
     assert response.json()["ignored"] is True
     assert response.json()["replied"] is False
+    assert response.json()["reply_pending"] is False
+    drain()
     message = Message.objects.get()
     assert message.role == Message.Role.EMPLOYEE
     assert message.reply_state == ""
@@ -154,9 +208,7 @@ def test_rotated_secret_stops_working_within_the_cache_ttl(channel, bot, post_we
     assert post_webhook(customer_message(channel), secret=old).status_code == 200
     new = chatbot_rotate_secret(chat_bot=bot)
     with override_settings(AUTH_CACHE_TTL_S=0):
-        from dialogues.services import webhook_caches_clear
-
-        webhook_caches_clear()
+        lookup_caches_clear()
         assert post_webhook(customer_message(channel, message_id="m-2"), secret=old).status_code == 401
         assert post_webhook(customer_message(channel, message_id="m-3"), secret=new).status_code == 200
 
@@ -263,12 +315,13 @@ def test_unknown_channel_is_404(channel, post_webhook, receiver, chat_id) -> Non
     assert receiver.requests == []
 
 
-def test_another_bots_channel_is_404_and_never_posted_to(channel, post_webhook, receiver) -> None:
+def test_another_bots_channel_is_404_and_never_posted_to(channel, post_webhook, receiver, drain: Drain) -> None:
     other_bot = ChatBotFactory()
     other_channel = ChannelFactory(chat_bot=other_bot, url=receiver.url)
 
     as_chat_id = post_webhook(customer_message(other_channel))
     as_channel_id = post_webhook(customer_message(channel, chat_id="c-1", channel_id=str(other_channel.pk)))
+    drain()
 
     assert as_chat_id.status_code == as_channel_id.status_code == 404
     assert Message.objects.count() == 0
@@ -288,43 +341,49 @@ def test_deactivation_takes_effect_once_the_cache_expires(channel, post_webhook)
     assert post_webhook(customer_message(channel)).status_code == 200
     channel_set_active(channel=channel, is_active=False)
     with override_settings(AUTH_CACHE_TTL_S=0):
-        from dialogues.services import webhook_caches_clear
-
-        webhook_caches_clear()
+        lookup_caches_clear()
         assert post_webhook(customer_message(channel, message_id="m-2")).status_code == 409
 
 
-def test_channel_failure_still_answers_200_and_queues_the_reply(channel, post_webhook, receiver) -> None:
+def test_channel_failure_queues_the_reply_and_a_duplicate_reports_it_queued(
+    channel, post_webhook, receiver, drain: Drain
+) -> None:
     receiver.default = Reply(status=503)
-    with override_settings(CHANNEL_MAX_RETRIES=2, CHANNEL_RETRY_AFTER_CAP_S=0):
-        response = post_webhook(customer_message(channel))
+    response = post_webhook(customer_message(channel))
     assert response.status_code == 200
-    assert response.json()["replied"] is True
-    assert response.json()["delivery"] == "queued"
+    assert response.json()["reply_pending"] is True
+
+    drain()
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert reply.delivery_state == "failed"
-    assert reply.delivery_attempts == 3
+    assert reply.delivery_attempts == 1  # one attempt per claim; the worker retries later
     assert reply.last_status_code == 503
     assert reply.next_attempt_at is not None
     assert reply.claimed_until is None
-    assert len(receiver.requests) == 3
+    assert len(receiver.requests) == 1
+
+    again = post_webhook(customer_message(channel)).json()
+    assert again["duplicate"] is True and again["replied"] is True
+    assert again["delivery"] == "queued" and again["reply_message_id"] == reply.message_id
 
 
-def test_database_outage_is_503_json(channel, post_webhook, monkeypatch) -> None:
+@pytest.mark.parametrize("failing", ["dialogue_reserve", "message_insert"])
+def test_database_outage_is_503_json(channel, post_webhook, monkeypatch, failing) -> None:
     from pymongo.errors import ServerSelectionTimeoutError
 
-    import dialogues.services as services
+    import dialogues.ingest as ingest
 
-    def unavailable(**kwargs):  # type: ignore[no-untyped-def]
+    def unavailable(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise ServerSelectionTimeoutError("no servers")
 
-    monkeypatch.setattr(services, "dialogue_upsert", unavailable)
+    monkeypatch.setattr(ingest, failing, unavailable)
     response = post_webhook(customer_message(channel))
     assert response.status_code == 503
     assert response.json() == {"detail": "Database unavailable, try again later"}
+    assert Message.objects.count() == 0
 
 
-def test_one_structured_log_line_without_secrets_or_text(channel, bot, post_webhook, caplog) -> None:
+def test_one_structured_log_line_without_secrets_or_text(channel, bot, post_webhook, caplog, drain: Drain) -> None:
     caplog.set_level(logging.DEBUG)
     post_webhook(customer_message(channel, message_id="m-log", text="very private words"))
 
@@ -336,11 +395,14 @@ def test_one_structured_log_line_without_secrets_or_text(channel, bot, post_webh
     assert line.channel == str(channel.pk)
     assert line.chat_id == str(channel.pk)
     assert line.message_id == "m-log"
-    assert line.outcome == "replied_delivered"
+    assert line.outcome == "reply_pending"
     assert line.duration_ms >= 0
+
+    drain()  # the worker's lines too: the LLM call and the delivery
+    assert Message.objects.get(role=Message.Role.ASSISTANT).delivery_state == "delivered"
     attempts = [r for r in caplog.records if r.getMessage() == "delivery attempt"]
     assert len(attempts) == 1
-    assert attempts[0].status_code == 200 and attempts[0].attempt == 1 and attempts[0].latency_ms >= 0
+    assert attempts[0].status_code == 200 and attempts[0].ok is True and attempts[0].latency_ms >= 0
     for record in caplog.records:
         if record.levelno >= logging.INFO:
             dumped = record.getMessage() + " " + repr(vars(record))

@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from dialogues.models import Message
-from tests.support.live_server import LiveServer
+from tests.support.live_server import LiveServer, WorkerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -36,7 +37,19 @@ def raw_post(server: LiveServer, headers: list[tuple[str, str]], body: bytes) ->
     return status, json.loads(payload)
 
 
-def test_seed_header_with_underscores_reaches_the_app(live_server_process: LiveServer, receiver) -> None:
+@pytest.fixture
+def worker_process(live_server_process: LiveServer) -> Iterator[WorkerProcess]:
+    """`manage.py run_worker` beside the session's gunicorn, as `make run` starts it."""
+    worker = WorkerProcess(env=live_server_process.env(), name="e2e").start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def test_seed_header_with_underscores_reaches_the_app(
+    live_server_process: LiveServer, worker_process: WorkerProcess, receiver
+) -> None:
     bot = ChatBotFactory()
     channel = ChannelFactory(chat_bot=bot, url=receiver.url)
     body = json.dumps({"message_id": "raw-1", "chat_id": str(channel.pk), "text": "hi", "message_sender": "customer"})
@@ -47,8 +60,8 @@ def test_seed_header_with_underscores_reaches_the_app(live_server_process: LiveS
 
     assert status == 200, answer
     assert answer["status"] == "Message processed successfully"
-    assert answer["delivery"] == "delivered"
-    [received] = receiver.wait_for(1)
+    assert answer["reply_pending"] is True and answer["delivery"] is None
+    [received] = receiver.wait_for(1, timeout=20)
     assert received.headers["x-chat_auth_token"] == f"Bearer {channel.settings.token}"
     assert received.json["in_reply_to"] == "raw-1"
 
@@ -77,7 +90,7 @@ def test_http_client_with_the_seed_header(live_server_process: LiveServer, recei
 
 
 def test_twenty_identical_requests_at_once_store_one_copy_and_post_once(
-    live_server_process: LiveServer, receiver
+    live_server_process: LiveServer, worker_process: WorkerProcess, receiver
 ) -> None:
     bot = ChatBotFactory()
     channel = ChannelFactory(chat_bot=bot, url=receiver.url)
@@ -103,11 +116,15 @@ def test_twenty_identical_requests_at_once_store_one_copy_and_post_once(
 
     assert all(isinstance(r, tuple) and r[0] == 200 for r in results), results
     assert sum(1 for _, answer in results if not answer["duplicate"]) == 1
+    assert all(answer["resumed"] is False for _, answer in results)
     assert Message.objects.filter(message_id="dup-1").count() == 1
-    assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
+    assert len(receiver.wait_for(1, timeout=20)) == 1
     receiver.wait_for(2, timeout=1.0)  # give a wrongful second POST the chance to show up
     assert len(receiver.requests) == 1
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert receiver.requests[0].json["in_reply_to"] == "dup-1"
+    assert receiver.requests[0].headers["webhook-id"] == reply.message_id
+    assert reply.delivery_state == "delivered"
 
 
 def test_chunked_body_is_read_through_the_server(live_server_process: LiveServer, receiver) -> None:
@@ -129,5 +146,5 @@ def test_chunked_body_is_read_through_the_server(live_server_process: LiveServer
     connection.close()
 
     assert response.status == 200, answer
-    assert answer["delivery"] == "delivered"
-    assert Message.objects.filter(message_id="chunked-1").count() == 1
+    assert answer["message_id"] == "chunked-1" and answer["reply_pending"] is True
+    assert Message.objects.get(message_id="chunked-1").text == "hi"

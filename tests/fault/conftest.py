@@ -2,7 +2,8 @@
 
 `fault_server` is that process on the test database, with short channel timeouts (so a
 channel that hangs costs the suite half a second, not ten) and debug logging with the
-access log on (so the secrets test sees everything the app could write)."""
+access log on (so the secrets test sees everything the app could write). It runs no worker:
+a test that needs replies generated and delivered runs one itself."""
 
 from __future__ import annotations
 
@@ -34,8 +35,7 @@ def fault_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:  #
         env={
             "LOG_LEVEL": "debug",
             "CHANNEL_CONNECT_TIMEOUT_S": "0.5",
-            "CHANNEL_READ_TIMEOUT_S": "0.5",
-            "CHANNEL_RETRY_BUDGET_S": "1.0",
+            "CHANNEL_ATTEMPT_TIMEOUT_S": "0.5",
         },
     )
     # gunicorn's command line (built in this process) reads the access-log switch from here.

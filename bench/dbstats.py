@@ -1,0 +1,127 @@
+"""What the database server did, read from the server itself: nothing in the app is wrapped.
+
+`serverStatus().opcounters` gives totals by type; the `top` command gives counts and
+server-side time by collection and type, which tells the webhook's writes from the worker's.
+On secantusd 0.7.0b3 (checked by hand): `top` counts a findAndModify under `commands` of its
+collection (opcounters count it under `update`), a find under `queries`, an insert or update
+under `insert` / `update`; a bulk write of one insert and one update counts one of each.
+Commands that name no collection (hello, ping, endSessions, serverStatus) appear only in
+opcounters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import MongoClient
+
+# Short names for the collections the pipeline touches.
+COLLECTIONS = {
+    "dialogues_dialogue": "dialogues",
+    "dialogues_message": "messages",
+    "channels_app_channel": "channels",
+    "chatbots_chatbot": "bots",
+}
+TOP_TYPES = {"queries": "find", "insert": "insert", "update": "update", "commands": "command", "getmore": "getmore",
+             "remove": "delete"}  # fmt: skip
+
+
+@dataclass
+class DbSnapshot:
+    opcounters: dict[str, int]
+    # (collection, type) -> (count, microseconds)
+    top: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+
+class DbCounters:
+    """Snapshots of the server's counters through a client of its own."""
+
+    def __init__(self, url: str, db_name: str):
+        self.client: MongoClient = MongoClient(url)
+        self.db_name = db_name
+        # What taking one snapshot adds to the counters itself, subtracted from every diff.
+        self.overhead: dict[str, int] = {}
+        first = self.snapshot()
+        second = self.snapshot()
+        self.overhead = {k: second.opcounters[k] - first.opcounters[k] for k in first.opcounters}
+
+    def snapshot(self) -> DbSnapshot:
+        status = self.client.admin.command("serverStatus")
+        top = self.client.admin.command("top")["totals"]
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
+        for ns, stats in top.items():
+            db, _, coll = ns.partition(".")
+            if db != self.db_name or not isinstance(stats, dict):
+                continue
+            name = COLLECTIONS.get(coll, coll)
+            for kind, label in TOP_TYPES.items():
+                entry = stats.get(kind) or {}
+                if entry.get("count"):
+                    counts[(name, label)] = (int(entry["count"]), int(entry.get("time") or 0))
+        return DbSnapshot(opcounters={k: int(v) for k, v in status["opcounters"].items()}, top=counts)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class DbDelta:
+    opcounters: dict[str, int] = field(default_factory=dict)
+    top: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, before: DbSnapshot, after: DbSnapshot, overhead: dict[str, int]) -> None:
+        for key, value in after.opcounters.items():
+            delta = value - before.opcounters.get(key, 0) - overhead.get(key, 0)
+            self.opcounters[key] = self.opcounters.get(key, 0) + delta
+        for where, (count, micros) in after.top.items():
+            was_count, was_micros = before.top.get(where, (0, 0))
+            have_count, have_micros = self.top.get(where, (0, 0))
+            self.top[where] = (have_count + count - was_count, have_micros + micros - was_micros)
+
+    def per_message(self, messages: int) -> dict[str, Any]:
+        """Operations and server milliseconds per message, by collection and type."""
+        ops = {
+            f"{coll}.{kind}": round(count / messages, 2)
+            for (coll, kind), (count, _) in sorted(self.top.items())
+            if count
+        }
+        ms = {
+            f"{coll}.{kind}": round(micros / 1000 / messages, 3)
+            for (coll, kind), (count, micros) in sorted(self.top.items())
+            if count
+        }
+        named_commands = sum(count for (_, kind), (count, _) in self.top.items() if kind == "command")
+        return {
+            "ops": ops,
+            "ops_total": round(sum(c for c, _ in self.top.values()) / messages, 2),
+            "server_ms": ms,
+            "server_ms_total": round(sum(m for _, m in self.top.values()) / 1000 / messages, 3),
+            "opcounters": {k: round(v / messages, 2) for k, v in self.opcounters.items()},
+            # Commands on no collection: connection handshakes, pings, session ends.
+            "other_commands": round(max(0, self.opcounters.get("command", 0) - named_commands) / messages, 3),
+        }
+
+    def count(self, coll: str, kind: str) -> int:
+        return self.top.get((coll, kind), (0, 0))[0]
+
+
+def empty_polls(delta: DbDelta, *, messages: int, wall_s: float, claims_by_other: int = 0) -> dict[str, float]:
+    """The worker's claims that found nothing, estimated from the counters.
+
+    findAndModify on dialogues = one reservation per message (the webhook) + one claim per
+    pass of the worker over a dialogue (its first pass; each further pass renews the claim,
+    also a findAndModify) + the claims that found nothing. Each pass reads one window of
+    messages (one find on messages). So empty = dialogues.command - messages - messages.find,
+    give or take the worker's housekeeping (a sweep of owed messages every 10 s, also a find
+    on messages)."""
+    fam = delta.count("dialogues", "command")
+    passes = delta.count("messages", "find")
+    empty = max(0, fam - messages - passes - claims_by_other)
+    return {
+        "passes": passes,
+        "passes_per_message": round(passes / messages, 3) if messages else 0.0,
+        "empty_polls": empty,
+        "empty_polls_per_s": round(empty / wall_s, 1) if wall_s else 0.0,
+        "empty_polls_per_message": round(empty / messages, 3) if messages else 0.0,
+    }

@@ -1,0 +1,201 @@
+"""Ingest: what the webhook does with a validated message. It authenticates, stores the
+message (the unique index decides duplicates), records that a reply is owed, and answers.
+It never waits for the LLM or a channel: the worker (`manage.py run_worker`) generates and
+delivers the reply. Two round trips for a customer message: the dialogue's reservation
+(which also marks it due for the worker) and the message insert.
+
+Nothing half-written stays behind: a message is stored with its reply owed in one insert,
+or not stored (and the request answered 503), in which case the channel's retry stores it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from django.conf import settings
+
+from channels_app.models import Channel, DeliveryState
+from chatbots.models import ChatBot
+from chatbots.services import chatbot_authenticate
+from core.caching import LookupCache
+from core.errors import Conflict, NotFound
+from core.tokens import hash_secret
+from dialogues.documents import message_document
+from dialogues.models import Message
+from dialogues.store import (
+    dialogue_count_adjust,
+    dialogue_reserve,
+    message_find,
+    message_insert,
+    reply_find,
+    utcnow,
+)
+
+SENDER_CUSTOMER = "customer"
+SENDER_EMPLOYEE = "employee"
+# How often a webhook that waits for its outcome (WEBHOOK_REPLY_WAIT_MS) looks again.
+WAIT_POLL_S = 0.02
+
+_bots_by_secret_hash = LookupCache()
+_channels_by_id = LookupCache()
+
+
+def webhook_bot_authenticate(*, secret: str) -> ChatBot | None:
+    """`chatbot_authenticate`, cached by the secret's hash (never the secret itself)."""
+    if not secret:
+        return None
+    return _bots_by_secret_hash.get_or_load(hash_secret(secret), lambda: chatbot_authenticate(secret=secret))
+
+
+def channel_cached(channel_id: ObjectId) -> Channel | None:
+    """The channel, read at most once per AUTH_CACHE_TTL_S per process."""
+    return _channels_by_id.get_or_load(str(channel_id), lambda: Channel.objects.filter(pk=channel_id).first())
+
+
+def webhook_channel_resolve(*, chat_bot: ChatBot, channel_ref: str) -> Channel:
+    """The bot's channel named by `channel_ref`. Another bot's channel is as unknown as a
+    missing one (404), so ids of other tenants cannot be probed."""
+    try:
+        channel_id = ObjectId(channel_ref)
+    except (InvalidId, TypeError):
+        raise NotFound("Channel not found") from None
+    channel = channel_cached(channel_id)
+    if channel is None or channel.chat_bot_id != chat_bot.pk:
+        raise NotFound("Channel not found")
+    if not channel.is_active:
+        raise Conflict("Channel is inactive")
+    return channel
+
+
+@dataclass
+class WebhookResult:
+    message_id: str
+    dialogue_id: str
+    duplicate: bool = False
+    # Stored, and no reply is expected (employee messages, duplicates with nothing owed).
+    ignored: bool = False
+    # A reply exists for this message.
+    replied: bool = False
+    # A reply is owed and not generated yet: the worker is on it.
+    reply_pending: bool = False
+    reply_message_id: str | None = None
+    # "delivered", "queued" (owed to the channel), "dead", or None when there is no reply.
+    delivery: str | None = None
+    # Kept for the existing contract; the worker, not a duplicate, resumes unfinished work.
+    resumed: bool = False
+
+    @property
+    def outcome(self) -> str:
+        if self.duplicate:
+            return "duplicate"
+        if self.ignored:
+            return "stored_no_reply"
+        if self.reply_pending:
+            return "reply_pending"
+        return f"replied_{self.delivery}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def delivery_label(state: str | None) -> str | None:
+    if state is None:
+        return None
+    if state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.PARKED):
+        return "queued"
+    return str(state)
+
+
+def webhook_message_process(
+    *,
+    chat_bot: ChatBot,
+    chat_id: str,
+    text: str,
+    message_sender: str,
+    message_id: str | None = None,
+    channel_id: str | None = None,
+) -> WebhookResult:
+    """Stores one validated webhook message for an authenticated bot.
+
+    Without `channel_id`, `chat_id` is the channel's id (the existing contract); with it,
+    `chat_id` names a conversation inside that channel. Raises NotFound (404) for a channel
+    that does not exist or is another bot's, Conflict (409) for an inactive one. Database
+    errors propagate (the view answers 503), so nothing is acknowledged unless stored."""
+    channel = webhook_channel_resolve(chat_bot=chat_bot, channel_ref=channel_id if channel_id is not None else chat_id)
+    message_id = message_id or str(uuid.uuid4())
+    is_customer = message_sender == SENDER_CUSTOMER
+    # A customer message reserves its own position and its reply's.
+    reserve = 2 if is_customer else 1
+    slot = dialogue_reserve(
+        chat_bot_id=chat_bot.pk, channel_id=channel.pk, chat_id=chat_id, reserve=reserve, owes_work=is_customer
+    )
+    result = WebhookResult(message_id=message_id, dialogue_id=str(slot.dialogue_id))
+    doc = message_document(
+        dialogue_id=slot.dialogue_id,
+        chat_bot_id=channel.chat_bot_id,
+        channel_id=channel.pk,
+        message_id=message_id,
+        role=(Message.Role.USER if is_customer else Message.Role.EMPLOYEE).value,
+        text=text,
+        created_at=utcnow(),
+        seq=slot.first_seq,
+        reply_state=Message.ReplyState.AWAITING.value if is_customer else "",
+    )
+    if not message_insert(doc):
+        result.duplicate = True
+        # Nothing new was stored: give back what the reservation counted for this message.
+        voids = list(range(slot.first_seq, slot.first_seq + reserve)) if slot.first_seq is not None else None
+        dialogue_count_adjust(dialogue_id=slot.dialogue_id, added=-reserve, voids=voids)
+        return _known_state(result, dialogue_id=slot.dialogue_id)
+    if not is_customer:
+        # Employee messages are context for the LLM later, never answered themselves.
+        result.ignored = True
+        return result
+    result.reply_pending = True
+    wait_ms = settings.WEBHOOK_REPLY_WAIT_MS
+    if wait_ms:
+        _wait_for_outcome(result, dialogue_id=slot.dialogue_id, deadline=time.monotonic() + wait_ms / 1000)
+    return result
+
+
+def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResult:
+    """What is known of a message already stored: a duplicate says where its original is."""
+    original = message_find(dialogue_id=dialogue_id, message_id=result.message_id)
+    if original is None or original["role"] != Message.Role.USER:
+        result.ignored = True
+        return result
+    if original.get("reply_state") == Message.ReplyState.AWAITING:
+        result.reply_pending = True
+        return result
+    _reply_state(result, dialogue_id=dialogue_id)
+    if not result.replied:
+        result.ignored = True
+    return result
+
+
+def _reply_state(result: WebhookResult, *, dialogue_id: ObjectId) -> None:
+    reply = reply_find(dialogue_id=dialogue_id, in_reply_to=result.message_id)
+    if reply is None:
+        return
+    result.replied = True
+    result.reply_pending = False
+    result.reply_message_id = reply["message_id"]
+    result.delivery = delivery_label(reply.get("delivery_state"))
+
+
+def _wait_for_outcome(result: WebhookResult, *, dialogue_id: ObjectId, deadline: float) -> None:
+    """WEBHOOK_REPLY_WAIT_MS: look for the reply until it is delivered (or dead) or the wait
+    is over, then answer with what is known. Never longer than the wait."""
+    while True:
+        _reply_state(result, dialogue_id=dialogue_id)
+        if result.delivery in ("delivered", "dead"):
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(WAIT_POLL_S, remaining))

@@ -1,0 +1,549 @@
+"""Raw collection access for the reply pipeline: what the webhook writes and what the worker
+claims, reads and records. Every rule two processes could race on rests on a unique index or
+a single-document atomic update (MongoDB has no cross-document transactions here):
+
+- one dialogue per (bot, channel, chat_id): the unique index; the first message creates it;
+- one copy per (dialogue, message_id): the insert decides, a DuplicateKeyError is a duplicate;
+- one reply per customer message: the unique (dialogue, in_reply_to) index on replies;
+- one worker per dialogue at a time: a lease (`claim_until`) with a fencing token
+  (`claim_token`), taken by one update that matches only while the dialogue is free; the
+  dialogue's replies are generated and delivered in order by whoever holds it;
+
+No `find_one_and_update` anywhere: the embedded server runs every findAndModify as a scan of
+the whole collection (33 ms at 3,000 dialogues), where `update_one` by `_id` and a `find` on
+an index stay index look-ups.
+- one recorded outcome per attempt: a reply's outcome is written only where its
+  `claim_token` is still the writer's, so a holder whose lease expired cannot overwrite a
+  newer holder's outcome.
+
+The worker's fields on the dialogue (`work_due_at`, `claim_until`, `claim_token`, `done_seq`,
+`parked`) are not Django model fields; see `dialogues.models.Dialogue`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from django.conf import settings
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from channels_app.models import DeliveryState
+from core.caching import LookupCache
+from core.mongo import mongo_collection
+from dialogues.models import Dialogue, Message
+
+DUPLICATE_KEY = 11000
+WORK_DUE_DELAY = timedelta(milliseconds=5)
+# `claim_until` of a dialogue nobody holds: always a date, so that "free" is one range
+# condition the embedded server can evaluate next to the due index (with `$or` on a missing
+# or null field it scans every dialogue).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RETRYABLE_STATES = [DeliveryState.PENDING.value, DeliveryState.FAILED.value]
+# Delivery states that still owe the channel something (parked ones wait for the channel).
+OWED_STATES = [*RETRYABLE_STATES, DeliveryState.PARKED.value]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def messages_collection() -> Any:
+    return mongo_collection(Message._meta.db_table)
+
+
+def dialogues_collection() -> Any:
+    return mongo_collection(Dialogue._meta.db_table)
+
+
+def new_claim_token() -> str:
+    return secrets.token_hex(8)
+
+
+# --- The webhook's writes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialogueSlot:
+    dialogue_id: ObjectId
+    # The first of the positions reserved for the caller (None when none were asked).
+    first_seq: int | None
+
+
+# Dialogue ids by (bot, channel, chat_id), with the last position this process saw. An id
+# never changes, so entries may live long: a dialogue deleted since is noticed by the update
+# that finds nothing by its id.
+_dialogues_seen = LookupCache(maxsize=50_000, ttl_s=lambda: 3600.0)
+# Tries of a reservation before giving up; each loses only to another reservation that won.
+RESERVE_TRIES = 64
+
+
+def dialogue_reserve(
+    *, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str, reserve: int, owes_work: bool
+) -> DialogueSlot:
+    """The dialogue's id, creating it on the first message, and `reserve` positions for the
+    caller's messages, counted in `message_count`, in one single-document atomic update. With
+    `owes_work` the dialogue is marked due for the worker in the same update, before the
+    message is stored: a worker that looks in between finds a reserved but empty position and
+    looks again a moment later.
+
+    The reservation is a compare-and-set on `last_seq` (`update_one` matching the value seen),
+    not a `find_one_and_update`: the embedded server runs every findAndModify as a scan of the
+    whole collection (33 ms at 3,000 dialogues, growing with their number), while an update by
+    `_id` is an index look-up whatever their number. The value seen is this process's last one
+    (one round trip while one process serves the dialogue), else read first."""
+    collection = dialogues_collection()
+    key = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
+    cache_key = (chat_bot_id, channel_id, chat_id)
+    now = utcnow()
+    update: dict[str, Any] = {
+        "$inc": {"last_seq": reserve, "message_count": reserve},
+        # `claim_until` exists on every dialogue the worker may claim (see `dialogue_claim`).
+        "$max": {"last_message_at": now, "claim_until": EPOCH},
+    }
+    if owes_work:
+        # Due a moment from now, so that the message's insert, which follows this update,
+        # has almost always landed when a worker looks.
+        update["$set"] = {"work_due_at": now + WORK_DUE_DELAY}
+
+    seen = _dialogues_seen.get(cache_key)
+    if seen is None:
+        seen = _dialogue_find_or_create(key, now=now)
+    dialogue_id, last_seq = seen
+    for _ in range(RESERVE_TRIES):
+        result = collection.update_one({"_id": dialogue_id, "last_seq": last_seq}, update)
+        if result.modified_count == 1:
+            _dialogues_seen.set(cache_key, (dialogue_id, last_seq + reserve))
+            return DialogueSlot(dialogue_id=dialogue_id, first_seq=last_seq + 1 if reserve else None)
+        doc = collection.find_one({"_id": dialogue_id}, {"last_seq": 1})
+        if doc is None:
+            # Deleted since this process saw it (its bot or channel was deleted): found or
+            # created again.
+            dialogue_id, last_seq = _dialogue_find_or_create(key, now=now)
+        else:
+            last_seq = int(doc.get("last_seq") or 0)
+    raise RuntimeError("dialogue reservation kept losing races")
+
+
+def _dialogue_find_or_create(key: dict[str, Any], *, now: datetime) -> tuple[ObjectId, int]:
+    """The dialogue's id and last position. A first message creates it with nothing reserved
+    (two at once: the unique index lets one win)."""
+    collection = dialogues_collection()
+    for _ in range(3):
+        doc = collection.find_one(key, {"_id": 1, "last_seq": 1})
+        if doc is not None:
+            return doc["_id"], int(doc.get("last_seq") or 0)
+        try:
+            collection.update_one(
+                key,
+                {
+                    "$setOnInsert": {
+                        "created_at": now,
+                        "last_message_at": now,
+                        "last_seq": 0,
+                        "message_count": 0,
+                        "claim_until": EPOCH,
+                    }
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # another first message created it; the next pass reads it
+    raise RuntimeError("dialogue upsert kept losing races")
+
+
+def dialogue_count_adjust(*, dialogue_id: ObjectId, added: int, voids: list[int] | None = None) -> None:
+    """Corrects `message_count` where fewer (or more) messages were stored than reserved.
+    `voids`: reserved positions that will stay empty (a duplicate's), so the worker need not
+    wait for them to be filled."""
+    update: dict[str, Any] = {}
+    if added:
+        update["$inc"] = {"message_count": added}
+        if added > 0:
+            update["$max"] = {"last_message_at": utcnow()}
+    if voids:
+        update["$addToSet"] = {"voids": {"$each": voids}}
+    if update:
+        dialogues_collection().update_one({"_id": dialogue_id}, update)
+
+
+def message_insert(doc: dict[str, Any]) -> bool:
+    """Stores a new message. False when the dialogue already has this message_id."""
+    try:
+        messages_collection().insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def message_find(*, dialogue_id: ObjectId, message_id: str) -> dict[str, Any] | None:
+    return messages_collection().find_one(
+        {"dialogue_id": dialogue_id, "message_id": {"$eq": message_id, "$type": "string"}}
+    )
+
+
+def reply_find(*, dialogue_id: ObjectId, in_reply_to: str) -> dict[str, Any] | None:
+    return messages_collection().find_one(
+        {
+            "dialogue_id": dialogue_id,
+            "role": Message.Role.ASSISTANT.value,
+            "in_reply_to": {"$eq": in_reply_to, "$type": "string"},
+        },
+        {"_id": 1, "message_id": 1, "delivery_state": 1},
+    )
+
+
+# --- The worker's claims ---------------------------------------------------------------------
+
+
+def _claim_free(now: datetime) -> dict[str, Any]:
+    return {"claim_until": {"$lt": now}}
+
+
+def dialogue_lease() -> timedelta:
+    """Outlasts the longest step a holder takes between two renewals: one LLM call (bounded by
+    LLM_TIMEOUT_S) and one delivery attempt (bounded by CHANNEL_ATTEMPT_TIMEOUT_S), with room
+    for the database writes around them."""
+    return timedelta(seconds=settings.LLM_TIMEOUT_S + settings.CHANNEL_ATTEMPT_TIMEOUT_S + 10)
+
+
+@dataclass
+class DialogueClaim:
+    dialogue_id: ObjectId
+    chat_bot_id: ObjectId
+    channel_id: ObjectId
+    chat_id: str
+    token: str
+    last_seq: int
+    done_seq: int
+    last_message_at: datetime | None
+    # Reserved positions known to stay empty (duplicates' reservations, replies never made).
+    voids: set[int]
+
+
+def _claim_from(doc: dict[str, Any], token: str) -> DialogueClaim:
+    return DialogueClaim(
+        dialogue_id=doc["_id"],
+        chat_bot_id=doc["chat_bot_id"],
+        channel_id=doc["channel_id"],
+        chat_id=doc["chat_id"],
+        token=token,
+        last_seq=int(doc.get("last_seq") or 0),
+        done_seq=int(doc.get("done_seq") or 0),
+        last_message_at=doc.get("last_message_at"),
+        voids={int(seq) for seq in doc.get("voids") or []},
+    )
+
+
+_CLAIM_PROJECTION = {
+    "chat_bot_id": 1,
+    "channel_id": 1,
+    "chat_id": 1,
+    "last_seq": 1,
+    "done_seq": 1,
+    "last_message_at": 1,
+    "voids": 1,
+}
+
+
+def dialogues_due(
+    *, limit: int, exclude_channels: list[ObjectId] | None = None, exclude_bots: list[ObjectId] | None = None
+) -> list[dict[str, Any]]:
+    """Up to `limit` dialogues due and free, longest due first, skipping the given channels and
+    bots (their bulkheads are full): one read on the sparse index of due dialogues."""
+    now = utcnow()
+    query: dict[str, Any] = {"work_due_at": {"$lte": now}, **_claim_free(now)}
+    if exclude_channels:
+        query["channel_id"] = {"$nin": exclude_channels}
+    if exclude_bots:
+        query["chat_bot_id"] = {"$nin": exclude_bots}
+    return list(dialogues_collection().find(query, _CLAIM_PROJECTION).sort([("work_due_at", 1)]).limit(limit))
+
+
+def dialogue_claim(doc: dict[str, Any]) -> DialogueClaim | None:
+    """Claims a dialogue read by `dialogues_due`: an update by `_id` that only matches while it
+    is still free, so of any number of workers on any hosts exactly one gets it. None when
+    another worker was first. (Not a findAndModify: the embedded server scans the whole
+    collection for those.)"""
+    now = utcnow()
+    token = new_claim_token()
+    result = dialogues_collection().update_one(
+        {"_id": doc["_id"], **_claim_free(now)},
+        {"$set": {"claim_until": now + dialogue_lease(), "claim_token": token}},
+    )
+    return _claim_from(doc, token) if result.modified_count == 1 else None
+
+
+def dialogue_claim_next(
+    *, exclude_channels: list[ObjectId] | None = None, exclude_bots: list[ObjectId] | None = None
+) -> DialogueClaim | None:
+    """The dialogue due longest, claimed (tests and one-off callers; the worker claims in
+    batches)."""
+    for doc in dialogues_due(limit=8, exclude_channels=exclude_channels, exclude_bots=exclude_bots):
+        claim = dialogue_claim(doc)
+        if claim is not None:
+            return claim
+    return None
+
+
+def dialogues_defer(*, channel_ids: list[ObjectId], bot_ids: list[ObjectId], until: datetime) -> int:
+    """Moves the due dialogues of tenants whose slots are all taken out of the due range until
+    `until`, so that claims do not wade through a blocked tenant's backlog (the due index is
+    ordered by time, not by tenant)."""
+    if not channel_ids and not bot_ids:
+        return 0
+    tenants: list[dict[str, Any]] = []
+    if channel_ids:
+        tenants.append({"channel_id": {"$in": channel_ids}})
+    if bot_ids:
+        tenants.append({"chat_bot_id": {"$in": bot_ids}})
+    now = utcnow()
+    result = dialogues_collection().update_many(
+        {"work_due_at": {"$lte": until}, "$or": tenants, **_claim_free(now)},
+        {"$set": {"work_due_at": until}},
+    )
+    return int(result.modified_count)
+
+
+def dialogue_renew(claim: DialogueClaim) -> bool:
+    """Extends the lease and refreshes what new messages changed. False when the claim was
+    lost (it expired and another worker took the dialogue): the caller stops at once."""
+    collection = dialogues_collection()
+    renewed = collection.update_one(
+        {"_id": claim.dialogue_id, "claim_token": claim.token},
+        {"$set": {"claim_until": utcnow() + dialogue_lease()}},
+    )
+    if renewed.matched_count != 1:
+        return False
+    doc = collection.find_one({"_id": claim.dialogue_id}, {"last_seq": 1, "last_message_at": 1, "voids": 1})
+    if doc is None:
+        return False
+    claim.last_seq = int(doc.get("last_seq") or 0)
+    claim.last_message_at = doc.get("last_message_at")
+    claim.voids.update(int(seq) for seq in doc.get("voids") or [])
+    return True
+
+
+def dialogue_release(
+    claim: DialogueClaim, *, done_seq: int, due_at: datetime | None = None, parked: str = "", settled: bool = False
+) -> bool:
+    """Gives the dialogue back.
+
+    - `due_at`: the head of its queue waits until then (a retry's backoff, an open breaker).
+    - `parked`: its channel cannot take anything now; the worker resumes it when it can.
+    - `settled`: nothing more is owed up to `claim.last_seq`. Only true if no message was
+      reserved since the claim read it, so that condition is part of the update: a False
+      return means new work arrived, and the caller goes on with the claim it still holds.
+    """
+    match: dict[str, Any] = {"_id": claim.dialogue_id, "claim_token": claim.token}
+    update: dict[str, Any] = {"$max": {"done_seq": done_seq}}
+    if any(seq <= done_seq for seq in claim.voids):
+        update["$pull"] = {"voids": {"$lte": done_seq}}
+    sets: dict[str, Any] = {"claim_until": EPOCH}
+    unset: dict[str, str] = {"claim_token": ""}
+    if parked:
+        sets["parked"] = parked
+        unset["work_due_at"] = ""
+    elif due_at is not None:
+        sets["work_due_at"] = due_at
+        unset["parked"] = ""
+    elif settled:
+        match["last_seq"] = claim.last_seq
+        unset.update(work_due_at="", parked="")
+    else:
+        sets["work_due_at"] = utcnow()
+    update["$set"] = sets
+    update["$unset"] = unset
+    return dialogues_collection().update_one(match, update).matched_count == 1
+
+
+def dialogue_wake(*, dialogue_id: ObjectId, when: datetime | None = None, from_seq: int | None = None) -> None:
+    """Marks a dialogue due (now, or at `when`), e.g. after an operator's "redeliver".
+    `from_seq`: a message at that position is owed again, so the worker looks there too."""
+    update: dict[str, Any] = {
+        "$set": {"work_due_at": when or utcnow()},
+        "$unset": {"parked": ""},
+        "$max": {"claim_until": EPOCH},
+    }
+    if from_seq is not None:
+        update["$min"] = {"done_seq": max(0, from_seq - 1)}
+    dialogues_collection().update_one({"_id": dialogue_id}, update)
+
+
+def dialogue_window(*, dialogue_id: ObjectId, from_seq: int, limit: int) -> list[dict[str, Any]]:
+    """The dialogue's messages from position `from_seq` on, in order: one bounded range read
+    on (dialogue, seq), whatever the dialogue's length."""
+    docs = list(
+        messages_collection()
+        .find({"dialogue_id": dialogue_id, "seq": {"$gte": from_seq}})
+        .sort([("seq", 1)])
+        .limit(limit)
+    )
+    return docs
+
+
+def reply_store(*, reply: dict[str, Any], user_message_id: ObjectId) -> bool:
+    """Stores a generated reply and marks its customer message replied, in one round trip
+    (ordered: the message is marked only once its reply is stored). False when a reply to
+    that message already exists (a holder whose lease expired stored it first)."""
+    mark = UpdateOne(
+        {"_id": user_message_id},
+        {"$set": {"reply_state": Message.ReplyState.REPLIED.value, "claimed_until": None, "next_attempt_at": None}},
+    )
+    try:
+        messages_collection().bulk_write([InsertOne(reply), mark], ordered=True)
+    except BulkWriteError as exc:
+        if not all(error.get("code") == DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+            raise
+        messages_collection().bulk_write([mark])
+        return False
+    return True
+
+
+def user_message_retry_later(*, message_id: ObjectId, attempts: int, at: datetime, error: str) -> None:
+    messages_collection().update_one(
+        {"_id": message_id, "reply_state": Message.ReplyState.AWAITING.value},
+        {"$set": {"llm_attempts": attempts, "next_attempt_at": at, "last_error": error[:500]}},
+    )
+
+
+def user_message_give_up(*, message_id: ObjectId, attempts: int, error: str) -> None:
+    messages_collection().update_one(
+        {"_id": message_id, "reply_state": Message.ReplyState.AWAITING.value},
+        {
+            "$set": {
+                "reply_state": Message.ReplyState.FAILED.value,
+                "llm_attempts": attempts,
+                "next_attempt_at": None,
+                "last_error": error[:500],
+            }
+        },
+    )
+
+
+def reply_fence(*, reply: dict[str, Any], token: str) -> bool:
+    """Makes `token` the only one that may record this reply's next outcome (any older
+    holder's record is refused from now on). False when it is no longer owed."""
+    result = messages_collection().update_one(
+        {"_id": reply["_id"], "delivery_state": {"$in": OWED_STATES}},
+        {"$set": {"claim_token": token, "claimed_until": utcnow() + dialogue_lease()}},
+    )
+    if result.matched_count != 1:
+        return False
+    reply["claim_token"] = token
+    return True
+
+
+def reply_record(*, reply_id: ObjectId, token: str, values: dict[str, Any]) -> bool:
+    """Records one attempt's outcome, only if `token` still fences the reply. False: a newer
+    holder owns it, and this outcome is dropped."""
+    result = messages_collection().update_one(
+        {"_id": reply_id, "claim_token": token, "delivery_state": {"$in": OWED_STATES}},
+        {"$set": {**values, "claimed_until": None}, "$inc": {"delivery_attempts": 1}},
+    )
+    return result.matched_count == 1
+
+
+def replies_park(*, dialogue_id: ObjectId, reason: str) -> None:
+    messages_collection().update_many(
+        {"dialogue_id": dialogue_id, "delivery_state": {"$in": RETRYABLE_STATES}},
+        {"$set": {"delivery_state": DeliveryState.PARKED.value, "last_error": reason[:500], "next_attempt_at": None}},
+    )
+
+
+def parked_dialogues(*, limit: int = 1000) -> list[dict[str, Any]]:
+    return list(dialogues_collection().find({"parked": {"$exists": True}}, {"channel_id": 1}).limit(limit))
+
+
+def parked_resume(*, channel_ids: list[ObjectId]) -> int:
+    """Wakes the parked dialogues of channels that can take replies again."""
+    if not channel_ids:
+        return 0
+    now = utcnow()
+    messages_collection().update_many(
+        {"channel_id": {"$in": channel_ids}, "delivery_state": DeliveryState.PARKED.value},
+        {"$set": {"delivery_state": DeliveryState.PENDING.value, "next_attempt_at": None}},
+    )
+    result = dialogues_collection().update_many(
+        {"channel_id": {"$in": channel_ids}, "parked": {"$exists": True}},
+        {"$set": {"work_due_at": now}, "$unset": {"parked": ""}, "$max": {"claim_until": EPOCH}},
+    )
+    return int(result.modified_count)
+
+
+def orphans_wake(*, older_than: timedelta = timedelta(seconds=10), limit: int = 200) -> int:
+    """The recovery path: customer messages still awaiting a reply that nobody is about to
+    work on (a release raced an insert, a crash left the dialogue's bookkeeping behind). Their
+    dialogues are marked due again from their position."""
+    cutoff = utcnow() - older_than
+    docs = (
+        messages_collection()
+        .find(
+            {
+                "reply_state": Message.ReplyState.AWAITING.value,
+                "created_at": {"$lt": cutoff},
+                "$or": [{"next_attempt_at": None}, {"next_attempt_at": {"$lt": cutoff}}],
+            },
+            {"dialogue_id": 1, "seq": 1},
+        )
+        .limit(limit)
+    )
+    lowest: dict[ObjectId, int] = {}
+    for doc in docs:
+        seq = int(doc.get("seq") or 0)
+        lowest[doc["dialogue_id"]] = min(seq, lowest.get(doc["dialogue_id"], seq))
+    if not lowest:
+        return 0
+    now = utcnow()
+    requests = [
+        UpdateOne(
+            {"_id": dialogue_id, "parked": {"$exists": False}, **_claim_free(now)},
+            {"$set": {"work_due_at": now}, "$min": {"done_seq": max(0, seq - 1)}},
+        )
+        for dialogue_id, seq in lowest.items()
+    ]
+    return int(dialogues_collection().bulk_write(requests, ordered=False).modified_count)
+
+
+def due_later_make_now() -> int:
+    """`deliver_pending`'s "now": every dialogue waiting for a backoff, and every reply and
+    message waiting for its next attempt, becomes due at once."""
+    now = utcnow()
+    messages_collection().update_many(
+        {"delivery_state": {"$in": RETRYABLE_STATES}, "next_attempt_at": {"$gt": now}},
+        {"$set": {"next_attempt_at": now}},
+    )
+    messages_collection().update_many(
+        {"reply_state": Message.ReplyState.AWAITING.value, "next_attempt_at": {"$gt": now}},
+        {"$set": {"next_attempt_at": now}},
+    )
+    result = dialogues_collection().update_many({"work_due_at": {"$gt": now}}, {"$set": {"work_due_at": now}})
+    return int(result.modified_count)
+
+
+def reply_redeliver_request(*, message: Message) -> None:
+    """The admin's "redeliver now": the reply becomes due at once and its dialogue is handed to
+    the worker. A dead reply gets one more attempt. Nothing here waits on a channel."""
+    from core.errors import Conflict
+
+    if message.role != Message.Role.ASSISTANT and not (
+        message.role == Message.Role.EMPLOYEE and message.delivery_state
+    ):
+        raise Conflict("Only replies can be redelivered")
+    update: dict[str, Any] = {"$set": {"next_attempt_at": None}}
+    match: dict[str, Any] = {"_id": message.pk}
+    if message.delivery_state == DeliveryState.DEAD:
+        match["delivery_state"] = DeliveryState.DEAD.value
+        update["$set"]["delivery_state"] = DeliveryState.PENDING.value
+        update["$inc"] = {"delivery_revivals": 1}
+    elif message.delivery_state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.PARKED):
+        match["delivery_state"] = {"$in": OWED_STATES}
+    else:
+        raise Conflict("This reply has already been delivered")
+    if messages_collection().update_one(match, update).matched_count != 1:
+        raise Conflict("This reply changed meanwhile; reload the page")
+    dialogue_wake(dialogue_id=message.dialogue_id, from_seq=message.seq)

@@ -1,0 +1,232 @@
+"""LLM_BACKEND="openai": a thin adapter over the official openai SDK, for OpenAI itself or any
+server that speaks its chat-completions protocol (Ollama, vLLM, llama.cpp, ...).
+
+Configuration: OPENAI_BASE_URL and OPENAI_API_KEY (the SDK's own variables, read by
+`config.settings` and passed to the client explicitly, so that `.env` and settings overrides
+are what the client uses, never a second reading of the environment), LLM_MODEL (a bot's
+`llm_model` overrides it), LLM_TIMEOUT_S, LLM_MAX_TOKENS_FIELD.
+
+Retries are the worker's (with backoff, honouring Retry-After), not the SDK's: max_retries=0.
+The API key goes into the client and nowhere else: error texts are our own, and a server's
+own error text is shown only after anything that looks like a key is cut out of it.
+
+The conversation sent: the bot's system prompt (if any), then `history` oldest first. USER is
+`user`, ASSISTANT is `assistant`. EMPLOYEE (a human colleague who wrote to the customer) is
+`user` with the name "employee" and a prefix saying who spoke: as `assistant` the model would
+take a human's words for its own (and imitate them); as a plain `user` it would take them for
+the customer's. A `system` message in mid-conversation would say it too, but many
+self-hosted chat templates accept a system message only first.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+from django.conf import settings
+from openai.types.chat import ChatCompletion
+
+from chatbots.models import ChatBot
+from llm.client import HistoryItem, LLMError, LLMReply
+
+logger = logging.getLogger("llm")
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+EMPLOYEE_NAME = "employee"
+EMPLOYEE_PREFIX = "[A human employee wrote to the customer] "
+_ROLES = {"USER": "user", "ASSISTANT": "assistant", "SYSTEM": "system"}
+
+# Anything shaped like an API key in a server's error text ("Incorrect API key provided:
+# sk-proj-****abcd" shows the key's tail): cut out before the text is stored or shown.
+_KEY_LIKE = re.compile(r"\b(?:sk|key|api[-_]?key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+
+_client_lock = threading.Lock()
+_client_cached: tuple[tuple[str, str, float], openai.OpenAI] | None = None
+
+
+def openai_reply(*, chat_bot: ChatBot | None, history: list[HistoryItem], deadline: float) -> LLMReply:
+    base_url = settings.OPENAI_BASE_URL or OPENAI_DEFAULT_BASE_URL
+    api_key = settings.OPENAI_API_KEY
+    if not api_key:
+        raise LLMError(
+            "OPENAI_API_KEY is not set (a server that needs no key, such as Ollama, accepts any value)",
+            retryable=False,
+        )
+    model = (chat_bot.llm_model if chat_bot is not None else "") or settings.LLM_MODEL
+    request: dict[str, Any] = {"model": model, "messages": chat_messages(chat_bot=chat_bot, history=history)}
+    if chat_bot is not None and chat_bot.temperature is not None:
+        request["temperature"] = chat_bot.temperature
+    if chat_bot is not None and chat_bot.max_output_tokens:
+        request[max_tokens_field(base_url)] = chat_bot.max_output_tokens
+    client = _client(base_url=base_url, api_key=api_key, timeout_s=settings.LLM_TIMEOUT_S)
+    started = time.monotonic()
+    try:
+        completion = client.chat.completions.create(
+            **request,
+            # What is left of the call's budget (the pool stops waiting at the deadline anyway).
+            timeout=max(0.05, deadline - started),
+        )
+    except openai.APIError as exc:
+        raise _error(exc, model=model, base_url=base_url, api_key=api_key) from None
+    except json.JSONDecodeError:
+        # A body that claims to be JSON (by its Content-Type) and is not.
+        raise LLMError("The LLM server sent malformed JSON") from None
+    except openai.OpenAIError as exc:
+        raise LLMError(
+            f"The OpenAI client failed: {type(exc).__name__}: {_scrub(str(exc), api_key)}", retryable=False
+        ) from None
+    latency_ms = round((time.monotonic() - started) * 1000)
+    if not isinstance(completion, ChatCompletion):
+        # The SDK hands back the raw text when the Content-Type is not JSON.
+        raise LLMError("The LLM server sent a non-JSON answer")
+    text = _completion_text(completion)
+    usage = completion.usage
+    logger.debug(
+        "llm reply",
+        extra={"model": completion.model or model, "latency_ms": latency_ms, "usage": usage and usage.total_tokens},
+    )
+    return LLMReply(
+        text=text,
+        backend="openai",
+        model=completion.model or model,
+        prompt_tokens=_int_or_none(usage.prompt_tokens) if usage else None,
+        completion_tokens=_int_or_none(usage.completion_tokens) if usage else None,
+        latency_ms=latency_ms,
+    )
+
+
+def chat_messages(*, chat_bot: ChatBot | None, history: list[HistoryItem]) -> list[dict[str, str]]:
+    messages: list[dict[str, str]] = []
+    system_prompt = (chat_bot.system_prompt if chat_bot is not None else "").strip()
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    for item in history:
+        if item["role"] == "EMPLOYEE":
+            messages.append({"role": "user", "name": EMPLOYEE_NAME, "content": EMPLOYEE_PREFIX + item["text"]})
+        else:
+            messages.append({"role": _ROLES.get(item["role"], "user"), "content": item["text"]})
+    return messages
+
+
+def max_tokens_field(base_url: str) -> str:
+    field = settings.LLM_MAX_TOKENS_FIELD
+    if field != "auto":
+        return field
+    host = urlsplit(base_url).hostname or ""
+    return "max_completion_tokens" if host == "api.openai.com" else "max_tokens"
+
+
+def _client(*, base_url: str, api_key: str, timeout_s: float) -> openai.OpenAI:
+    """One client per process, created on first use (the SDK's client is thread-safe and
+    keeps a connection pool). A new one replaces it when the configuration changes (tests
+    do that); the old one is left to calls still using it, and closes when dropped."""
+    global _client_cached
+    key = (base_url, hashlib.sha256(api_key.encode()).hexdigest(), timeout_s)
+    cached = _client_cached
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with _client_lock:
+        if _client_cached is None or _client_cached[0] != key:
+            client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+            _client_cached = (key, client)
+        return _client_cached[1]
+
+
+def _completion_text(completion: ChatCompletion) -> str:
+    choices = completion.choices or []
+    if not choices:
+        raise LLMError("The LLM returned no choices")
+    message = choices[0].message
+    content = message.content if message is not None else None
+    if not isinstance(content, str) or not content.strip():
+        reason = choices[0].finish_reason or "unknown"
+        raise LLMError(f"The LLM returned an empty completion (finish_reason {reason})")
+    return content
+
+
+def _error(exc: openai.APIError, *, model: str, base_url: str, api_key: str) -> LLMError:
+    """Our own words for each failure, with whether a retry can help. Order matters: the
+    timeout is a connection error, and the status errors are API errors."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError(f"The LLM did not answer within {settings.LLM_TIMEOUT_S:g} s (LLM_TIMEOUT_S)")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError(f"Cannot reach the LLM server at {_host(base_url)}")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return LLMError(f"The LLM server sent a malformed answer ({exc.status_code})")
+    if not isinstance(exc, openai.APIStatusError):
+        return LLMError(f"The LLM call failed: {type(exc).__name__}")
+    status = exc.status_code
+    detail = _server_detail(exc, api_key)
+    if status == 429:
+        retry_after = retry_after_s(exc.response.headers)
+        if exc.code == "insufficient_quota":
+            text = "The LLM account is out of quota (429)"
+        else:
+            text = "The LLM server is rate-limiting us (429)"
+        if retry_after is not None:
+            text += f", retry after {retry_after:g} s"
+        return LLMError(text, retry_after_s=retry_after)
+    if status >= 500 or status in (408, 409):
+        return LLMError(f"The LLM server failed ({status})", retry_after_s=retry_after_s(exc.response.headers))
+    if status == 401:
+        return LLMError("The LLM server refused the API key (401)", retryable=False)
+    if status == 403:
+        return LLMError(f"The LLM server denied access to model {model!r} (403)", retryable=False)
+    if status == 404:
+        return LLMError(f"Unknown model {model!r}, or a wrong OPENAI_BASE_URL (404)", retryable=False)
+    return LLMError(f"The LLM server rejected the request ({status}){detail}", retryable=False)
+
+
+def _server_detail(exc: openai.APIStatusError, api_key: str) -> str:
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return ""
+    return ": " + _scrub(message, api_key)[:300]
+
+
+def _scrub(text: str, api_key: str) -> str:
+    if api_key:
+        text = text.replace(api_key, "[key]")
+    return _KEY_LIKE.sub("[key]", text)
+
+
+def _host(base_url: str) -> str:
+    # Host and port only: a URL may carry credentials (user:password@host) or a key in its query.
+    parts = urlsplit(base_url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Retry-After (seconds or an HTTP date), or OpenAI's retry-after-ms. None if absent or
+    unreadable."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None

@@ -1,0 +1,185 @@
+"""The reply pipeline through real processes: gunicorn and `manage.py run_worker` exactly as
+`make run` starts them, against real local receivers."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from django.conf import settings
+
+from channels_app.tests.factories import ChannelFactory
+from chatbots.tests.factories import ChatBotFactory
+from devtools.embedded_mongo import free_port
+from dialogues.models import Message
+from tests.fault.conftest import SEED_HEADER, WEBHOOK, receiver_on_port
+from tests.support.live_server import LiveServer
+from tests.support.receiver import ChannelReceiver, Reply
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def stack(request) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """gunicorn and the worker on the test database; settings from the test's `stack_env`."""
+    env = {"DELIVERY_RETRY_BASE_S": "0.2", "DELIVERY_RETRY_MAX_S": "0.5", "CHANNEL_ATTEMPT_TIMEOUT_S": "2"}
+    marker = request.node.get_closest_marker("stack_env")
+    if marker:
+        env.update(marker.args[0])
+    server = LiveServer(db_name=settings.DATABASES["default"]["NAME"], env=env, worker=True).start()
+    yield server
+    server.stop()
+
+
+def send(server: LiveServer, secret: str, body: dict, session: requests.Session | None = None) -> tuple[int, float]:
+    started = time.monotonic()
+    response = (session or requests).post(
+        server.url + WEBHOOK, json=body, headers={SEED_HEADER: f"Bearer {secret}"}, timeout=30
+    )
+    return response.status_code, time.monotonic() - started
+
+
+def message(channel, number: int, *, prefix: str = "m", chat: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    body = {"message_id": f"{prefix}-{number}", "chat_id": str(channel.pk), "text": f"question {number}",
+            "message_sender": "customer"}  # fmt: skip
+    if chat is not None:
+        body.update(chat_id=chat, channel_id=str(channel.pk))
+    return body
+
+
+def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_a_channel_down_then_back_gets_its_reply_from_the_worker_alone_once(stack: LiveServer) -> None:
+    port = free_port()
+    channel = ChannelFactory(url=f"http://127.0.0.1:{port}/hook")
+    status, _ = send(stack, channel.chat_bot.plain_secret, message(channel, 1))
+    assert status == 200
+    assert wait_until(lambda: Message.objects.filter(role="ASSISTANT", delivery_attempts__gte=2).exists(), 15)
+    receiver = receiver_on_port(port)
+    try:
+        assert wait_until(lambda: len(receiver.requests) >= 1, 15)
+        time.sleep(1.0)  # nothing more arrives
+        assert len(receiver.requests) == 1
+        reply = Message.objects.get(role="ASSISTANT")
+        assert reply.delivery_state == "delivered"
+        assert receiver.requests[0].headers["webhook-id"] == reply.message_id
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.stack_env({"LLM_MOCK_DELAY_MS": "2000", "WORKER_BOT_LLM_CONCURRENCY": "32"})
+def test_a_slow_llm_never_holds_the_webhook(stack: LiveServer, receiver: ChannelReceiver) -> None:
+    channel = ChannelFactory(url=receiver.url)
+    secret = channel.chat_bot.plain_secret
+    with requests.Session() as session:
+        results = [send(stack, secret, message(channel, n, chat=f"chat-{n}"), session) for n in range(40)]
+    assert {status for status, _ in results} == {200}
+    latencies = sorted(elapsed for _, elapsed in results)
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    assert p99 <= 0.1, f"webhook p99 {p99 * 1000:.0f} ms with a 2 s LLM"
+    assert wait_until(lambda: len(receiver.requests) >= 40, 30)
+    assert sorted(r.json["in_reply_to"] for r in receiver.requests) == sorted(f"m-{n}" for n in range(40))
+
+
+@pytest.mark.stack_env({"WORKER_THREADS": "16", "LLM_TIMEOUT_S": "3"})
+def test_kill_9_of_the_worker_mid_load_loses_nothing_and_repeats_carry_the_same_key(
+    stack: LiveServer, receiver: ChannelReceiver
+) -> None:
+    receiver.default = Reply(delay_s=0.05)
+    bot = ChatBotFactory()
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    total = 500
+
+    def post(number: int) -> int:
+        return send(stack, bot.plain_secret, message(channel, number, chat=f"chat-{number % 50}"))[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(post, range(total)))
+    assert set(statuses) == {200}
+    assert wait_until(lambda: len(receiver.requests) >= 100, 30)
+    assert stack.worker is not None
+    stack.worker.kill()
+    killed_at = len(receiver.requests)
+    stack.worker.start()
+    assert wait_until(lambda: len({r.headers["webhook-id"] for r in receiver.requests}) >= total, 90)
+    # Each reply is recorded a moment after the receiver got it.
+    assert wait_until(lambda: Message.objects.filter(role="ASSISTANT", delivery_state="delivered").count() >= total, 15)
+    by_key = Counter(r.headers["webhook-id"] for r in receiver.requests)
+    replies = {m.message_id: m for m in Message.objects.filter(role="ASSISTANT")}
+    assert len(replies) == total and set(by_key) == set(replies)
+    assert all(m.delivery_state == "delivered" for m in replies.values())
+    repeats = {key: count for key, count in by_key.items() if count > 1}
+    # Repeats only for what was in flight at the kill: at most one per worker thread.
+    assert len(repeats) <= 16 and all(count == 2 for count in repeats.values()), repeats
+    for request in receiver.requests:
+        assert request.json["message_id"] == request.headers["webhook-id"]
+    assert killed_at < total
+
+
+@pytest.mark.stack_env({"CHANNEL_ATTEMPT_TIMEOUT_S": "5", "WORKER_CHANNEL_CONCURRENCY": "4"})
+def test_a_hanging_channel_of_one_bot_leaves_another_bots_throughput_alone(stack: LiveServer) -> None:
+    fast = ChannelReceiver().start()
+    hanging = ChannelReceiver().start()
+    hanging.default = Reply(delay_s=30)
+    stop_b = threading.Event()
+    try:
+        bot_a, bot_b = ChatBotFactory(), ChatBotFactory()
+        channel_a = ChannelFactory(chat_bot=bot_a, url=fast.url)
+        channel_b = ChannelFactory(chat_bot=bot_b, url=hanging.url)
+
+        def run_a(prefix: str, count: int) -> tuple[float, list[float]]:
+            before = len(fast.requests)
+            started = time.monotonic()
+            with requests.Session() as session:
+                latencies = [
+                    send(stack, bot_a.plain_secret, message(channel_a, n, prefix=prefix, chat=f"{prefix}-{n % 20}"),
+                         session)[1]
+                    for n in range(count)
+                ]  # fmt: skip
+            assert wait_until(lambda: len(fast.requests) >= before + count, 30)
+            return count / (time.monotonic() - started), latencies
+
+        baseline, baseline_latencies = run_a("base", 150)
+
+        def traffic_b() -> None:
+            with requests.Session() as session:
+                number = 0
+                while not stop_b.is_set():
+                    send(stack, bot_b.plain_secret, message(channel_b, number, prefix="b", chat=f"b-{number}"), session)
+                    number += 1
+                    time.sleep(0.1)
+
+        b_thread = threading.Thread(target=traffic_b, daemon=True)
+        b_thread.start()
+        assert wait_until(lambda: len(hanging.requests) >= 4, 10)
+        loaded, loaded_latencies = run_a("load", 150)
+        stop_b.set()
+        b_thread.join(10)
+        p99 = lambda values: sorted(values)[int(len(values) * 0.99) - 1]  # noqa: E731
+        assert loaded >= 0.9 * baseline, f"A: {loaded:.1f} replies/s with B hanging, {baseline:.1f} without"
+        assert p99(loaded_latencies) <= max(2 * p99(baseline_latencies), 0.05), (
+            p99(loaded_latencies),
+            p99(baseline_latencies),
+        )
+        # The hanging channel never had more than its share (4) in flight: each attempt is
+        # held 5 s, so no 4.5 s window saw more than 4 arrive.
+        arrivals = sorted(request.at for request in hanging.requests)
+        assert arrivals and max(sum(1 for t in arrivals if a <= t < a + 4.5) for a in arrivals) <= 4
+        assert statistics.mean(loaded_latencies) < 0.1
+    finally:
+        stop_b.set()
+        fast.stop()
+        hanging.stop()

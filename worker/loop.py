@@ -1,0 +1,272 @@
+"""The worker: claims due dialogues and works through them on a thread pool.
+
+How it learns of new work: a tight indexed poll. The webhook marks a dialogue due
+(`work_due_at`) in the same update that reserves the message's position, and the worker's
+claim is a read of the sparse index of due dialogues, sorted by due time, then an update by
+`_id` per dialogue that matches only while it is free. While there is work, the next claims
+follow at once; when there is none, the worker looks again every WORKER_POLL_MS (25 ms).
+Measured on the embedded server: 0.4 ms of its CPU per empty look, whatever the number of
+dialogues (1.6 % of its core at 25 ms), against 0.56 ms per insert that a change stream
+costs it (about 8 % at 70 messages/s). The database is the
+only hand-off, so any number of workers on any hosts share the work, and a worker that
+dies loses nothing: its leases expire and another worker picks the dialogues up.
+
+Besides the queue, every second: parked dialogues whose channel is active again are woken,
+"send test message" requests are sent, and (every 10 s) customer messages whose reply is
+owed but whose dialogue is not due are found and woken (the recovery path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from django.conf import settings
+from django.db import DatabaseError, connection
+from pymongo.errors import PyMongoError
+
+from channels_app.dispatch import channel_attempt, test_payload
+from channels_app.models import Channel
+from core.errors import is_database_outage
+from core.mongo import mongo_collection
+from dialogues.store import (
+    DialogueClaim,
+    dialogue_claim,
+    dialogue_release,
+    dialogues_defer,
+    dialogues_due,
+    orphans_wake,
+    parked_dialogues,
+    parked_resume,
+    utcnow,
+)
+from worker.bulkheads import Slots
+from worker.pipeline import dialogue_process
+
+logger = logging.getLogger("worker")
+
+MAINTENANCE_INTERVAL_S = 1.0
+# How long the backlog of a tenant at its limit is set aside.
+DEFER_S = 0.5
+ORPHAN_SWEEP_INTERVAL_S = 10.0
+# After a database error the loop waits this long, doubling up to the maximum.
+OUTAGE_BACKOFF_S = 0.5
+OUTAGE_BACKOFF_MAX_S = 5.0
+
+
+class Worker:
+    def __init__(self, *, threads: int | None = None, poll_ms: int | None = None):
+        self.threads = threads or settings.WORKER_THREADS
+        self.poll_s = (poll_ms or settings.WORKER_POLL_MS) / 1000
+        self.slots = Slots()
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="worker")
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: set[ObjectId] = set()
+        self._futures: set[Future[Any]] = set()
+        self._next_maintenance = 0.0
+        self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.counts = {"dialogues": 0, "errors": 0}
+        self._deferred: dict[ObjectId, float] = {}
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until `stop()`: claim and work, look again when idle, survive database outages."""
+        logger.info(
+            "worker started",
+            extra={"worker": self.name, "threads": self.threads, "poll_ms": round(self.poll_s * 1000)},
+        )
+        backoff = OUTAGE_BACKOFF_S
+        while not self.stopping.is_set():
+            try:
+                claimed = self.schedule()
+                self.maintain()
+                backoff = OUTAGE_BACKOFF_S
+            except (DatabaseError, PyMongoError) as exc:
+                # Nothing is lost: work stays due in the database, leases expire by themselves.
+                logger.warning("worker: database unavailable (%s); retrying in %.1f s", type(exc).__name__, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(OUTAGE_BACKOFF_MAX_S, backoff * 2)
+                continue
+            if not claimed:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+    def stop(self, *, wait_s: float = 10.0) -> None:
+        """Stops claiming; waits up to `wait_s` for the dialogues in hand."""
+        self.stopping.set()
+        self._wake.set()
+        deadline = time.monotonic() + wait_s
+        for future in list(self._futures):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                future.result(timeout=remaining)
+            except Exception:  # noqa: BLE001, S110 - logged by the task itself
+                pass
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def schedule(self) -> bool:
+        """Claims due dialogues while threads are free. True when it claimed any."""
+        claimed = False
+        while not self.stopping.is_set():
+            with self._lock:
+                free = self.threads - len(self._in_flight)
+            if free <= 0:
+                break
+            channels, bots = self.slots.saturated_channels(), self.slots.saturated_bots()
+            self._defer(channels, bots)
+            due = dialogues_due(limit=free, exclude_channels=channels, exclude_bots=bots)
+            if not due:
+                break
+            for doc in due:
+                with self._lock:
+                    if doc["_id"] in self._in_flight:
+                        continue  # ours already (its earlier lease expired while we work on it)
+                claim = dialogue_claim(doc)
+                if claim is None:
+                    continue  # another worker was first
+                with self._lock:
+                    self._in_flight.add(claim.dialogue_id)
+                future = self.pool.submit(self._run_one, claim)
+                with self._lock:
+                    self._futures.add(future)
+                future.add_done_callback(self._done)
+                claimed = True
+            if len(due) < free:
+                break
+        return claimed
+
+    def _defer(self, channels: list[ObjectId], bots: list[ObjectId]) -> None:
+        """A tenant at its limit: its other due dialogues wait a moment out of the way."""
+        now = time.monotonic()
+        fresh_channels = [key for key in channels if self._deferred.get(key, 0.0) <= now]
+        fresh_bots = [key for key in bots if self._deferred.get(key, 0.0) <= now]
+        if not fresh_channels and not fresh_bots:
+            return
+        for key in (*fresh_channels, *fresh_bots):
+            self._deferred[key] = now + DEFER_S / 2
+        dialogues_defer(channel_ids=fresh_channels, bot_ids=fresh_bots, until=utcnow() + timedelta(seconds=DEFER_S))
+
+    def _done(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        self._wake.set()
+
+    def _run_one(self, claim: DialogueClaim) -> None:
+        try:
+            dialogue_process(claim, slots=self.slots)
+            self.counts["dialogues"] += 1
+        except Exception as exc:
+            self.counts["errors"] += 1
+            if isinstance(exc, DatabaseError | PyMongoError) and is_database_outage(exc):
+                logger.warning("worker: database unavailable while working on a dialogue: %s", type(exc).__name__)
+            else:
+                logger.exception("worker: dialogue failed", extra={"dialogue": str(claim.dialogue_id)})
+            # Give it back for a later try, if the database lets us; otherwise its lease
+            # expires and it comes back by itself.
+            try:
+                dialogue_release(claim, done_seq=claim.done_seq, due_at=utcnow() + _retry_delay(exc))
+            except (DatabaseError, PyMongoError):
+                pass
+        finally:
+            with self._lock:
+                self._in_flight.discard(claim.dialogue_id)
+            connection.close_if_unusable_or_obsolete()
+
+    # --- housekeeping -------------------------------------------------------------------------
+
+    def maintain(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_maintenance:
+            return
+        self._next_maintenance = now + MAINTENANCE_INTERVAL_S
+        resume_parked()
+        self.send_test_messages()
+        if force or now >= self._next_orphan_sweep:
+            self._next_orphan_sweep = now + ORPHAN_SWEEP_INTERVAL_S
+            woken = orphans_wake()
+            if woken:
+                logger.info("worker: woke %d dialogue(s) whose reply was owed", woken)
+
+    def send_test_messages(self) -> None:
+        """The admin's "send test message" requests, each sent once, on the pool."""
+        channels = mongo_collection(Channel._meta.db_table)
+        for doc in list(channels.find({"test_requested_at": {"$exists": True}}, {"test_requested_at": 1}).limit(100)):
+            taken = channels.update_one(
+                {"_id": doc["_id"], "test_requested_at": doc["test_requested_at"]},
+                {"$unset": {"test_requested_at": ""}},
+            )
+            if taken.modified_count == 1:  # this worker sends it, no other
+                self.pool.submit(channel_test_send, doc["_id"])
+
+    # --- for tests and `deliver_pending` ---------------------------------------------------------
+
+    def drain(self, *, timeout_s: float = 30.0) -> None:
+        """Works until nothing is due (work waiting for a later time stays), then returns."""
+        self.maintain(force=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            claimed = self.schedule()
+            with self._lock:
+                busy = bool(self._futures)
+            if not claimed and not busy:
+                self.maintain(force=True)
+                if not self.schedule():
+                    with self._lock:
+                        if not self._futures:
+                            return
+            self._wake.wait(0.01)
+            self._wake.clear()
+        raise TimeoutError(f"work still due after {timeout_s} s")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _retry_delay(exc: BaseException) -> timedelta:
+    return timedelta(seconds=1 if is_database_outage(exc) else 5)
+
+
+def resume_parked() -> int:
+    """Parked dialogues whose channel is active again go back to the queue."""
+    parked = parked_dialogues()
+    if not parked:
+        return 0
+    channel_ids = list({doc["channel_id"] for doc in parked})
+    active = list(Channel.objects.filter(pk__in=channel_ids, is_active=True).values_list("pk", flat=True))
+    woken = parked_resume(channel_ids=active)
+    if woken:
+        logger.info("worker: resumed %d parked dialogue(s)", woken)
+    return woken
+
+
+def channel_test_send(channel_id: ObjectId) -> None:
+    channel = Channel.objects.filter(pk=channel_id).first()
+    if channel is None:
+        return
+    outcome = channel_attempt(
+        url=channel.settings.url,
+        token=channel.settings.token,
+        payload=(payload := test_payload(channel_id=str(channel.pk))),
+        idempotency_key=payload["message_id"],
+        log_context={"channel": str(channel.pk), "test": True},
+    )
+    if outcome.ok:
+        result = f"HTTP {outcome.status_code} in {outcome.elapsed_ms:.0f} ms"
+    else:
+        result = outcome.error
+    Channel.objects.filter(pk=channel_id).update(
+        last_test_at=utcnow(), last_test_ok=outcome.ok, last_test_result=result[:500]
+    )

@@ -1,0 +1,376 @@
+"""One claimed dialogue, worked through in order: generate each owed reply, deliver each owed
+message, until nothing is owed or the head of the queue has to wait.
+
+Order per chat: the dialogue's messages are handled by position, and the holder of the
+dialogue's lease is the only one working on it, so replies reach the channel in the order of
+the messages they answer. A reply waits while an earlier one is owed (unless that one is
+dead). Each step is bounded (LLM_TIMEOUT_S, CHANNEL_ATTEMPT_TIMEOUT_S) and the lease outlasts
+one step; it is renewed before the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from django.conf import settings
+
+from channels_app.dispatch import channel_attempt, reply_payload
+from channels_app.models import Channel, DeliveryState
+from chatbots.models import ChatBot
+from core.caching import LookupCache
+from dialogues.documents import message_document
+from dialogues.ingest import channel_cached
+from dialogues.models import Message
+from dialogues.store import (
+    DialogueClaim,
+    dialogue_release,
+    dialogue_renew,
+    dialogue_window,
+    replies_park,
+    reply_fence,
+    reply_record,
+    reply_store,
+    user_message_give_up,
+    user_message_retry_later,
+    utcnow,
+)
+from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
+from worker.bulkheads import Slots, breaker_probe_claim, breaker_record, breaker_wait_until, channel_note
+
+logger = logging.getLogger("worker")
+
+# Positions read beyond the LLM context, for gaps; and owed messages handled per read.
+HISTORY_SLACK = 4
+BATCH = 16
+# A tenant whose slots are all taken: its dialogue goes back to the queue for this long.
+SLOT_RETRY = timedelta(milliseconds=100)
+# A reserved position still empty this long after the dialogue's last reservation is given
+# up (its writer died); younger, it may be an insert still on its way, so the worker waits.
+UNFILLED_GRACE = timedelta(seconds=2)
+UNFILLED_RECHECK = timedelta(milliseconds=20)
+LLM_RETRY_BASE_S = 1.0
+LLM_RETRY_MAX_S = 300.0
+
+_bots = LookupCache()
+
+
+def bot_cached(chat_bot_id: ObjectId) -> ChatBot | None:
+    return _bots.get_or_load(str(chat_bot_id), lambda: ChatBot.objects.filter(pk=chat_bot_id).first())
+
+
+def backoff(attempts: int, *, base_s: float, max_s: float, retry_after_s: float | None = None) -> timedelta:
+    """Exponential, with jitter so failures do not retry in lockstep; a channel's or LLM's
+    Retry-After is honoured up to CHANNEL_RETRY_AFTER_CAP_S."""
+    seconds = min(max_s, base_s * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+    if retry_after_s is not None:
+        seconds = max(seconds, min(retry_after_s, settings.CHANNEL_RETRY_AFTER_CAP_S))
+    return timedelta(seconds=seconds)
+
+
+@dataclass
+class Step:
+    """Where a pass over the dialogue stopped."""
+
+    # "settled" (nothing owed), "wait" (until `until`), "park" (`reason`), "lost" (the claim),
+    # "reread" (the dialogue changed under us: read it again).
+    kind: str
+    until: datetime | None = None
+    reason: str = ""
+
+
+def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
+    """Works through the dialogue and gives it back. Returns how it ended (for logs and tests)."""
+    step = _work(claim, slots=slots)
+    if step.kind == "lost":
+        logger.warning("dialogue claim lost", extra={"dialogue": str(claim.dialogue_id)})
+        return step
+    if step.kind == "park":
+        replies_park(dialogue_id=claim.dialogue_id, reason=step.reason)
+        dialogue_release(claim, done_seq=claim.done_seq, parked=step.reason)
+        return step
+    if step.kind == "wait":
+        dialogue_release(claim, done_seq=claim.done_seq, due_at=step.until)
+        return step
+    return step
+
+
+def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
+    first = True
+    while True:
+        if not first and not dialogue_renew(claim):
+            return Step("lost")
+        first = False
+        channel = channel_cached(claim.channel_id)
+        if channel is None:
+            return Step("park", reason="The channel was deleted")
+        if not channel.is_active:
+            return Step("park", reason="The channel is inactive")
+        bot = bot_cached(claim.chat_bot_id)
+        context = llm_context_size(bot)
+        window = dialogue_window(
+            dialogue_id=claim.dialogue_id,
+            from_seq=max(0, claim.done_seq - context - HISTORY_SLACK),
+            limit=context + HISTORY_SLACK + BATCH,
+        )
+        step = _walk(claim, window=window, channel=channel, bot=bot, context=context, slots=slots)
+        if step is not None and step.kind == "reread":
+            continue
+        if step is not None:
+            return step
+        if len([doc for doc in window if (doc.get("seq") or 0) > claim.done_seq]) >= BATCH:
+            continue  # more owed messages than one read holds
+        again = _tail_unfilled(claim)
+        if again is not None:
+            return Step("wait", until=again)
+        if dialogue_release(claim, done_seq=claim.done_seq, settled=True):
+            return Step("settled")
+        # A message was reserved since the claim was read: go on with it.
+
+
+def _tail_unfilled(claim: DialogueClaim) -> datetime | None:
+    """Positions reserved after the last stored message, recently: an insert on its way."""
+    if all(seq in claim.voids for seq in range(claim.done_seq + 1, claim.last_seq + 1)):
+        return None
+    return _unfilled_wait(claim)
+
+
+def _aware(when: datetime) -> datetime:
+    from datetime import UTC
+
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _walk(
+    claim: DialogueClaim,
+    *,
+    window: list[dict[str, Any]],
+    channel: Channel,
+    bot: ChatBot | None,
+    context: int,
+    slots: Slots,
+) -> Step | None:
+    """Handles the owed messages of one read, in order, advancing `claim.done_seq` over every
+    position it settles. Returns where it had to stop, or None when it got through."""
+    history: list[dict[str, Any]] = [doc for doc in window if (doc.get("seq") or 0) <= claim.done_seq]
+    owed = [doc for doc in window if (doc.get("seq") or 0) > claim.done_seq]
+    explained = claim.voids  # empty positions known to stay empty
+    position = 0
+    while position < len(owed):
+        doc = owed[position]
+        seq = int(doc["seq"])
+        _advance(claim)
+        # An empty position before this message: given up, or still being written?
+        for missing in range(claim.done_seq + 1, seq):
+            if missing not in explained:
+                until = _unfilled_wait(claim)
+                if until is not None:
+                    return Step("wait", until=until)
+        role = doc["role"]
+        if role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING:
+            outcome = _generate(
+                claim, user=doc, history=history, channel=channel, bot=bot, context=context, slots=slots
+            )
+            if isinstance(outcome, Step):
+                return outcome
+            if outcome is None:
+                # No reply will come (the LLM failed for good): its reply's place stays empty.
+                explained.add(seq + 1)
+            else:
+                # The new reply is next in line: deliver it before anything later.
+                owed.insert(position + 1, outcome)
+        elif doc.get("delivery_state") in (
+            DeliveryState.PENDING,
+            DeliveryState.FAILED,
+            DeliveryState.PARKED,
+        ) and role in (Message.Role.ASSISTANT, Message.Role.EMPLOYEE):
+            step = _deliver(claim, message=doc, channel=channel, slots=slots)
+            if step is not None:
+                return step
+        elif role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.FAILED:
+            explained.add(seq + 1)
+        history.append(doc)
+        claim.done_seq = max(claim.done_seq, seq)
+        _advance(claim)
+        position += 1
+    return None
+
+
+def _advance(claim: DialogueClaim) -> None:
+    """Settled positions include the empty ones known to stay empty right after them."""
+    while claim.done_seq + 1 in claim.voids:
+        claim.done_seq += 1
+
+
+def _unfilled_wait(claim: DialogueClaim) -> datetime | None:
+    """An empty reserved position: while its reservation is recent, look again shortly (the
+    insert is most likely a millisecond away); after UNFILLED_GRACE it is given up."""
+    if claim.last_message_at is None:
+        return None
+    now = utcnow()
+    if _aware(claim.last_message_at) + UNFILLED_GRACE <= now:
+        return None
+    return now + UNFILLED_RECHECK
+
+
+def _history_items(history: list[dict[str, Any]], *, context: int) -> list[HistoryItem]:
+    items = [doc for doc in history if doc.get("role") in ("USER", "ASSISTANT", "EMPLOYEE")]
+    return [HistoryItem(role=doc["role"], text=doc["text"]) for doc in items[-context:]]
+
+
+def _generate(
+    claim: DialogueClaim,
+    *,
+    user: dict[str, Any],
+    history: list[dict[str, Any]],
+    channel: Channel,
+    bot: ChatBot | None,
+    context: int,
+    slots: Slots,
+) -> dict[str, Any] | Step | None:
+    """The reply to one customer message: the stored reply document, a Step when the
+    dialogue must wait, or None when no reply will ever come."""
+    now = utcnow()
+    next_at = user.get("next_attempt_at")
+    if next_at is not None and _aware(next_at) > now:
+        return Step("wait", until=_aware(next_at))
+    items = _history_items([*history, user], context=context)
+    attempts = int(user.get("llm_attempts") or 0) + 1
+    with slots.bot_llm(claim.chat_bot_id) as acquired:
+        if not acquired:
+            return Step("wait", until=now + SLOT_RETRY)
+        started = time.monotonic()
+        try:
+            answer: LLMReply | None = llm_reply_generate(chat_bot=bot, history=items)
+            error: LLMError | None = None
+        except LLMError as exc:
+            answer, error = None, exc
+    if error is not None:
+        logger.warning(
+            "llm failed",
+            extra={
+                "dialogue": str(claim.dialogue_id),
+                "message_id": user["message_id"],
+                "attempt": attempts,
+                "error": error.message,
+                "retryable": error.retryable,
+                "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        if error.retryable and attempts < settings.LLM_MAX_ATTEMPTS:
+            at = utcnow() + backoff(
+                attempts, base_s=LLM_RETRY_BASE_S, max_s=LLM_RETRY_MAX_S, retry_after_s=error.retry_after_s
+            )
+            user_message_retry_later(message_id=user["_id"], attempts=attempts, at=at, error=error.message)
+            return Step("wait", until=at)
+        fallback = (bot.fallback_text if bot is not None else "").strip()
+        if not fallback:
+            user_message_give_up(message_id=user["_id"], attempts=attempts, error=error.message)
+            return None
+        answer = LLMReply(
+            text=fallback, backend="fallback", model="", prompt_tokens=None, completion_tokens=None, latency_ms=0
+        )
+    assert answer is not None
+    reply = message_document(
+        dialogue_id=claim.dialogue_id,
+        chat_bot_id=claim.chat_bot_id,
+        channel_id=claim.channel_id,
+        message_id=str(uuid.uuid4()),
+        role=Message.Role.ASSISTANT.value,
+        text=answer.text,
+        created_at=utcnow(),
+        in_reply_to=user["message_id"],
+        # The position reserved next to the message it answers.
+        seq=int(user["seq"]) + 1,
+        delivery_state=DeliveryState.PENDING.value,
+        claim_token=claim.token,
+        llm={
+            "llm_attempts": attempts,
+            "llm_backend": answer.backend,
+            "llm_model": answer.model,
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "llm_latency_ms": answer.latency_ms,
+        },
+    )
+    if not reply_store(reply=reply, user_message_id=user["_id"]):
+        # A holder whose lease had expired stored one first: ours was never stored. Read the
+        # dialogue again; that reply is delivered in its turn.
+        return Step("reread")
+    return reply
+
+
+def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots) -> Step | None:
+    """One attempt to deliver an owed message. None when it is settled (delivered or dead)."""
+    now = utcnow()
+    next_at = message.get("next_attempt_at")
+    if next_at is not None and _aware(next_at) > now:
+        return Step("wait", until=_aware(next_at))
+    until = breaker_wait_until(channel)
+    if until is not None:
+        if _aware(until) > now:
+            return Step("wait", until=_aware(until))
+        later = breaker_probe_claim(channel)
+        if later is not None:
+            return Step("wait", until=later)
+    if message.get("claim_token") != claim.token and not reply_fence(reply=message, token=claim.token):
+        return None  # delivered or dead meanwhile (an operator, an older holder)
+    with slots.channel(channel.pk) as acquired:
+        if not acquired:
+            return Step("wait", until=now + SLOT_RETRY)
+        payload = reply_payload(
+            message_id=message["message_id"],
+            text=message["text"],
+            chat_id=claim.chat_id,
+            in_reply_to=message.get("in_reply_to"),
+        )
+        payload["role"] = message["role"]
+        done = int(message.get("delivery_attempts") or 0)
+        outcome = channel_attempt(
+            url=channel.settings.url,
+            token=channel.settings.token,
+            payload=payload,
+            idempotency_key=message["message_id"],
+            log_context={
+                "bot": str(channel.chat_bot_id),
+                "channel": str(channel.pk),
+                "reply_id": message["message_id"],
+                "attempts_before": done,
+            },
+        )
+    now = utcnow()
+    attempts = done + 1
+    values: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error[:500]}
+    if outcome.ok:
+        values.update(delivery_state=DeliveryState.DELIVERED.value, delivered_at=now, next_attempt_at=None)
+    else:
+        limit = settings.DELIVERY_MAX_ATTEMPTS + int(message.get("delivery_revivals") or 0)
+        dead = attempts >= limit
+        values["delivery_state"] = DeliveryState.DEAD.value if dead else DeliveryState.FAILED.value
+        values["next_attempt_at"] = (
+            None
+            if dead
+            else now
+            + backoff(
+                attempts,
+                base_s=settings.DELIVERY_RETRY_BASE_S,
+                max_s=settings.DELIVERY_RETRY_MAX_S,
+                retry_after_s=outcome.retry_after_s,
+            )
+        )
+    recorded = reply_record(reply_id=message["_id"], token=claim.token, values=values)
+    breaker_record(channel, ok=outcome.ok)
+    if not recorded:
+        # A newer holder fenced this reply while we were posting: its outcome stands.
+        logger.warning("stale delivery outcome refused", extra={"reply_id": message["message_id"]})
+        return Step("lost")
+    channel_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
+    if values["delivery_state"] == DeliveryState.FAILED.value:
+        return Step("wait", until=values["next_attempt_at"])
+    return None
