@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from core.caching import lookup_caches_clear
 from tests.support.live_server import LiveServer
 from tests.support.receiver import ChannelReceiver
+from worker.loop import Worker
 
 
 @pytest.fixture
@@ -42,6 +44,25 @@ def live_server_process(django_db_setup, django_db_blocker) -> Iterator[LiveServ
     server = LiveServer(db_name=settings.DATABASES["default"]["NAME"]).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def worker() -> Iterator[Worker]:
+    """The real worker, in this process: `worker.drain()` works until nothing is due."""
+    instance = Worker(threads=8, poll_ms=5)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def drain(worker: Worker) -> Callable[[], None]:
+    """Runs the worker until nothing is due (what waits for a later time stays)."""
+
+    def run() -> None:
+        lookup_caches_clear()  # what a test changed in the database is seen at once
+        worker.drain(timeout_s=30)
+
+    return run
 
 
 @pytest.fixture

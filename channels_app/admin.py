@@ -22,6 +22,7 @@ from channels_app.services import (
     channel_create,
     channel_rotate_token,
     channel_set_active,
+    channel_test_request,
     channel_update,
     channel_url_check,
 )
@@ -74,7 +75,16 @@ class DeliveryStateFilter(admin.SimpleListFilter):
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
-    list_display = ("name", "chat_bot", "url_display", "is_active", "last_delivery_state", "last_delivery_at")
+    list_display = (
+        "name",
+        "chat_bot",
+        "url_display",
+        "is_active",
+        "last_delivery_state",
+        "last_delivery_at",
+        "breaker",
+        "last_test",
+    )
     list_select_related = ("chat_bot",)
     list_filter = ("chat_bot", "is_active", DeliveryStateFilter)
     search_fields = ("name", "settings__url")
@@ -183,19 +193,27 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Send a test message to selected channels"), permissions=["change"])
     def send_test_message(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
-        from channels_app.dispatch import send_test_message  # the dispatcher the replies use
+        """Hands the test to the worker: no admin request waits on a channel."""
+        count = channel_test_request(channel_ids=list(queryset.values_list("pk", flat=True)))
+        text = ngettext(
+            "A test message to %d channel is on its way; its result appears in the “last test” column.",
+            "Test messages to %d channels are on their way; their results appear in the “last test” column.",
+            count,
+        )
+        self.message_user(request, text % count, messages.SUCCESS)
 
-        for channel in queryset.select_related("chat_bot"):
-            result = send_test_message(channel=channel)
-            values = {
-                "name": channel.name,
-                "status": result.status_code if result.status_code is not None else "—",
-                "ms": round(result.elapsed_ms),
-                "error": result.error or "",
-            }
-            if result.ok:
-                text = gettext("Test message to “%(name)s”: HTTP %(status)s in %(ms)s ms.") % values
-                self.message_user(request, text, messages.SUCCESS)
-            else:
-                text = gettext("Test message to “%(name)s” failed: HTTP %(status)s in %(ms)s ms. %(error)s") % values
-                self.message_user(request, text.strip(), messages.ERROR)
+    @admin.display(description=_("breaker"))
+    def breaker(self, obj: Channel) -> str:
+        if obj.breaker_open_until is None or not obj.consecutive_failures:
+            return gettext("closed")
+        return gettext("open until %(until)s (%(failures)d failures in a row)") % {
+            "until": f"{obj.breaker_open_until:%Y-%m-%d %H:%M:%S %Z}",
+            "failures": obj.consecutive_failures,
+        }
+
+    @admin.display(description=_("last test"))
+    def last_test(self, obj: Channel) -> str:
+        if obj.last_test_at is None:
+            return "—"
+        mark = "✓" if obj.last_test_ok else "✗"
+        return f"{mark} {obj.last_test_result} ({obj.last_test_at:%Y-%m-%d %H:%M:%S %Z})"

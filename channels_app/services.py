@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils import timezone
 
 from channels_app.models import URL_MAX_LENGTH, Channel, ChannelSettings
 from chatbots.models import ChatBot
 from core.errors import ApplicationError
+from core.mongo import mongo_collection
 from core.tokens import generate_channel_token
 
 
@@ -173,3 +176,14 @@ def channel_rotate_token(*, channel: Channel) -> str:
 
 def channel_set_active(*, channel: Channel, is_active: bool) -> Channel:
     return channel_update(channel=channel, is_active=is_active)
+
+
+def channel_test_request(*, channel_ids: list[Any]) -> int:
+    """Asks the worker to send each of these channels a marked test message (within a second);
+    the result lands in the channel's `last_test_*` fields. Returns how many were asked."""
+    if not channel_ids:
+        return 0
+    result = mongo_collection(Channel._meta.db_table).update_many(
+        {"_id": {"$in": channel_ids}}, {"$set": {"test_requested_at": timezone.now()}}
+    )
+    return int(result.matched_count)

@@ -139,10 +139,7 @@ class Worker:
                     continue  # another worker was first
                 with self._lock:
                     self._in_flight.add(claim.dialogue_id)
-                future = self.pool.submit(self._run_one, claim)
-                with self._lock:
-                    self._futures.add(future)
-                future.add_done_callback(self._done)
+                self._submit(self._run_one, claim)
                 claimed = True
             if len(due) < free:
                 break
@@ -158,6 +155,12 @@ class Worker:
         for key in (*fresh_channels, *fresh_bots):
             self._deferred[key] = now + DEFER_S / 2
         dialogues_defer(channel_ids=fresh_channels, bot_ids=fresh_bots, until=utcnow() + timedelta(seconds=DEFER_S))
+
+    def _submit(self, work: Any, argument: Any) -> None:
+        future = self.pool.submit(work, argument)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
 
     def _done(self, future: Future[Any]) -> None:
         with self._lock:
@@ -209,7 +212,7 @@ class Worker:
                 {"$unset": {"test_requested_at": ""}},
             )
             if taken.modified_count == 1:  # this worker sends it, no other
-                self.pool.submit(channel_test_send, doc["_id"])
+                self._submit(channel_test_send, doc["_id"])
 
     # --- for tests and `deliver_pending` ---------------------------------------------------------
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 from django.test import Client, override_settings
@@ -182,26 +183,36 @@ def test_rotate_token_action_changes_the_token_without_showing_it(
     assert channel.settings.token not in caplog.text
 
 
-def test_send_test_message_action_posts_a_marked_payload_and_reports_the_result(
-    admin_client: Client, receiver: ChannelReceiver
+def test_send_test_message_hands_the_test_to_the_worker_and_shows_the_result(
+    admin_client: Client, receiver: ChannelReceiver, drain: Callable[[], None]
 ) -> None:
     channel = ChannelFactory(url=receiver.url)
     response = run_action(admin_client, "send_test_message", channel)
+    [text] = shown_messages(response)
+    assert "on its way" in text
+    assert receiver.requests == []  # the admin request itself sent nothing
+    drain()
     [request] = receiver.wait_for(1)
     assert request.json["test"] is True
     assert request.headers["x-chat_auth_token"] == f"Bearer {channel.settings.token}"
-    [text] = shown_messages(response)
-    assert text.startswith(f"Test message to “{channel.name}”: HTTP 200")
-    assert channel.settings.token not in response.content.decode()
+    channel.refresh_from_db()
+    assert channel.last_test_ok is True and channel.last_test_result.startswith("HTTP 200")
+    page = admin_client.get(reverse("admin:channels_app_channel_changelist")).content.decode()
+    assert "✓ HTTP 200" in page
+    assert channel.settings.token not in page
 
 
-def test_send_test_message_action_reports_a_failure(admin_client: Client, receiver: ChannelReceiver) -> None:
+def test_send_test_message_reports_a_failure(
+    admin_client: Client, receiver: ChannelReceiver, drain: Callable[[], None]
+) -> None:
     receiver.default = Reply(status=500)
     channel = ChannelFactory(url=receiver.url)
-    response = run_action(admin_client, "send_test_message", channel)
-    [text] = shown_messages(response)
-    assert "failed: HTTP 500" in text
-    assert response.context["messages"]._loaded_messages[0].level_tag == "error"  # type: ignore[attr-defined]
+    run_action(admin_client, "send_test_message", channel)
+    drain()
+    receiver.wait_for(1)
+    channel.refresh_from_db()
+    assert channel.last_test_ok is False and "500" in channel.last_test_result
+    assert "✗" in admin_client.get(reverse("admin:channels_app_channel_changelist")).content.decode()
 
 
 def test_delete_removes_the_channel(admin_client: Client) -> None:

@@ -133,13 +133,15 @@ def test_408_429_and_5xx_are_retryable(status: int) -> None:
         (429, "7", 7.0, 7.0),
         (503, "120", 120.0, 120.0),
         (429, "0", 0.0, 0.0),
-        (503, formatdate(time.time() + 30, usegmt=True), 25.0, 31.0),
+        (503, "in 30 s", 25.0, 31.0),  # an HTTP date 30 s ahead, made when the test runs
         (429, "Wed, 21 Oct 2015 07:28:00 GMT", 0.0, 0.0),
         (429, "soon", None, None),
     ],
 )
 @responses.activate
 def test_retry_after_is_read_on_429_and_503(status: int, value: str, low: float | None, high: float | None) -> None:
+    if value == "in 30 s":
+        value = formatdate(time.time() + 30, usegmt=True)
     responses.post(URL, status=status, headers={"Retry-After": value})
     outcome = attempt()
     assert not outcome.permanent

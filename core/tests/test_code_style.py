@@ -30,3 +30,13 @@ def test_ruff_check_is_clean() -> None:
 def test_ruff_format_is_clean() -> None:
     result = subprocess.run([ruff(), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean() -> None:
+    """mypy with django-stubs and djangorestframework-stubs over the application code
+    (`check_untyped_defs`; settings in pyproject.toml)."""
+    path = Path(sys.executable).with_name("mypy")
+    if not path.exists():
+        pytest.skip("mypy is not installed (it is in requirements-dev.txt)")
+    result = subprocess.run([str(path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -17,7 +17,6 @@ from dialogues.models import Delivery, Dialogue, Message
 from dialogues.tests.conftest import customer_message
 from dialogues.tests.factories import DialogueFactory, MessageFactory
 from tests.support.receiver import ChannelReceiver, Reply
-from worker.tests.conftest import drain, worker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 

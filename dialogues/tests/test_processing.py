@@ -21,7 +21,6 @@ from dialogues.store import (
     utcnow,
 )
 from llm.client import HistoryItem, mock_llm_call
-from worker.tests.conftest import drain, worker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -117,7 +116,7 @@ def test_llm_error_leaves_the_message_stored_and_its_reply_pending(channel, rece
     assert receiver.requests == []
     dialogue = dialogues_collection().find_one({"_id": message.dialogue_id})
     # Due again at the retry, and held by no one meanwhile.
-    assert "work_due_at" in dialogue and "claim_until" not in dialogue
+    assert "work_due_at" in dialogue and "claim_token" not in dialogue
 
 
 def test_duplicate_never_resumes_work_itself_the_worker_does(channel, receiver, drain) -> None:
@@ -297,6 +296,20 @@ def test_a_channel_that_sends_everything_twice_does_not_shorten_the_llm_context(
     assert len(texts) == 12
     # 11 earlier questions and their replies, then the last question: the latest 20 of 23.
     assert texts[-1].startswith("Echo (20 in context, "), texts[-1]
+
+
+def test_a_backlog_longer_than_one_read_is_answered_in_full_and_in_order(channel, receiver, drain: Drain) -> None:
+    """The worker was away for a while: one chat has 50 messages owed, all stored seconds ago."""
+    for number in range(50):
+        process(channel, message_id=f"m-{number}", text=f"question {number}")
+    dialogue = Dialogue.objects.get()
+    dialogues_collection().update_one(
+        {"_id": dialogue.pk}, {"$set": {"last_message_at": utcnow() - timedelta(seconds=30)}}
+    )
+    drain()
+
+    assert [r.json["in_reply_to"] for r in receiver.requests] == [f"m-{n}" for n in range(50)]
+    assert Message.objects.filter(reply_state=Message.ReplyState.AWAITING).count() == 0
 
 
 def test_reply_stored_by_another_worker_is_not_stored_twice(channel, receiver, drain) -> None:

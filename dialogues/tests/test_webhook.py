@@ -17,7 +17,6 @@ from core.caching import lookup_caches_clear
 from dialogues.models import Dialogue, Message
 from dialogues.tests.conftest import WEBHOOK_URL, customer_message
 from tests.support.receiver import Reply
-from worker.tests.conftest import drain, worker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 

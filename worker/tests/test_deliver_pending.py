@@ -169,6 +169,43 @@ def test_inactive_channel_parks_its_reply_and_resumes_when_active_again(channel,
     assert "parked" not in dialogues_collection().find_one({"_id": reply.dialogue_id})
 
 
+@override_settings(WORKER_CHANNEL_CONCURRENCY=4)
+def test_deliver_pending_works_through_more_than_a_channels_share_at_once(bot, post_webhook, receiver) -> None:
+    """30 chats of one channel owed at once: the channel takes 4 attempts at a time from a
+    worker, and "deliver now" still delivers all of them before it exits."""
+    receiver.default = Reply(status=200, delay_s=0.2)
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    for index in range(30):
+        post_webhook(customer_message(channel, message_id=f"m-{index}", chat_id=f"chat-{index}",
+                                      channel_id=str(channel.pk)))  # fmt: skip
+
+    deliver_pending()
+
+    assert Message.objects.filter(role=Message.Role.ASSISTANT, delivery_state="delivered").count() == 30
+    assert sorted(r.json["in_reply_to"] for r in receiver.requests) == sorted(f"m-{n}" for n in range(30))
+
+
+def test_deliver_pending_after_an_outage_that_opened_the_breaker_delivers_everything(
+    bot, post_webhook, receiver
+) -> None:
+    """The channel was down long enough for its breaker to open; it is back, and the operator
+    asks for delivery now."""
+    receiver.default = Reply(status=503)
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    for index in range(settings.WORKER_BREAKER_THRESHOLD + 1):
+        post_webhook(customer_message(channel, message_id=f"m-{index}", chat_id=f"chat-{index}",
+                                      channel_id=str(channel.pk)))  # fmt: skip
+    deliver_pending()
+    channel.refresh_from_db()
+    assert channel.breaker_open_until is not None
+    receiver.default = Reply(status=200)
+
+    deliver_pending()
+
+    owed = settings.WORKER_BREAKER_THRESHOLD + 1
+    assert Message.objects.filter(role=Message.Role.ASSISTANT, delivery_state="delivered").count() == owed
+
+
 def manage_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -184,13 +221,10 @@ def manage_env(**extra: str) -> dict[str, str]:
 @pytest.mark.django_db(transaction=True)
 def test_two_deliver_pending_processes_never_deliver_a_reply_twice(bot, post_webhook, receiver, drain) -> None:
     receiver.default = Reply(status=503)
-    channels = [ChannelFactory(chat_bot=bot, url=receiver.url) for _ in range(3)]
-    for index in range(30):
-        channel = channels[index % 3]
-        post_webhook(customer_message(channel, message_id=f"m-{index}", chat_id=f"chat-{index}",
-                                      channel_id=str(channel.pk)))  # fmt: skip
-    with override_settings(WORKER_BREAKER_THRESHOLD=1000):  # every reply gets its first attempt
-        drain()
+    channels = [ChannelFactory(chat_bot=bot, url=receiver.url) for _ in range(30)]
+    for index, channel in enumerate(channels):
+        post_webhook(customer_message(channel, message_id=f"m-{index}"))
+    drain()
     assert Message.objects.filter(role=Message.Role.ASSISTANT, delivery_state="failed").count() == 30
     receiver.reset()
     # Slow enough answers that the two processes overlap on the backlog.
