@@ -12,5 +12,9 @@ from config.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
 # Tests exercise retries; keep their waits short unless a test overrides them.
-CHANNEL_RETRY_BUDGET_S = 2.0
 CHANNEL_RETRY_AFTER_CAP_S = 1.0
+# The in-process tests write thousands of documents at once (setup, flush) on a machine that
+# also runs servers: bound each operation generously unless a test asks for a bound (the
+# outage tests give their own servers MONGO__TIMEOUT_MS).
+if "MONGO__TIMEOUT_MS" not in os.environ:
+    DATABASES["default"]["OPTIONS"]["timeoutMS"] = 30_000  # noqa: F405

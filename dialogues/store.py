@@ -290,6 +290,13 @@ def dialogue_claim_next(
     return None
 
 
+def dialogues_waiting(*, dialogue_ids: list[ObjectId]) -> list[dict[str, Any]]:
+    """Those of these dialogues that still have work due at some time."""
+    return list(
+        dialogues_collection().find({"_id": {"$in": dialogue_ids}, "work_due_at": {"$exists": True}}, {"_id": 1})
+    )
+
+
 def dialogues_defer(*, channel_ids: list[ObjectId], bot_ids: list[ObjectId], until: datetime) -> int:
     """Moves the due dialogues of tenants whose slots are all taken out of the due range until
     `until`, so that claims do not wade through a blocked tenant's backlog (the due index is
@@ -386,6 +393,16 @@ def dialogue_window(*, dialogue_id: ObjectId, from_seq: int, limit: int) -> list
     return docs
 
 
+def dialogue_before(*, dialogue_id: ObjectId, before_seq: int, span: int) -> list[dict[str, Any]]:
+    """The messages in the `span` positions before `before_seq`, in order (a bounded range
+    read, for context that empty positions pushed out of the worker's window)."""
+    return list(
+        messages_collection()
+        .find({"dialogue_id": dialogue_id, "seq": {"$gte": max(0, before_seq - span), "$lt": before_seq}})
+        .sort([("seq", 1)])
+    )
+
+
 def reply_store(*, reply: dict[str, Any], user_message_id: ObjectId) -> bool:
     """Stores a generated reply and marks its customer message replied, in one round trip
     (ordered: the message is marked only once its reply is stored). False when a reply to
@@ -446,6 +463,13 @@ def reply_record(*, reply_id: ObjectId, token: str, values: dict[str, Any]) -> b
         {"$set": {**values, "claimed_until": None}, "$inc": {"delivery_attempts": 1}},
     )
     return result.matched_count == 1
+
+
+def reply_outcome_is(*, reply_id: ObjectId, token: str, state: str) -> bool:
+    """Whether the reply carries this outcome under this token (a write that timed out may
+    have landed after all)."""
+    doc = messages_collection().find_one({"_id": reply_id}, {"claim_token": 1, "delivery_state": 1})
+    return doc is not None and doc.get("claim_token") == token and doc.get("delivery_state") == state
 
 
 def replies_park(*, dialogue_id: ObjectId, reason: str) -> None:
@@ -511,8 +535,12 @@ def orphans_wake(*, older_than: timedelta = timedelta(seconds=10), limit: int = 
 
 def due_later_make_now() -> int:
     """`deliver_pending`'s "now": every dialogue waiting for a backoff, and every reply and
-    message waiting for its next attempt, becomes due at once."""
+    message waiting for its next attempt, becomes due at once, and every open channel breaker
+    lets its probe through now."""
     now = utcnow()
+    mongo_collection("channels_app_channel").update_many(
+        {"breaker_open_until": {"$gt": now}}, {"$set": {"breaker_open_until": now}}
+    )
     messages_collection().update_many(
         {"delivery_state": {"$in": RETRYABLE_STATES}, "next_attempt_at": {"$gt": now}},
         {"$set": {"next_attempt_at": now}},

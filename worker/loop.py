@@ -42,6 +42,7 @@ from dialogues.store import (
     dialogue_release,
     dialogues_defer,
     dialogues_due,
+    dialogues_waiting,
     orphans_wake,
     parked_dialogues,
     parked_resume,
@@ -54,7 +55,7 @@ logger = logging.getLogger("worker")
 
 MAINTENANCE_INTERVAL_S = 1.0
 # How long the backlog of a tenant at its limit is set aside.
-DEFER_S = 0.5
+DEFER_S = 0.25
 ORPHAN_SWEEP_INTERVAL_S = 10.0
 # After a database error the loop waits this long, doubling up to the maximum.
 OUTAGE_BACKOFF_S = 0.5
@@ -77,6 +78,9 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.counts = {"dialogues": 0, "errors": 0}
         self._deferred: dict[ObjectId, float] = {}
+        # Dialogues this worker put back for a moment, and until when (see `drain`).
+        self._bounced: dict[ObjectId, Any] = {}
+        self._patient = False
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -169,8 +173,13 @@ class Worker:
 
     def _run_one(self, claim: DialogueClaim) -> None:
         try:
-            dialogue_process(claim, slots=self.slots)
+            step = dialogue_process(claim, slots=self.slots)
             self.counts["dialogues"] += 1
+            with self._lock:
+                if step.bounce and step.until is not None and self._patient:
+                    self._bounced[claim.dialogue_id] = step.until
+                else:
+                    self._bounced.pop(claim.dialogue_id, None)
         except Exception as exc:
             self.counts["errors"] += 1
             if isinstance(exc, DatabaseError | PyMongoError) and is_database_outage(exc):
@@ -216,8 +225,11 @@ class Worker:
 
     # --- for tests and `deliver_pending` ---------------------------------------------------------
 
-    def drain(self, *, timeout_s: float = 30.0) -> None:
-        """Works until nothing is due (work waiting for a later time stays), then returns."""
+    def drain(self, *, timeout_s: float = 30.0, patient: bool = False) -> None:
+        """Works until nothing is due (work waiting for a retry's backoff stays), then returns.
+        `patient`: also waits for the dialogues it put back for a moment (a tenant's slots were
+        taken, a breaker's probe was in flight), so that a one-off pass finishes them."""
+        self._patient = patient
         self.maintain(force=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -228,11 +240,25 @@ class Worker:
                 self.maintain(force=True)
                 if not self.schedule():
                     with self._lock:
-                        if not self._futures:
-                            return
+                        idle = not self._futures
+                        bounced = patient and bool(self._bounced)
+                    if idle and not bounced:
+                        return
+                    if idle and bounced:
+                        self._forget_settled_bounces()
             self._wake.wait(0.01)
             self._wake.clear()
         raise TimeoutError(f"work still due after {timeout_s} s")
+
+    def _forget_settled_bounces(self) -> None:
+        """Bounced dialogues that no longer wait (another worker took them) are not waited for."""
+        with self._lock:
+            bounced = list(self._bounced)
+        still = {doc["_id"] for doc in dialogues_waiting(dialogue_ids=bounced)}
+        with self._lock:
+            for dialogue_id in bounced:
+                if dialogue_id not in still:
+                    self._bounced.pop(dialogue_id, None)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -14,27 +14,35 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from django.conf import settings
+from django.db import DatabaseError
+from pymongo.errors import PyMongoError
 
 from channels_app.dispatch import channel_attempt, reply_payload
 from channels_app.models import Channel, DeliveryState
 from chatbots.models import ChatBot
 from core.caching import LookupCache
+from core.errors import is_database_outage
 from dialogues.documents import message_document
 from dialogues.ingest import channel_cached
 from dialogues.models import Message
 from dialogues.store import (
     DialogueClaim,
+    dialogue_before,
+    dialogue_count_adjust,
+    dialogue_lease,
     dialogue_release,
     dialogue_renew,
     dialogue_window,
     replies_park,
     reply_fence,
+    reply_outcome_is,
     reply_record,
     reply_store,
     user_message_give_up,
@@ -83,6 +91,9 @@ class Step:
     kind: str
     until: datetime | None = None
     reason: str = ""
+    # A wait of a moment (a tenant's slots taken, a breaker's probe in flight, an insert on
+    # its way), not a retry's backoff: `deliver_pending` waits for these.
+    bounce: bool = False
 
 
 def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
@@ -90,6 +101,8 @@ def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
     step = _work(claim, slots=slots)
     if step.kind == "lost":
         logger.warning("dialogue claim lost", extra={"dialogue": str(claim.dialogue_id)})
+        # Given back in case it is still ours after all (the release is fenced by the token).
+        dialogue_release(claim, done_seq=claim.done_seq, due_at=utcnow())
         return step
     if step.kind == "park":
         replies_park(dialogue_id=claim.dialogue_id, reason=step.reason)
@@ -114,21 +127,20 @@ def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
             return Step("park", reason="The channel is inactive")
         bot = bot_cached(claim.chat_bot_id)
         context = llm_context_size(bot)
+        limit = context + HISTORY_SLACK + BATCH
         window = dialogue_window(
-            dialogue_id=claim.dialogue_id,
-            from_seq=max(0, claim.done_seq - context - HISTORY_SLACK),
-            limit=context + HISTORY_SLACK + BATCH,
+            dialogue_id=claim.dialogue_id, from_seq=max(0, claim.done_seq - context - HISTORY_SLACK), limit=limit
         )
         step = _walk(claim, window=window, channel=channel, bot=bot, context=context, slots=slots)
         if step is not None and step.kind == "reread":
             continue
         if step is not None:
             return step
-        if len([doc for doc in window if (doc.get("seq") or 0) > claim.done_seq]) >= BATCH:
-            continue  # more owed messages than one read holds
+        if len(window) >= limit:
+            continue  # the read was full: more messages follow
         again = _tail_unfilled(claim)
         if again is not None:
-            return Step("wait", until=again)
+            return Step("wait", bounce=True, until=again)
         if dialogue_release(claim, done_seq=claim.done_seq, settled=True):
             return Step("settled")
         # A message was reserved since the claim was read: go on with it.
@@ -171,7 +183,7 @@ def _walk(
             if missing not in explained:
                 until = _unfilled_wait(claim)
                 if until is not None:
-                    return Step("wait", until=until)
+                    return Step("wait", bounce=True, until=until)
         role = doc["role"]
         if role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING:
             outcome = _generate(
@@ -240,11 +252,18 @@ def _generate(
     next_at = user.get("next_attempt_at")
     if next_at is not None and _aware(next_at) > now:
         return Step("wait", until=_aware(next_at))
-    items = _history_items([*history, user], context=context)
+    known = [*history, user]
+    if len(_history_items(known, context=context)) < context:
+        # Empty positions (duplicates, replies never made) left the read short: the older
+        # messages the context still needs, one more bounded read.
+        lowest = min(int(doc.get("seq") or 0) for doc in known)
+        if lowest > 1:
+            known = [*dialogue_before(dialogue_id=claim.dialogue_id, before_seq=lowest, span=3 * context), *known]
+    items = _history_items(known, context=context)
     attempts = int(user.get("llm_attempts") or 0) + 1
     with slots.bot_llm(claim.chat_bot_id) as acquired:
         if not acquired:
-            return Step("wait", until=now + SLOT_RETRY)
+            return Step("wait", bounce=True, until=now + SLOT_RETRY)
         started = time.monotonic()
         try:
             answer: LLMReply | None = llm_reply_generate(chat_bot=bot, history=items)
@@ -272,6 +291,8 @@ def _generate(
         fallback = (bot.fallback_text if bot is not None else "").strip()
         if not fallback:
             user_message_give_up(message_id=user["_id"], attempts=attempts, error=error.message)
+            # Its reply's place was counted when the message came in.
+            dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1)
             return None
         answer = LLMReply(
             text=fallback, backend="fallback", model="", prompt_tokens=None, completion_tokens=None, latency_ms=0
@@ -306,6 +327,22 @@ def _generate(
     return reply
 
 
+def _persist[T](write: Callable[[], T]) -> T:
+    """Runs a write that must not be lost, retrying through a database outage for as long as
+    the lease leaves (the outcome is fenced, so a late write after a lost lease is refused)."""
+    deadline = time.monotonic() + dialogue_lease().total_seconds() - 5
+    delay = 0.2
+    while True:
+        try:
+            return write()
+        except (DatabaseError, PyMongoError) as exc:
+            if not is_database_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("worker: database unavailable while recording; retrying in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
 def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots) -> Step | None:
     """One attempt to deliver an owed message. None when it is settled (delivered or dead)."""
     now = utcnow()
@@ -318,12 +355,12 @@ def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel,
             return Step("wait", until=_aware(until))
         later = breaker_probe_claim(channel)
         if later is not None:
-            return Step("wait", until=later)
+            return Step("wait", bounce=True, until=later)
     if message.get("claim_token") != claim.token and not reply_fence(reply=message, token=claim.token):
         return None  # delivered or dead meanwhile (an operator, an older holder)
     with slots.channel(channel.pk) as acquired:
         if not acquired:
-            return Step("wait", until=now + SLOT_RETRY)
+            return Step("wait", bounce=True, until=now + SLOT_RETRY)
         payload = reply_payload(
             message_id=message["message_id"],
             text=message["text"],
@@ -364,7 +401,12 @@ def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel,
                 retry_after_s=outcome.retry_after_s,
             )
         )
-    recorded = reply_record(reply_id=message["_id"], token=claim.token, values=values)
+    # The channel has the reply: losing this record to a database blip would send it again.
+    recorded = _persist(lambda: reply_record(reply_id=message["_id"], token=claim.token, values=values))
+    if not recorded:
+        # A write that timed out may still have landed (a hung database runs it when it wakes
+        # up): then the reply carries our outcome and our token.
+        recorded = reply_outcome_is(reply_id=message["_id"], token=claim.token, state=values["delivery_state"])
     breaker_record(channel, ok=outcome.ok)
     if not recorded:
         # A newer holder fenced this reply while we were posting: its outcome stands.

@@ -107,10 +107,12 @@ def own_stack(tmp_path: Path, receiver: ChannelReceiver) -> Iterator[tuple[Embed
     ids = json.loads(created.stdout.strip().splitlines()[-1])
     # As `make run` serves it: one database connection per process (threads queue for it, so
     # the queue must be bounded too), 8 threads.
+    # And the worker beside it, as `make run` starts it: it lives through the freeze too.
     server = LiveServer(
         db_name=DB_NAME,
         threads=THREADS,
         env={**env, "MONGO__URL": mongo.app_url, "MONGO__TIMEOUT_MS": str(TIMEOUT_MS)},
+        worker=True,
     ).start()
     yield mongo, server, ids
     assert mongo.process is not None
@@ -125,7 +127,7 @@ def p95(values: list[float]) -> float:
 
 
 def test_hung_database_fails_fast_keeps_healthz_and_loses_nothing(
-    own_stack: tuple[EmbeddedMongo, LiveServer, dict],
+    own_stack: tuple[EmbeddedMongo, LiveServer, dict], receiver: ChannelReceiver
 ) -> None:
     mongo, server, ids = own_stack
     assert mongo.process is not None
@@ -270,3 +272,14 @@ def test_hung_database_fails_fast_keeps_healthz_and_loses_nothing(
     assert {s.message_id for s in sent} - set(stored) == set()
     assert [message_id for message_id, count in stored.items() if count != 1] == []
     assert "Traceback" not in server.log_text()
+
+    # The worker lived through the freeze (no restart), and every message got exactly one reply.
+    assert server.worker is not None and server.worker.process is not None
+    assert server.worker.process.poll() is None and server.worker.starts == 1
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len({r.json["in_reply_to"] for r in receiver.requests}) < len(sent):
+        time.sleep(0.1)
+    replies = Counter(r.json["in_reply_to"] for r in receiver.requests)
+    assert set(replies) == {s.message_id for s in sent}, f"{len(replies)} of {len(sent)} answered"
+    assert [message_id for message_id, count in replies.items() if count != 1] == []
+    assert "Traceback" not in server.worker.log_text()

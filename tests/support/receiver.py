@@ -43,6 +43,9 @@ class ChannelReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes: with Nagle's algorithm on, the second
+            # waits for the client's delayed ACK, 40 ms per reply on a kept-alive connection.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)

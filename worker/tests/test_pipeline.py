@@ -390,3 +390,11 @@ def test_test_message_is_sent_by_the_worker(channel, receiver, drain) -> None:
 
 def test_settings_used_by_the_worker_are_sane() -> None:
     assert settings.WORKER_THREADS >= settings.WORKER_CHANNEL_CONCURRENCY
+
+
+def test_a_backlog_longer_than_one_read_is_worked_through_in_one_go(channel, post_webhook, receiver, drain) -> None:
+    with override_settings(LLM_CONTEXT_MESSAGES=2):
+        for number in range(60):
+            post_webhook(customer_message(channel, message_id=f"m-{number}"))
+        drain()
+    assert [r.json["in_reply_to"] for r in receiver.requests] == [f"m-{n}" for n in range(60)]

@@ -33,7 +33,9 @@ class Command(BaseCommand):
         made_due = due_later_make_now()
         worker = Worker(threads=options["workers"])
         try:
-            worker.drain(timeout_s=options["timeout"])
+            # What had to wait a moment (a channel's share was taken, a breaker's probe went
+            # first) is finished too; retries' backoffs are not waited for.
+            worker.drain(timeout_s=options["timeout"], patient=True)
         finally:
             worker.close()
         self.stdout.write(
