@@ -61,7 +61,7 @@ class DeliveryStateFilter(admin.SimpleListFilter):
     parameter_name = "last_delivery_state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
-        return [("none", _("never delivered")), *Channel._meta.get_field("last_delivery_state").choices]
+        return [("none", _("never delivered")), *(Channel._meta.get_field("last_delivery_state").choices or [])]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Channel]) -> QuerySet[Channel]:
         value = self.value()

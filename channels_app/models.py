@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from bson import ObjectId
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django_mongodb_backend.fields import EmbeddedModelField
@@ -34,6 +35,7 @@ class ChannelSettings(EmbeddedModel):
 
 
 class Channel(TimeStampedModel):
+    chat_bot_id: ObjectId  # the ForeignKey's column (django-stubs cannot infer it for ObjectId keys)
     name = models.CharField(_("name"), max_length=200, validators=[validate_no_control_characters])
     chat_bot = models.ForeignKey(ChatBot, on_delete=models.CASCADE, related_name="channels", verbose_name=_("chat bot"))
     settings = EmbeddedModelField(ChannelSettings, verbose_name=_("settings"))

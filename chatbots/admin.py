@@ -4,7 +4,7 @@ rendered straight into that page (never into a message, session or log, which wo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin
@@ -26,6 +26,9 @@ from core.validators import validate_no_control_characters
 
 SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_once.html"  # noqa: S105 (a template name)
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 
 class Revealed:
     """A plaintext secret on its way into a template. Its repr hides it: Django's template
@@ -44,7 +47,7 @@ class Revealed:
 
 
 def secret_once_response(
-    request: HttpRequest, model_admin: admin.ModelAdmin, shown: list[tuple[ChatBot, str]], *, title: str
+    request: HttpRequest, model_admin: admin.ModelAdmin, shown: list[tuple[ChatBot, str]], *, title: StrOrPromise
 ) -> TemplateResponse:
     """The one page a secret is ever shown on. `no-store` keeps it out of the browser cache,
     so the back button cannot bring it back."""
@@ -215,7 +218,7 @@ class ChatBotAdmin(admin.ModelAdmin):
                 continue
             model_count[str(model._meta.verbose_name_plural)] = count
             perm = f"{model._meta.app_label}.delete_{model._meta.model_name}"
-            if not request.user.has_perm(perm):
+            if not request.user.has_perm(perm):  # type: ignore[union-attr]
                 perms_needed.add(str(model._meta.verbose_name))
         deleted = [
             format_html('{}: <a href="{}">{}</a>', ChatBot._meta.verbose_name, self._change_url(bot), bot.name)

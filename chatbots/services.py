@@ -7,7 +7,6 @@ from django.db import transaction
 from chatbots.models import ChatBot
 from core.tokens import display_prefix, generate_bot_secret, hash_secret, secrets_match
 
-
 # The bot's LLM settings (blank or null: the platform's default).
 LLM_SETTINGS = frozenset(
     {"system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text"}

@@ -121,5 +121,5 @@ class ChatBotViewSet(
     @action(detail=True, methods=["post"])
     def rotate_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         chat_bot = self.get_object()
-        chat_bot.secret_token = chatbot_rotate_secret(chat_bot=chat_bot)  # type: ignore[attr-defined]
+        chat_bot.secret_token = chatbot_rotate_secret(chat_bot=chat_bot)
         return Response(ChatBotWithSecretSerializer(chat_bot).data)

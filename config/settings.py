@@ -138,9 +138,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 # `collectstatic` target for deployments that want it; without it, WhiteNoise serves
 # straight from the apps' static folders.
-STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
-if not Path(STATIC_ROOT).is_dir():
-    STATIC_ROOT = None
+_static_root = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+STATIC_ROOT: str | None = _static_root if Path(_static_root).is_dir() else None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 

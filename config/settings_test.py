@@ -17,4 +17,4 @@ CHANNEL_RETRY_AFTER_CAP_S = 1.0
 # also runs servers: bound each operation generously unless a test asks for a bound (the
 # outage tests give their own servers MONGO__TIMEOUT_MS).
 if "MONGO__TIMEOUT_MS" not in os.environ:
-    DATABASES["default"]["OPTIONS"]["timeoutMS"] = 30_000  # noqa: F405
+    DATABASES["default"]["OPTIONS"]["timeoutMS"] = 30_000  # type: ignore[index]  # noqa: F405

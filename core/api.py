@@ -48,7 +48,7 @@ class ObjectIdLookupMixin:
 def query_params(params: QueryDict) -> dict[str, str]:
     """The query string as a plain dict of single values. DRF serializers treat a QueryDict
     as an HTML form, where a missing boolean reads as False; a dict does not."""
-    return {key: params[key] for key in params}
+    return {key: str(params[key]) for key in params}
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> dict[str, Any]:

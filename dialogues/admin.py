@@ -9,8 +9,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
-from django.template.response import TemplateResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -64,7 +63,7 @@ class DialogueAdmin(ReadOnlyAdmin):
     def render_change_form(
         self, request: HttpRequest, context: dict[str, Any], add: bool = False, change: bool = False,
         form_url: str = "", obj: Dialogue | None = None,
-    ) -> TemplateResponse:  # fmt: skip
+    ) -> HttpResponse:  # fmt: skip
         if obj is not None:
             context.update(self._history_context(request, obj))
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -179,7 +178,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         return " · ".join(part for part in (status, Truncator(obj.last_error).chars(80)) if part) or "—"
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")  # type: ignore[union-attr]
 
     @admin.action(description=_("Redeliver now"), permissions=["redeliver"])
     def redeliver_now(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from bson import ObjectId
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -22,6 +23,8 @@ class Dialogue(models.Model):
     dialogues), `claim_until` and `claim_token` (the worker's lease and fencing token),
     `done_seq` (every position up to it is settled) and `parked` (why its work waits)."""
 
+    chat_bot_id: ObjectId  # the ForeignKey's column (django-stubs cannot infer it for ObjectId keys)
+    channel_id: ObjectId
     chat_bot = models.ForeignKey(
         ChatBot, on_delete=models.CASCADE, related_name="dialogues", verbose_name=_("chat bot")
     )
@@ -72,6 +75,9 @@ class Message(models.Model):
 
     # No single-field indexes on the foreign keys: the compound indexes below start with
     # dialogue, and every extra index costs each insert on the webhook path.
+    dialogue_id: ObjectId  # the ForeignKey's column (django-stubs cannot infer it for ObjectId keys)
+    chat_bot_id: ObjectId
+    channel_id: ObjectId
     dialogue = models.ForeignKey(
         Dialogue, on_delete=models.CASCADE, related_name="messages", verbose_name=_("dialogue"), db_index=False
     )
@@ -172,7 +178,7 @@ class DeliveryManager(models.Manager["Delivery"]):
 class Delivery(Message):
     """The operators' view of replies not yet delivered (pending, failed or dead)."""
 
-    objects = DeliveryManager()
+    objects = DeliveryManager()  # type: ignore[misc]
 
     class Meta:
         proxy = True

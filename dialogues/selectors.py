@@ -10,12 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 from pymongo import ASCENDING, DESCENDING
 
 from channels_app.models import Channel, DeliveryState
+from core.mongo import mongo_collection
 from dialogues.models import Dialogue, Message
 
 DEFAULT_PAGE_SIZE = 100
@@ -86,7 +86,7 @@ def message_page(
     if before is not None and after is not None:
         raise ValueError("before and after are exclusive")
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    collection = connection.get_collection(Message._meta.db_table)
+    collection = mongo_collection(Message._meta.db_table)
     newer = after is not None
     direction = ASCENDING if newer else DESCENDING
     cursor = after or before
