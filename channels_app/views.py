@@ -27,9 +27,6 @@ from core.api import (
     validated,
 )
 from core.pagination import OptionalLimitOffsetPagination
-from dialogues.selectors import dialogue_for_channel
-from dialogues.serializers import DialogueHistorySerializer, HistoryQuerySerializer
-from dialogues.views import history_response
 
 _CHANNEL_EXAMPLE = {
     "id": "665f1c2e9b1e8a3d4c5b6a80",
@@ -38,31 +35,6 @@ _CHANNEL_EXAMPLE = {
     "url": "https://chat.example.com/hook",
     "is_active": True,
     "token": "kq3F0bq2m7Yt5v0cM1nW8zR4pL6sX9aD2eH7jU3oQ1g",
-}
-_HISTORY_EXAMPLE = {
-    "id": "665f1c2e9b1e8a3d4c5b6a81",
-    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
-    "channel_id": "665f1c2e9b1e8a3d4c5b6a80",
-    "chat_id": "665f1c2e9b1e8a3d4c5b6a80",
-    "message_list": [
-        {
-            "message_id": "m-1",
-            "role": "USER",
-            "text": "Hello!",
-            "created_at": "2025-01-31T12:00:00.000000Z",
-            "in_reply_to": None,
-            "delivery_state": None,
-        },
-        {
-            "message_id": "r-m-1",
-            "role": "ASSISTANT",
-            "text": "Hi, how can I help?",
-            "created_at": "2025-01-31T12:00:01.000000Z",
-            "in_reply_to": "m-1",
-            "delivery_state": "delivered",
-        },
-    ],
-    "has_more": False,
 }
 _DETAIL = [OBJECT_ID_PATH_PARAMETER]
 _WRITE_ERRORS = {400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS}
@@ -188,25 +160,3 @@ class ChannelViewSet(
         channel = self.get_object()
         channel_rotate_token(channel=channel)
         return Response(ChannelSerializer(channel).data)
-
-    @extend_schema(
-        summary="The channel's dialogue",
-        description="The dialogue whose chat_id is this channel's id, oldest message first. Without a cursor: "
-        "the latest `limit` messages. Page back with `before=<first message_id>`, forward with "
-        "`after=<last message_id>`. An empty `message_list` (and `id: null`) when nothing was said yet.",
-        parameters=[*_DETAIL, HistoryQuerySerializer],
-        responses={200: DialogueHistorySerializer, **_WRITE_ERRORS},
-        examples=[OpenApiExample("History", value=_HISTORY_EXAMPLE, response_only=True)],
-    )
-    @action(detail=True, methods=["get"])
-    def dialogue(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        channel = self.get_object()
-        dialogue = dialogue_for_channel(channel=channel)
-        query = validated(HistoryQuerySerializer, query_params(request.query_params), context={"dialogue": dialogue})
-        return history_response(
-            dialogue=dialogue,
-            chat_bot_id=channel.chat_bot_id,
-            channel_id=channel.pk,
-            chat_id=str(channel.pk),
-            query=query,
-        )

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from django.urls import re_path
+
 from core.api import api_router
-from dialogues.views import DialogueViewSet
+from dialogues.views import ChannelDialogueView, DialogueViewSet
 
 router = api_router()
 router.register("dialogues", DialogueViewSet, basename="dialogue")
 
-urlpatterns = router.urls
+urlpatterns = [
+    # The existing contract's channel history, with or without the trailing slash.
+    re_path(r"^channels/(?P<pk>[^/]+)/dialogue/?$", ChannelDialogueView.as_view(), name="channel-dialogue"),
+    *router.urls,
+]

@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import mixins, viewsets
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from rest_framework import generics, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from channels_app.models import Channel
 from core.api import (
     AUTH_ERRORS,
     BAD_REQUEST,
@@ -20,7 +21,7 @@ from core.api import (
 )
 from core.pagination import OptionalLimitOffsetPagination
 from dialogues.models import Dialogue
-from dialogues.selectors import dialogue_list, message_page
+from dialogues.selectors import dialogue_for_channel, dialogue_list, message_page
 from dialogues.serializers import (
     DialogueFilterSerializer,
     DialogueHistorySerializer,
@@ -92,5 +93,63 @@ class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.Retriev
             chat_bot_id=dialogue.chat_bot_id,
             channel_id=dialogue.channel_id,
             chat_id=dialogue.chat_id,
+            query=query,
+        )
+
+
+CHANNEL_HISTORY_EXAMPLE = {
+    "id": "665f1c2e9b1e8a3d4c5b6a81",
+    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
+    "channel_id": "665f1c2e9b1e8a3d4c5b6a80",
+    "chat_id": "665f1c2e9b1e8a3d4c5b6a80",
+    "message_list": [
+        {
+            "message_id": "m-1",
+            "role": "USER",
+            "text": "Hello!",
+            "created_at": "2025-01-31T12:00:00.000000Z",
+            "in_reply_to": None,
+            "delivery_state": None,
+        },
+        {
+            "message_id": "r-m-1",
+            "role": "ASSISTANT",
+            "text": "Hi, how can I help?",
+            "created_at": "2025-01-31T12:00:01.000000Z",
+            "in_reply_to": "m-1",
+            "delivery_state": "delivered",
+        },
+    ],
+    "has_more": False,
+}
+
+
+class ChannelDialogueView(ObjectIdLookupMixin, generics.GenericAPIView):
+    """`GET /api/channels/{id}/dialogue`: the existing contract's history of a channel. It
+    returns a dialogue, so it lives here, with the dialogues (the channel app knows nothing of
+    them)."""
+
+    queryset = Channel.objects.all()
+
+    @extend_schema(
+        operation_id="channels_dialogue_retrieve",
+        tags=["channels"],
+        summary="The channel's dialogue",
+        description="The dialogue whose chat_id is this channel's id, oldest message first. Without a cursor: "
+        "the latest `limit` messages. Page back with `before=<first message_id>`, forward with "
+        "`after=<last message_id>`. An empty `message_list` (and `id: null`) when nothing was said yet.",
+        parameters=[OBJECT_ID_PATH_PARAMETER, HistoryQuerySerializer],
+        responses={200: DialogueHistorySerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
+        examples=[OpenApiExample("History", value=CHANNEL_HISTORY_EXAMPLE, response_only=True)],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        channel = self.get_object()
+        dialogue = dialogue_for_channel(channel=channel)
+        query = validated(HistoryQuerySerializer, query_params(request.query_params), context={"dialogue": dialogue})
+        return history_response(
+            dialogue=dialogue,
+            chat_bot_id=channel.chat_bot_id,
+            channel_id=channel.pk,
+            chat_id=str(channel.pk),
             query=query,
         )
