@@ -35,6 +35,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from channels_app.services import is_public_address, url_targets_non_public_address, validate_channel_url
+from core.caching import LookupCache
 from core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -283,9 +284,9 @@ def http_session() -> requests.Session:
     return _session
 
 
-_private_cache: dict[str, tuple[bool, float]] = {}
 PRIVATE_CACHE_TTL_S = 10.0
-PRIVATE_CACHE_MAX = 4096
+# Whether a host resolves to a non-public address, by host name.
+_private_hosts = LookupCache(maxsize=4096, ttl_s=lambda: PRIVATE_CACHE_TTL_S)
 
 
 def private_url_refused_cached(url: str) -> bool:
@@ -295,14 +296,11 @@ def private_url_refused_cached(url: str) -> bool:
     if settings.CHANNEL_ALLOW_PRIVATE_URLS:
         return False
     host = urlsplit(url).hostname or ""
-    now = time.monotonic()
-    cached = _private_cache.get(host)
-    if cached is None or cached[1] < now:
-        if len(_private_cache) >= PRIVATE_CACHE_MAX:
-            _private_cache.clear()
-        cached = (url_targets_non_public_address(url), now + PRIVATE_CACHE_TTL_S)
-        _private_cache[host] = cached
-    return cached[0]
+    refused = _private_hosts.get(host)
+    if refused is None:
+        refused = url_targets_non_public_address(url)
+        _private_hosts.set(host, refused)
+    return bool(refused)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -35,8 +35,8 @@ def attempt(url: str = URL, **kwargs: object) -> AttemptOutcome:
 
 
 @pytest.fixture(autouse=True)
-def fresh_private_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dispatch, "_private_cache", {})
+def fresh_private_cache() -> None:
+    dispatch._private_hosts.clear()
 
 
 # --- Unit tests against `responses` ------------------------------------------------------
