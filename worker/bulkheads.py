@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,35 +49,28 @@ class Slots:
         self._lock = threading.Lock()
 
     @contextmanager
-    def channel(self, channel_id: ObjectId) -> Iterator[bool]:
-        """Yields whether a delivery slot of this channel was free (and holds it if so)."""
+    def _slot(self, counts: Counter[ObjectId], key: ObjectId, limit: int) -> Iterator[bool]:
+        """Yields whether one of `key`'s `limit` slots was free (and holds it if so)."""
         with self._lock:
-            acquired = self._channels[channel_id] < self.channel_limit
+            acquired = counts[key] < limit
             if acquired:
-                self._channels[channel_id] += 1
+                counts[key] += 1
         try:
             yield acquired
         finally:
             if acquired:
                 with self._lock:
-                    self._channels[channel_id] -= 1
-                    if self._channels[channel_id] <= 0:
-                        del self._channels[channel_id]
+                    counts[key] -= 1
+                    if counts[key] <= 0:
+                        del counts[key]
 
-    @contextmanager
-    def bot_llm(self, chat_bot_id: ObjectId) -> Iterator[bool]:
-        with self._lock:
-            acquired = self._bots[chat_bot_id] < self.bot_llm_limit
-            if acquired:
-                self._bots[chat_bot_id] += 1
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                with self._lock:
-                    self._bots[chat_bot_id] -= 1
-                    if self._bots[chat_bot_id] <= 0:
-                        del self._bots[chat_bot_id]
+    def channel(self, channel_id: ObjectId) -> AbstractContextManager[bool]:
+        """A delivery slot of this channel, if one is free."""
+        return self._slot(self._channels, channel_id, self.channel_limit)
+
+    def bot_llm(self, chat_bot_id: ObjectId) -> AbstractContextManager[bool]:
+        """An LLM slot of this bot, if one is free."""
+        return self._slot(self._bots, chat_bot_id, self.bot_llm_limit)
 
     def saturated_channels(self) -> list[ObjectId]:
         with self._lock:
