@@ -377,3 +377,14 @@ def test_dialogues_and_deliveries_cannot_be_added_or_deleted(admin_client: Clien
     assert admin_client.get(reverse("admin:dialogues_dialogue_add")).status_code == 403
     assert admin_client.get(reverse("admin:dialogues_dialogue_delete", args=[dialogue.pk])).status_code == 403
     assert admin_client.get(reverse("admin:dialogues_delivery_add")).status_code == 403
+
+
+def test_dialogue_page_shows_what_each_reply_cost(admin_client: Client) -> None:
+    dialogue = DialogueFactory()
+    MessageFactory(dialogue=dialogue, message_id="q-1", text="Hi")
+    MessageFactory(
+        dialogue=dialogue, role=Message.Role.ASSISTANT, in_reply_to="q-1", text="Hello!", delivery_state="delivered",
+        llm_backend="openai", llm_model="gpt-4o-mini", prompt_tokens=31, completion_tokens=7, llm_latency_ms=812,
+    )  # fmt: skip
+    page = admin_client.get(reverse("admin:dialogues_dialogue_change", args=[dialogue.pk])).content.decode()
+    assert "openai · gpt-4o-mini" in page and "31 + 7 tokens" in page and "812 ms" in page
