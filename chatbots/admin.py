@@ -11,7 +11,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxLengthValidator
-from django.db.models import Count, QuerySet
+from django.db.models import Count, ForeignObjectRel, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -205,15 +205,21 @@ class ChatBotAdmin(admin.ModelAdmin):
         self, objs: Any, request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
         """Counts instead of Django's list of every related object: a bot with 10,000
-        messages would otherwise load and render each one on the confirmation page."""
-        from dialogues.models import Dialogue, Message
-
+        messages would otherwise load and render each one on the confirmation page. What
+        belongs to a bot (channels, dialogues, messages) is read off the model's reverse
+        relations, so this app names none of the apps above it."""
         bots = list(objs)
         ids = [bot.pk for bot in bots]
         model_count = {str(ChatBot._meta.verbose_name_plural): len(bots)}
         perms_needed: set[str] = set()
-        for model in (Channel, Dialogue, Message):
-            count = model.objects.filter(chat_bot_id__in=ids).count()
+        relations = [
+            field for field in ChatBot._meta.get_fields(include_hidden=True) if isinstance(field, ForeignObjectRel)
+        ]
+        for relation in relations:
+            model = relation.related_model
+            if not isinstance(model, type) or model._meta.proxy:
+                continue
+            count = model._default_manager.filter(**{f"{relation.field.name}_id__in": ids}).count()
             if not count:
                 continue
             model_count[str(model._meta.verbose_name_plural)] = count
