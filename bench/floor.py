@@ -4,25 +4,30 @@ The same database operations as the app, written with pymongo (the same document
 dialogues.documents), and the same POST with requests:
 
 - ingest (dialogues/ingest.py + dialogues/store.py), from T threads in the benchmark's process,
-  as the load generator's requests would be: the dialogue's reservation (one
-  find_one_and_update by its id, which also sets `work_due_at`) and the message insert;
+  as the load generator's requests would be: the dialogue's reservation (a compare-and-set
+  `update_one` on its `last_seq`, which also sets `work_due_at`; on a conflict, one read of
+  `last_seq` and another try; the dialogue found or created on its first message) and the
+  message insert;
 - the worker (worker/loop.py + worker/pipeline.py), in a process of its own as `run_worker`
-  is, with T threads: claim the dialogue due longest (one find_one_and_update on the sparse
-  index of `work_due_at`, sorted), read a window of its messages by (dialogue_id, seq), ask the
-  mock LLM, store the reply and mark the message replied (one ordered bulk write), POST the
-  reply (one attempt, `webhook-id` header), record the outcome (update_one conditional on the
-  reply's claim_token) and release the dialogue (update_one conditional on the claim token
-  and last_seq); a pass that finds more owed messages renews the claim and reads again; an
-  idle worker looks again every 25 ms (WORKER_POLL_MS), as the app's does.
+  is, with T threads: find the due dialogues (one read on the sparse index of `work_due_at`,
+  sorted, as many as threads are free) and claim each (`update_one` by `_id` while free); read
+  a window of its messages by (dialogue_id, seq), ask the mock LLM, store the reply and mark
+  the message replied (one ordered bulk write), POST the reply (one attempt, `webhook-id`
+  header), record the outcome (update_one conditional on the reply's claim_token) and release
+  the dialogue (update_one conditional on the claim token and last_seq); a full read, or a
+  release that finds new work, renews the claim (update + read) and reads again; an idle
+  worker looks again every 25 ms (WORKER_POLL_MS), and after every finished dialogue.
 
 Bot and channel look-ups are done once up front, as the app's per-process caches do under
 load. The process split and the one connection per process (`maxPoolSize=1`) are the app's.
 Left out, because they are the framework's or the app's extras rather than the pipeline's:
-authentication, validation, logging, the bulkhead and breaker bookkeeping, the channel's
-"last delivery" note, the 1-second cache refreshes.
+authentication, validation, logging, the bulkheads (in-memory counters) and the breaker
+(no database work while a channel succeeds), the channel's "last delivery" note (a write per
+channel every 5 s), the 1-second cache refreshes and the worker's housekeeping (1 s / 10 s).
 
 Keep this in step with dialogues/ingest.py, dialogues/store.py, worker/loop.py and
-worker/pipeline.py: the app's end-to-end throughput is reported as a fraction of this floor.
+worker/pipeline.py: the app's end-to-end throughput is reported as a fraction of this floor
+(`make bench` records a hash of those files with its results).
 
 `python -m bench.floor worker --url U --db D --bot B --threads T` runs the floor's worker until
 SIGTERM, then prints its counts as one JSON line.
@@ -47,7 +52,7 @@ from typing import Any
 
 import requests
 from bson import ObjectId
-from pymongo import InsertOne, MongoClient, ReturnDocument, UpdateOne
+from pymongo import InsertOne, MongoClient, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
@@ -58,7 +63,12 @@ from dialogues.documents import message_document
 CONTEXT_MESSAGES = 20  # settings.LLM_CONTEXT_MESSAGES
 HISTORY_SLACK = 4  # worker.pipeline.HISTORY_SLACK
 BATCH = 16  # worker.pipeline.BATCH
+WINDOW = CONTEXT_MESSAGES + HISTORY_SLACK + BATCH
 UNFILLED_GRACE = timedelta(seconds=2)  # worker.pipeline.UNFILLED_GRACE
+UNFILLED_RECHECK = timedelta(milliseconds=20)  # worker.pipeline.UNFILLED_RECHECK
+WORK_DUE_DELAY = timedelta(milliseconds=5)  # dialogues.store.WORK_DUE_DELAY
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # dialogues.store.EPOCH
+RESERVE_TRIES = 64  # dialogues.store.RESERVE_TRIES
 POLL_S = 0.025  # settings.WORKER_POLL_MS
 # dialogues.store.dialogue_lease(): LLM_TIMEOUT_S + CHANNEL_ATTEMPT_TIMEOUT_S + 10
 LEASE = timedelta(seconds=30 + 10 + 10)
@@ -95,39 +105,51 @@ class FloorIngest:
         self.dialogues = db.dialogues_dialogue
         self.messages = db.dialogues_message
         self.chat_bot_id = chat_bot_id
-        # Dialogue ids by channel, shared by the threads as the app's per-process cache is.
-        self.dialogue_ids: dict[ObjectId, ObjectId] = {}
+        # (dialogue id, last position seen) by channel, shared by the threads as the app's
+        # per-process cache is.
+        self.seen: dict[ObjectId, tuple[ObjectId, int]] = {}
+        self.lock = threading.Lock()
+        self.conflicts = 0
+
+    def _find_or_create(self, key: dict[str, Any], now: datetime) -> tuple[ObjectId, int]:
+        for _ in range(3):
+            doc = self.dialogues.find_one(key, {"_id": 1, "last_seq": 1})
+            if doc is not None:
+                return doc["_id"], int(doc.get("last_seq") or 0)
+            try:
+                self.dialogues.update_one(
+                    key,
+                    {"$setOnInsert": {"created_at": now, "last_message_at": now, "last_seq": 0, "message_count": 0,
+                                      "claim_until": EPOCH}},
+                    upsert=True,
+                )  # fmt: skip
+            except DuplicateKeyError:
+                pass
+        raise RuntimeError("dialogue upsert kept losing races")
 
     def store(self, *, channel_id: ObjectId, chat_id: str, message_id: str, text: str) -> None:
         now = _now()
         key = {"chat_bot_id": self.chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
-        update = {"$inc": {"last_seq": 2, "message_count": 2}, "$max": {"last_message_at": now},
-                  "$set": {"work_due_at": now}}  # fmt: skip
-        dialogue = None
-        known = self.dialogue_ids.get(channel_id)
-        if known is not None:
-            dialogue = self.dialogues.find_one_and_update(
-                {"_id": known}, update, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
-            )
-        for _attempt in range(0 if dialogue is not None else 3):
-            dialogue = self.dialogues.find_one_and_update(
-                key, update, projection={"_id": 1, "last_seq": 1}, return_document=ReturnDocument.AFTER
-            )
-            if dialogue is not None:
-                self.dialogue_ids[channel_id] = dialogue["_id"]
+        update = {"$inc": {"last_seq": 2, "message_count": 2}, "$max": {"last_message_at": now, "claim_until": EPOCH},
+                  "$set": {"work_due_at": now + WORK_DUE_DELAY}}  # fmt: skip
+        seen = self.seen.get(channel_id)
+        if seen is None:
+            seen = self._find_or_create(key, now)
+        dialogue_id, last_seq = seen
+        for _ in range(RESERVE_TRIES):
+            if self.dialogues.update_one({"_id": dialogue_id, "last_seq": last_seq}, update).modified_count == 1:
+                self.seen[channel_id] = (dialogue_id, last_seq + 2)
                 break
-            try:
-                self.dialogues.update_one(
-                    key,
-                    {"$setOnInsert": {"created_at": now, "last_message_at": now, "last_seq": 0, "message_count": 0}},
-                    upsert=True,
-                )
-            except DuplicateKeyError:
-                pass
-        assert dialogue is not None
+            with self.lock:
+                self.conflicts += 1
+            doc = self.dialogues.find_one({"_id": dialogue_id}, {"last_seq": 1})
+            assert doc is not None
+            last_seq = int(doc.get("last_seq") or 0)
+        else:
+            raise RuntimeError("dialogue reservation kept losing races")
         doc = message_document(
-            dialogue_id=dialogue["_id"], chat_bot_id=self.chat_bot_id, channel_id=channel_id, message_id=message_id,
-            role="USER", text=text, created_at=_now(), seq=int(dialogue["last_seq"]) - 1, reply_state="awaiting",
+            dialogue_id=dialogue_id, chat_bot_id=self.chat_bot_id, channel_id=channel_id, message_id=message_id,
+            role="USER", text=text, created_at=_now(), seq=last_seq + 1, reply_state="awaiting",
         )  # fmt: skip
         self.messages.insert_one(doc)
 
@@ -135,7 +157,7 @@ class FloorIngest:
 # --- the worker ----------------------------------------------------------------------------------
 
 CLAIM_PROJECTION = {"chat_bot_id": 1, "channel_id": 1, "chat_id": 1, "last_seq": 1, "done_seq": 1,
-                    "last_message_at": 1, "voids": 1}  # fmt: skip
+                    "last_message_at": 1, "voids": 1}  # dialogues.store._CLAIM_PROJECTION  # fmt: skip
 
 
 class Claim:
@@ -162,7 +184,15 @@ class FloorWorker:
         self.wake = threading.Event()
         self.lock = threading.Lock()
         self.in_flight: set[ObjectId] = set()
-        self.counts = {"claims": 0, "empty_polls": 0, "passes": 0, "replies": 0, "waits": 0, "errors": 0}
+        self.counts = {
+            "claims": 0,
+            "empty_polls": 0,
+            "passes": 0,
+            "replies": 0,
+            "waits": 0,
+            "release_conflicts": 0,
+            "errors": 0,
+        }
         self.session = requests.Session()
         self.session.mount("http://", HTTPAdapter(pool_connections=32, pool_maxsize=64, max_retries=0))
 
@@ -181,19 +211,27 @@ class FloorWorker:
         claimed = False
         while not self.stopping.is_set():
             with self.lock:
-                if len(self.in_flight) >= self.threads:
-                    break
-            claim = self.claim_next()
-            if claim is None:
+                free = self.threads - len(self.in_flight)
+            if free <= 0:
+                break
+            due = self.due(limit=free)
+            if not due:
                 self.count("empty_polls")
                 break
-            self.count("claims")
-            with self.lock:
-                if claim.dialogue_id in self.in_flight:
+            for doc in due:
+                with self.lock:
+                    if doc["_id"] in self.in_flight:
+                        continue
+                claim = self.claim(doc)
+                if claim is None:
                     continue
-                self.in_flight.add(claim.dialogue_id)
-            self.pool.submit(self.run_one, claim)
-            claimed = True
+                self.count("claims")
+                with self.lock:
+                    self.in_flight.add(claim.dialogue_id)
+                self.pool.submit(self.run_one, claim)
+                claimed = True
+            if len(due) < free:
+                break
         return claimed
 
     def run_one(self, claim: Claim) -> None:
@@ -207,26 +245,27 @@ class FloorWorker:
             self.wake.set()
 
     # dialogues/store.py
-    def claim_next(self) -> Claim | None:
+    def due(self, *, limit: int) -> list[dict[str, Any]]:
+        now = _now()
+        query = {"work_due_at": {"$lte": now}, "claim_until": {"$lt": now}}
+        return list(self.dialogues.find(query, CLAIM_PROJECTION).sort([("work_due_at", 1)]).limit(limit))
+
+    def claim(self, doc: dict[str, Any]) -> Claim | None:
         now = _now()
         token = secrets.token_hex(8)
-        free = {"$or": [{"claim_until": {"$exists": False}}, {"claim_until": None}, {"claim_until": {"$lt": now}}]}
-        doc = self.dialogues.find_one_and_update(
-            {"work_due_at": {"$lte": now}, **free},
+        result = self.dialogues.update_one(
+            {"_id": doc["_id"], "claim_until": {"$lt": now}},
             {"$set": {"claim_until": now + LEASE, "claim_token": token}},
-            sort=[("work_due_at", 1)],
-            projection=CLAIM_PROJECTION,
-            return_document=ReturnDocument.AFTER,
         )
-        return None if doc is None else Claim(doc, token)
+        return Claim(doc, token) if result.modified_count == 1 else None
 
     def renew(self, claim: Claim) -> bool:
-        doc = self.dialogues.find_one_and_update(
-            {"_id": claim.dialogue_id, "claim_token": claim.token},
-            {"$set": {"claim_until": _now() + LEASE}},
-            projection={"last_seq": 1, "last_message_at": 1, "voids": 1},
-            return_document=ReturnDocument.AFTER,
+        renewed = self.dialogues.update_one(
+            {"_id": claim.dialogue_id, "claim_token": claim.token}, {"$set": {"claim_until": _now() + LEASE}}
         )
+        if renewed.matched_count != 1:
+            return False
+        doc = self.dialogues.find_one({"_id": claim.dialogue_id}, {"last_seq": 1, "last_message_at": 1, "voids": 1})
         if doc is None:
             return False
         claim.last_seq = int(doc.get("last_seq") or 0)
@@ -239,27 +278,34 @@ class FloorWorker:
         update: dict[str, Any] = {"$max": {"done_seq": claim.done_seq}}
         if any(seq <= claim.done_seq for seq in claim.voids):
             update["$pull"] = {"voids": {"$lte": claim.done_seq}}
-        unset = {"claim_until": "", "claim_token": ""}
+        sets: dict[str, Any] = {"claim_until": EPOCH}
+        unset = {"claim_token": ""}
         if due_at is not None:
-            update["$set"] = {"work_due_at": due_at}
+            sets["work_due_at"] = due_at
             unset["parked"] = ""
         elif settled:
             match["last_seq"] = claim.last_seq
             unset.update(work_due_at="", parked="")
+        else:
+            sets["work_due_at"] = _now()
+        update["$set"] = sets
         update["$unset"] = unset
         return self.dialogues.update_one(match, update).matched_count == 1
 
     def unfilled_wait(self, claim: Claim) -> datetime | None:
         if claim.last_message_at is None:
             return None
-        again = _aware(claim.last_message_at) + UNFILLED_GRACE
-        return again if again > _now() else None
+        now = _now()
+        if _aware(claim.last_message_at) + UNFILLED_GRACE <= now:
+            return None
+        return now + UNFILLED_RECHECK
 
     # worker/pipeline.py
     def work(self, claim: Claim) -> None:
         first = True
         while True:
             if not first and not self.renew(claim):
+                self.release(claim, due_at=_now())
                 return
             first = False
             self.count("passes")
@@ -267,15 +313,15 @@ class FloorWorker:
                 self.messages.find({"dialogue_id": claim.dialogue_id,
                                     "seq": {"$gte": max(0, claim.done_seq - CONTEXT_MESSAGES - HISTORY_SLACK)}})
                 .sort([("seq", 1)])
-                .limit(CONTEXT_MESSAGES + HISTORY_SLACK + BATCH)
+                .limit(WINDOW)
             )  # fmt: skip
             wait = self.walk(claim, window)
             if wait is not None:
                 self.count("waits")
                 self.release(claim, due_at=wait)
                 return
-            if len([d for d in window if (d.get("seq") or 0) > claim.done_seq]) >= BATCH:
-                continue
+            if len(window) >= WINDOW:
+                continue  # the read was full: more messages follow
             if not all(s in claim.voids for s in range(claim.done_seq + 1, claim.last_seq + 1)):
                 again = self.unfilled_wait(claim)
                 if again is not None:
@@ -284,6 +330,11 @@ class FloorWorker:
                     return
             if self.release(claim, settled=True):
                 return
+            self.count("release_conflicts")
+
+    def advance(self, claim: Claim) -> None:
+        while claim.done_seq + 1 in claim.voids:
+            claim.done_seq += 1
 
     def walk(self, claim: Claim, window: list[dict[str, Any]]) -> datetime | None:
         history = [d for d in window if (d.get("seq") or 0) <= claim.done_seq]
@@ -292,6 +343,7 @@ class FloorWorker:
         while position < len(owed):
             doc = owed[position]
             seq = int(doc["seq"])
+            self.advance(claim)
             for missing in range(claim.done_seq + 1, seq):
                 if missing not in claim.voids:
                     until = self.unfilled_wait(claim)
@@ -303,12 +355,26 @@ class FloorWorker:
                 self.deliver(claim, reply=doc)
             history.append(doc)
             claim.done_seq = max(claim.done_seq, seq)
+            self.advance(claim)
             position += 1
         return None
 
     def generate(self, claim: Claim, *, user: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
-        items = [{"role": d["role"], "text": d["text"]} for d in [*history, user]
-                 if d.get("role") in ("USER", "ASSISTANT", "EMPLOYEE")][-CONTEXT_MESSAGES:]  # fmt: skip
+        def items_of(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
+            return [{"role": d["role"], "text": d["text"]} for d in docs
+                    if d.get("role") in ("USER", "ASSISTANT", "EMPLOYEE")][-CONTEXT_MESSAGES:]  # fmt: skip
+
+        known = [*history, user]
+        if len(items_of(known)) < CONTEXT_MESSAGES:
+            # Empty positions left the read short: the older messages the context still needs.
+            lowest = min(int(d.get("seq") or 0) for d in known)
+            if lowest > 1:
+                before = self.messages.find(
+                    {"dialogue_id": claim.dialogue_id,
+                     "seq": {"$gte": max(0, lowest - 3 * CONTEXT_MESSAGES), "$lt": lowest}}
+                ).sort([("seq", 1)])  # fmt: skip
+                known = [*before, *known]
+        items = items_of(known)
         started = time.monotonic()
         text = mock_llm(items)
         reply = message_document(

@@ -11,7 +11,7 @@ import requests
 from rest_framework.authtoken.models import Token
 
 from tests.fault.conftest import SEED_HEADER, WEBHOOK, manage
-from tests.support.live_server import LiveServer
+from tests.support.live_server import LiveServer, WorkerProcess
 from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -38,15 +38,21 @@ def test_no_secret_or_token_in_captured_logs(fault_server: LiveServer, receiver:
         body = {"message_id": message_id, "chat_id": chat_id, "text": "hi", "message_sender": "customer"}
         return requests.post(fault_server.url + WEBHOOK, json=body, headers=headers, timeout=30)
 
-    # Delivered at once, with each accepted header form.
-    assert send("s-1", {SEED_HEADER: f"Bearer {secret}"}).json()["delivery"] == "delivered"
-    assert send("s-2", {"X-Chatbot-Auth-Token": f"Bearer {secret}"}).status_code == 200
-    assert send("s-3", {"Authorization": f"Bearer {secret}"}).status_code == 200
-    received = receiver.wait_for(3)
-    assert received[0].headers["x-chat_auth_token"] == f"Bearer {token}"
-    # A failing channel (error paths log more), then the operator's deliver_pending.
-    receiver.default = Reply(status=500, body=b'{"error": "boom"}')
-    assert send("s-4", {SEED_HEADER: f"Bearer {secret}"}).json()["delivery"] == "queued"
+    # The worker, at debug level too, as `make run` starts it beside the server.
+    worker = WorkerProcess(env={**fault_server.env(), "LOG_LEVEL": "debug"}, name="secrets").start()
+    try:
+        # Delivered by the worker, with each accepted header form.
+        assert send("s-1", {SEED_HEADER: f"Bearer {secret}"}).json()["reply_pending"] is True
+        assert send("s-2", {"X-Chatbot-Auth-Token": f"Bearer {secret}"}).status_code == 200
+        assert send("s-3", {"Authorization": f"Bearer {secret}"}).status_code == 200
+        received = receiver.wait_for(3)
+        assert received[0].headers["x-chat_auth_token"] == f"Bearer {token}"
+        # A failing channel (error paths log more), then the operator's deliver_pending.
+        receiver.default = Reply(status=500, body=b'{"error": "boom"}')
+        assert send("s-4", {SEED_HEADER: f"Bearer {secret}"}).status_code == 200
+        receiver.wait_for(4)
+    finally:
+        worker.stop()
     receiver.default = Reply()
     pending = manage("deliver_pending", env={"LOG_LEVEL": "debug"})
     assert pending.returncode == 0, pending.stderr
@@ -64,6 +70,7 @@ def test_no_secret_or_token_in_captured_logs(fault_server: LiveServer, receiver:
     for leaked, name in ((secret, "bot secret"), (near_miss, "near-miss secret"), (token, "channel token")):
         assert leaked not in log, f"{name} found in the gunicorn log"
         assert leaked not in pending.stdout + pending.stderr, f"{name} found in deliver_pending's output"
+        assert leaked not in worker.log_text(), f"{name} found in the worker's log"
     # Also no long fragment of them (a truncated secret is still most of a secret).
     for leaked in (secret, token):
         assert leaked[4:24] not in log
