@@ -15,6 +15,7 @@ SERVER__THREADS, and the worker beside it); results go to bench-results/<timesta
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import subprocess
@@ -33,7 +34,11 @@ from bench.scenarios import slow_llm, slow_neighbour
 from bench.stack import DB_NAME, ROOT, Stack
 from bench.workload import FloorRun, LoadRun, warm_up
 
-MODES = ["load", "floor", "scenarios", "growth"]
+MODES = ["load", "floor", "scenarios", "growth", "diagnose"]
+# The pipeline's code: its hash is recorded with the results, and a change during the run is
+# reported (other people edit the tree while the benchmark runs).
+PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store.py", "worker/loop.py", "worker/pipeline.py",
+                  "worker/bulkheads.py", "channels_app/dispatch.py", "llm/client.py", "bench/floor.py"]  # fmt: skip
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -52,6 +57,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, help="customer messages per load run (default 2000; quick 200)")
     parser.add_argument("--channels", type=int, help="channels (one dialogue each) per run (default 8; quick 4)")
     parser.add_argument("--concurrency", type=_ints, help="comma-separated load concurrencies (default 16,64)")
+    parser.add_argument(
+        "--other-messages",
+        type=int,
+        help="messages of the loads at other concurrencies than 16 (default 1000; quick 200)",
+    )
     parser.add_argument("--floor-threads", type=_ints, help="floor thread counts to try (default 1,2,4,8)")
     parser.add_argument("--floor-messages", type=int, help="messages per floor thread count (default 1000)")
     parser.add_argument(
@@ -60,10 +70,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="messages/s of the moderate (open-loop) run (default: half the C=16 replies/s)",
     )
     parser.add_argument("--moderate-messages", type=int, help="messages of the moderate run (default 600)")
-    parser.add_argument("--scenario-messages", type=int, help="bot A's messages per slow-neighbour run (default 800)")
+    parser.add_argument("--scenario-messages", type=int, help="bot A's messages per slow-neighbour run (default 600)")
     parser.add_argument("--slow-llm-messages", type=int, help="messages of the slow-LLM run (default 96)")
     parser.add_argument("--growth-sizes", type=_ints, help="dialogue sizes (default 10,1000,10000)")
     parser.add_argument("--growth-messages", type=int, help="messages sent at each size (default 200)")
+    parser.add_argument("--diagnose-messages", type=int, help="messages of the diagnostic phase (default 600)")
     parser.add_argument("--growth-rate", type=float, default=20.0, help="messages/s at each size (default 20)")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test of the benchmark itself")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles during the C=16 load")
@@ -77,10 +88,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.floor_threads = args.floor_threads or ([2, 8] if quick else [1, 2, 4, 8])
     args.floor_messages = args.floor_messages or (100 if quick else 1000)
     args.moderate_messages = args.moderate_messages or (100 if quick else 600)
-    args.scenario_messages = args.scenario_messages or (100 if quick else 800)
+    args.scenario_messages = args.scenario_messages or (100 if quick else 600)
+    args.other_messages = args.other_messages or (200 if quick else 1000)
     args.slow_llm_messages = args.slow_llm_messages or (16 if quick else 96)
     args.growth_sizes = args.growth_sizes or ([10, 1000] if quick else [10, 1000, 10000])
     args.growth_messages = args.growth_messages or (30 if quick else 200)
+    args.diagnose_messages = args.diagnose_messages or (100 if quick else 600)
     return args
 
 
@@ -134,9 +147,23 @@ def _idle(stack: Stack, counters: DbCounters, seconds: float = 3.0) -> dict[str,
     return {
         "seconds": seconds,
         "ops_per_s": {f"{c}.{k}": round(n / seconds, 1) for (c, k), (n, _) in sorted(delta.top.items()) if n},
-        "claims_per_s": round(delta.count("dialogues", "command") / seconds, 1),
+        # The worker's look-ups for due work, plus its housekeeping's (about 1/s).
+        "dialogue_finds_per_s": round(delta.count("dialogues", "find") / seconds, 1),
         "cpu_percent": {name: round((cpu_after[name] - cpu[name]) / seconds * 100, 1) for name in cpu},
     }
+
+
+def pipeline_hash() -> dict[str, str]:
+    return {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest()[:12] for name in PIPELINE_FILES
+            if (ROOT / name).exists()}  # fmt: skip
+
+
+_T0 = time.monotonic()
+
+
+def say(text: str, *, flush: bool = True) -> None:
+    """A progress line, with the time since the start."""
+    print(f"[{time.monotonic() - _T0:5.0f} s] {text}", flush=flush)
 
 
 def _line(name: str, r: dict[str, Any]) -> str:
@@ -165,10 +192,11 @@ def main(argv: list[str]) -> int:
                     "platform": platform.platform(), "load_average_at_start": os.getloadavg()},
         "server": {"workers": workers, "threads": threads, "database": "secantusd (embedded), in memory, fresh"},
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)} | {"modes": modes},
+        "pipeline_code": pipeline_hash(),
     }  # fmt: skip
     results["settings"]["out"] = str(out_dir)
-    print(f"==> Results in {out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir}", flush=True)
-    print(f"==> Starting a fresh embedded database, migrating, gunicorn {workers} worker(s) x {threads} threads "
+    say(f"==> Results in {out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir}", flush=True)
+    say(f"==> Starting a fresh embedded database, migrating, gunicorn {workers} worker(s) x {threads} threads "
           f"and the worker", flush=True)  # fmt: skip
     started = time.monotonic()
     stack = Stack(out_dir=out_dir, workers=workers, threads=threads, log_level="info")
@@ -184,7 +212,9 @@ def main(argv: list[str]) -> int:
               f"warming up", flush=True)  # fmt: skip
         warm_up(stack)
         results["idle"] = _idle(stack, counters)
-        print(f"    idle: {results['idle']['claims_per_s']} worker look-ups/s", flush=True)
+        print(
+            f"    idle: {results['idle']['dialogue_finds_per_s']} dialogue finds/s (the worker's look-ups)", flush=True
+        )
 
         # The embedded server slows down as it fills, so whatever runs first looks faster. The
         # C=16 load and the floor at each thread count therefore run interleaved, in two halves
@@ -203,7 +233,7 @@ def main(argv: list[str]) -> int:
             parts = [f"load C={paired_c}"] if load_runs else []
             parts += [f"floor at {args.floor_threads} threads"] if floors else []
             what = " and ".join(parts)
-            print(f"==> {what}: interleaved in two halves", flush=True)
+            say(f"==> {what}: interleaved in two halves", flush=True)
             halves: list[list[tuple[LoadRun | FloorRun, int]]] = [[], []]
             if load_runs:
                 for half, n in zip(halves, _split(args.messages, 2), strict=True):
@@ -235,7 +265,7 @@ def main(argv: list[str]) -> int:
         if "load" in modes:
             c16 = results["load"][0]["e2e"]["replies_per_s"] if results.get("load") else 40.0
             rate = args.moderate_rate or max(5.0, round(c16 / 2))
-            print(f"==> moderate load: {args.moderate_messages} messages at {rate:g}/s (open loop)", flush=True)
+            say(f"==> moderate load: {args.moderate_messages} messages at {rate:g}/s (open loop)", flush=True)
             moderate = LoadRun(stack, counters, channels=args.channels, concurrency=0, name="moderate")
             moderate.segment_at_rate(args.moderate_messages, rate=rate)
             results["moderate"] = moderate.result(db)
@@ -243,25 +273,25 @@ def main(argv: list[str]) -> int:
             for concurrency in args.concurrency:
                 if concurrency in load_runs:
                     continue
-                print(f"==> load: {args.messages} messages over {args.channels} channels at C={concurrency}",
+                say(f"==> load: {args.other_messages} messages over {args.channels} channels at C={concurrency}",
                       flush=True)  # fmt: skip
                 run = LoadRun(stack, counters, channels=args.channels, concurrency=concurrency,
                               name=f"load-c{concurrency}")  # fmt: skip
-                run.segment(args.messages)
+                run.segment(args.other_messages)
                 r = run.result(db)
                 print(_line(f"load C={concurrency}", r), flush=True)
                 results["load"].append(r)
 
         if "scenarios" in modes:
             c = paired_c
-            print(f"==> slow neighbour: bot A {args.scenario_messages} messages at C={c}, alone, then while "
+            say(f"==> slow neighbour: bot A {args.scenario_messages} messages at C={c}, alone, then while "
                   f"bot B's channels hang", flush=True)  # fmt: skip
             results["slow_neighbour"] = sn = slow_neighbour(
                 stack, counters, db, messages=args.scenario_messages, channels=args.channels, concurrency=c
             )
             print(_line("A alone", sn["alone"]), flush=True)
             print(_line("A with B", sn["with_b"]), flush=True)
-            print(f"==> slow LLM: worker restarted with LLM_MOCK_DELAY_MS=2000; {args.slow_llm_messages} messages "
+            say(f"==> slow LLM: worker restarted with LLM_MOCK_DELAY_MS=2000; {args.slow_llm_messages} messages "
                   f"at C={c}", flush=True)  # fmt: skip
             results["slow_llm"] = sl = slow_llm(
                 stack, counters, db, messages=args.slow_llm_messages, channels=args.channels, concurrency=c
@@ -271,10 +301,20 @@ def main(argv: list[str]) -> int:
         if "growth" in modes:
             from bench.workload import run_growth
 
-            print(f"==> growth: sizes {args.growth_sizes}, {args.growth_messages} messages each, "
+            say(f"==> growth: sizes {args.growth_sizes}, {args.growth_messages} messages each, "
                   f"{args.growth_rate:g}/s", flush=True)  # fmt: skip
             results["growth"] = run_growth(stack, db, sizes=args.growth_sizes, messages=args.growth_messages,
                                            rate=args.growth_rate)  # fmt: skip
+        if "diagnose" in modes:
+            from bench.diagnose import diagnose
+            from bench.report import best_floor
+
+            best = best_floor(results)
+            floor_t = int(best["threads"]) if best else 4
+            say(f"==> diagnose: {args.diagnose_messages} messages at C={paired_c}, then the floor at T={floor_t}, "
+                  f"every operation counted by purpose through a proxy", flush=True)  # fmt: skip
+            results["diagnosis"] = diagnose(stack, counters, messages=args.diagnose_messages, channels=args.channels,
+                                            concurrency=paired_c, floor_threads=floor_t)  # fmt: skip
         counters.close()
         client.close()
     except (Exception, KeyboardInterrupt, SystemExit) as exc:  # noqa: BLE001 - keep what was measured
@@ -283,6 +323,11 @@ def main(argv: list[str]) -> int:
     finally:
         stack.stop()
     results["duration_s"] = round(time.monotonic() - started, 1)
+    if pipeline_hash() != results["pipeline_code"]:
+        changed = [k for k, v in pipeline_hash().items() if results["pipeline_code"].get(k) != v]
+        results["pipeline_changed_during_run"] = changed
+        print(f"WARNING: the pipeline's code changed during this run ({', '.join(changed)}): restarted processes "
+              "(the slow-LLM worker, the diagnostic phase) ran newer code than the first ones.")  # fmt: skip
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["targets"] = report.check_targets(results)
     report.write_json(out_dir / "results.json", results)
@@ -297,7 +342,7 @@ def main(argv: list[str]) -> int:
     correctness_missed = any(not c["met"] for c in results["targets"] if c["kind"] == "correctness")
     performance_missed = any(not c["met"] for c in results["targets"] if c["kind"] == "performance")
     if results.get("error"):
-        print(f"==> Stopped early: {results['error']}")
+        say(f"==> Stopped early: {results['error']}")
         return 1
     if correctness_missed or (args.strict and performance_missed):
         return 1

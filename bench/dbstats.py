@@ -106,22 +106,14 @@ class DbDelta:
         return self.top.get((coll, kind), (0, 0))[0]
 
 
-def empty_polls(delta: DbDelta, *, messages: int, wall_s: float, claims_by_other: int = 0) -> dict[str, float]:
-    """The worker's claims that found nothing, estimated from the counters.
-
-    findAndModify on dialogues = one reservation per message (the webhook) + one claim per
-    pass of the worker over a dialogue (its first pass; each further pass renews the claim,
-    also a findAndModify) + the claims that found nothing. Each pass reads one window of
-    messages (one find on messages). So empty = dialogues.command - messages - messages.find,
-    give or take the worker's housekeeping (a sweep of owed messages every 10 s, also a find
-    on messages)."""
-    fam = delta.count("dialogues", "command")
+def worker_reads(delta: DbDelta, *, messages: int, wall_s: float) -> dict[str, float]:
+    """The worker's passes over a dialogue (one window read on messages each) per message, and
+    the finds on dialogues per second: the worker's look-ups for due work (most of them empty
+    when it keeps up), its renewal reads and the webhook's reservation re-reads. The diagnostic
+    phase (bench.diagnose) tells these apart."""
     passes = delta.count("messages", "find")
-    empty = max(0, fam - messages - passes - claims_by_other)
+    finds = delta.count("dialogues", "find")
     return {
-        "passes": passes,
         "passes_per_message": round(passes / messages, 3) if messages else 0.0,
-        "empty_polls": empty,
-        "empty_polls_per_s": round(empty / wall_s, 1) if wall_s else 0.0,
-        "empty_polls_per_message": round(empty / messages, 3) if messages else 0.0,
+        "dialogue_finds_per_s": round(finds / wall_s, 1) if wall_s else 0.0,
     }

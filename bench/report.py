@@ -139,12 +139,12 @@ def render(results: dict[str, Any]) -> str:
                    "worker process with T threads)")  # fmt: skip
         out.append(table(
             ["threads", "acks/s", "webhook p50", "p99", "replies/s", "ack->receipt p50", "p99", "passes/msg",
-             "empty polls/s (counted)", "(estimated)"],
+             "empty polls/s", "reservation conflicts/msg"],
             [[f["threads"], f["ingest"]["acks_per_s"], f["ingest"]["latency_ms"]["p50"],
               f["ingest"]["latency_ms"]["p99"],
               f["e2e"]["replies_per_s"], f["e2e"]["ack_to_receipt_ms"]["p50"], f["e2e"]["ack_to_receipt_ms"]["p99"],
               f["db_worker"]["passes_per_message"], f["worker_counts"].get("empty_polls_per_s", "-"),
-              f["db_worker"]["empty_polls_per_s"]] for f in results["floor"]],
+              round(f.get("reservation_conflicts", 0) / f["messages"], 3)] for f in results["floor"]],
         ))  # fmt: skip
         if floor:
             out.append(f"fastest: T={floor['threads']}, {floor['e2e']['replies_per_s']} replies/s")
@@ -170,13 +170,17 @@ def render(results: dict[str, Any]) -> str:
         keys = sorted({k for _, r in db_runs for k in r["db"]["ops"]})
         out.append("\nDATABASE operations per message, by collection and type (the server's `top`; command = "
                    "findAndModify, or an ORM read, which this backend runs as an aggregate), server ms per message, "
-                   "the worker's passes over a dialogue per message and its empty look-ups per second")  # fmt: skip
+                   "the worker's passes over a dialogue per message, and finds on dialogues per second (mostly the "
+                   "worker's look-ups for due work; see DIAGNOSIS)")  # fmt: skip
         out.append(table(
-            ["run", *keys, "other cmds", "total", "server ms", "passes", "empty/s"],
+            ["run", *keys, "other cmds", "total", "server ms", "passes", "dialogue finds/s"],
             [[name, *(r["db"]["ops"].get(k, "-") for k in keys), r["db"]["other_commands"], r["db"]["ops_total"],
-              r["db"]["server_ms_total"], r["db_worker"]["passes_per_message"], r["db_worker"]["empty_polls_per_s"]]
+              r["db"]["server_ms_total"], r["db_worker"]["passes_per_message"], r["db_worker"]["dialogue_finds_per_s"]]
              for name, r in db_runs],
         ))  # fmt: skip
+    diagnosis = results.get("diagnosis")
+    if diagnosis:
+        out.append(render_diagnosis(diagnosis))
     if results.get("idle"):
         idle = results["idle"]
         out.append(f"\nidle ({idle['seconds']} s, nothing due): {idle['ops_per_s']} ops/s; CPU % {idle['cpu_percent']}")
@@ -222,6 +226,24 @@ def render(results: dict[str, Any]) -> str:
         out.append(table(["", "target", "measured"],
                          [["ok  " if c["met"] else "MISS", c["target"], c["value"]] for c in checks]))  # fmt: skip
     return "\n".join(out)
+
+
+def render_diagnosis(d: dict[str, Any]) -> str:
+    columns = [("app: webhook", d["app"]["gunicorn"]), ("app: worker", d["app"]["worker"]),
+               ("floor: ingest", d["floor"]["ingest"]), ("floor: worker", d["floor"]["worker"])]  # fmt: skip
+    labels = sorted({label for _, counts in columns for label in counts})
+    rows = [[label, *(counts.get(label, "") for _, counts in columns)] for label in labels]
+    rows.append(["total", *(round(sum(counts.values()), 2) for _, counts in columns)])
+    idle = d["idle_per_s"]
+    lines = [
+        f"\nDIAGNOSIS (every operation through a counting proxy, by purpose, per message; {d['messages']} messages "
+        f"at C={d['concurrency']} for the app, the floor at T={d['floor_threads']})",
+        table(["operation", *(name for name, _ in columns)], rows),
+        "worker's empty look-ups per second: "
+        + ", ".join(f"{k} {v}" for k, v in d["empty_polls_per_s"].items())
+        + f"; idle, its operations per second: {idle}",
+    ]
+    return "\n".join(lines)
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:

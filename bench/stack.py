@@ -137,13 +137,28 @@ class Stack:
             stdout=receiver_log,
             stderr=subprocess.STDOUT,
         )
-        app_log = open(self.out_dir / "gunicorn.log", "wb")  # noqa: SIM115
-        cmd = gunicorn_command(bind=f"127.0.0.1:{self.app_port}", workers=self.workers, threads=self.threads)
-        self.gunicorn = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=app_log, stderr=subprocess.STDOUT)
-        _wait_http(self.app_url + "/readyz", timeout=30, process=self.gunicorn, what="gunicorn")
+        self.start_gunicorn()
         _wait_http(self.receiver_url + "/stats", timeout=15, process=self.receiver, what="the receiver")
         self.start_worker()
         return self
+
+    def start_gunicorn(self, extra_env: dict[str, str] | None = None) -> None:
+        app_log = open(self.out_dir / "gunicorn.log", "ab")  # noqa: SIM115
+        cmd = gunicorn_command(bind=f"127.0.0.1:{self.app_port}", workers=self.workers, threads=self.threads)
+        self.gunicorn = subprocess.Popen(
+            cmd, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=app_log, stderr=subprocess.STDOUT
+        )
+        _wait_http(self.app_url + "/readyz", timeout=30, process=self.gunicorn, what="gunicorn")
+
+    def restart_app(self, *, gunicorn_mongo_url: str, worker_mongo_url: str) -> None:
+        """gunicorn and the worker again, reaching the database at other URLs (the diagnostic
+        phase's counting proxy)."""
+        self.stop_worker()
+        if self.gunicorn and self.gunicorn.poll() is None:
+            self.gunicorn.send_signal(signal.SIGTERM)
+            self.gunicorn.wait(20)
+        self.start_gunicorn({"MONGO__URL": gunicorn_mongo_url})
+        self.start_worker({"MONGO__URL": worker_mongo_url})
 
     def start_worker(self, extra_env: dict[str, str] | None = None) -> None:
         """The worker as `make run` starts it (devtools.run.worker_command, the app's

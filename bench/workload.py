@@ -27,7 +27,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.database import Database
 
-from bench.dbstats import DbCounters, DbDelta, empty_polls
+from bench.dbstats import DbCounters, DbDelta, worker_reads
 from bench.stack import Stack, machine_busy_seconds
 from bench.stats import clock, summarize
 
@@ -292,7 +292,7 @@ class Measured:
             if self.measured_wall_s
             else 0.0,
             "db": self.db.per_message(messages),
-            "db_worker": empty_polls(self.db, messages=messages, wall_s=self.measured_wall_s),
+            "db_worker": worker_reads(self.db, messages=messages, wall_s=self.measured_wall_s),
         }
 
 
@@ -498,8 +498,8 @@ class FloorRun(Measured):
     kind = "floor"
 
     def __init__(self, stack: Stack, counters: DbCounters, db: Database, *, channels: int, threads: int,
-                 db_name: str):  # fmt: skip
-        super().__init__(stack, counters, path=f"/hook/floor-t{threads}")
+                 db_name: str, name: str | None = None):  # fmt: skip
+        super().__init__(stack, counters, path=f"/hook/{name or f'floor-t{threads}'}")
         from bench.floor import FloorIngest
 
         self.threads = threads
@@ -511,12 +511,15 @@ class FloorRun(Measured):
         ]
         self.ingest = FloorIngest(db=db, chat_bot_id=ObjectId(self.bot_id))
         self.worker_counts: dict[str, int] = {}
+        # The floor's worker reaches the database as the app's does (overridden by the
+        # diagnostic phase, which puts its counting proxy in between).
+        self.worker_url = stack.mongo.app_url
 
     def segment(self, messages: int) -> None:
         from bench.floor import FloorWorkerProcess, ingest_threads
 
         offset = self.messages
-        worker = FloorWorkerProcess(url=self.stack.mongo.app_url, db_name=self.db_name, bot_id=self.bot_id,
+        worker = FloorWorkerProcess(url=self.worker_url, db_name=self.db_name, bot_id=self.bot_id,
                                     threads=self.threads, log_path=self.stack.out_dir / "floor-worker.log")  # fmt: skip
         self.stack.pause_worker()
         try:
@@ -542,7 +545,12 @@ class FloorRun(Measured):
 
     def result(self, db: Database) -> dict[str, Any]:
         r = self.common_result()
-        r.update(threads=self.threads, channels=len(self.channel_ids), worker_counts=self.worker_counts)
+        r.update(
+            threads=self.threads,
+            channels=len(self.channel_ids),
+            worker_counts=self.worker_counts,
+            reservation_conflicts=self.ingest.conflicts,
+        )
         if self.measured_wall_s:
             r["worker_counts"]["empty_polls_per_s"] = round(
                 self.worker_counts.get("empty_polls", 0) / self.measured_wall_s, 1

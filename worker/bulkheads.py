@@ -72,6 +72,10 @@ class Slots:
         """An LLM slot of this bot, if one is free."""
         return self._slot(self._bots, chat_bot_id, self.bot_llm_limit)
 
+    def channel_free(self, channel_id: ObjectId) -> bool:
+        with self._lock:
+            return self._channels[channel_id] < self.channel_limit if channel_id in self._channels else True
+
     def saturated_channels(self) -> list[ObjectId]:
         with self._lock:
             return [key for key, count in self._channels.items() if count >= self.channel_limit]

@@ -55,7 +55,7 @@ logger = logging.getLogger("worker")
 
 MAINTENANCE_INTERVAL_S = 1.0
 # How long the backlog of a tenant at its limit is set aside.
-DEFER_S = 0.25
+DEFER_S = 1.0
 ORPHAN_SWEEP_INTERVAL_S = 10.0
 # After a database error the loop waits this long, doubling up to the maximum.
 OUTAGE_BACKOFF_S = 0.5

@@ -125,6 +125,11 @@ def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
             return Step("park", reason="The channel was deleted")
         if not channel.is_active:
             return Step("park", reason="The channel is inactive")
+        until = breaker_wait_until(channel)
+        if until is not None and _aware(until) > utcnow():
+            # Nothing can reach the channel before then: no reply is generated (or delivered)
+            # meanwhile, so a broken channel costs the LLM and the database nothing.
+            return Step("wait", until=_aware(until))
         bot = bot_cached(claim.chat_bot_id)
         context = llm_context_size(bot)
         limit = context + HISTORY_SLACK + BATCH
@@ -186,6 +191,9 @@ def _walk(
                     return Step("wait", bounce=True, until=until)
         role = doc["role"]
         if role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING:
+            if not slots.channel_free(channel.pk):
+                # Its reply could not be sent now anyway: not generated until it could.
+                return Step("wait", bounce=True, until=utcnow() + SLOT_RETRY)
             outcome = _generate(
                 claim, user=doc, history=history, channel=channel, bot=bot, context=context, slots=slots
             )
