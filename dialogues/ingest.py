@@ -169,10 +169,10 @@ def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResu
     if original is None or original["role"] != Message.Role.USER:
         result.ignored = True
         return result
-    if original.get("reply_state") == Message.ReplyState.AWAITING:
+    _reply_state(result, dialogue_id=dialogue_id)
+    if not result.replied and original.get("reply_state") == Message.ReplyState.AWAITING:
         result.reply_pending = True
         return result
-    _reply_state(result, dialogue_id=dialogue_id)
     if not result.replied:
         result.ignored = True
     return result

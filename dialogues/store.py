@@ -23,14 +23,14 @@ The worker's fields on the dialogue (`work_due_at`, `claim_until`, `claim_token`
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from django.conf import settings
-from pymongo import InsertOne, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from channels_app.models import DeliveryState
 from core.caching import LookupCache
@@ -223,6 +223,8 @@ class DialogueClaim:
     last_message_at: datetime | None
     # Reserved positions known to stay empty (duplicates' reservations, replies never made).
     voids: set[int]
+    # Customer messages whose replies this holder found or stored, to be marked replied.
+    replied: list[ObjectId] = field(default_factory=list)
 
 
 def _claim_from(doc: dict[str, Any], token: str) -> DialogueClaim:
@@ -403,22 +405,26 @@ def dialogue_before(*, dialogue_id: ObjectId, before_seq: int, span: int) -> lis
     )
 
 
-def reply_store(*, reply: dict[str, Any], user_message_id: ObjectId) -> bool:
-    """Stores a generated reply and marks its customer message replied, in one round trip
-    (ordered: the message is marked only once its reply is stored). False when a reply to
-    that message already exists (a holder whose lease expired stored it first)."""
-    mark = UpdateOne(
-        {"_id": user_message_id},
-        {"$set": {"reply_state": Message.ReplyState.REPLIED.value, "claimed_until": None, "next_attempt_at": None}},
-    )
+def reply_store(*, reply: dict[str, Any]) -> bool:
+    """Stores a generated reply. False when a reply to that message already exists (a holder
+    whose lease expired stored it first). The customer message is marked replied later, for
+    the whole pass at once (`users_mark_replied`): until then a reply next to an awaiting
+    message is what says it is replied."""
     try:
-        messages_collection().bulk_write([InsertOne(reply), mark], ordered=True)
-    except BulkWriteError as exc:
-        if not all(error.get("code") == DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
-            raise
-        messages_collection().bulk_write([mark])
+        messages_collection().insert_one(reply)
+    except DuplicateKeyError:
         return False
     return True
+
+
+def users_mark_replied(*, message_ids: list[ObjectId]) -> None:
+    """Marks customer messages whose replies are stored as replied: one write per worker pass,
+    not one per reply."""
+    if message_ids:
+        messages_collection().update_many(
+            {"_id": {"$in": message_ids}, "reply_state": Message.ReplyState.AWAITING.value},
+            {"$set": {"reply_state": Message.ReplyState.REPLIED.value, "next_attempt_at": None}},
+        )
 
 
 def user_message_retry_later(*, message_id: ObjectId, attempts: int, at: datetime, error: str) -> None:

@@ -47,6 +47,7 @@ from dialogues.store import (
     reply_store,
     user_message_give_up,
     user_message_retry_later,
+    users_mark_replied,
     utcnow,
 )
 from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
@@ -98,7 +99,11 @@ class Step:
 
 def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
     """Works through the dialogue and gives it back. Returns how it ended (for logs and tests)."""
-    step = _work(claim, slots=slots)
+    try:
+        step = _work(claim, slots=slots)
+    finally:
+        users_mark_replied(message_ids=claim.replied)
+        claim.replied.clear()
     if step.kind == "lost":
         logger.warning("dialogue claim lost", extra={"dialogue": str(claim.dialogue_id)})
         # Given back in case it is still ours after all (the release is fenced by the token).
@@ -190,7 +195,13 @@ def _walk(
                 if until is not None:
                     return Step("wait", bounce=True, until=until)
         role = doc["role"]
-        if role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING:
+        awaiting = role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING
+        if awaiting and any(
+            other.get("in_reply_to") == doc["message_id"] and other["role"] == Message.Role.ASSISTANT for other in owed
+        ):
+            # Replied already (the mark was still to be written): its reply follows in line.
+            claim.replied.append(doc["_id"])
+        elif awaiting:
             if not slots.channel_free(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
                 return Step("wait", bounce=True, until=utcnow() + SLOT_RETRY)
@@ -328,10 +339,11 @@ def _generate(
             "llm_latency_ms": answer.latency_ms,
         },
     )
-    if not reply_store(reply=reply, user_message_id=user["_id"]):
+    if not reply_store(reply=reply):
         # A holder whose lease had expired stored one first: ours was never stored. Read the
         # dialogue again; that reply is delivered in its turn.
         return Step("reread")
+    claim.replied.append(user["_id"])
     return reply
 
 
