@@ -11,12 +11,13 @@ dialogues.documents), and the same POST with requests:
 - the worker (worker/loop.py + worker/pipeline.py), in a process of its own as `run_worker`
   is, with T threads: find the due dialogues (one read on the sparse index of `work_due_at`,
   sorted, as many as threads are free) and claim each (`update_one` by `_id` while free); read
-  a window of its messages by (dialogue_id, seq), ask the mock LLM, store the reply and mark
-  the message replied (one ordered bulk write), POST the reply (one attempt, `webhook-id`
-  header), record the outcome (update_one conditional on the reply's claim_token) and release
-  the dialogue (update_one conditional on the claim token and last_seq); a full read, or a
-  release that finds new work, renews the claim (update + read) and reads again; an idle
-  worker looks again every 25 ms (WORKER_POLL_MS), and after every finished dialogue.
+  a window of its messages by (dialogue_id, seq), ask the mock LLM, store the reply (insert),
+  POST it (one attempt, `webhook-id` header), record the outcome (update_one conditional on the
+  reply's claim_token); a full read, or a release that finds new work, renews the claim (update
+  + read) and reads again; at the end, mark the customer messages answered in this claim
+  replied (one update_many) and release the dialogue (update_one conditional on the claim token
+  and last_seq); an idle worker looks again every 25 ms (WORKER_POLL_MS), and after every
+  finished dialogue.
 
 Bot and channel look-ups are done once up front, as the app's per-process caches do under
 load. The process split and the one connection per process (`maxPoolSize=1`) are the app's.
@@ -52,7 +53,7 @@ from typing import Any
 
 import requests
 from bson import ObjectId
-from pymongo import InsertOne, MongoClient, UpdateOne
+from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
@@ -171,6 +172,8 @@ class Claim:
         self.done_seq = int(doc.get("done_seq") or 0)
         self.last_message_at: datetime | None = doc.get("last_message_at")
         self.voids = {int(s) for s in doc.get("voids") or []}
+        # Customer messages answered in this claim, marked replied at its end.
+        self.replied: list[ObjectId] = []
 
 
 class FloorWorker:
@@ -236,7 +239,10 @@ class FloorWorker:
 
     def run_one(self, claim: Claim) -> None:
         try:
-            self.work(claim)
+            try:
+                self.work(claim)
+            finally:
+                self.mark_replied(claim)
         except Exception:  # noqa: BLE001 - counted; the lease expires by itself
             self.count("errors")
         finally:
@@ -291,6 +297,15 @@ class FloorWorker:
         update["$set"] = sets
         update["$unset"] = unset
         return self.dialogues.update_one(match, update).matched_count == 1
+
+    def mark_replied(self, claim: Claim) -> None:
+        """dialogues.store.users_mark_replied: one write per claim, not one per reply."""
+        if claim.replied:
+            self.messages.update_many(
+                {"_id": {"$in": claim.replied}, "reply_state": "awaiting"},
+                {"$set": {"reply_state": "replied", "next_attempt_at": None}},
+            )
+            claim.replied.clear()
 
     def unfilled_wait(self, claim: Claim) -> datetime | None:
         if claim.last_message_at is None:
@@ -349,7 +364,10 @@ class FloorWorker:
                     until = self.unfilled_wait(claim)
                     if until is not None:
                         return until
-            if doc["role"] == "USER" and doc.get("reply_state") == "awaiting":
+            awaiting = doc["role"] == "USER" and doc.get("reply_state") == "awaiting"
+            if awaiting and any(o.get("in_reply_to") == doc["message_id"] and o["role"] == "ASSISTANT" for o in owed):
+                claim.replied.append(doc["_id"])  # replied already; the mark was still to be written
+            elif awaiting:
                 owed.insert(position + 1, self.generate(claim, user=doc, history=history))
             elif doc.get("delivery_state") in OWED_STATES and doc["role"] in ("ASSISTANT", "EMPLOYEE"):
                 self.deliver(claim, reply=doc)
@@ -385,12 +403,8 @@ class FloorWorker:
             llm={"llm_attempts": 1, "llm_backend": "mock", "llm_model": "", "prompt_tokens": None,
                  "completion_tokens": None, "llm_latency_ms": round((time.monotonic() - started) * 1000, 1)},
         )  # fmt: skip
-        self.messages.bulk_write(
-            [InsertOne(reply),
-             UpdateOne({"_id": user["_id"]},
-                       {"$set": {"reply_state": "replied", "claimed_until": None, "next_attempt_at": None}})],
-            ordered=True,
-        )  # fmt: skip
+        self.messages.insert_one(reply)
+        claim.replied.append(user["_id"])
         return reply
 
     def deliver(self, claim: Claim, *, reply: dict[str, Any]) -> None:

@@ -10,6 +10,9 @@ from typing import Any
 # webhook replied and delivered itself): the new pipeline must not fall below it.
 PREVIOUS_E2E_MSG_S = 76.5
 MODERATE_P50_TARGET_MS = 50.0
+# The moderate load the latency target is read at (messages/s, an open loop): about a third of
+# what the stack replies at C=16 on the embedded server.
+MODERATE_RATE = 20.0
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -32,8 +35,7 @@ def best_floor(results: dict[str, Any]) -> dict[str, Any] | None:
 def measured_runs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Every run with ingest and end-to-end numbers, labelled."""
     runs: list[tuple[str, dict[str, Any]]] = [(f"load C={r['concurrency']}", r) for r in results.get("load") or []]
-    if results.get("moderate"):
-        runs.append((f"moderate {results['moderate']['rate']:g}/s", results["moderate"]))
+    runs += [(f"moderate {m['rate']:g}/s", m) for m in results.get("moderate") or []]
     runs += [(f"floor T={f['threads']}", f) for f in results.get("floor") or []]
     sn = results.get("slow_neighbour")
     if sn:
@@ -80,7 +82,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                  "value": f"{fraction:.0%} of {floor['e2e']['replies_per_s']} (T={floor['threads']})",
                  "met": fraction >= 0.6, "kind": "performance"}
             )  # fmt: skip
-    moderate = results.get("moderate")
+    moderates = results.get("moderate") or []
+    at_target = [m for m in moderates if m["rate"] == MODERATE_RATE]
+    moderate = at_target[0] if at_target else (moderates[0] if moderates else None)
     if moderate:
         p50 = moderate["e2e"]["ack_to_receipt_ms"]["p50"]
         checks.append(
@@ -132,7 +136,7 @@ def render(results: dict[str, Any]) -> str:
               *(r["e2e"]["ack_to_receipt_ms"][k] for k in ("p50", "p90", "p99", "max")),
               f"{r['replies_received']}/{r['messages']}", r["replies_lost"], r["replies_duplicated"],
               f"{r['messages_stored']}/{2 * r['messages']}",
-              _of_floor(r, floor) if not name.startswith("floor") else "-"] for name, r in runs],
+              _of_floor(r, floor) if name.startswith(("load", "A ")) else "-"] for name, r in runs],
         ))  # fmt: skip
     if results.get("floor"):
         out.append("\nFLOOR (the same operations with pymongo and requests, no framework; T ingest threads + a "

@@ -510,20 +510,21 @@ def orphans_wake(*, older_than: timedelta = timedelta(seconds=10), limit: int = 
     work on (a release raced an insert, a crash left the dialogue's bookkeeping behind). Their
     dialogues are marked due again from their position."""
     cutoff = utcnow() - older_than
+    # On the (reply_state, created_at) index; the retry time is checked here, not in the
+    # query: an `$or` there makes the embedded server scan every message (98 ms at 5,000).
     docs = (
         messages_collection()
         .find(
-            {
-                "reply_state": Message.ReplyState.AWAITING.value,
-                "created_at": {"$lt": cutoff},
-                "$or": [{"next_attempt_at": None}, {"next_attempt_at": {"$lt": cutoff}}],
-            },
-            {"dialogue_id": 1, "seq": 1},
+            {"reply_state": Message.ReplyState.AWAITING.value, "created_at": {"$lt": cutoff}},
+            {"dialogue_id": 1, "seq": 1, "next_attempt_at": 1},
         )
         .limit(limit)
     )
     lowest: dict[ObjectId, int] = {}
     for doc in docs:
+        retry_at = doc.get("next_attempt_at")
+        if retry_at is not None and retry_at.replace(tzinfo=UTC) >= cutoff:
+            continue  # waiting for its LLM retry
         seq = int(doc.get("seq") or 0)
         lowest[doc["dialogue_id"]] = min(seq, lowest.get(doc["dialogue_id"], seq))
     if not lowest:
