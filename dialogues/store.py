@@ -305,17 +305,18 @@ def dialogues_defer(*, channel_ids: list[ObjectId], bot_ids: list[ObjectId], unt
     ordered by time, not by tenant)."""
     if not channel_ids and not bot_ids:
         return 0
-    tenants: list[dict[str, Any]] = []
-    if channel_ids:
-        tenants.append({"channel_id": {"$in": channel_ids}})
-    if bot_ids:
-        tenants.append({"chat_bot_id": {"$in": bot_ids}})
     now = utcnow()
-    result = dialogues_collection().update_many(
-        {"work_due_at": {"$lte": until}, "$or": tenants, **_claim_free(now)},
-        {"$set": {"work_due_at": until}},
-    )
-    return int(result.modified_count)
+    modified = 0
+    # One update per kind of tenant, not an `$or` of both: the embedded server scans the whole
+    # collection for a top-level `$or`, where each of these reads the due index.
+    for tenant_field, ids in (("channel_id", channel_ids), ("chat_bot_id", bot_ids)):
+        if ids:
+            result = dialogues_collection().update_many(
+                {"work_due_at": {"$lte": until}, tenant_field: {"$in": ids}, **_claim_free(now)},
+                {"$set": {"work_due_at": until}},
+            )
+            modified += int(result.modified_count)
+    return modified
 
 
 def dialogue_renew(claim: DialogueClaim) -> bool:

@@ -54,8 +54,11 @@ from worker.pipeline import dialogue_process
 logger = logging.getLogger("worker")
 
 MAINTENANCE_INTERVAL_S = 1.0
-# How long the backlog of a tenant at its limit is set aside.
+# How long the backlog of a tenant at its limit is set aside: at first DEFER_S, then as long as
+# the tenant has been at its limit so far (a channel that hangs stays blocked; moving its whole
+# backlog every second would cost the database work for every other tenant), up to DEFER_MAX_S.
 DEFER_S = 1.0
+DEFER_MAX_S = 8.0
 ORPHAN_SWEEP_INTERVAL_S = 10.0
 # After a database error the loop waits this long, doubling up to the maximum.
 OUTAGE_BACKOFF_S = 0.5
@@ -78,6 +81,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.counts = {"dialogues": 0, "errors": 0}
         self._deferred: dict[ObjectId, float] = {}
+        self._saturated_since: dict[ObjectId, float] = {}
         # Dialogues this worker put back for a moment, and until when (see `drain`).
         self._bounced: dict[ObjectId, Any] = {}
         self._patient = False
@@ -150,15 +154,26 @@ class Worker:
         return claimed
 
     def _defer(self, channels: list[ObjectId], bots: list[ObjectId]) -> None:
-        """A tenant at its limit: its other due dialogues wait a moment out of the way."""
+        """A tenant at its limit: its other due dialogues wait out of the way, for longer the
+        longer it stays at its limit."""
         now = time.monotonic()
+        saturated = {*channels, *bots}
+        for key in [key for key in self._saturated_since if key not in saturated]:
+            del self._saturated_since[key]
+        for key in saturated:
+            self._saturated_since.setdefault(key, now)
         fresh_channels = [key for key in channels if self._deferred.get(key, 0.0) <= now]
         fresh_bots = [key for key in bots if self._deferred.get(key, 0.0) <= now]
         if not fresh_channels and not fresh_bots:
             return
-        for key in (*fresh_channels, *fresh_bots):
-            self._deferred[key] = now + DEFER_S / 2
-        dialogues_defer(channel_ids=fresh_channels, bot_ids=fresh_bots, until=utcnow() + timedelta(seconds=DEFER_S))
+        for key in fresh_channels + fresh_bots:
+            span = min(DEFER_MAX_S, max(DEFER_S, now - self._saturated_since[key]))
+            self._deferred[key] = now + span * 0.9
+            until = utcnow() + timedelta(seconds=span)
+            if key in fresh_channels:
+                dialogues_defer(channel_ids=[key], bot_ids=[], until=until)
+            else:
+                dialogues_defer(channel_ids=[], bot_ids=[key], until=until)
 
     def _submit(self, work: Any, argument: Any) -> None:
         future = self.pool.submit(work, argument)

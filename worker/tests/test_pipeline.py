@@ -398,3 +398,35 @@ def test_a_backlog_longer_than_one_read_is_worked_through_in_one_go(channel, pos
             post_webhook(customer_message(channel, message_id=f"m-{number}"))
         drain()
     assert [r.json["in_reply_to"] for r in receiver.requests] == [f"m-{n}" for n in range(60)]
+
+
+def test_a_tenant_at_its_limit_is_set_aside_for_longer_the_longer_it_stays_there(bot, post_webhook) -> None:
+    from worker import loop
+
+    channel = ChannelFactory(chat_bot=bot, url="http://127.0.0.1:9/hook")
+    other = ChannelFactory(chat_bot=bot, url="http://127.0.0.1:9/hook")
+    for number, target in enumerate((channel, channel, other)):
+        post_webhook(customer_message(target, message_id=f"d-{number}", chat_id=f"d-{number}",
+                                      channel_id=str(target.pk)))  # fmt: skip
+
+    def due_in(of: Channel) -> list[float]:
+        now = utcnow()
+        return [(doc["work_due_at"].replace(tzinfo=now.tzinfo) - now).total_seconds()
+                for doc in dialogues_collection().find({"channel_id": of.pk})]  # fmt: skip
+
+    worker = Worker(threads=2)
+    worker._defer([channel.pk], [])
+    assert all(loop.DEFER_S - 0.5 < seconds <= loop.DEFER_S + 0.1 for seconds in due_in(channel))
+    assert all(seconds <= 0 for seconds in due_in(other))  # another tenant is left alone
+    # Still at its limit 5 s later: its backlog is moved once, for about as long again.
+    worker._saturated_since[channel.pk] -= 5
+    worker._deferred[channel.pk] = 0.0
+    worker._defer([channel.pk], [])
+    assert all(4.5 < seconds <= 5.1 for seconds in due_in(channel)), due_in(channel)
+    # Free again, then at its limit again: back to the short wait.
+    worker._defer([], [])
+    assert channel.pk not in worker._saturated_since
+    worker._saturated_since[channel.pk] = time.monotonic() - 60
+    worker._deferred[channel.pk] = 0.0
+    worker._defer([channel.pk], [bot.pk])
+    assert all(loop.DEFER_MAX_S - 0.5 < seconds <= loop.DEFER_MAX_S + 0.1 for seconds in due_in(channel))
