@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean-data help
+.PHONY: run test bench scale clean-data help
 
 help:
 	@echo "make run    set up .venv, start the embedded database (unless MONGO__URL is set), migrate, serve on :$${PORT:-8000}"
 	@echo "make test   set up .venv, run the whole test suite on a throwaway database"
 	@echo "make bench  run the load/growth/floor benchmark (results under bench-results/)"
+	@echo "make scale  three hosts behind nginx, one killed mid-load, the database stopped (root; results under bench-results/)"
 
 $(PY):
 	@py=$$(scripts/find-python) && echo "Creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
@@ -26,6 +27,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+
+scale: $(STAMP)
+	scripts/install-nginx
+	$(PY) -m scale $(ARGS)
 
 clean-data:
 	rm -rf .data

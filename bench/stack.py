@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, free_port
-from devtools.run import gunicorn_command, worker_command
+from devtools.run import METRICS_DIR_ENV, gunicorn_command, metrics_dir_fresh, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "bench"
@@ -109,6 +109,8 @@ class Stack:
                 # The receiver listens on 127.0.0.1, which delivery refuses by default.
                 "CHANNEL_ALLOW_PRIVATE_URLS": "true",
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),
+                # One directory for every process of the run, as `make run` gives them.
+                METRICS_DIR_ENV: metrics_dir_fresh(self.out_dir / "metrics"),
             }
         )
         self.env.pop("DJANGO_DEBUG", None)

@@ -1,17 +1,23 @@
 """Operators' screens for channels. Writes go through `channels_app.services`, as the API's
 do. The token is shown on the change page only (for copying into the channel), never in the
-list, in messages or in logs."""
+list, in messages or in logs. The change page also tells an integrator how to connect: the
+webhook, this channel's `chat_id`, the header, a curl example and where replies go."""
 
 from __future__ import annotations
 
+import json
+import shlex
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
@@ -26,6 +32,7 @@ from channels_app.services import (
     channel_update,
     channel_url_check,
 )
+from chatbots.admin import register_bot_count, register_bot_inline
 from core.errors import ApplicationError
 
 
@@ -56,6 +63,46 @@ class ChannelForm(forms.ModelForm):
             raise forms.ValidationError(exc.message) from exc
 
 
+# --- On a bot's pages (chatbots.admin, below this app, asks for them) -------------------
+
+
+class ChannelInline(admin.TabularInline):
+    """A bot's channels, read-only: channels are edited on their own pages."""
+
+    model = Channel
+    fields = ("name", "url", "is_active", "last_delivery_state", "last_delivery_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = _("channels of this bot")
+
+    @admin.display(description=_("URL"))
+    def url(self, obj: Channel) -> str:
+        return obj.settings.url if obj.settings else ""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def channel_counts_by_bot(bot_ids: list[Any]) -> dict[Any, int]:
+    # One grouped query for a page of bots, instead of a join over every bot (an annotation
+    # would group all bots before the page is cut) or one count per row.
+    return dict(
+        Channel.objects.filter(chat_bot_id__in=bot_ids)
+        .values("chat_bot_id")
+        .annotate(n=Count("id"))
+        .values_list("chat_bot_id", "n")
+    )
+
+
+register_bot_inline(ChannelInline)
+register_bot_count(name="channel_count", label=_("channels"), counter=channel_counts_by_bot)
+
+
 class DeliveryStateFilter(admin.SimpleListFilter):
     title = _("last delivery state")
     parameter_name = "last_delivery_state"
@@ -77,7 +124,8 @@ class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
     list_display = (
         "name",
-        "chat_bot",
+        "chat_id_display",
+        "bot_display",
         "url_display",
         "is_active",
         "last_delivery_state",
@@ -89,9 +137,10 @@ class ChannelAdmin(admin.ModelAdmin):
     list_filter = ("chat_bot", "is_active", DeliveryStateFilter)
     search_fields = ("name", "settings__url")
     search_help_text = _("Name, part of the URL, or the channel id.")
-    raw_id_fields = ("chat_bot",)
+    # The bot is picked by name (ChatBotAdmin.search_fields), not typed in as an id.
+    autocomplete_fields = ("chat_bot",)
     actions = ("activate", "deactivate", "rotate_token", "send_test_message")
-    change_form_template = "admin/channels_app/channel/change_form.html"
+    change_form_template = "admin/channels_app/channel/connect_change_form.html"
 
     def get_fieldsets(self, request: HttpRequest, obj: Channel | None = None) -> Any:
         main = ["name", "chat_bot", "url", "is_active"]
@@ -116,6 +165,16 @@ class ChannelAdmin(admin.ModelAdmin):
             "updated_at",
         )
 
+    @admin.display(description=_("id (chat_id)"), ordering="pk")
+    def chat_id_display(self, obj: Channel) -> str:
+        # What integrators send as `chat_id`.
+        return format_html('<code class="chat-id">{}</code>', obj.pk)
+
+    @admin.display(description=_("chat bot"), ordering="chat_bot__name")
+    def bot_display(self, obj: Channel) -> str:
+        # The prefix tells apart bots that share a name.
+        return format_html('{} <span class="quiet">({}…)</span>', obj.chat_bot.name, obj.chat_bot.secret_prefix)
+
     @admin.display(description=_("URL"), ordering="settings__url")
     def url_display(self, obj: Channel) -> str:
         return Truncator(obj.settings.url if obj.settings else "").chars(80)
@@ -130,7 +189,7 @@ class ChannelAdmin(admin.ModelAdmin):
             obj.settings.token if obj.settings else "",
             gettext("Copied"),
             gettext("Copy"),
-            gettext("The channel checks that replies carry this token. Rotate it with the list's action."),
+            gettext("The channel checks that replies carry this token. “Rotate token” above replaces it."),
         )
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Channel], search_term: str) -> Any:
@@ -156,6 +215,100 @@ class ChannelAdmin(admin.ModelAdmin):
             setattr(obj, field.attname, getattr(created, field.attname))
         obj._state.adding = False
         obj._state.db = created._state.db
+
+    # --- the change page: how to connect, test, rotate ----------------------------------
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        channel = self.get_object(request, object_id)
+        if channel is not None and request.method == "GET":
+            extra_context = {**(extra_context or {}), "connect": self.connect_info(request, channel)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def connect_info(self, request: HttpRequest, channel: Channel) -> dict[str, Any]:
+        """What an integrator needs, as dialogues/webhook.py and channels_app/dispatch.py speak
+        it (the README's "The webhook" and "Replies to channels")."""
+        webhook_url = request.build_absolute_uri(reverse("webhook-new-message"))
+        chat_id = str(channel.pk)
+        # The header the existing channels send; `X-Chatbot-Auth-Token` and `Authorization`
+        # work too (the README says when those are needed: nginx, ASGI).
+        auth_header = "x-chatbot_auth_token"
+        body = {"message_id": "m-1", "chat_id": chat_id, "text": "Hello", "message_sender": "customer"}
+        curl = (
+            f"curl -X POST {shlex.quote(webhook_url)} \\\n"
+            f"  -H {shlex.quote(auth_header + ': Bearer <bot secret>')} \\\n"
+            "  -H 'Content-Type: application/json' \\\n"
+            f"  -d {shlex.quote(json.dumps(body))}"
+        )
+        info = self.opts.app_label, self.opts.model_name
+        return {
+            "webhook_url": webhook_url,
+            "chat_id": chat_id,
+            "auth_header": auth_header,
+            "bot_name": channel.chat_bot.name,
+            "bot_secret_prefix": channel.chat_bot.secret_prefix,
+            "bot_rotate_url": reverse("admin:chatbots_chatbot_rotate_secret", args=[channel.chat_bot_id]),
+            "curl": curl,
+            "reply_url": channel.settings.url if channel.settings else "",
+            "reply_header": settings.CHANNEL_AUTH_HEADER,
+            "test_url": reverse("admin:{}_{}_send_test".format(*info), args=[chat_id]),
+            "rotate_url": reverse("admin:{}_{}_rotate_token".format(*info), args=[chat_id]),
+            "last_test": self.last_test(channel),
+        }
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        extra = [
+            path(
+                "<path:object_id>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="{}_{}_send_test".format(*info),
+            ),
+            path(
+                "<path:object_id>/rotate-token/",
+                self.admin_site.admin_view(self.rotate_token_view),
+                name="{}_{}_rotate_token".format(*info),
+            ),
+        ]
+        return extra + super().get_urls()
+
+    def _channel_for_button(self, request: HttpRequest, object_id: str) -> Channel | HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        channel = self.get_object(request, object_id)
+        if channel is None:
+            return HttpResponseRedirect(reverse("admin:channels_app_channel_changelist"))
+        if not self.has_change_permission(request, channel):
+            raise PermissionDenied
+        return channel
+
+    def send_test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The list's "send test message" for this channel: handed to the worker, so this
+        request never waits on the channel."""
+        channel = self._channel_for_button(request, object_id)
+        if isinstance(channel, HttpResponse):
+            return channel
+        channel_test_request(channel_ids=[channel.pk])
+        self.message_user(
+            request,
+            gettext("A test message is on its way; reload this page in a second or two for its result."),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:channels_app_channel_change", args=[channel.pk]))
+
+    def rotate_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        channel = self._channel_for_button(request, object_id)
+        if isinstance(channel, HttpResponse):
+            return channel
+        channel_rotate_token(channel=channel)
+        self.log_change(request, channel, [{"changed": {"fields": ["token"]}}])
+        self.message_user(
+            request,
+            gettext("Token rotated: give the channel the new one, below; replies carry it from now on."),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:channels_app_channel_change", args=[channel.pk]))
 
     # --- actions ----------------------------------------------------------------------
 

@@ -22,7 +22,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from standardwebhooks import Webhook
 from urllib3 import ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -323,6 +326,30 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# --- Signatures (Standard Webhooks) ------------------------------------------------------------
+
+
+def signature_headers(*, msg_id: str, body: bytes, secrets: Sequence[str], at: float | None = None) -> dict[str, str]:
+    """`webhook-timestamp` and `webhook-signature` for these exact body bytes: one `v1,<sig>`
+    per secret, space-separated (the spec's way to carry several during a key rotation).
+    The timestamp is the attempt's own, so receivers' 5-minute replay window holds for retries
+    too; `webhook-id` (the reply's id) stays the same across them."""
+    timestamp = datetime.fromtimestamp(int(at if at is not None else time.time()), UTC)
+    data = body.decode("utf-8")
+    signature = " ".join(Webhook(secret).sign(msg_id=msg_id, timestamp=timestamp, data=data) for secret in secrets)
+    return {"webhook-timestamp": str(int(timestamp.timestamp())), "webhook-signature": signature}
+
+
+def _encode_body(payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload, ensure_ascii=False)
+    try:
+        return body.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a "\ud800" escape somewhere upstream) is not UTF-8: sent as a
+        # JSON escape instead, the body stays valid UTF-8, which signatures are computed over.
+        return json.dumps(payload, ensure_ascii=True).encode("ascii")
+
+
 # --- One attempt -------------------------------------------------------------------------
 
 
@@ -335,10 +362,13 @@ def channel_attempt(
     extra_headers: dict[str, str] | None = None,
     deadline_s: float | None = None,
     log_context: dict[str, Any] | None = None,
+    signing_secrets: Sequence[str] | None = None,
 ) -> AttemptOutcome:
     """POSTs `payload` to a channel once, within `deadline_s` (CHANNEL_ATTEMPT_TIMEOUT_S).
     `idempotency_key` is sent as `webhook-id` (Standard Webhooks): the same on every retry of
-    the same reply, so the channel can drop repeats. `log_context` holds ids for the log line."""
+    the same reply, so the channel can drop repeats. With `signing_secrets`
+    (`channels_app.services.channel_signing_secrets`), the body is signed with each of them.
+    `log_context` holds ids for the log line (never a secret)."""
     if deadline_s is None:
         deadline_s = settings.CHANNEL_ATTEMPT_TIMEOUT_S
     started = time.monotonic()
@@ -352,7 +382,10 @@ def channel_attempt(
         "webhook-id": idempotency_key,
         **(extra_headers or {}),
     }
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    body = _encode_body(payload)
+    if signing_secrets:
+        # After the caller's headers: a signature is ours to make, never overridden.
+        headers.update(signature_headers(msg_id=idempotency_key, body=body, secrets=signing_secrets))
     clock = _AttemptClock(started + deadline_s)
     status: int | None = None
     try:

@@ -54,6 +54,17 @@ class Channel(TimeStampedModel):
     last_test_at = models.DateTimeField(_("last test"), null=True, blank=True, editable=False)
     last_test_ok = models.BooleanField(_("last test passed"), null=True, blank=True, editable=False)
     last_test_result = models.CharField(_("last test result"), max_length=500, blank=True, default="", editable=False)
+    # Standard Webhooks signing secrets (`whsec_<base64>`): every reply is signed with the
+    # current one and, until `previous_signing_secret_until`, with the one it replaced, so a
+    # channel can switch to a rotated secret without rejecting replies meanwhile. Kept as they
+    # are (we sign with them, so they cannot be hashed); shown once, when made, never logged.
+    signing_secret = models.CharField(_("signing secret"), max_length=128, blank=True, default="", editable=False)
+    previous_signing_secret = models.CharField(
+        _("previous signing secret"), max_length=128, blank=True, default="", editable=False
+    )
+    previous_signing_secret_until = models.DateTimeField(
+        _("previous signing secret valid until"), null=True, blank=True, editable=False
+    )
 
     class Meta:
         verbose_name = _("channel")

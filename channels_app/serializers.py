@@ -8,10 +8,54 @@ from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import channel_url_check
 from chatbots.models import ChatBot
 from core.errors import ApplicationError
-from core.serializers import ObjectIdField
-from core.validators import validate_no_control_characters
+from core.serializers import ObjectIdField, StrictBooleanField, StrictCharField, strict_name_field
 
 NAME_MAX_LENGTH = Channel._meta.get_field("name").max_length
+
+# What `channel_url_check` accepts, as a pattern the schema can state and the field checks first:
+# an absolute http(s) URL (scheme in any case, as urlsplit reads it), an optional userinfo, a
+# host that is an ASCII name or a bracketed IPv6 address (optionally with a zone), an optional
+# port, then anything but spaces and control characters.
+_H = "[0-9A-Fa-f]{1,4}"
+_V4_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4 = f"{_V4_OCTET}(?:\\.{_V4_OCTET}){{3}}"
+_V6 = "|".join(
+    [
+        f"(?:{_H}:){{7}}{_H}",
+        f"(?:{_H}:){{1,7}}:",
+        f"(?:{_H}:){{1,6}}:{_H}",
+        f"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
+        f"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}",
+        f"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}",
+        f"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
+        f"{_H}:(?::{_H}){{1,6}}",
+        f":(?::{_H}){{1,7}}",
+        "::",
+        f"::(?:[fF]{{4}}:)?{_V4}",
+        f"(?:{_H}:){{1,4}}:{_V4}",
+    ]
+)
+_REG_NAME = "[A-Za-z0-9._~!$&'()*+,;=%-]+"
+URL_PATTERN = (
+    "^[hH][tT][tT][pP][sS]?://"
+    "(?:[A-Za-z0-9._~!$&'()*+,;=%:-]*@)?"
+    f"(?:{_REG_NAME}|\\[(?:{_V6})(?:%25[A-Za-z0-9._~-]+)?\\])"
+    "(?::[0-9]*)?"
+    "(?:[/?#][^\\u0000-\\u0020\\u007f]*)?$"
+)
+URL_PATTERN_MESSAGE = "url must be an absolute http:// or https:// URL, without spaces or control characters"
+
+
+def url_field(**kwargs: Any) -> StrictCharField:
+    return StrictCharField(
+        max_length=URL_MAX_LENGTH,
+        pattern=URL_PATTERN,
+        pattern_message=URL_PATTERN_MESSAGE,
+        help_text=f"Absolute http(s) URL, at most {URL_MAX_LENGTH} characters. Unless `CHANNEL_ALLOW_PRIVATE_URLS` "
+        "is set, a URL whose host is (or resolves to) a private, loopback or other non-public address is refused "
+        "with a 400.",
+        **kwargs,
+    )
 
 
 class ChannelSerializer(serializers.Serializer):
@@ -39,12 +83,10 @@ def _check_url(url: str) -> str:
 
 
 class ChannelCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_no_control_characters])
-    chat_bot_id = ObjectIdField()
-    url = serializers.CharField(
-        max_length=URL_MAX_LENGTH, help_text=f"Absolute http(s) URL, at most {URL_MAX_LENGTH} characters."
-    )
-    is_active = serializers.BooleanField(required=False, default=True)
+    name = strict_name_field(max_length=NAME_MAX_LENGTH, help_text="No control characters; not blank.")
+    chat_bot_id = ObjectIdField(help_text="An existing bot's id; an unknown one is a 400 naming this field.")
+    url = url_field()
+    is_active = StrictBooleanField(required=False, default=True)
 
     def validate_url(self, value: str) -> str:
         return _check_url(value)
@@ -60,10 +102,12 @@ class ChannelUpdateSerializer(serializers.Serializer):
     """PUT needs name and url; PATCH any subset. The bot is fixed at creation: a body that
     echoes the current chat_bot_id (clients often send back what they read) is accepted."""
 
-    name = serializers.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_no_control_characters])
-    url = serializers.CharField(max_length=URL_MAX_LENGTH)
-    is_active = serializers.BooleanField(required=False)
-    chat_bot_id = ObjectIdField(required=False, help_text="Cannot change; accepted only if equal to the current.")
+    name = strict_name_field(max_length=NAME_MAX_LENGTH, help_text="No control characters; not blank.")
+    url = url_field()
+    is_active = StrictBooleanField(required=False)
+    chat_bot_id = ObjectIdField(
+        required=False, help_text="Cannot change; accepted only if equal to the current, else a 400 naming this field."
+    )
 
     def validate_url(self, value: str) -> str:
         return _check_url(value)
@@ -78,3 +122,34 @@ class ChannelUpdateSerializer(serializers.Serializer):
 class ChannelFilterSerializer(serializers.Serializer):
     chat_bot_id = ObjectIdField(required=False, help_text="Only this bot's channels.")
     active = serializers.BooleanField(required=False, help_text="`true` or `false`: only (in)active channels.")
+
+
+# --- Signing secrets (Standard Webhooks): shown in these two responses only, never in reads ---
+
+MAX_SIGNING_OVERLAP_MINUTES = 7 * 24 * 60
+
+
+class ChannelCreatedSerializer(ChannelSerializer):
+    signing_secret = serializers.CharField(
+        read_only=True,
+        help_text="`whsec_…`: replies carry Standard Webhooks `webhook-signature` headers made with it. "
+        "Shown only here and when rotated.",
+    )
+
+
+class SigningSecretRotateSerializer(serializers.Serializer):
+    overlap_minutes = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SIGNING_OVERLAP_MINUTES,
+        help_text="How long replies are signed with the old secret too (default CHANNEL_SIGNING_OVERLAP_S); "
+        "0 drops it at once.",
+    )
+
+
+class ChannelSigningSecretSerializer(ChannelCreatedSerializer):
+    previous_signing_secret_until = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="Until then replies are signed with the previous secret as well; null: not at all.",
+    )

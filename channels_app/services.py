@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import base64
 import ipaddress
+import secrets
 import socket
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,7 +13,7 @@ from django.utils import timezone
 
 from channels_app.models import URL_MAX_LENGTH, Channel, ChannelSettings
 from chatbots.models import ChatBot
-from core.errors import ApplicationError
+from core.errors import ApplicationError, Conflict, NotFound
 from core.mongo import mongo_collection
 from core.tokens import generate_channel_token
 
@@ -147,6 +150,7 @@ def channel_create(*, chat_bot: ChatBot, name: str, url: str, is_active: bool = 
         name=name,
         settings=ChannelSettings(url=url, token=generate_channel_token()),
         is_active=is_active,
+        signing_secret=generate_signing_secret(),
     )
 
 
@@ -172,6 +176,59 @@ def channel_rotate_token(*, channel: Channel) -> str:
     channel.settings.token = token
     channel.save(update_fields=["settings", "updated_at"])
     return token
+
+
+# --- Signing secrets (Standard Webhooks) -------------------------------------------------------
+
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's public marker, not a secret
+# Standard base64, not the URL-safe alphabet: the reference libraries decode the secret with
+# plain b64decode, which silently drops `-` and `_` and would verify with a different key.
+SIGNING_SECRET_BYTES = 32
+
+
+def generate_signing_secret() -> str:
+    return SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SIGNING_SECRET_BYTES)).decode("ascii")
+
+
+def channel_signing_secrets(*, channel: Channel, now: datetime | None = None) -> list[str]:
+    """The secrets a reply to this channel is signed with now: the current one and, during a
+    rotation's overlap, the previous one. Empty only for a channel that has none yet."""
+    now = now or timezone.now()
+    result = [channel.signing_secret] if channel.signing_secret else []
+    until = channel.previous_signing_secret_until
+    if channel.previous_signing_secret and until is not None and until > now:
+        result.append(channel.previous_signing_secret)
+    return result
+
+
+def channel_signing_secret_rotate(
+    *, channel: Channel, overlap_s: float | None = None, now: datetime | None = None
+) -> str:
+    """Gives the channel a new signing secret and returns it (the only time it is shown).
+    For `overlap_s` (default CHANNEL_SIGNING_OVERLAP_S) replies are signed with the old secret
+    too; 0 drops it at once. Rotating again within an overlap keeps only the latest old one."""
+    if overlap_s is None:
+        overlap_s = settings.CHANNEL_SIGNING_OVERLAP_S
+    now = now or timezone.now()
+    old = channel.signing_secret
+    new = generate_signing_secret()
+    keep_old = bool(old) and overlap_s > 0
+    values: dict[str, Any] = {
+        "signing_secret": new,
+        "previous_signing_secret": old if keep_old else "",
+        "previous_signing_secret_until": now + timedelta(seconds=overlap_s) if keep_old else None,
+        "updated_at": now,
+    }
+    # Compare-and-set on the secret it replaces: of two rotations at the same moment one
+    # wins, and the other is told so, rather than showing a secret that was overwritten.
+    updated = Channel.objects.filter(pk=channel.pk, signing_secret=old).update(**values)
+    if not updated:
+        if not Channel.objects.filter(pk=channel.pk).exists():
+            raise NotFound("Not found.")
+        raise Conflict("The signing secret was rotated at the same time by another request; try again")
+    for field, value in values.items():
+        setattr(channel, field, value)
+    return new
 
 
 def channel_set_active(*, channel: Channel, is_active: bool) -> Channel:

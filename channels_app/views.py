@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -11,15 +11,24 @@ from rest_framework.response import Response
 
 from channels_app.models import Channel
 from channels_app.serializers import (
+    ChannelCreatedSerializer,
     ChannelCreateSerializer,
     ChannelFilterSerializer,
     ChannelSerializer,
+    ChannelSigningSecretSerializer,
     ChannelUpdateSerializer,
+    SigningSecretRotateSerializer,
 )
-from channels_app.services import channel_create, channel_rotate_token, channel_update
+from channels_app.services import (
+    channel_create,
+    channel_rotate_token,
+    channel_signing_secret_rotate,
+    channel_update,
+)
 from core.api import (
     AUTH_ERRORS,
     BAD_REQUEST,
+    CONFLICT,
     NOT_FOUND,
     OBJECT_ID_PATH_PARAMETER,
     ObjectIdLookupMixin,
@@ -27,6 +36,7 @@ from core.api import (
     validated,
 )
 from core.pagination import OptionalLimitOffsetPagination
+from core.serializers import CONTROL_CHARACTERS_MESSAGE
 
 _CHANNEL_EXAMPLE = {
     "id": "665f1c2e9b1e8a3d4c5b6a80",
@@ -36,8 +46,20 @@ _CHANNEL_EXAMPLE = {
     "is_active": True,
     "token": "kq3F0bq2m7Yt5v0cM1nW8zR4pL6sX9aD2eH7jU3oQ1g",
 }
+_SIGNING_SECRET_EXAMPLE = "whsec_MfKQ9r1GKG8pQ8b1wF8mYy1Zl0Kq3Yw6u0bU9mJp2aE="  # noqa: S105 - an example
+_CREATED_EXAMPLE = {**_CHANNEL_EXAMPLE, "signing_secret": _SIGNING_SECRET_EXAMPLE}
 _DETAIL = [OBJECT_ID_PATH_PARAMETER]
 _WRITE_ERRORS = {400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS}
+# A well-formed chat_bot_id of no bot is refused like any invalid field.
+_CREATE_BAD_REQUEST = OpenApiResponse(
+    response=BAD_REQUEST.response,
+    description="Invalid input, or a `chat_bot_id` of no existing bot: the field at fault is named.",
+    examples=[
+        OpenApiExample("Unknown bot", value={"chat_bot_id": ["Unknown chat bot."]}, response_only=True),
+        OpenApiExample("Control character", value={"name": [str(CONTROL_CHARACTERS_MESSAGE)]}, response_only=True),
+        OpenApiExample("Not a string", value={"name": ["Must be a string."]}, response_only=True),
+    ],
+)
 
 
 @extend_schema_view(
@@ -74,6 +96,14 @@ class ChannelViewSet(
     serializer_class = ChannelSerializer
     pagination_class = OptionalLimitOffsetPagination
 
+    def get_serializer_class(self) -> Any:
+        # The browsable API's POST form shows what a create takes (its input serializer), not
+        # the read shape, whose fields are all read-only (an empty form). Writes validate
+        # with the input serializers themselves; this only changes what the form draws.
+        if self.action == "create":
+            return ChannelCreateSerializer
+        return ChannelSerializer
+
     def get_queryset(self) -> QuerySet[Channel]:
         channels = Channel.objects.order_by("-created_at", "-id")
         if self.action != "list":
@@ -87,10 +117,11 @@ class ChannelViewSet(
 
     @extend_schema(
         summary="Create a channel",
-        description="The server generates the channel's `token`. An unknown `chat_bot_id` is a 400. URLs that "
+        description="The server generates the channel's `token` and its `signing_secret` (Standard Webhooks; "
+        "shown in this response only). An unknown `chat_bot_id` is a 400. URLs that "
         "resolve to private or loopback addresses are refused unless `CHANNEL_ALLOW_PRIVATE_URLS` is set.",
         request=ChannelCreateSerializer,
-        responses={201: ChannelSerializer, 400: BAD_REQUEST, **AUTH_ERRORS},
+        responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS},
         examples=[
             OpenApiExample(
                 "Create",
@@ -102,7 +133,7 @@ class ChannelViewSet(
                 },
                 request_only=True,
             ),
-            OpenApiExample("Created", value=_CHANNEL_EXAMPLE, response_only=True, status_codes=["201"]),
+            OpenApiExample("Created", value=_CREATED_EXAMPLE, response_only=True, status_codes=["201"]),
         ],
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -110,7 +141,7 @@ class ChannelViewSet(
         channel = channel_create(
             chat_bot=data["chat_bot_id"], name=data["name"], url=data["url"], is_active=data["is_active"]
         )
-        return Response(ChannelSerializer(channel).data, status=status.HTTP_201_CREATED)
+        return Response(ChannelCreatedSerializer(channel).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Replace a channel's name, url and is_active",
@@ -160,3 +191,30 @@ class ChannelViewSet(
         channel = self.get_object()
         channel_rotate_token(channel=channel)
         return Response(ChannelSerializer(channel).data)
+
+    @extend_schema(
+        summary="Rotate a channel's signing secret",
+        description="Generates a new Standard Webhooks signing secret and returns the channel with it (the "
+        "only time it is shown). Until `previous_signing_secret_until` replies carry a signature made with "
+        "the old secret as well (`webhook-signature: v1,<new> v1,<old>`), so the channel can switch without "
+        "rejecting any: for `overlap_minutes`, by default `CHANNEL_SIGNING_OVERLAP_S` (24 h). 0 drops the "
+        "old secret at once. Rotating again within an overlap keeps only the latest old secret.",
+        parameters=_DETAIL,
+        request=SigningSecretRotateSerializer,
+        responses={200: ChannelSigningSecretSerializer, **_WRITE_ERRORS, 409: CONFLICT},
+        examples=[
+            OpenApiExample("Rotate with a one-hour overlap", value={"overlap_minutes": 60}, request_only=True),
+            OpenApiExample(
+                "Rotated",
+                value={**_CREATED_EXAMPLE, "previous_signing_secret_until": "2026-11-25T16:00:00Z"},
+                response_only=True,
+            ),
+        ],
+    )
+    @action(detail=True, methods=["post"])
+    def rotate_signing_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        channel = self.get_object()
+        data = validated(SigningSecretRotateSerializer, request.data)
+        minutes = data.get("overlap_minutes")
+        channel_signing_secret_rotate(channel=channel, overlap_s=None if minutes is None else minutes * 60.0)
+        return Response(ChannelSigningSecretSerializer(channel).data)

@@ -1,13 +1,27 @@
 """Operators' screens for bots. Every change goes through `chatbots.services`, the same
-functions the API calls. A plaintext secret exists only in the response that shows it: it is
-rendered straight into that page (never into a message, session or log, which would store it)."""
+functions the API calls.
+
+A new or rotated secret is shown once, by POST/redirect/GET: the POST that makes it puts it in
+the operator's session under a random one-time key and redirects to a reveal page, whose GET
+takes it out of the session. Reloading that page (or going back to it) shows "already shown"
+and offers a rotation instead; it can neither create a second bot nor rotate again. The secret
+is never put into a message or a log, and lives in the session only between the POST and the
+GET that follows it."""
 
 from __future__ import annotations
 
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bson import ObjectId
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR, InlineModelAdmin
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxLengthValidator
@@ -15,16 +29,26 @@ from django.db.models import Count, ForeignObjectRel, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from channels_app.models import Channel
 from chatbots.models import ChatBot
 from chatbots.serializers import FALLBACK_TEXT_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
+from chatbots.services import BOT_SETTINGS as SERVICE_SETTINGS
 from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_secret, chatbot_update
+from core.errors import Conflict
 from core.validators import validate_no_control_characters
 
-SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_once.html"  # noqa: S105 (a template name)
+SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_reveal.html"  # noqa: S105 (a template name)
+# Session keys of the reveals: `<prefix><one-time key>`. A reveal not followed within
+# REVEAL_MAX_AGE_S is dropped unseen (the secret must then be rotated), and an operator's
+# session holds at most REVEAL_MAX_KEPT of them.
+REVEAL_SESSION_PREFIX = "chatbots.reveal:"
+REVEAL_MAX_AGE_S = 600
+REVEAL_MAX_KEPT = 10
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -46,53 +70,135 @@ class Revealed:
         return "<secret hidden>"
 
 
-def secret_once_response(
-    request: HttpRequest, model_admin: admin.ModelAdmin, shown: list[tuple[ChatBot, str]], *, title: StrOrPromise
-) -> TemplateResponse:
-    """The one page a secret is ever shown on. `no-store` keeps it out of the browser cache,
-    so the back button cannot bring it back."""
+def reveal_redirect(
+    request: HttpRequest, shown: list[tuple[ChatBot, str]], *, title: StrOrPromise, popup: dict[str, str] | None = None
+) -> HttpResponseRedirect:
+    """Puts the new secrets in the session under a one-time key and redirects to the page that
+    shows them (POST/redirect/GET): reloading that page cannot repeat the POST."""
+    key = secrets.token_urlsafe(16)
+    session = request.session
+    session[REVEAL_SESSION_PREFIX + key] = {
+        "bots": [str(bot.pk) for bot, _secret in shown],
+        "secrets": [secret for _bot, secret in shown],
+        "title": str(title),
+        "at": time.time(),
+    }
+    # Old reveals (seen or not) beyond the last few are forgotten.
+    reveals = sorted((k for k in session.keys() if k.startswith(REVEAL_SESSION_PREFIX)), key=lambda k: session[k]["at"])
+    for stale in reveals[:-REVEAL_MAX_KEPT]:
+        del session[stale]
+    url = reverse("admin:chatbots_chatbot_reveal", args=[key])
+    return HttpResponseRedirect(f"{url}?{urlencode(popup)}" if popup else url)
+
+
+def reveal_response(request: HttpRequest, model_admin: admin.ModelAdmin, key: str) -> HttpResponse:
+    """The one page a secret is ever shown on, once: the first GET takes the secrets out of
+    the session; later ones show "already shown" with a rotation for each bot. `no-store`
+    keeps the page out of the browser cache, so the back button cannot bring it back."""
+    session_key = REVEAL_SESSION_PREFIX + key
+    entry = request.session.get(session_key)
+    shown: list[tuple[ChatBot, Revealed]] = []
+    bot_ids: list[str] = []
+    title: str = gettext("Secret already shown")
+    if isinstance(entry, dict):
+        bot_ids = list(entry.get("bots", []))
+        plain = entry.get("secrets")
+        fresh = time.time() - float(entry.get("at", 0)) <= REVEAL_MAX_AGE_S
+        # Taken out before anything is rendered: whatever happens next, it is not shown twice.
+        request.session[session_key] = {"bots": bot_ids, "title": entry.get("title", ""), "at": entry.get("at", 0)}
+        if plain and fresh:
+            bots = _bots_by_id(bot_ids)
+            pairs = zip(bot_ids, plain, strict=True)
+            shown = [(bots[bot_id], Revealed(secret)) for bot_id, secret in pairs if bot_id in bots]
+            title = entry.get("title") or title
+    bots_by_id = _bots_by_id(bot_ids) if bot_ids and not shown else {}
+    is_popup = IS_POPUP_VAR in request.GET
+    if is_popup and "done" in request.GET and len(bot_ids) == 1:
+        return _popup_done(request, model_admin, bot_ids[0])
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
         "title": title,
-        "shown": [(bot, Revealed(secret)) for bot, secret in shown],
+        "shown": shown,
+        "already_shown": [bots_by_id[bot_id] for bot_id in bot_ids if bot_id in bots_by_id],
         "changelist_url": reverse("admin:chatbots_chatbot_changelist"),
+        "is_popup": is_popup,
+        "popup_done_url": f"{request.path}?{urlencode({**request.GET.dict(), 'done': '1'})}" if is_popup else "",
     }
     response = TemplateResponse(request, SECRET_TEMPLATE, context)
     response["Cache-Control"] = "no-store"
     return response
 
 
-class ChannelInline(admin.TabularInline):
-    """The bot's channels, read-only: channels are edited on their own pages."""
+def _bots_by_id(bot_ids: list[str]) -> dict[str, ChatBot]:
+    valid = [ObjectId(bot_id) for bot_id in bot_ids if ObjectId.is_valid(bot_id)]
+    return {str(bot.pk): bot for bot in ChatBot.objects.filter(pk__in=valid)}
 
-    model = Channel
-    fields = ("name", "url", "is_active", "last_delivery_state", "last_delivery_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    verbose_name_plural = _("channels of this bot")
 
-    @admin.display(description=_("URL"))
-    def url(self, obj: Channel) -> str:
-        return obj.settings.url if obj.settings else ""
+def _popup_done(request: HttpRequest, model_admin: admin.ModelAdmin, bot_id: str) -> HttpResponse:
+    """What Django's own `response_add` answers in a popup (the channel form's "+" next to its
+    bot): closes the popup and selects the new bot, once its secret has been seen."""
+    bot = _bots_by_id([bot_id]).get(bot_id)
+    if bot is None:
+        return HttpResponseRedirect(reverse("admin:chatbots_chatbot_changelist"))
+    to_field = request.GET.get(TO_FIELD_VAR)
+    value = bot.serializable_value(to_field if to_field else bot._meta.pk.attname)
+    return TemplateResponse(
+        request,
+        model_admin.popup_response_template or "admin/popup_response.html",
+        {"popup_response_data": json.dumps({"value": str(value), "obj": str(bot)})},
+    )
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+# --- What the apps above this one add to a bot's pages ---------------------------------
+#
+# This app may not import them (core <- chatbots <- channels_app <- dialogues), so they
+# register here: inlines for a bot's page, and per-bot counts for the list, each computed for
+# a whole page of bots at once (`counter(bot_ids) -> {bot_id: n}`, one grouped query).
+
+
+@dataclass(frozen=True)
+class BotCount:
+    name: str  # the list's column (and its CSS class, `field-<name>`)
+    label: StrOrPromise
+    counter: Callable[[list[Any]], dict[Any, int]]
+
+
+BOT_INLINES: list[type[InlineModelAdmin]] = []
+BOT_COUNTS: list[BotCount] = []
+
+
+def register_bot_inline(inline: type[InlineModelAdmin]) -> None:
+    if inline not in BOT_INLINES:
+        BOT_INLINES.append(inline)
+
+
+def register_bot_count(*, name: str, label: StrOrPromise, counter: Callable[[list[Any]], dict[Any, int]]) -> None:
+    if all(count.name != name for count in BOT_COUNTS):
+        BOT_COUNTS.append(BotCount(name=name, label=label, counter=counter))
+
+
+def _count_column(count: BotCount) -> Callable[[ChatBot], int]:
+    def column(obj: ChatBot) -> int:
+        return getattr(obj, "registered_counts", {}).get(count.name, 0)
+
+    column.__name__ = count.name
+    return admin.display(description=count.label)(column)
 
 
 # The bot's LLM settings (blank: the platform's default), in their own fieldset.
 LLM_FIELDS = ("system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text")
+# Hand-off to humans: how long the bot stays quiet in a dialogue after a human wrote in it.
+PAUSE_FIELDS = ("pause_after_employee_minutes", "pause_after_operator_reply_minutes")
+# Every write goes through `chatbot_update`, which takes these.
+EDITABLE_PAUSE_FIELDS = tuple(name for name in PAUSE_FIELDS if name in SERVICE_SETTINGS)
+SETTINGS_FIELDS = (*LLM_FIELDS, *EDITABLE_PAUSE_FIELDS)
 
 
 class ChatBotForm(forms.ModelForm):
     class Meta:
         model = ChatBot
-        fields = ("name", *LLM_FIELDS)
+        fields = ("name", *SETTINGS_FIELDS)
         help_texts = {
             "system_prompt": _("Sent first, as the system message. Blank: none."),
             "llm_model": _("Blank: the platform's default model (LLM_MODEL)."),
@@ -121,30 +227,55 @@ class ChatBotForm(forms.ModelForm):
         if "llm_model" in self.fields:
             self.fields["llm_model"].validators.append(validate_no_control_characters)
 
+    def clean_name(self) -> str:
+        # Channels pick their bot by name: two bots of one name could not be told apart. The
+        # database does not forbid it (see `ChatBotAdmin.name_display`), so this is a guard
+        # for operators, and any duplicates that exist anyway are marked in the list.
+        name = self.cleaned_data["name"]
+        # `iexact` misses names holding regex characters ("A.B (x)") on this backend; an
+        # escaped, anchored `iregex` matches them literally (names hold no newline).
+        clash = ChatBot.objects.filter(name__iregex=f"^{re.escape(name)}$")
+        if self.instance.pk is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise forms.ValidationError(
+                _("Another bot is already called “%(name)s”: choose a name that tells them apart."),
+                code="duplicate_name",
+                params={"name": name},
+            )
+        return name
+
 
 class ChatBotChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
-        # One grouped query for the page's bots, instead of a join over every bot (an
-        # annotation would group all bots before the page is cut) or one count per row.
+        # Each registered count for the whole page at once, instead of one per row.
         ids = [bot.pk for bot in self.result_list]
-        counts = dict(
-            Channel.objects.filter(chat_bot_id__in=ids)
-            .values("chat_bot_id")
-            .annotate(n=Count("id"))
-            .values_list("chat_bot_id", "n")
+        counts = {count.name: count.counter(ids) for count in BOT_COUNTS}
+        # Bots that share their name with another (made through the API, or before names were
+        # checked): one more grouped query for the page's names.
+        names = {bot.name for bot in self.result_list}
+        same_name = dict(
+            ChatBot.objects.filter(name__in=names).values("name").annotate(n=Count("id")).values_list("name", "n")
         )
         for bot in self.result_list:
-            bot.channel_count = counts.get(bot.pk, 0)
+            bot.registered_counts = {name: by_bot.get(bot.pk, 0) for name, by_bot in counts.items()}
+            bot.same_name_count = same_name.get(bot.name, 1)
 
 
 @admin.register(ChatBot)
 class ChatBotAdmin(admin.ModelAdmin):
     form = ChatBotForm
-    list_display = ("name", "secret_prefix_display", "channel_count", "created_at")
+    list_display = ("name_display", "secret_prefix_display", "created_at")
     search_fields = ("name", "secret_prefix")
-    readonly_fields = ("id", "secret_prefix_display", "created_at", "updated_at")
-    inlines = (ChannelInline,)
+    readonly_fields = (
+        "id",
+        "secret_prefix_display",
+        "previous_secret_display",
+        "created_at",
+        "updated_at",
+        *(name for name in PAUSE_FIELDS if name not in EDITABLE_PAUSE_FIELDS),
+    )
     actions = ("rotate_secret",)
     change_form_template = "admin/chatbots/chatbot/change_form.html"
 
@@ -154,30 +285,67 @@ class ChatBotAdmin(admin.ModelAdmin):
         if obj is None:
             return [(None, {"fields": ["name"]})]
         return [
-            (None, {"fields": ["id", "name", "secret_prefix_display", "created_at", "updated_at"]}),
+            (
+                None,
+                {
+                    "fields": [
+                        "id",
+                        "name",
+                        "secret_prefix_display",
+                        "previous_secret_display",
+                        "created_at",
+                        "updated_at",
+                    ]
+                },
+            ),
             (_("LLM"), {"fields": list(LLM_FIELDS)}),
+            (_("Hand-off to humans"), {"fields": list(PAUSE_FIELDS)}),
         ]
 
     def get_inlines(self, request: HttpRequest, obj: ChatBot | None) -> Any:
-        return self.inlines if obj is not None else ()
+        return (*self.inlines, *BOT_INLINES) if obj is not None else ()
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        *before, last = super().get_list_display(request)
+        return (*before, *(_count_column(count) for count in BOT_COUNTS), last)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ChatBotChangeList
+
+    @admin.display(description=_("name"), ordering="name")
+    def name_display(self, obj: ChatBot) -> str:
+        """Names are not unique in the database: existing data may repeat one (the API never
+        refused it), and a unique index would fail to build on such data or need it renamed
+        behind the operators' backs. So the admin refuses new duplicates and marks old ones,
+        which the secret prefix beside them tells apart."""
+        count = getattr(obj, "same_name_count", 1)
+        if count <= 1:
+            return obj.name
+        return format_html(
+            '{} <span class="duplicate-name" style="color: var(--error-fg, #ba2121)" title="{}">⚠ {}</span>',
+            obj.name,
+            gettext("%(count)d bots have this name; tell them apart by their secret prefix.") % {"count": count},
+            gettext("duplicate name"),
+        )
 
     @admin.display(description=_("secret prefix"), ordering="secret_prefix")
     def secret_prefix_display(self, obj: ChatBot) -> str:
         return f"{obj.secret_prefix}…"
 
-    @admin.display(description=_("channels"))
-    def channel_count(self, obj: ChatBot) -> int:
-        return getattr(obj, "channel_count", 0)
+    @admin.display(description=_("previous secret"))
+    def previous_secret_display(self, obj: ChatBot) -> str:
+        """When the secret replaced by the last rotation (API `overlap_minutes`) stops working."""
+        until = obj.previous_secret_until
+        if obj.previous_secret_hash is None or until is None or until <= timezone.now():
+            return gettext("none (only the current secret works)")
+        return gettext("still works until %(until)s") % {"until": formats.localize(timezone.localtime(until))}
 
     # --- writes go through the services ---------------------------------------------
 
     def save_model(self, request: HttpRequest, obj: ChatBot, form: forms.ModelForm, change: bool) -> None:
         if change:
             # Only what the operator changed: the service writes just those fields.
-            llm_settings = {name: form.cleaned_data[name] for name in LLM_FIELDS if name in form.changed_data}
+            llm_settings = {name: form.cleaned_data[name] for name in SETTINGS_FIELDS if name in form.changed_data}
             chatbot_update(chat_bot=obj, name=form.cleaned_data["name"], **llm_settings)
             return
         created, secret = chatbot_create(name=form.cleaned_data["name"])
@@ -190,9 +358,15 @@ class ChatBotAdmin(admin.ModelAdmin):
 
     def response_add(self, request: HttpRequest, obj: ChatBot, post_url_continue: str | None = None) -> HttpResponse:
         secret = getattr(obj, "_plain_secret", None)
-        if secret is None or "_popup" in request.POST:
+        if secret is None:
             return super().response_add(request, obj, post_url_continue)
-        return secret_once_response(request, self, [(obj, secret)], title=_("Chat bot created"))
+        popup = None
+        if IS_POPUP_VAR in request.POST:
+            # The channel form's "+": the popup shows the secret first, then selects the bot.
+            popup = {IS_POPUP_VAR: "1", TO_FIELD_VAR: request.POST.get(TO_FIELD_VAR, "")}
+        msg = gettext("The chat bot “%(name)s” was added.") % {"name": obj.name}
+        self.message_user(request, msg, messages.SUCCESS)
+        return reveal_redirect(request, [(obj, secret)], title=_("Chat bot created"), popup=popup)
 
     def delete_model(self, request: HttpRequest, obj: ChatBot) -> None:
         chatbot_delete(chat_bot=obj)
@@ -239,19 +413,40 @@ class ChatBotAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Rotate secret (shows the new one once)"), permissions=["change"])
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[ChatBot]) -> HttpResponse:
-        shown = [(bot, chatbot_rotate_secret(chat_bot=bot)) for bot in queryset]
-        return secret_once_response(request, self, shown, title=_("Secret rotated"))
+        shown: list[tuple[ChatBot, str]] = []
+        for bot in queryset:
+            try:
+                shown.append((bot, chatbot_rotate_secret(chat_bot=bot)))
+            except Conflict:  # rotated by someone else at this very moment: theirs stands
+                self.message_user(
+                    request,
+                    gettext("“%(name)s” was rotated by another request at the same time.") % {"name": bot.name},
+                    messages.WARNING,
+                )
+        for bot, _secret in shown:
+            self.log_change(request, bot, [{"changed": {"fields": ["secret"]}}])
+        return reveal_redirect(request, shown, title=_("Secret rotated"))
 
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         extra = [
             path(
+                "secret/<str:key>/",
+                self.admin_site.admin_view(self.reveal_view),
+                name="{}_{}_reveal".format(*info),
+            ),
+            path(
                 "<path:object_id>/rotate-secret/",
                 self.admin_site.admin_view(self.rotate_secret_view),
                 name="{}_{}_rotate_secret".format(*info),
-            )
+            ),
         ]
         return extra + super().get_urls()
+
+    def reveal_view(self, request: HttpRequest, key: str) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return reveal_response(request, self, key)
 
     def rotate_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET asks for confirmation (the current secret stops working at once); POST rotates."""
@@ -261,9 +456,16 @@ class ChatBotAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, chat_bot):
             raise PermissionDenied
         if request.method == "POST":
-            secret = chatbot_rotate_secret(chat_bot=chat_bot)
+            try:
+                secret = chatbot_rotate_secret(chat_bot=chat_bot)
+            except Conflict:
+                # Another rotation of this bot won the race; its secret is the one to reveal.
+                self.message_user(
+                    request, gettext("The secret was rotated by another request at the same time."), messages.ERROR
+                )
+                return HttpResponseRedirect(reverse("admin:chatbots_chatbot_change", args=[chat_bot.pk]))
             self.log_change(request, chat_bot, [{"changed": {"fields": ["secret"]}}])
-            return secret_once_response(request, self, [(chat_bot, secret)], title=_("Secret rotated"))
+            return reveal_redirect(request, [(chat_bot, secret)], title=_("Secret rotated"))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

@@ -7,6 +7,9 @@ from django.utils.translation import gettext_lazy as _
 from core.models import TimeStampedModel
 from core.validators import validate_no_control_characters
 
+# The longest automatic pause: a year.
+PAUSE_MAX_MINUTES = 525_600
+
 
 class ChatBot(TimeStampedModel):
     """A bot. Channels authenticate to the webhook with its secret token, which is kept only
@@ -15,6 +18,15 @@ class ChatBot(TimeStampedModel):
     name = models.CharField(_("name"), max_length=200, validators=[validate_no_control_characters])
     secret_hash = models.CharField(_("secret hash"), max_length=64, unique=True, editable=False)
     secret_prefix = models.CharField(_("secret prefix"), max_length=16, editable=False)
+    # After a rotation with an overlap, the old secret keeps working until `previous_secret_until`.
+    # Unique (a partial index: only bots that have one) so that authentication stays one
+    # indexed look-up when the current hash misses.
+    previous_secret_hash = models.CharField(
+        _("previous secret hash"), max_length=64, unique=True, null=True, default=None, editable=False
+    )
+    previous_secret_until = models.DateTimeField(
+        _("previous secret works until"), null=True, default=None, editable=False
+    )
 
     # The LLM, per bot. Blank or null means the platform's default (settings in brackets).
     system_prompt = models.TextField(_("system prompt"), blank=True, default="")
@@ -31,6 +43,20 @@ class ChatBot(TimeStampedModel):
     # Sent instead of a reply when the LLM keeps failing (LLM_MAX_ATTEMPTS); without it the
     # reply is marked failed.
     fallback_text = models.TextField(_("fallback text"), blank=True, default="")
+
+    # Hand-off to humans, per dialogue (minutes; 0 = no pause).
+    pause_after_employee_minutes = models.PositiveIntegerField(
+        _("pause after an employee's message (minutes)"),
+        default=0,
+        validators=[MaxValueValidator(PAUSE_MAX_MINUTES)],
+        help_text=_("An employee's message arriving from the channel pauses the bot in that dialogue this long."),
+    )
+    pause_after_operator_reply_minutes = models.PositiveIntegerField(
+        _("pause after an operator's reply (minutes)"),
+        default=30,
+        validators=[MaxValueValidator(PAUSE_MAX_MINUTES)],
+        help_text=_("An operator's reply sent from the admin or the API pauses the bot in that dialogue this long."),
+    )
 
     class Meta:
         verbose_name = _("chat bot")

@@ -2,9 +2,16 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from chatbots.models import ChatBot
-from core.serializers import BaseModelSerializer
-from core.validators import validate_no_control_characters
+from chatbots.models import PAUSE_MAX_MINUTES, ChatBot
+from core.serializers import (
+    CONTROL_CHARACTERS_MESSAGE,
+    NO_CONTROL_CHARACTERS_PATTERN,
+    BaseModelSerializer,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    strict_name_field,
+)
 
 # Generous bounds that still keep one bot's settings from filling a request or a document.
 SYSTEM_PROMPT_MAX_LENGTH = 20_000
@@ -14,6 +21,8 @@ MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
 
 # The bot's LLM settings. Blank or null means the platform's default.
 LLM_SETTINGS = ["system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text"]
+# When the bot steps aside for a human in a dialogue (minutes; 0: never).
+HANDOFF_SETTINGS = ["pause_after_employee_minutes", "pause_after_operator_reply_minutes"]
 
 
 class ChatBotSerializer(BaseModelSerializer):
@@ -21,7 +30,7 @@ class ChatBotSerializer(BaseModelSerializer):
 
     class Meta:
         model = ChatBot
-        fields = ["id", "name", "secret_prefix", *LLM_SETTINGS, "created_at", "updated_at"]
+        fields = ["id", "name", "secret_prefix", *LLM_SETTINGS, *HANDOFF_SETTINGS, "created_at", "updated_at"]
         read_only_fields = ["id", "secret_prefix", "created_at", "updated_at"]
 
 
@@ -40,41 +49,81 @@ class ChatBotInputSerializer(serializers.Serializer):
     """Create and update. The LLM settings are optional everywhere: left out (even from a PUT)
     they keep their value, so a client that only renames a bot never resets them."""
 
-    name = serializers.CharField(max_length=200, allow_blank=False, validators=[validate_no_control_characters])
-    system_prompt = serializers.CharField(
+    name = strict_name_field(max_length=200, help_text="No control characters; not blank.")
+    system_prompt = StrictCharField(
         required=False,
         allow_blank=True,
         max_length=SYSTEM_PROMPT_MAX_LENGTH,
         trim_whitespace=False,
         help_text="Sent first, as the system message. Blank: none.",
     )
-    llm_model = serializers.CharField(
+    llm_model = StrictCharField(
         required=False,
         allow_blank=True,
         max_length=200,
-        validators=[validate_no_control_characters],
+        pattern=NO_CONTROL_CHARACTERS_PATTERN,
+        pattern_message=CONTROL_CHARACTERS_MESSAGE,
         help_text="Blank: the platform's LLM_MODEL.",
     )
-    temperature = serializers.FloatField(
+    temperature = StrictFloatField(
         required=False, allow_null=True, min_value=0.0, max_value=2.0, help_text="0-2. Null: the server's default."
     )
-    max_output_tokens = serializers.IntegerField(
+    max_output_tokens = StrictIntegerField(
         required=False,
         allow_null=True,
         min_value=1,
         max_value=MAX_OUTPUT_TOKENS_LIMIT,
         help_text="At least 1. Null: the server's default.",
     )
-    context_messages = serializers.IntegerField(
+    context_messages = StrictIntegerField(
         required=False,
         allow_null=True,
         min_value=1,
         max_value=1000,
         help_text="How many of the dialogue's latest messages the LLM sees, 1-1000. Null: LLM_CONTEXT_MESSAGES.",
     )
-    fallback_text = serializers.CharField(
+    fallback_text = StrictCharField(
         required=False,
         allow_blank=True,
         max_length=FALLBACK_TEXT_MAX_LENGTH,
         help_text="Sent instead of a reply when the LLM keeps failing. Blank: no reply (marked failed).",
     )
+    pause_after_employee_minutes = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=PAUSE_MAX_MINUTES,
+        help_text="An `employee` message from the channel pauses the bot in that dialogue this long. 0: no pause.",
+    )
+    pause_after_operator_reply_minutes = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=PAUSE_MAX_MINUTES,
+        help_text="An operator's reply (admin or API) pauses the bot in that dialogue this long. 0: no pause.",
+    )
+
+
+# The longest overlap a rotation may give the old secret: 30 days.
+ROTATION_OVERLAP_MAX_MINUTES = 43_200
+
+
+class RotateTokenInputSerializer(serializers.Serializer):
+    overlap_minutes = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=ROTATION_OVERLAP_MAX_MINUTES,
+        help_text="How long the replaced secret keeps working, 0-43200 minutes. "
+        "Left out: the server's BOT_SECRET_OVERLAP_S (0 unless configured: it stops at once).",
+    )
+
+
+class ChatBotRotatedSerializer(ChatBotWithSecretSerializer):
+    """Rotate only: the new secret, and until when the replaced one still works."""
+
+    previous_secret_until = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the replaced secret stops working. Null: it already has (no overlap).",
+    )
+
+    class Meta(ChatBotWithSecretSerializer.Meta):
+        fields = [*ChatBotWithSecretSerializer.Meta.fields, "previous_secret_until"]

@@ -10,11 +10,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from chatbots.models import ChatBot
-from chatbots.serializers import ChatBotInputSerializer, ChatBotSerializer, ChatBotWithSecretSerializer
+from chatbots.serializers import (
+    ChatBotInputSerializer,
+    ChatBotRotatedSerializer,
+    ChatBotSerializer,
+    ChatBotWithSecretSerializer,
+    RotateTokenInputSerializer,
+)
 from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_secret, chatbot_update
 from core.api import (
     AUTH_ERRORS,
     BAD_REQUEST,
+    CONFLICT,
     NOT_FOUND,
     OBJECT_ID_PATH_PARAMETER,
     ObjectIdLookupMixin,
@@ -65,6 +72,14 @@ class ChatBotViewSet(
     serializer_class = ChatBotSerializer
     pagination_class = OptionalLimitOffsetPagination
 
+    def get_serializer_class(self) -> Any:
+        # The browsable API's POST form shows what a create takes (its input serializer), not
+        # the read shape, whose fields are all read-only (an empty form). Writes validate
+        # with the input serializers themselves; this only changes what the form draws.
+        if self.action == "create":
+            return ChatBotInputSerializer
+        return ChatBotSerializer
+
     def get_queryset(self) -> QuerySet[ChatBot]:
         return ChatBot.objects.order_by("-created_at", "-id")
 
@@ -111,15 +126,35 @@ class ChatBotViewSet(
 
     @extend_schema(
         summary="Rotate a bot's secret",
-        description="Replaces the secret; the old one stops working (within the webhook's auth cache "
-        "time, `AUTH_CACHE_TTL_S`). The new secret is shown in this response only.",
+        description="Replaces the secret. The new secret is shown in this response only. With "
+        "`overlap_minutes`, the old secret keeps working that long (until `previous_secret_until`), so "
+        "channels can switch over without losing messages; without it, the server's default applies "
+        "(`BOT_SECRET_OVERLAP_S`, 0 unless configured: the old secret stops working at once, within the "
+        "webhook's auth cache time, `AUTH_CACHE_TTL_S`). Only one previous secret is kept. Two rotations "
+        "of one bot at the same moment: one wins, the other answers 409.",
         parameters=_DETAIL,
-        request=None,
-        responses={200: ChatBotWithSecretSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
-        examples=[OpenApiExample("Rotated", value=_SECRET_EXAMPLE, response_only=True)],
+        request=RotateTokenInputSerializer,
+        responses={
+            200: ChatBotRotatedSerializer,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            **AUTH_ERRORS,
+        },
+        examples=[
+            OpenApiExample("Rotate with a day's overlap", value={"overlap_minutes": 1440}, request_only=True),
+            OpenApiExample(
+                "Rotated",
+                value={**_SECRET_EXAMPLE, "previous_secret_until": "2025-02-01T12:00:00Z"},
+                response_only=True,
+            ),
+        ],
     )
     @action(detail=True, methods=["post"])
     def rotate_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         chat_bot = self.get_object()
-        chat_bot.secret_token = chatbot_rotate_secret(chat_bot=chat_bot)
-        return Response(ChatBotWithSecretSerializer(chat_bot).data)
+        data = validated(RotateTokenInputSerializer, request.data)
+        overlap = data.get("overlap_minutes")
+        secret = chatbot_rotate_secret(chat_bot=chat_bot, overlap_s=None if overlap is None else overlap * 60)
+        chat_bot.secret_token = secret
+        return Response(ChatBotRotatedSerializer(chat_bot).data)

@@ -1,7 +1,119 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from django.contrib.admin import AdminSite
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
+
+from dialogues.selectors import Dashboard, HourActivity, dashboard_summary
+
+# The activity chart, drawn on the server as SVG: no script, no library, no CDN.
+CHART_WIDTH = 960
+CHART_HEIGHT = 240
+CHART_LEFT = 44  # room for the value axis
+CHART_TOP = 12
+CHART_BOTTOM = 28  # room for the hour labels
+SERIES = (
+    ("messages_in", _("Messages in"), "#417690"),
+    ("delivered", _("Replies delivered"), "#5b9a68"),
+    ("failures", _("Failures"), "#ba2121"),
+)
+
+
+@dataclass(frozen=True)
+class Bar:
+    series: str
+    hour: str
+    value: int
+    x: float
+    y: float
+    width: float
+    height: float
+    color: str
+    title: str
+
+
+def _axis_top(peak: int) -> int:
+    """The smallest of 1, 2, 5 x 10^n at or above `peak` (at least 1), so grid lines fall on
+    round numbers."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if factor * step >= peak:
+                return factor * step
+        step *= 10
+
+
+def activity_chart(hours: list[HourActivity]) -> dict[str, Any]:
+    """Bar geometry for templates/admin/platform/activity_chart.html: per hour (UTC), one
+    bar per series, scaled to the busiest hour."""
+    plot_width = CHART_WIDTH - CHART_LEFT
+    plot_height = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
+    top = _axis_top(max([1, *(max(h.messages_in, h.delivered, h.failures) for h in hours)]))
+    slot = plot_width / max(1, len(hours))
+    bar_width = slot / (len(SERIES) + 1)
+    bars = []
+    labels = []
+    for index, hour in enumerate(hours):
+        label = hour.hour.strftime("%H:00")
+        for position, (field, name, color) in enumerate(SERIES):
+            value = int(getattr(hour, field))
+            height = plot_height * value / top
+            bars.append(
+                Bar(
+                    series=field,
+                    hour=hour.hour.strftime("%Y-%m-%dT%H:00Z"),
+                    value=value,
+                    x=round(CHART_LEFT + index * slot + bar_width * (position + 0.5), 2),
+                    y=round(CHART_TOP + plot_height - height, 2),
+                    width=round(bar_width, 2),
+                    height=round(height, 2),
+                    color=color,
+                    title=f"{label} UTC · {name}: {value}",
+                )
+            )
+        if index % 3 == 0 or index == len(hours) - 1:
+            labels.append({"x": round(CHART_LEFT + (index + 0.5) * slot, 2), "text": label})
+    grid = [
+        {"y": round(CHART_TOP + plot_height * (1 - fraction), 2), "value": round(top * fraction)}
+        for fraction in (0, 0.5, 1)
+        if fraction == 0 or top * fraction == int(top * fraction)
+    ]
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": CHART_LEFT,
+        "right": CHART_WIDTH,
+        "baseline": CHART_TOP + plot_height,
+        "label_y": CHART_HEIGHT - 8,
+        "bars": bars,
+        "labels": labels,
+        "grid": grid,
+        "series": [
+            {"field": field, "name": name, "color": color, "total": sum(int(getattr(h, field)) for h in hours)}
+            for field, name, color in SERIES
+        ],
+    }
+
+
+def dashboard_context(dashboard: Dashboard) -> dict[str, Any]:
+    backlog = dashboard.backlog
+    return {
+        "dashboard": dashboard,
+        "chart": activity_chart(dashboard.hours),
+        "backlog_rows": [
+            ("awaiting_reply", _("Not generated yet"), backlog["awaiting_reply"], ""),
+            ("pending", _("Pending delivery"), backlog["pending"], "pending"),
+            ("failed", _("Failing (retried)"), backlog["failed"], "failed"),
+            ("parked", _("Parked"), backlog["parked"], "parked"),
+            ("dead", _("Dead"), backlog["dead"], "dead"),
+            ("llm_failed", _("No reply (LLM failed)"), backlog["llm_failed"], ""),
+        ],
+        "replies_failing": backlog["failed"] + backlog["dead"] > 0,
+    }
 
 
 class PlatformAdminSite(AdminSite):
@@ -10,3 +122,9 @@ class PlatformAdminSite(AdminSite):
     index_title = _("Operations")
     # The app has no public site to link to: "/" is the API's JSON 404.
     site_url = None
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        """The usual app list, under the platform's health at a glance (dialogues.selectors,
+        cached ADMIN_DASHBOARD_CACHE_S, so the page stays fast however often it is loaded)."""
+        context = {**dashboard_context(dashboard_summary()), **(extra_context or {})}
+        return super().index(request, context)

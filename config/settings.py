@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
+
+from dotenv import load_dotenv
 
 from core.env import (
     env_bool,
@@ -13,11 +16,12 @@ from core.env import (
     env_list,
     env_mongo_url,
     env_str,
-    load_dotenv,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-load_dotenv(str(BASE_DIR / ".env"))
+# `.env` in the project folder (or the file DJANGO_ENV_FILE names), if there is one; variables
+# set in the real environment win. devtools/run.py reads the same file the same way first.
+load_dotenv(os.environ.get("DJANGO_ENV_FILE") or BASE_DIR / ".env", override=False)
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
@@ -61,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    # Before anything reads the URL or the database: an over-long URL is a JSON 414.
+    "core.middleware.UrlLengthLimitMiddleware",
     "core.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -119,6 +125,10 @@ MIGRATION_MODULES = {
     "contenttypes": "mongo_migrations.contenttypes",
 }
 
+# Django's ModelBackend, with permissions read in a way the embedded server answers correctly,
+# and a lockout after repeated failed sign-ins (LOGIN_FAILURE_RATE, see "Rate limits" below).
+AUTHENTICATION_BACKENDS = ["core.auth_backends.LockoutModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -130,23 +140,67 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = env_choice("DJANGO_LANGUAGE_CODE", "en", ["en", "en-us", "ru"])
 LANGUAGES = [("en", "English"), ("ru", "Русский")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
-TIME_ZONE = "UTC"
+# Times are stored in UTC; the admin shows them in TIME_ZONE, one format with the zone
+# ("2026-11-24 09:53:23 UTC", config/formats/); the API writes ISO 8601.
+TIME_ZONE = env_str("TIME_ZONE", "UTC") or "UTC"
+FORMAT_MODULE_PATH = ["config.formats"]
 USE_I18N = True
 USE_TZ = True
 
 # --- Static files: served by the app itself (WhiteNoise), no web server needed ----------
 STATIC_URL = "static/"
-# `collectstatic` target for deployments that want it; without it, WhiteNoise serves
-# straight from the apps' static folders.
-_static_root = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
-STATIC_ROOT: str | None = _static_root if Path(_static_root).is_dir() else None
+# `collectstatic`'s target, always set. Once it has run (every production deploy runs
+# `manage.py collectstatic --no-input`), WhiteNoise serves the collected files compressed
+# (gzip, and brotli when installed) under content-hashed names, cached as immutable. Until then
+# (`make run`, tests) pages name the plain files, served straight from the apps' folders.
+STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "core.staticfiles.CompressedManifestStorage"
+    },
+}
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+# WhiteNoise warns at every start when STATIC_ROOT is missing, as it is before the first
+# `collectstatic` (expected, see above): an empty folder (git-ignored) says the same quietly.
+try:
+    Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass  # a read-only deployment that did not collect: WhiteNoise's warning is then right
 
 # --- Security ---------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Behind a TLS-terminating proxy: the header (and value) by which it says the request came
+# over HTTPS, e.g. `X-Forwarded-Proto: https`. Only for a proxy that sets or strips it on
+# every request; a client could otherwise claim HTTPS. (gunicorn with --forwarded-allow-ips
+# already does this for the proxies it trusts.)
+_proxy_ssl_header = env_str("DJANGO_SECURE_PROXY_SSL_HEADER")
+if _proxy_ssl_header:
+    _name, _sep, _value = _proxy_ssl_header.partition(":")
+    if not _sep or not _name.strip() or not _value.strip():
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https', got {_proxy_ssl_header!r}"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
+# Served over HTTPS: redirect plain HTTP to it and send cookies over HTTPS only. Off by
+# default, because `make run` serves plain http://localhost.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Load balancers' health checks often come over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+# HSTS: browsers will refuse plain HTTP to this host for that long. Set it once HTTPS works
+# for good (start small, e.g. 3600, then 31536000): it cannot be taken back before it expires.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # The webhook limits its own body to 1 MiB with a 413; this is Django's form-parsing cap.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024 + 1
 
@@ -156,7 +210,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Staff only, each user limited by their model permissions (view/add/change/delete).
+    "DEFAULT_PERMISSION_CLASSES": ["core.permissions.StaffModelPermissions"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
@@ -175,6 +230,17 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {},
+    # The API is documented as JSON only (the browsable API's form parsers stay, undocumented).
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # Bounds the server enforces that drf-spectacular leaves out.
+        "core.schema.input_bounds",
+        # Every status each operation can answer, in one error shape; the webhook's auth.
+        "core.schema.error_responses",
+        # Links from the operations that return ids to those that take them.
+        "core.schema.id_links",
+    ],
 }
 
 # --- Logging ----------------------------------------------------------------------------
@@ -228,6 +294,9 @@ CHANNEL_ATTEMPT_TIMEOUT_S = env_float(
 # A channel's Retry-After is honoured up to this long.
 CHANNEL_RETRY_AFTER_CAP_S = env_float("CHANNEL_RETRY_AFTER_CAP_S", 3600.0, minimum=0)
 CHANNEL_ALLOW_PRIVATE_URLS = env_bool("CHANNEL_ALLOW_PRIVATE_URLS", False)
+# After a channel's signing secret is rotated, replies carry a signature made with the old
+# secret too for this long (Standard Webhooks' space-separated list), so the channel can switch.
+CHANNEL_SIGNING_OVERLAP_S = env_float("CHANNEL_SIGNING_OVERLAP_S", 24 * 3600.0, minimum=0)
 # Attempts per reply before it is dead; retries wait DELIVERY_RETRY_BASE_S, doubling each
 # time, up to DELIVERY_RETRY_MAX_S (with jitter).
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
@@ -250,3 +319,57 @@ WORKER_BREAKER_COOLDOWN_S = env_float("WORKER_BREAKER_COOLDOWN_S", 30.0, minimum
 # Bot and channel look-ups are cached per process for this long; a rotated secret, a
 # deactivated channel or a new channel URL takes effect within this time.
 AUTH_CACHE_TTL_S = env_float("AUTH_CACHE_TTL_S", 1.0, minimum=0)
+
+# --- Metrics (Prometheus, GET /metrics) -------------------------------------------------
+# Scrapers send `Authorization: Bearer <METRICS_TOKEN>`; unset, /metrics answers 404 (off).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# prometheus-client's multiprocess mode: every process (gunicorn's workers, the worker) writes
+# its metrics to files in this directory and a scrape adds them all up. `make run`, the tests'
+# servers and `make bench` give each run a fresh one; gunicorn started by hand without it
+# makes its own (deploy/gunicorn.conf.py). Unset (manage.py commands, the in-process tests),
+# each process counts on its own. prometheus-client reads the variable itself when first
+# imported, which is after this.
+METRICS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if METRICS_MULTIPROC_DIR:
+    Path(METRICS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+else:
+    import os as _os
+
+    # Present but blank would make prometheus-client write its files to the current folder.
+    _os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# The scrape-time gauges (backlog, open breakers) read the database at most this often per
+# process; the admin's dashboard, ADMIN_DASHBOARD_CACHE_S.
+METRICS_SCRAPE_CACHE_S = env_float("METRICS_SCRAPE_CACHE_S", 5.0, minimum=0)
+ADMIN_DASHBOARD_CACHE_S = env_float("ADMIN_DASHBOARD_CACHE_S", 10.0, minimum=0)
+
+# --- Bot secrets ------------------------------------------------------------------------
+# After `rotate_token` (without `overlap_minutes`), the replaced secret keeps working this long
+# (seconds). 0: it stops at once.
+BOT_SECRET_OVERLAP_S = env_float("BOT_SECRET_OVERLAP_S", 0.0, minimum=0)
+
+# --- Rate limits ------------------------------------------------------------------------
+# Fixed-window counters in MongoDB (core.ratelimit), shared by every process and host. Rates
+# are "<n>/<period>" (s, m, h, d; e.g. "20/minute", "5/15m"); "0" turns a limit off.
+# Failed webhook authentications per client address; over it the webhook answers 429 with
+# Retry-After before it even hashes the secret.
+WEBHOOK_AUTH_FAILURE_RATE = env_str("WEBHOOK_AUTH_FAILURE_RATE", "20/minute")
+# Failed sign-ins (admin, API browser) per client address and user name; over it even the right
+# password is refused until the window ends.
+LOGIN_FAILURE_RATE = env_str("LOGIN_FAILURE_RATE", "5/15minute")
+# Management API requests per token (or signed-in user); over it, 429 with Retry-After.
+API_RATE = env_str("API_RATE", "600/minute")
+# Behind a proxy that sets it on every request (e.g. "X-Real-IP"): the header holding the
+# client's address. Blank: REMOTE_ADDR. Never a header clients can set themselves.
+RATE_LIMIT_CLIENT_IP_HEADER = env_str("RATE_LIMIT_CLIENT_IP_HEADER", "")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.throttling.ApiRateThrottle"]
+
+
+from core.ratelimit import parse_rate  # noqa: E402
+
+for _rate_setting in ("WEBHOOK_AUTH_FAILURE_RATE", "LOGIN_FAILURE_RATE", "API_RATE"):
+    try:
+        parse_rate(globals()[_rate_setting])
+    except ValueError as _error:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{_rate_setting}: {_error}") from None

@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("CHANNEL_ALLOW_PRIVATE_URLS", "true")
+# No rate limits unless a test asks for them (core/tests/test_ratelimit.py): the suite's own
+# servers take thousands of requests a minute from one address and one token.
+for _rate in ("API_RATE", "WEBHOOK_AUTH_FAILURE_RATE", "LOGIN_FAILURE_RATE"):
+    os.environ.setdefault(_rate, "0")
 
 from config.settings import *  # noqa: E402,F403
 

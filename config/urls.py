@@ -6,11 +6,18 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core import views as core_views
+from dialogues.selectors import scrape_collectors
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
+    # The scrape-time gauges come from the app whose data they count; core serves them.
+    path("metrics", core_views.metrics, {"collectors": scrape_collectors()}, name="metrics"),
+    # The first hour: `/` is the operators' admin; `/api/` lists the endpoints and the docs.
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="root"),
     path("admin/", admin.site.urls),
+    # An exact path, before the apps' includes (whose routes all have something after `api/`).
+    path("api/", core_views.api_root, name="api-root"),
     path("api/webhook/", include("dialogues.webhook_urls")),
     path("api/", include("chatbots.urls")),
     path("api/", include("channels_app.urls")),

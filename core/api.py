@@ -85,9 +85,15 @@ UNAUTHORIZED = _error(
     "Unauthenticated",
 )
 FORBIDDEN = _error(
-    "Authenticated, but not a staff user.",
+    "Authenticated, but not a staff user, or without the model permission (view, add, change, delete) "
+    "this request needs.",
     {"detail": "You do not have permission to perform this action."},
     "Not staff",
+)
+CONFLICT = _error(
+    "A concurrent change won; repeat the request.",
+    {"detail": "The signing secret was rotated at the same time by another request; try again"},
+    "Conflict",
 )
 NOT_FOUND = _error("No object with this id (or a malformed id).", {"detail": "Not found."}, "Not found")
 BAD_REQUEST = OpenApiResponse(

@@ -84,18 +84,3 @@ def env_mongo_url(name: str, default: str) -> str:
     if not value.startswith(("mongodb://", "mongodb+srv://")):
         raise ImproperlyConfigured(f"{name} must start with mongodb:// or mongodb+srv://, got {value!r}")
     return value
-
-
-def load_dotenv(path: str) -> None:
-    """Read KEY=VALUE lines from `path` into os.environ without overriding what is set."""
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            key = key.strip().removeprefix("export ").strip()
-            value = value.strip().strip("'\"")
-            os.environ.setdefault(key, value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, IntegrityError
 from django.http.response import HttpResponseBase
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -88,6 +89,9 @@ def database_unavailable_response() -> Response:
     return as_database_outage(Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE))
 
 
+REQUEST_TOO_LARGE = "Request body too large."
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response({"detail": exc.message, **exc.extra}, status=exc.status)
@@ -96,4 +100,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return database_unavailable_response()
     if isinstance(exc, IntegrityError):
         return Response({"detail": "Conflicts with an existing object"}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, RequestDataTooBig):
+        # Django's DATA_UPLOAD_MAX_MEMORY_SIZE, met while DRF parses the body.
+        return Response({"detail": REQUEST_TOO_LARGE}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     return drf_exception_handler(exc, context)

@@ -11,11 +11,18 @@ from typing import Any, cast
 
 import pymongo
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from pymongo.errors import PyMongoError
 
-from core.errors import DATABASE_UNAVAILABLE, as_database_outage, database_error_name, is_database_outage
+from core.errors import (
+    DATABASE_UNAVAILABLE,
+    REQUEST_TOO_LARGE,
+    as_database_outage,
+    database_error_name,
+    is_database_outage,
+)
 from core.request_context import reset_request_id, set_request_id
 
 logger = logging.getLogger("core.request")
@@ -140,8 +147,41 @@ class DatabaseUnavailableMiddleware:
             logger.warning("database unavailable: %s on %s", database_error_name(exception), request.path)
             response: HttpResponse = JsonResponse({"detail": DATABASE_UNAVAILABLE}, status=503)
             return as_database_outage(response)
+        if isinstance(exception, RequestDataTooBig) and _wants_json(request):
+            return JsonResponse({"detail": REQUEST_TOO_LARGE}, status=413)
         if not _wants_json(request):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)
         body = {"detail": "Internal server error", "request_id": getattr(request, "request_id", None)}
         return HttpResponse(json.dumps(body), status=500, content_type="application/json")
+
+
+# The longest URL (path and query string, as sent) the app serves. gunicorn's own limit on the
+# whole request line is set above it (`limit_request_line`, deploy/gunicorn.conf.py), so an over-long
+# URL gets this JSON 414 in the API's error shape rather than gunicorn's HTML page; only a line
+# past gunicorn's hard maximum (8190 bytes) still gets that.
+MAX_URL_BYTES = 4096
+URL_TOO_LONG = f"URL too long: the path and query string must be at most {MAX_URL_BYTES} bytes"
+
+
+class UrlLengthLimitMiddleware:
+    """Answers 414 with `{"detail": ...}` to a URL longer than MAX_URL_BYTES, before any view
+    (or the database) sees it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if url_length(request) > MAX_URL_BYTES:
+            return JsonResponse({"detail": URL_TOO_LONG}, status=414)
+        return self.get_response(request)
+
+
+def url_length(request: HttpRequest) -> int:
+    # gunicorn passes the URL as sent (RAW_URI); other servers give the decoded path (WSGI
+    # strings are latin-1, one character per byte) and the query string as sent.
+    raw = request.META.get("RAW_URI")
+    if isinstance(raw, str):
+        return len(raw)
+    query = request.META.get("QUERY_STRING", "")
+    return len(request.META.get("PATH_INFO", "")) + (len(query) + 1 if query else 0)

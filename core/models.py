@@ -10,3 +10,20 @@ class TimeStampedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class RateCounter(models.Model):
+    """One fixed-window rate-limit counter (`core.ratelimit`), shared by every process and host.
+    Written with a single upsert + `$inc`; MongoDB's TTL monitor drops it once `expires_at`
+    has passed (the TTL index is created by migration 0002)."""
+
+    key = models.CharField(max_length=100)  # "<scope>:<hash of who>", never a raw address
+    window = models.BigIntegerField()  # the window's start, in seconds since the epoch
+    n = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "window"], name="core_ratecounter_key_window")]
+
+    def __str__(self) -> str:
+        return f"{self.key} @{self.window}: {self.n}"

@@ -1,15 +1,27 @@
 from __future__ import annotations
 
+import hmac
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any, cast
 
+from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from pymongo.errors import PyMongoError
+from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from core.errors import DATABASE_UNAVAILABLE, as_database_outage, database_error_name, is_database_outage
+from core.metrics import metrics_exposition
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +45,23 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "database": "ok"})
 
 
+@require_GET
+def metrics(request: HttpRequest, collectors: Iterable[Collector] = ()) -> HttpResponse:
+    """Prometheus metrics, for `Authorization: Bearer <METRICS_TOKEN>` only (401 otherwise);
+    404 while METRICS_TOKEN is unset, as if there were no such endpoint. Like /healthz it
+    touches no session or user; only `collectors` (config/urls.py) read the database, cached.
+    """
+    expected = settings.METRICS_TOKEN
+    if not expected:
+        return json_not_found(request)
+    scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        response = JsonResponse({"detail": "A valid metrics bearer token is required."}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics_exposition(collectors=collectors), content_type=CONTENT_TYPE_LATEST)
+
+
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse({"detail": "Not found."}, status=404)
 
@@ -49,3 +78,26 @@ def json_server_error(request: HttpRequest) -> JsonResponse:
         logger.warning("database unavailable: %s on %s", database_error_name(exc), request.path)
         return as_database_outage(JsonResponse({"detail": DATABASE_UNAVAILABLE}, status=503))
     return JsonResponse({"detail": "Internal server error"}, status=500)
+
+
+@extend_schema(exclude=True)
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([AllowAny])
+@throttle_classes([])
+def api_root(request: Request) -> Response:
+    """`/api/`: where everything is, as DRF's API root lists it, and open to anyone, since it
+    names only URLs (each endpoint asks for its own credentials). No authentication, so it
+    touches neither the session nor the database."""
+    urls = {
+        # The list endpoints answer with and without the trailing slash; the README's form.
+        "chatbots": reverse("chatbot-list") + "/",
+        "channels": reverse("channel-list") + "/",
+        "dialogues": reverse("dialogue-list") + "/",
+        "webhook": reverse("webhook-new-message"),
+        "schema": reverse("schema"),
+        "docs": reverse("swagger-ui"),
+        "redoc": reverse("redoc"),
+        "admin": reverse("admin:index"),
+    }
+    return Response({name: request.build_absolute_uri(url) for name, url in urls.items()})

@@ -80,7 +80,15 @@ def _executable() -> str:
 class EmbeddedMongo:
     """One secantusd process. `storage` is a folder, or ':memory:' for a throwaway one."""
 
-    def __init__(self, *, port: int | None = None, storage: str = ":memory:", log_file: Path | None = None):
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        storage: str = ":memory:",
+        log_file: Path | None = None,
+        host: str = "127.0.0.1",
+    ):
+        self.host = host
         self.port = port or free_port()
         self.storage = storage
         self.log_file = log_file
@@ -88,18 +96,18 @@ class EmbeddedMongo:
 
     @property
     def url(self) -> str:
-        return url_for(self.port)
+        return url_for(self.port, host=self.host)
 
     @property
     def app_url(self) -> str:
         """The URL app servers (gunicorn) use: one connection per process."""
-        return url_for(self.port, app=True)
+        return url_for(self.port, host=self.host, app=True)
 
     def start(self, timeout: float = 30.0) -> EmbeddedMongo:
         if self.storage != ":memory:":
             Path(self.storage).mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        cmd = [_executable(), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage]
+        cmd = [_executable(), "--host", self.host, "--port", str(self.port), "--storage-path", self.storage]
         cmd += ["--log-level", "WARNING"]
         # A new session so that Ctrl-C in the terminal reaches only the launcher, which
         # then stops this server in order (after the app that uses it).

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from dotenv import load_dotenv
+
 from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, ping, url_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,26 +24,31 @@ def say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
-def gunicorn_command(*, bind: str, workers: str, threads: str) -> list[str]:
-    """The one way the app is served: by `make run`, the end-to-end tests and `make bench`."""
-    return [
-        str(Path(sys.executable).with_name("gunicorn")),
-        "config.wsgi:application",
-        "--bind", bind,
-        "--workers", workers,
-        # Threads let one worker overlap database and channel round trips.
-        "--worker-class", "gthread",
-        "--threads", threads,
-        # Keep request headers whose names contain underscores: the existing channels
-        # authenticate with `x-chatbot_auth_token`, which gunicorn drops by default.
-        "--header-map", "dangerous",
-        "--timeout", os.environ.get("SERVER__TIMEOUT", "60"),
-        "--graceful-timeout", "10",
-        # gunicorn 27's control socket defaults to one path per user; several servers (tests,
-        # benchmarks) would fight over it, and nothing here uses it.
-        "--no-control-socket",
-        "--access-logfile", "-" if os.environ.get("SERVER__ACCESS_LOG", "").lower() in ("1", "true") else "/dev/null",
-    ]  # fmt: skip
+GUNICORN_CONFIG = "deploy/gunicorn.conf.py"
+
+
+def gunicorn_command(*, bind: str | None = None, workers: str | None = None, threads: str | None = None) -> list[str]:
+    """The one way the app is served: by `make run`, the end-to-end tests, `make bench`,
+    `make scale` and the systemd unit, all with deploy/gunicorn.conf.py (run from the
+    project's root). What a caller gives here overrides the file's SERVER__* defaults."""
+    command = [str(Path(sys.executable).with_name("gunicorn")), "-c", GUNICORN_CONFIG, "config.wsgi:application"]
+    for option, value in (("--bind", bind), ("--workers", workers), ("--threads", threads)):
+        if value is not None:
+            command += [option, value]
+    return command
+
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir_fresh(path: Path) -> str:
+    """A directory for prometheus-client's multiprocess mode (core/metrics.py), emptied of an
+    earlier run's files: gunicorn's workers and the worker write their metrics there and
+    /metrics adds them up, so every process of one run must be given the same one."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return str(path)
 
 
 def worker_command() -> list[str]:
@@ -102,6 +109,9 @@ def positive_int_env(name: str, default: str) -> str:
 
 def main() -> int:
     os.chdir(ROOT)
+    # The same .env the settings read (real environment variables win), so that PORT,
+    # SERVER__* and MONGO__URL set there reach this launcher too.
+    load_dotenv(os.environ.get("DJANGO_ENV_FILE") or ROOT / ".env", override=False)
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -133,6 +143,9 @@ def main() -> int:
                 return 130
         os.environ["MONGO__URL"] = url
 
+    # Inherited by gunicorn and the worker (and the worker again when it is restarted, so
+    # its counts carry on).
+    os.environ[METRICS_DIR_ENV] = metrics_dir_fresh(Path(os.environ.get(METRICS_DIR_ENV) or DATA / "metrics"))
     gunicorn: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     try:

@@ -10,6 +10,8 @@ from typing import Any
 
 from bson import ObjectId
 
+from core.tracing import trace_new
+
 
 def message_document(
     *,
@@ -27,9 +29,11 @@ def message_document(
     claimed_until: datetime | None = None,
     claim_token: str = "",
     llm: dict[str, Any] | None = None,
+    traceparent: str | None = None,
+    tracestate: str = "",
 ) -> dict[str, Any]:
     # Every field of dialogues.models.Message, as the ORM would write it, so admin and API
-    # reads see the same.
+    # reads see the same. Every message gets a trace: a new one unless it continues one.
     return {
         "dialogue_id": dialogue_id,
         "chat_bot_id": chat_bot_id,
@@ -56,5 +60,9 @@ def message_document(
         "prompt_tokens": None,
         "completion_tokens": None,
         "llm_latency_ms": None,
+        "author_id": None,
+        "author_username": None,
+        "traceparent": traceparent or trace_new().traceparent,
+        "tracestate": tracestate,
         **(llm or {}),
     }

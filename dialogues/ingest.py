@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -29,15 +30,22 @@ from dialogues.documents import message_document
 from dialogues.models import Message
 from dialogues.store import (
     dialogue_count_adjust,
-    dialogue_reserve,
     message_find,
     message_insert,
     reply_find,
     utcnow,
 )
 
+# The webhook's reservation is the hand-off-aware one; bound under the name the rest of the
+# code base (and its outage tests) know the webhook's first database write by.
+from dialogues.store import dialogue_reserve_handoff as dialogue_reserve
+
 SENDER_CUSTOMER = "customer"
 SENDER_EMPLOYEE = "employee"
+# Why a stored message gets no reply (`ignored_reason`).
+IGNORED_EMPLOYEE = "employee"
+IGNORED_PAUSED = "paused"
+IGNORED_LLM_FAILED = "llm_failed"
 # How often a webhook that waits for its outcome (WEBHOOK_REPLY_WAIT_MS) looks again.
 WAIT_POLL_S = 0.02
 
@@ -77,7 +85,8 @@ class WebhookResult:
     message_id: str
     dialogue_id: str
     duplicate: bool = False
-    # Stored, and no reply is expected (employee messages, duplicates with nothing owed).
+    # Stored, and no reply is expected (employee messages, customer messages while the bot is
+    # paused, duplicates with nothing owed).
     ignored: bool = False
     # A reply exists for this message.
     replied: bool = False
@@ -88,6 +97,10 @@ class WebhookResult:
     delivery: str | None = None
     # Kept for the existing contract; the worker, not a duplicate, resumes unfinished work.
     resumed: bool = False
+    # Why no reply is expected: "employee", "paused" (an operator has taken over), or
+    # "llm_failed". In the answer only when `ignored` is true, so the shape of every other
+    # answer stays the existing contract's.
+    ignored_reason: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -100,7 +113,14 @@ class WebhookResult:
         return f"replied_{self.delivery}"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["ignored_reason"] is None:
+            del data["ignored_reason"]
+        else:
+            # The plain words for it ("ignored" reads as "not stored", which it is not): the
+            # message is stored, used as context, and not answered, for `ignored_reason`.
+            data["answered"] = False
+        return data
 
 
 def delivery_label(state: str | None) -> str | None:
@@ -119,22 +139,40 @@ def webhook_message_process(
     message_sender: str,
     message_id: str | None = None,
     channel_id: str | None = None,
+    traceparent: str = "",
+    tracestate: str = "",
 ) -> WebhookResult:
     """Stores one validated webhook message for an authenticated bot.
 
     Without `channel_id`, `chat_id` is the channel's id (the existing contract); with it,
     `chat_id` names a conversation inside that channel. Raises NotFound (404) for a channel
     that does not exist or is another bot's, Conflict (409) for an inactive one. Database
-    errors propagate (the view answers 503), so nothing is acknowledged unless stored."""
+    errors propagate (the view answers 503), so nothing is acknowledged unless stored.
+
+    `traceparent`/`tracestate` (validated, `core.tracing`) are stored with the message, so
+    that its reply continues the trace; without them the message starts a trace of its own."""
     channel = webhook_channel_resolve(chat_bot=chat_bot, channel_ref=channel_id if channel_id is not None else chat_id)
     message_id = message_id or str(uuid.uuid4())
     is_customer = message_sender == SENDER_CUSTOMER
-    # A customer message reserves its own position and its reply's.
-    reserve = 2 if is_customer else 1
+    # A customer message reserves its own position and its reply's, and makes the dialogue
+    # due, unless the bot is paused in the dialogue: then only its own, and nothing is owed.
+    # Decided by the reservation itself (see `dialogues.store.dialogue_reserve_handoff`).
+    pause_minutes = 0 if is_customer else int(chat_bot.pause_after_employee_minutes or 0)
     slot = dialogue_reserve(
-        chat_bot_id=chat_bot.pk, channel_id=channel.pk, chat_id=chat_id, reserve=reserve, owes_work=is_customer
+        chat_bot_id=chat_bot.pk,
+        channel_id=channel.pk,
+        chat_id=chat_id,
+        reserve=2 if is_customer else 1,
+        owes_work=is_customer,
+        paused_reserve=1 if is_customer else None,
+        # An employee writing from the channel takes the dialogue over for a while (per bot).
+        pause_until=utcnow() + timedelta(minutes=pause_minutes) if pause_minutes > 0 else None,
     )
     result = WebhookResult(message_id=message_id, dialogue_id=str(slot.dialogue_id))
+    if is_customer:
+        reply_state = Message.ReplyState.PAUSED if slot.paused else Message.ReplyState.AWAITING
+    else:
+        reply_state = Message.ReplyState.NONE
     doc = message_document(
         dialogue_id=slot.dialogue_id,
         chat_bot_id=channel.chat_bot_id,
@@ -144,17 +182,26 @@ def webhook_message_process(
         text=text,
         created_at=utcnow(),
         seq=slot.first_seq,
-        reply_state=Message.ReplyState.AWAITING.value if is_customer else "",
+        reply_state=reply_state.value,
+        traceparent=traceparent or None,
+        tracestate=tracestate if traceparent else "",
     )
     if not message_insert(doc):
         result.duplicate = True
         # Nothing new was stored: give back what the reservation counted for this message.
-        voids = list(range(slot.first_seq, slot.first_seq + reserve)) if slot.first_seq is not None else None
-        dialogue_count_adjust(dialogue_id=slot.dialogue_id, added=-reserve, voids=voids)
+        reserved = slot.reserved
+        voids = list(range(slot.first_seq, slot.first_seq + reserved)) if slot.first_seq is not None else None
+        dialogue_count_adjust(dialogue_id=slot.dialogue_id, added=-reserved, voids=voids)
         return _known_state(result, dialogue_id=slot.dialogue_id)
     if not is_customer:
         # Employee messages are context for the LLM later, never answered themselves.
         result.ignored = True
+        result.ignored_reason = IGNORED_EMPLOYEE
+        return result
+    if slot.paused:
+        # Stored, part of the LLM's context once the bot is back, never answered.
+        result.ignored = True
+        result.ignored_reason = IGNORED_PAUSED
         return result
     result.reply_pending = True
     wait_ms = settings.WEBHOOK_REPLY_WAIT_MS
@@ -168,6 +215,8 @@ def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResu
     original = message_find(dialogue_id=dialogue_id, message_id=result.message_id)
     if original is None or original["role"] != Message.Role.USER:
         result.ignored = True
+        if original is not None and original["role"] == Message.Role.EMPLOYEE:
+            result.ignored_reason = IGNORED_EMPLOYEE
         return result
     _reply_state(result, dialogue_id=dialogue_id)
     if not result.replied and original.get("reply_state") == Message.ReplyState.AWAITING:
@@ -175,6 +224,10 @@ def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResu
         return result
     if not result.replied:
         result.ignored = True
+        if original.get("reply_state") == Message.ReplyState.PAUSED:
+            result.ignored_reason = IGNORED_PAUSED
+        elif original.get("reply_state") == Message.ReplyState.FAILED:
+            result.ignored_reason = IGNORED_LLM_FAILED
     return result
 
 

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bson import ObjectId
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django_mongodb_backend.fields import ObjectIdField
 
 from channels_app.models import Channel, DeliveryState
 from chatbots.models import ChatBot
 
 ID_MAX_LENGTH = 256
+# `Dialogue.paused_until` of a bot paused "until resumed": a date so far ahead that "paused"
+# is always the one range condition `paused_until > now` (in the webhook's reservation, in
+# list filters), with no second field or `$or` beside it.
+PAUSED_INDEFINITELY = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class Dialogue(models.Model):
@@ -37,6 +44,11 @@ class Dialogue(models.Model):
     # The last sequence number handed out to this dialogue's messages (atomic $inc in the
     # same upsert that finds the dialogue). See Message.seq.
     last_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    # Hand-off: the bot does not answer this dialogue's customers until then. Null or past:
+    # the bot is active (a pause ends by itself, nothing has to run when it does);
+    # PAUSED_INDEFINITELY: until an operator gives the dialogue back. Written only by single
+    # atomic updates (`dialogues.store`), never by `save()`.
+    paused_until = models.DateTimeField(_("bot paused until"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("dialogue")
@@ -52,7 +64,19 @@ class Dialogue(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Dialogue {self.chat_id}"
+        return str(_("Dialogue %(chat_id)s") % {"chat_id": self.chat_id})
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_until is not None and self.paused_until > timezone.now()
+
+    @property
+    def pause_ends_at(self) -> datetime | None:
+        """When the pause ends by itself: None while the bot is active, and while it is paused
+        until resumed."""
+        if not self.is_paused or self.paused_until is None or self.paused_until >= PAUSED_INDEFINITELY:
+            return None
+        return self.paused_until
 
 
 class Message(models.Model):
@@ -60,9 +84,10 @@ class Message(models.Model):
     document limit and rewrite the dialogue on every append)."""
 
     class Role(models.TextChoices):
-        ASSISTANT = "ASSISTANT", _("assistant")
+        # Labels in the operators' words (the webhook's too); the stored values stay.
+        ASSISTANT = "ASSISTANT", _("bot reply")
         SYSTEM = "SYSTEM", _("system")
-        USER = "USER", _("user")
+        USER = "USER", _("customer")
         EMPLOYEE = "EMPLOYEE", _("employee")
 
     class ReplyState(models.TextChoices):
@@ -72,6 +97,9 @@ class Message(models.Model):
         # The LLM kept failing (LLM_MAX_ATTEMPTS, or an error no retry fixes) and the bot has
         # no fallback text: no reply will be sent.
         FAILED = "failed", _("no reply (LLM failed)")
+        # The customer wrote while the bot was paused in the dialogue (an operator had taken
+        # over): stored, never answered, decided when the message came in.
+        PAUSED = "paused", _("no reply (bot paused)")
 
     # No single-field indexes on the foreign keys: the compound indexes below start with
     # dialogue, and every extra index costs each insert on the webhook path.
@@ -121,6 +149,12 @@ class Message(models.Model):
     # A dead reply that an operator redelivers gets one more attempt each time.
     delivery_revivals = models.PositiveIntegerField(_("redeliveries of a dead reply"), default=0)
 
+    # W3C Trace Context (`core.tracing`): a customer message keeps the trace it came in with
+    # (or a new one), its reply continues that trace, and the reply's POST to the channel and
+    # the LLM call carry it on. Validated before it is stored; bounded by the format.
+    traceparent = models.CharField(_("traceparent"), max_length=55, blank=True, default="", editable=False)
+    tracestate = models.CharField(_("tracestate"), max_length=512, blank=True, default="", editable=False)
+
     # USER messages: generation attempts (LLM errors are retried with backoff).
     llm_attempts = models.PositiveIntegerField(_("LLM attempts"), default=0)
     # ASSISTANT messages: what produced the reply and what it cost.
@@ -129,6 +163,12 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(_("completion tokens"), null=True, blank=True)
     llm_latency_ms = models.PositiveIntegerField(_("LLM latency (ms)"), null=True, blank=True)
+
+    # EMPLOYEE messages an operator wrote here (admin or API): the staff user. Null for
+    # everything else, including employee messages that came in from the channel. Not a
+    # foreign key, so deleting a user rewrites no messages; the username stays readable.
+    author_id = ObjectIdField(_("author id"), null=True, blank=True, editable=False)
+    author_username = models.CharField(_("author"), max_length=150, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("message")
@@ -164,7 +204,8 @@ class DeliveryManager(models.Manager["Delivery"]):
             super()
             .get_queryset()
             .filter(
-                role=Message.Role.ASSISTANT,
+                # Operators' messages are delivered like the bot's replies, and can die alike.
+                role__in=[Message.Role.ASSISTANT, Message.Role.EMPLOYEE],
                 delivery_state__in=[
                     DeliveryState.PENDING,
                     DeliveryState.FAILED,
@@ -176,11 +217,12 @@ class DeliveryManager(models.Manager["Delivery"]):
 
 
 class Delivery(Message):
-    """The operators' view of replies not yet delivered (pending, failed or dead)."""
+    """The operators' view of replies (the bot's and operators') not yet delivered (pending,
+    failed, parked or dead)."""
 
     objects = DeliveryManager()  # type: ignore[misc]
 
     class Meta:
         proxy = True
-        verbose_name = _("undelivered reply")
+        verbose_name = _("reply not yet delivered")
         verbose_name_plural = _("deliveries")

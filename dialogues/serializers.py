@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from core.serializers import BaseModelSerializer, ObjectIdField
+from core.serializers import BaseModelSerializer, ObjectIdField, StrictCharField
 from dialogues.models import ID_MAX_LENGTH, Dialogue, Message
 from dialogues.selectors import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, message_by_message_id
 
@@ -45,18 +45,23 @@ class DialogueHistorySerializer(serializers.Serializer):
 class DialogueFilterSerializer(serializers.Serializer):
     chat_bot_id = ObjectIdField(required=False, help_text="Only this bot's dialogues.")
     channel_id = ObjectIdField(required=False, help_text="Only this channel's dialogues.")
-    chat_id = serializers.CharField(required=False, max_length=ID_MAX_LENGTH, help_text="Only this chat_id.")
+    chat_id = StrictCharField(required=False, max_length=ID_MAX_LENGTH, help_text="Only this chat_id.")
 
 
 class HistoryQuerySerializer(serializers.Serializer):
     """Cursor paging of a dialogue's messages. The dialogue (or None) comes in the context;
     cursors resolve to the messages they name."""
 
-    before = serializers.CharField(
-        required=False, max_length=ID_MAX_LENGTH, help_text="A message_id: the page of messages just older than it."
+    before = StrictCharField(
+        required=False,
+        max_length=ID_MAX_LENGTH,
+        help_text="A message_id: the page of messages just older than it. A message_id that is not in the "
+        "dialogue is a 400 naming this parameter.",
     )
-    after = serializers.CharField(
-        required=False, max_length=ID_MAX_LENGTH, help_text="A message_id: the page of messages just newer than it."
+    after = StrictCharField(
+        required=False,
+        max_length=ID_MAX_LENGTH,
+        help_text="A message_id: the page of messages just newer than it. Not together with `before`.",
     )
     limit = serializers.IntegerField(
         required=False,
@@ -79,3 +84,84 @@ class HistoryQuerySerializer(serializers.Serializer):
                 raise serializers.ValidationError({name: ["No message with this message_id in the dialogue."]})
             attrs[name] = message
         return attrs
+
+
+# --- Hand-off and operators' messages ------------------------------------------------------
+
+
+class DialogueHandoffSerializer(DialogueSerializer):
+    """A dialogue with the bot's hand-off state."""
+
+    paused = serializers.BooleanField(
+        source="is_paused", read_only=True, help_text="The bot does not answer this dialogue's customers now."
+    )
+    paused_until = serializers.DateTimeField(
+        source="pause_ends_at",
+        read_only=True,
+        allow_null=True,
+        help_text="When the pause ends by itself. null while the bot is active, and while it is paused "
+        "until resumed (`paused: true`).",
+    )
+
+    class Meta(DialogueSerializer.Meta):
+        fields = [*DialogueSerializer.Meta.fields, "paused", "paused_until"]
+        read_only_fields = fields
+
+
+class DialogueHandoffFilterSerializer(DialogueFilterSerializer):
+    paused = serializers.BooleanField(
+        required=False, help_text="`true`: only dialogues whose bot is paused now; `false`: only active ones."
+    )
+
+
+class _StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: not a string, a float or a boolean."""
+
+    default_error_messages = {"strict": "Must be an integer."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("strict")
+        return int(super().to_internal_value(data))
+
+
+class _StrictCharField(serializers.CharField):
+    default_error_messages = {"strict": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("strict")
+        return str(super().to_internal_value(data))
+
+
+class DialoguePauseSerializer(serializers.Serializer):
+    minutes = _StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=525_600,
+        help_text="How long the bot stays paused (1 to 525600). Absent or null: until resumed.",
+    )
+
+
+class OperatorMessageRequestSerializer(serializers.Serializer):
+    text = _StrictCharField(
+        max_length=32 * 1024, trim_whitespace=False, help_text="Sent to the customer as the operator's message."
+    )
+
+    def validate_text(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+
+class OperatorMessageSerializer(MessageSerializer):
+    """A stored message with who wrote it (operators' messages)."""
+
+    author_username = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The staff user who wrote it; null for the bot and the channel."
+    )
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "author_username"]
+        read_only_fields = fields

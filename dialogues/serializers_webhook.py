@@ -4,23 +4,13 @@ accident), so mistyped input is a 400 and operator objects never reach a query."
 
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
+from core.serializers import StrictCharField
 from dialogues.models import ID_MAX_LENGTH
 
 TEXT_MAX_LENGTH = 32 * 1024
 BODY_MAX_BYTES = 1024 * 1024
-
-
-class StrictCharField(serializers.CharField):
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class WebhookMessageSerializer(serializers.Serializer):
@@ -55,7 +45,20 @@ class WebhookResultSerializer(serializers.Serializer):
     message_id = serializers.CharField()
     dialogue_id = serializers.CharField()
     duplicate = serializers.BooleanField(help_text="The message was already stored; nothing was stored again.")
-    ignored = serializers.BooleanField(help_text="Stored, and no reply is expected (employee message).")
+    ignored = serializers.BooleanField(
+        help_text="Stored, and no reply will be made: an employee's message, a dialogue an operator has taken "
+        "over (paused), or a message the LLM gave up on. `ignored_reason` says which."
+    )
+    answered = serializers.BooleanField(
+        required=False,
+        help_text="Present, and false, when `ignored` is true: the message is stored and used as context, and "
+        "gets no reply, for `ignored_reason`. (`ignored` is kept for existing clients.)",
+    )
+    ignored_reason = serializers.ChoiceField(
+        choices=["employee", "paused", "llm_failed"],
+        required=False,
+        help_text="Present when `ignored` is true.",
+    )
     replied = serializers.BooleanField(help_text="A reply exists for this message.")
     reply_pending = serializers.BooleanField(
         help_text="A reply is owed and not generated yet; the worker generates and delivers it."

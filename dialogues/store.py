@@ -583,3 +583,138 @@ def reply_redeliver_request(*, message: Message) -> None:
     if messages_collection().update_one(match, update).matched_count != 1:
         raise Conflict("This reply changed meanwhile; reload the page")
     dialogue_wake(dialogue_id=message.dialogue_id, from_seq=message.seq)
+
+
+# --- Hand-off: the bot paused in a dialogue ---------------------------------------------------
+#
+# `paused_until` on the dialogue (see `dialogues.models.Dialogue`): the bot answers while it is
+# null, missing or past. Whether a customer message gets a reply is decided when it is
+# reserved, by the same compare-and-set that hands out its position, so a pause and a message
+# arriving at the same moment are ordered by the dialogue's document: the message was either
+# reserved before the pause (answered) or after it (stored, never answered).
+
+
+def _paused_at(now: datetime) -> dict[str, Any]:
+    return {"$gt": now}
+
+
+def _active_at(now: datetime) -> dict[str, Any]:
+    # Matches null and missing too (a dialogue never paused). A field condition, not an `$or`.
+    return {"$not": {"$gt": now}}
+
+
+def is_paused(paused_until: datetime | None, *, now: datetime | None = None) -> bool:
+    if paused_until is None:
+        return False
+    when = paused_until if paused_until.tzinfo is not None else paused_until.replace(tzinfo=UTC)
+    return when > (now or utcnow())
+
+
+@dataclass(frozen=True)
+class HandoffSlot:
+    dialogue_id: ObjectId
+    # The first of the positions reserved for the caller (None when none were).
+    first_seq: int | None
+    # How many positions were reserved.
+    reserved: int
+    # The bot was paused when the positions were reserved (only for gated reservations).
+    paused: bool
+
+
+def dialogue_reserve_handoff(
+    *,
+    chat_bot_id: ObjectId,
+    channel_id: ObjectId,
+    chat_id: str,
+    reserve: int,
+    owes_work: bool,
+    paused_reserve: int | None = None,
+    pause_until: datetime | None = None,
+) -> HandoffSlot:
+    """`dialogue_reserve`, aware of the hand-off, in the same one single-document atomic update
+    (one round trip while this process's view of the dialogue is current).
+
+    - `paused_reserve` (customer messages): the reservation depends on whether the bot is
+      paused in the dialogue at that instant. Active: `reserve` positions and, with
+      `owes_work`, the dialogue due. Paused: `paused_reserve` positions and nothing due. The
+      state assumed is part of the compare-and-set's match; when the update finds the other
+      state, it reads the dialogue and tries again with that one.
+    - `pause_until`: pauses the bot until then in the same update. `$max`, so it never
+      shortens a longer pause (an operator's "until resumed" stays so)."""
+    collection = dialogues_collection()
+    key = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
+    cache_key = (chat_bot_id, channel_id, chat_id)
+    gated = paused_reserve is not None
+    seen = _dialogues_seen.get(cache_key)
+    if seen is None:
+        seen = _dialogue_find_or_create(key, now=utcnow())
+    dialogue_id, last_seq = seen
+    # The common case first: the bot is active.
+    paused = False
+    for _ in range(RESERVE_TRIES):
+        now = utcnow()
+        count = paused_reserve if paused and paused_reserve is not None else reserve
+        maxes: dict[str, Any] = {"last_message_at": now, "claim_until": EPOCH}
+        if pause_until is not None:
+            maxes["paused_until"] = pause_until
+        update: dict[str, Any] = {"$inc": {"last_seq": count, "message_count": count}, "$max": maxes}
+        if owes_work and not paused:
+            update["$set"] = {"work_due_at": now + WORK_DUE_DELAY}
+        match: dict[str, Any] = {"_id": dialogue_id, "last_seq": last_seq}
+        if gated:
+            match["paused_until"] = _paused_at(now) if paused else _active_at(now)
+        if collection.update_one(match, update).modified_count == 1:
+            _dialogues_seen.set(cache_key, (dialogue_id, last_seq + count))
+            return HandoffSlot(
+                dialogue_id=dialogue_id, first_seq=last_seq + 1 if count else None, reserved=count, paused=paused
+            )
+        doc = collection.find_one({"_id": dialogue_id}, {"last_seq": 1, "paused_until": 1})
+        if doc is None:
+            # Deleted since this process saw it: found or created again.
+            dialogue_id, last_seq = _dialogue_find_or_create(key, now=utcnow())
+            paused = False
+        else:
+            last_seq = int(doc.get("last_seq") or 0)
+            paused = gated and is_paused(doc.get("paused_until"))
+    raise RuntimeError("dialogue reservation kept losing races")
+
+
+def dialogue_reserve_existing(
+    *, dialogue_id: ObjectId, reserve: int, owes_work: bool, pause_until: datetime | None = None
+) -> HandoffSlot | None:
+    """Reserves positions in a dialogue known by its id (an operator's message), never
+    creating it: None when it no longer exists. `pause_until` as in
+    `dialogue_reserve_handoff`. Read first: operators write rarely, so no cache is kept."""
+    collection = dialogues_collection()
+    for _ in range(RESERVE_TRIES):
+        doc = collection.find_one({"_id": dialogue_id}, {"last_seq": 1})
+        if doc is None:
+            return None
+        last_seq = int(doc.get("last_seq") or 0)
+        now = utcnow()
+        maxes: dict[str, Any] = {"last_message_at": now, "claim_until": EPOCH}
+        if pause_until is not None:
+            maxes["paused_until"] = pause_until
+        update: dict[str, Any] = {"$inc": {"last_seq": reserve, "message_count": reserve}, "$max": maxes}
+        if owes_work:
+            update["$set"] = {"work_due_at": now + WORK_DUE_DELAY}
+        if collection.update_one({"_id": dialogue_id, "last_seq": last_seq}, update).modified_count == 1:
+            return HandoffSlot(
+                dialogue_id=dialogue_id, first_seq=last_seq + 1 if reserve else None, reserved=reserve, paused=False
+            )
+    raise RuntimeError("dialogue reservation kept losing races")
+
+
+def dialogue_pause_set(*, dialogue_id: ObjectId, until: datetime | None) -> bool:
+    """Pauses the bot in the dialogue until `until` exactly (None: resumes it now). False when
+    there is no such dialogue."""
+    update: dict[str, Any] = {"$set": {"paused_until": until}}
+    return dialogues_collection().update_one({"_id": dialogue_id}, update).matched_count == 1
+
+
+def dialogue_paused_until(*, dialogue_id: ObjectId) -> datetime | None:
+    doc = dialogues_collection().find_one({"_id": dialogue_id}, {"paused_until": 1})
+    value = doc.get("paused_until") if doc else None
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value

@@ -3,10 +3,12 @@ from __future__ import annotations
 from django.urls import re_path
 
 from core.api import api_router
-from dialogues.views import ChannelDialogueView, DialogueViewSet
+from dialogues.views import ChannelDialogueView
+from dialogues.views_operators import DialogueHandoffViewSet
 
 router = api_router()
-router.register("dialogues", DialogueViewSet, basename="dialogue")
+# The dialogues' reads, with the hand-off (pause, resume, operators' messages).
+router.register("dialogues", DialogueHandoffViewSet, basename="dialogue")
 
 urlpatterns = [
     # The existing contract's channel history, with or without the trailing slash.

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser
@@ -23,7 +23,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatbots.models import ChatBot
+from core import metrics
 from core.errors import ApplicationError
+from core.ratelimit import webhook_auth_failed, webhook_auth_guard
+from core.schema import WEBHOOK_SECURITY
+from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_from_headers
 from dialogues.ingest import webhook_bot_authenticate, webhook_message_process
 from dialogues.serializers_webhook import (
     BODY_MAX_BYTES,
@@ -142,6 +146,18 @@ class WebhookNewMessageView(APIView):
     parser_classes = [JSONParser]
     throttle_classes: list[type] = []
 
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # W3C Trace Context: a malformed traceparent is ignored (a new trace starts), never
+        # answered 4xx, so tracing can never cost a channel its message. The trace id is on
+        # every log line of the request, the webhook's own line included (finalize_response).
+        self._trace: TraceContext = trace_from_headers(
+            request.headers.get(TRACEPARENT_HEADER), request.headers.get(TRACESTATE_HEADER)
+        )
+        with trace_bound(self._trace):
+            response = super().dispatch(request, *args, **kwargs)
+        response[TRACEPARENT_HEADER] = self._trace.traceparent
+        return response
+
     @extend_schema(
         operation_id="webhook_new_message",
         summary="Receive a message from a channel",
@@ -150,20 +166,19 @@ class WebhookNewMessageView(APIView):
             "LLM and delivers the reply to the channel's URL (POST with `x-chat_auth_token: Bearer "
             "<channel token>` and a `webhook-id` header that stays the same on every retry). A "
             "repeated `message_id` is answered 200 without storing or replying again. With "
-            "`WEBHOOK_REPLY_WAIT_MS` set, the answer waits at most that long for the reply's outcome."
+            "`WEBHOOK_REPLY_WAIT_MS` set, the answer waits at most that long for the reply's outcome.\n\n"
+            "Tracing: an optional W3C `traceparent` header (version `00`; `tracestate` too, up to 512 "
+            "characters) is kept with the message and continued by its reply: the reply's POST to the "
+            "channel and the LLM call carry the same trace id. A missing or malformed `traceparent` is "
+            "ignored, never an error: the message starts a new trace. Every answer carries a "
+            "`traceparent` header naming this request's span."
         ),
         tags=["webhook"],
-        auth=[],
-        parameters=[
-            OpenApiParameter(
-                name="x-chatbot_auth_token",
-                type=str,
-                location=OpenApiParameter.HEADER,
-                required=True,
-                description="`Bearer <bot secret>`. Also accepted as `X-Chatbot-Auth-Token` or "
-                "`Authorization: Bearer <bot secret>`.",
-            )
-        ],
+        # The bot's secret: `x-chatbot_auth_token: Bearer <secret>` or `Authorization: Bearer
+        # <secret>` (the schemes are declared in core.schema).
+        # drf-spectacular uses `auth` as the operation's security requirements, as given; its
+        # annotation (a list of str) is narrower than what it accepts.
+        auth=WEBHOOK_SECURITY,  # type: ignore[arg-type]
         request=WebhookMessageSerializer,
         responses={
             200: OpenApiResponse(
@@ -236,8 +251,11 @@ class WebhookNewMessageView(APIView):
         self._log_context: dict[str, Any] = {"started": time.monotonic()}
         payload = request_json_object(request) if self._content_too_large(request) else None
         secret = request_secret(request)
+        # An address that failed too often is answered 429 before its secret is even hashed.
+        failures_key = webhook_auth_guard(request._request)
         chat_bot: ChatBot | None = webhook_bot_authenticate(secret=secret)
         if chat_bot is None:
+            webhook_auth_failed(failures_key)
             raise Unauthorized(AUTH_TOKEN_INVALID)
         self._log_context["bot"] = str(chat_bot.pk)
         if payload is None:
@@ -258,6 +276,8 @@ class WebhookNewMessageView(APIView):
             message_sender=data["message_sender"],
             message_id=data.get("message_id"),
             channel_id=data.get("channel_id"),
+            traceparent=self._trace.traceparent,
+            tracestate=self._trace.tracestate,
         )
         self._log_context.update(message_id=result.message_id, outcome=result.outcome)
         return Response({"status": SUCCESS_STATUS, **result.as_dict()})
@@ -275,6 +295,7 @@ class WebhookNewMessageView(APIView):
         context = getattr(self, "_log_context", None) or {}
         started = context.pop("started", None)
         status_code = getattr(response, "status_code", 0)
+        metrics.webhook_request_observe(status=status_code, outcome=context.get("outcome"), started=started)
         # One line per webhook; ids only, never the text or a secret.
         logger.info(
             "webhook",

@@ -9,6 +9,11 @@ implementation answers is `settings.LLM_BACKEND`:
 `[{"role": "USER" | "ASSISTANT" | "EMPLOYEE", "text": "..."}, ...]`; the last item is the
 customer message being answered.
 
+`traceparent` (W3C Trace Context, `core.tracing`; optional) is sent by the "openai" backend as
+the request's `traceparent` header. A custom callable keeps its `(history) -> str` contract and
+is not given it; like every backend, it runs with the caller's context, so its log lines carry
+the trace id all the same.
+
 Every call but the undelayed mock's runs in a thread of its own and is waited for at most
 LLM_TIMEOUT_S, even when a backend ignores its own timeout. At most LLM_MAX_CONCURRENCY calls
 are waited for at once; a call that times out gives its slot back at once and its late result
@@ -18,44 +23,19 @@ is dropped. Threads of calls that timed out but still run are bounded too: with
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypedDict
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from chatbots.models import ChatBot
+from llm.types import HistoryItem, LLMError, LLMReply
 
-
-class HistoryItem(TypedDict):
-    role: str  # "USER" | "ASSISTANT" | "EMPLOYEE"
-    text: str
-
-
-@dataclass
-class LLMReply:
-    text: str
-    backend: str  # "mock", "openai" or "custom"
-    model: str  # "" when unknown
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    latency_ms: int
-
-
-class LLMError(Exception):
-    """The LLM failed. `message` is safe to store and show (never the API key); `retryable`
-    says whether trying again later can help (a timeout, a 429 or a 5xx can; a bad key or an
-    unknown model cannot); `retry_after_s` is the server's Retry-After, if it sent one."""
-
-    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.retry_after_s = retry_after_s
+__all__ = ["HistoryItem", "LLMError", "LLMReply", "llm_context_size", "llm_pool", "llm_reply_generate"]
 
 
 CustomBackend = Callable[[list[HistoryItem]], str]
@@ -87,7 +67,7 @@ def llm_context_size(chat_bot: ChatBot | None) -> int:
     return int(settings.LLM_CONTEXT_MESSAGES)
 
 
-def llm_reply_generate(*, chat_bot: ChatBot | None, history: list[HistoryItem]) -> LLMReply:
+def llm_reply_generate(*, chat_bot: ChatBot | None, history: list[HistoryItem], traceparent: str = "") -> LLMReply:
     """The reply to `history[-1]`, with the bot's settings (None: the platform's defaults).
     Raises LLMError; never anything else."""
     name = settings.LLM_BACKEND
@@ -105,7 +85,7 @@ def llm_reply_generate(*, chat_bot: ChatBot | None, history: list[HistoryItem]) 
         from llm.openai_backend import openai_reply
 
         def call(deadline: float) -> LLMReply:
-            return openai_reply(chat_bot=chat_bot, history=history, deadline=deadline)
+            return openai_reply(chat_bot=chat_bot, history=history, deadline=deadline, traceparent=traceparent)
 
     else:
         backend = _custom_backend(name)
@@ -218,8 +198,13 @@ class CallPool:
                     f"(at most 2 x LLM_MAX_CONCURRENCY threads)"
                 )
             self._in_flight += 1
+        # The call's thread runs in a copy of the caller's context: its log lines carry the
+        # caller's request and trace ids (a new thread starts with an empty context).
+        context = contextvars.copy_context()
         try:
-            threading.Thread(target=self._target, args=(fn, deadline, call), name="llm-call", daemon=True).start()
+            threading.Thread(
+                target=context.run, args=(self._target, fn, deadline, call), name="llm-call", daemon=True
+            ).start()
         except RuntimeError as exc:  # the process cannot start another thread
             self._release(call, abandon=False)
             raise LLMError("LLM pool exhausted: cannot start a thread") from exc

@@ -35,7 +35,7 @@ from django.conf import settings
 from openai.types.chat import ChatCompletion
 
 from chatbots.models import ChatBot
-from llm.client import HistoryItem, LLMError, LLMReply
+from llm.types import HistoryItem, LLMError, LLMReply
 
 logger = logging.getLogger("llm")
 
@@ -52,7 +52,9 @@ _client_lock = threading.Lock()
 _client_cached: tuple[tuple[str, str, float], openai.OpenAI] | None = None
 
 
-def openai_reply(*, chat_bot: ChatBot | None, history: list[HistoryItem], deadline: float) -> LLMReply:
+def openai_reply(
+    *, chat_bot: ChatBot | None, history: list[HistoryItem], deadline: float, traceparent: str = ""
+) -> LLMReply:
     base_url = settings.OPENAI_BASE_URL or OPENAI_DEFAULT_BASE_URL
     api_key = settings.OPENAI_API_KEY
     if not api_key:
@@ -73,6 +75,9 @@ def openai_reply(*, chat_bot: ChatBot | None, history: list[HistoryItem], deadli
             **request,
             # What is left of the call's budget (the pool stops waiting at the deadline anyway).
             timeout=max(0.05, deadline - started),
+            # W3C Trace Context, so an LLM gateway or server that traces joins the reply's trace.
+            # Never tracestate: its entries belong to the channel's vendors, not to the LLM's.
+            extra_headers={"traceparent": traceparent} if traceparent else None,
         )
     except openai.APIError as exc:
         raise _error(exc, model=model, base_url=base_url, api_key=api_key) from None

@@ -34,6 +34,7 @@ from pymongo.errors import PyMongoError
 
 from channels_app.dispatch import channel_attempt, test_payload
 from channels_app.models import Channel
+from channels_app.services import channel_signing_secrets
 from core.errors import is_database_outage
 from core.mongo import mongo_collection
 from dialogues.store import (
@@ -305,6 +306,7 @@ def channel_test_send(channel_id: ObjectId) -> None:
         token=channel.settings.token,
         payload=(payload := test_payload(channel_id=str(channel.pk))),
         idempotency_key=payload["message_id"],
+        signing_secrets=channel_signing_secrets(channel=channel),
         log_context={"channel": str(channel.pk), "test": True},
     )
     if outcome.ok:

@@ -6,6 +6,11 @@ dialogue's lease is the only one working on it, so replies reach the channel in 
 the messages they answer. A reply waits while an earlier one is owed (unless that one is
 dead). Each step is bounded (LLM_TIMEOUT_S, CHANNEL_ATTEMPT_TIMEOUT_S) and the lease outlasts
 one step; it is renewed before the next one.
+
+Tracing (W3C Trace Context, `core.tracing`): a reply is generated in a new span of the trace
+its customer message came in with, and stores that span; each delivery attempt is a new span
+of the trace the message stores. The LLM call and the POST to the channel carry it as
+`traceparent`, and every log line of that work carries its trace id.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ from pymongo.errors import PyMongoError
 
 from channels_app.dispatch import channel_attempt, reply_payload
 from channels_app.models import Channel, DeliveryState
+from channels_app.services import channel_signing_secrets
 from chatbots.models import ChatBot
+from core import metrics
 from core.caching import LookupCache
 from core.errors import is_database_outage
+from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
 from dialogues.documents import message_document
 from dialogues.ingest import channel_cached
 from dialogues.models import Message
+from dialogues.selectors import message_created_at
 from dialogues.store import (
     DialogueClaim,
     dialogue_before,
@@ -205,9 +214,11 @@ def _walk(
             if not slots.channel_free(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
                 return Step("wait", bounce=True, until=utcnow() + SLOT_RETRY)
-            outcome = _generate(
-                claim, user=doc, history=history, channel=channel, bot=bot, context=context, slots=slots
-            )
+            trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
+            with trace_bound(trace):
+                outcome = _generate(
+                    claim, user=doc, history=history, bot=bot, context=context, slots=slots, trace=trace
+                )
             if isinstance(outcome, Step):
                 return outcome
             if outcome is None:
@@ -221,7 +232,10 @@ def _walk(
             DeliveryState.FAILED,
             DeliveryState.PARKED,
         ) and role in (Message.Role.ASSISTANT, Message.Role.EMPLOYEE):
-            step = _deliver(claim, message=doc, channel=channel, slots=slots)
+            # A new span per attempt (one call is one attempt), in the trace the message stores.
+            trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
+            with trace_bound(trace):
+                step = _deliver(claim, message=doc, channel=channel, slots=slots, trace=trace)
             if step is not None:
                 return step
         elif role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.FAILED:
@@ -260,10 +274,10 @@ def _generate(
     *,
     user: dict[str, Any],
     history: list[dict[str, Any]],
-    channel: Channel,
     bot: ChatBot | None,
     context: int,
     slots: Slots,
+    trace: TraceContext,
 ) -> dict[str, Any] | Step | None:
     """The reply to one customer message: the stored reply document, a Step when the
     dialogue must wait, or None when no reply will ever come."""
@@ -285,10 +299,14 @@ def _generate(
             return Step("wait", bounce=True, until=now + SLOT_RETRY)
         started = time.monotonic()
         try:
-            answer: LLMReply | None = llm_reply_generate(chat_bot=bot, history=items)
+            # The LLM call is a span of its own, under the reply's.
+            answer: LLMReply | None = llm_reply_generate(
+                chat_bot=bot, history=items, traceparent=trace.child().traceparent
+            )
             error: LLMError | None = None
         except LLMError as exc:
             answer, error = None, exc
+    metrics.llm_call_observe(started=started, reply=answer, error_retryable=None if error is None else error.retryable)
     if error is not None:
         logger.warning(
             "llm failed",
@@ -330,6 +348,8 @@ def _generate(
         seq=int(user["seq"]) + 1,
         delivery_state=DeliveryState.PENDING.value,
         claim_token=claim.token,
+        traceparent=trace.traceparent,
+        tracestate=trace.tracestate,
         llm={
             "llm_attempts": attempts,
             "llm_backend": answer.backend,
@@ -344,6 +364,7 @@ def _generate(
         # dialogue again; that reply is delivered in its turn.
         return Step("reread")
     claim.replied.append(user["_id"])
+    metrics.reply_acked_note(reply_id=reply["message_id"], acked_at=user["created_at"])
     return reply
 
 
@@ -363,7 +384,16 @@ def _persist[T](write: Callable[[], T]) -> T:
             delay = min(2.0, delay * 2)
 
 
-def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots) -> Step | None:
+def _trace_headers(trace: TraceContext) -> dict[str, str]:
+    headers = {TRACEPARENT_HEADER: trace.traceparent}
+    if trace.tracestate:
+        headers[TRACESTATE_HEADER] = trace.tracestate
+    return headers
+
+
+def _deliver(
+    claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots, trace: TraceContext
+) -> Step | None:
     """One attempt to deliver an owed message. None when it is settled (delivered or dead)."""
     now = utcnow()
     next_at = message.get("next_attempt_at")
@@ -394,6 +424,9 @@ def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel,
             token=channel.settings.token,
             payload=payload,
             idempotency_key=message["message_id"],
+            signing_secrets=channel_signing_secrets(channel=channel),
+            # Only the trace headers: nothing here may replace the auth or webhook-* headers.
+            extra_headers=_trace_headers(trace),
             log_context={
                 "bot": str(channel.chat_bot_id),
                 "channel": str(channel.pk),
@@ -421,6 +454,7 @@ def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel,
                 retry_after_s=outcome.retry_after_s,
             )
         )
+    metrics.delivery_attempt_observe(outcome=values["delivery_state"])
     # The channel has the reply: losing this record to a database blip would send it again.
     recorded = _persist(lambda: reply_record(reply_id=message["_id"], token=claim.token, values=values))
     if not recorded:
@@ -432,6 +466,12 @@ def _deliver(claim: DialogueClaim, *, message: dict[str, Any], channel: Channel,
         # A newer holder fenced this reply while we were posting: its outcome stands.
         logger.warning("stale delivery outcome refused", extra={"reply_id": message["message_id"]})
         return Step("lost")
+    if outcome.ok and message.get("in_reply_to"):
+        metrics.ack_to_delivery_observe(
+            reply_id=message["message_id"],
+            delivered_at=now,
+            acked_at_load=lambda: message_created_at(dialogue_id=claim.dialogue_id, message_id=message["in_reply_to"]),
+        )
     channel_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
     if values["delivery_state"] == DeliveryState.FAILED.value:
         return Step("wait", until=values["next_attempt_at"])

@@ -111,7 +111,7 @@ def test_add_creates_the_bot_through_the_service_and_shows_the_secret_once(
     admin_client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    response = admin_client.post(reverse("admin:chatbots_chatbot_add"), {"name": "Sales bot"})
+    response = admin_client.post(reverse("admin:chatbots_chatbot_add"), {"name": "Sales bot"}, follow=True)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     bot = ChatBot.objects.get(name="Sales bot")
@@ -147,7 +147,7 @@ def test_change_page_renames_the_bot_and_lists_its_channels(admin_client: Client
     assert "https://shop.example.com/hook" in page
     assert "Someone else&#x27;s channel" not in page
     assert bot.secret_prefix in page
-    response = admin_client.post(url, {"name": "New name", **inline_management_data(get)})
+    response = admin_client.post(url, {"name": "New name", **PAUSE_FORM, **inline_management_data(get)})
     assert response.status_code == 302
     bot.refresh_from_db()
     assert bot.name == "New name"
@@ -159,6 +159,7 @@ def test_rotate_secret_action_shows_each_new_secret_once_and_retires_the_old(adm
     response = admin_client.post(
         reverse("admin:chatbots_chatbot_changelist"),
         {"action": "rotate_secret", "_selected_action": [str(first.pk), str(second.pk)]},
+        follow=True,
     )
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -179,7 +180,7 @@ def test_rotate_secret_button_asks_first_then_rotates(admin_client: Client) -> N
     assert confirm.status_code == 200
     assert "stops working at once" in confirm.content.decode()
     assert chatbot_authenticate(secret=bot.plain_secret) == bot  # a GET changes nothing
-    response = admin_client.post(url)
+    response = admin_client.post(url, follow=True)
     assert response.status_code == 200
     secret = str(response.context["shown"][0][1])
     assert chatbot_authenticate(secret=secret) == bot
@@ -243,6 +244,8 @@ def test_english_is_the_default(admin_client: Client) -> None:
 
 # --- the LLM settings ---------------------------------------------------------------
 
+# The hand-off settings, as the change page shows them (their defaults).
+PAUSE_FORM = {"pause_after_employee_minutes": "0", "pause_after_operator_reply_minutes": "30"}
 LLM_FORM = {
     "system_prompt": "You are the shop's assistant.",
     "llm_model": "llama3.2",
@@ -275,7 +278,7 @@ def test_change_page_saves_the_llm_settings(admin_client: Client) -> None:
     bot = ChatBotFactory(name="Shop")
     url = reverse("admin:chatbots_chatbot_change", args=[bot.pk])
     get = admin_client.get(url)
-    response = admin_client.post(url, {"name": "Shop", **LLM_FORM, **inline_management_data(get)})
+    response = admin_client.post(url, {"name": "Shop", **LLM_FORM, **PAUSE_FORM, **inline_management_data(get)})
     assert response.status_code == 302
     bot.refresh_from_db()
     assert (bot.system_prompt, bot.llm_model, bot.temperature) == ("You are the shop's assistant.", "llama3.2", 0.7)
@@ -284,7 +287,10 @@ def test_change_page_saves_the_llm_settings(admin_client: Client) -> None:
 
     # Blank again: back to the platform's defaults.
     blank = dict.fromkeys(LLM_FORM, "")
-    assert admin_client.post(url, {"name": "Shop", **blank, **inline_management_data(get)}).status_code == 302
+    assert (
+        admin_client.post(url, {"name": "Shop", **blank, **PAUSE_FORM, **inline_management_data(get)}).status_code
+        == 302
+    )
     bot.refresh_from_db()
     assert (bot.system_prompt, bot.llm_model, bot.fallback_text) == ("", "", "")
     assert (bot.temperature, bot.max_output_tokens, bot.context_messages) == (None, None, None)
@@ -308,7 +314,7 @@ def test_change_page_refuses_out_of_range_llm_settings(admin_client: Client, fie
     bot = ChatBotFactory(name="Shop")
     url = reverse("admin:chatbots_chatbot_change", args=[bot.pk])
     get = admin_client.get(url)
-    response = admin_client.post(url, {"name": "Shop", field: value, **inline_management_data(get)})
+    response = admin_client.post(url, {"name": "Shop", field: value, **PAUSE_FORM, **inline_management_data(get)})
     assert response.status_code == 200
     assert response.context["adminform"].form.errors[field]
     bot.refresh_from_db()

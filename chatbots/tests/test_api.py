@@ -38,7 +38,8 @@ def test_create_returns_the_secret_once(api_client: APIClient) -> None:
     response = api_client.post("/api/chatbots/", {"name": "Support"}, format="json")
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token", *LLM_DEFAULTS}
+    assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token", *LLM_DEFAULTS,
+                         "pause_after_employee_minutes", "pause_after_operator_reply_minutes"}  # fmt: skip
     bot = ChatBot.objects.get(pk=body["id"])
     assert bot.name == "Support"
     assert bot.secret_hash == hash_secret(body["secret_token"])

@@ -140,7 +140,7 @@ def test_dialogue_page_shows_messages_oldest_first_read_only(admin_client: Clien
     page = response.content.decode()
     positions = [page.index(f"text number {i}") for i in range(4)]
     assert positions == sorted(positions)
-    assert "assistant" in page and "user" in page and "delivered" in page
+    assert "bot reply" in page and "customer" in page and "delivered" in page
     assert 'name="_save"' not in page  # nothing to save: the page is read-only
     assert admin_client.post(reverse("admin:dialogues_dialogue_change", args=[dialogue.pk]), {}).status_code == 403
 

@@ -59,7 +59,8 @@ def test_retrieve(api_client: APIClient) -> None:
     assert body["id"] == str(dialogue.pk)
     assert body["chat_bot_id"] == str(dialogue.chat_bot_id) and body["channel_id"] == str(dialogue.channel_id)
     assert body["chat_id"] == dialogue.chat_id
-    assert set(body) == {"id", "chat_bot_id", "channel_id", "chat_id", "created_at", "last_message_at", "message_count"}
+    assert set(body) == {"id", "chat_bot_id", "channel_id", "chat_id", "created_at", "last_message_at", "message_count",
+                         "paused", "paused_until"}  # fmt: skip
 
 
 @pytest.mark.parametrize("bad_id", ["x", MISSING_ID])

@@ -12,9 +12,13 @@ def test_webhook_is_documented_and_the_schema_validates(tmp_path) -> None:  # ty
     schema = yaml.safe_load(target.read_text())
 
     operation = schema["paths"]["/api/webhook/new_message"]["post"]
-    assert operation.get("security") in (None, [], [{}])  # no cookie or token auth
-    [header] = [p for p in operation["parameters"] if p["in"] == "header"]
-    assert header["name"] == "x-chatbot_auth_token" and header["required"] is True
+    # The bot's secret, in `x-chatbot_auth_token` or as `Authorization: Bearer` (no cookie, no API token).
+    assert operation["security"] == [{"chatbotSecretHeader": []}, {"chatbotSecretBearer": []}]
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["chatbotSecretHeader"] == {"type": "apiKey", "in": "header", "name": "x-chatbot_auth_token"} | {
+        key: value for key, value in schemes["chatbotSecretHeader"].items() if key == "description"
+    }
+    assert schemes["chatbotSecretBearer"]["type"] == "http" and schemes["chatbotSecretBearer"]["scheme"] == "bearer"
     assert {"200", "400", "401", "404", "409", "413"} <= set(operation["responses"])
     assert operation["responses"]["401"]["content"]["application/json"]["examples"]
     request = schema["components"]["schemas"]["WebhookMessageRequest"]

@@ -104,7 +104,9 @@ def _operator_session(
     # 3. Create a channel pointing at the receiver.
     page.goto(f"{base}/admin/channels_app/channel/add/")
     page.fill("#id_name", "Browser channel")
-    page.fill("#id_chat_bot", str(bot.pk))
+    page.click(".field-chat_bot .select2-selection")  # the bot, picked by its name
+    page.fill(".select2-search__field", "Browser bot")
+    page.click(".select2-results__option:has-text('Browser bot')")
     page.fill("#id_url", receiver.url)
     page.click("input[name=_save]")
     page.wait_for_selector("#result_list")
@@ -152,8 +154,9 @@ def _operator_session(
     receiver.default = Reply(status=400)
     response = post_webhook(live_server_process, secret, channel, "Is anyone there?", "browser-2")
     assert response.status_code == 200, response.text
-    failed = wait_until(lambda: Delivery.objects.filter(channel=channel).first())
-    assert failed.delivery_state in ("failed", "dead")
+    # Listed as pending from the moment the reply exists; the refused attempt follows.
+    failed = wait_until(lambda: Delivery.objects.filter(channel=channel, delivery_state__in=["failed", "dead"]).first())
+    assert failed is not None
     receiver.reset()  # the channel is fixed
 
     page.goto(f"{base}/admin/dialogues/delivery/")

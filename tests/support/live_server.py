@@ -4,14 +4,16 @@ it as `make run` starts it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from devtools.embedded_mongo import free_port
-from devtools.run import gunicorn_command, worker_command
+from devtools.run import METRICS_DIR_ENV, gunicorn_command, worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +37,9 @@ class LiveServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.worker: WorkerProcess | None = None
         self.log_path = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
+        # Shared by gunicorn's workers and every worker started with env(), as `make run`
+        # shares one: /metrics adds up all of their files.
+        self.metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{self.port}-")
 
     @property
     def url(self) -> str:
@@ -47,6 +52,7 @@ class LiveServer:
                 "DJANGO_SETTINGS_MODULE": "config.settings_test",
                 "MONGO__DB_NAME": self.db_name,
                 "CHANNEL_ALLOW_PRIVATE_URLS": "true",
+                METRICS_DIR_ENV: self.metrics_dir,
             }
         )
         env.update(self.extra_env)
@@ -76,6 +82,7 @@ class LiveServer:
         if self.worker:
             self.worker.stop()
         terminate(self.process)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

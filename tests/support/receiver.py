@@ -50,6 +50,11 @@ class ChannelReceiver:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-request (a worker killed with SIGKILL): as with any
+                    # HTTP server, a request whose body never arrived whole reaches no one.
+                    self.close_connection = True
+                    return
                 with receiver._lock:
                     # Keep header names exactly as sent (underscores included).
                     headers = {k.lower(): v for k, v in self.headers.items()}

@@ -1,0 +1,71 @@
+"""`/` leads to the admin; `/api/` lists the endpoints and the docs, without getting in the
+way of the routes below it."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+
+def test_root_redirects_to_the_admin(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+
+
+def test_api_root_lists_the_endpoints_and_the_docs_to_anyone(client: Client) -> None:
+    response = client.get("/api/", HTTP_ACCEPT="application/json", HTTP_HOST="bots.example.com")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    base = "http://bots.example.com"
+    assert response.json() == {
+        "chatbots": f"{base}/api/chatbots/",
+        "channels": f"{base}/api/channels/",
+        "dialogues": f"{base}/api/dialogues/",
+        "webhook": f"{base}/api/webhook/new_message",
+        "schema": f"{base}/api/schema/",
+        "docs": f"{base}/api/docs/",
+        "redoc": f"{base}/api/redoc/",
+        "admin": f"{base}/admin/",
+    }
+
+
+def test_api_root_touches_no_database(client: Client) -> None:
+    # No django_db mark: any database access (a session, a user) would raise here.
+    response = client.get("/api/", HTTP_AUTHORIZATION="Token whatever", HTTP_COOKIE="sessionid=abc")
+    assert response.status_code == 200
+
+
+def test_api_root_answers_get_only(client: Client) -> None:
+    assert client.post("/api/").status_code == 405
+
+
+@pytest.mark.django_db
+def test_the_routes_below_the_api_root_still_answer(api_client: APIClient, anon_client: APIClient) -> None:
+    assert reverse("api-root") == "/api/"
+    for path in ("/api/chatbots/", "/api/chatbots", "/api/channels/", "/api/channels", "/api/dialogues/"):
+        assert api_client.get(path).status_code == 200, path
+        assert anon_client.get(path).status_code == 401, path
+    assert anon_client.post("/api/webhook/new_message", {}, format="json").status_code == 401
+    assert anon_client.get("/api/schema/").status_code == 200
+    assert anon_client.get("/api/docs/").status_code == 200
+    assert anon_client.get("/api/redoc/").status_code == 200
+    assert anon_client.get("/api/no-such-thing/").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+def test_docs_pages_name_no_other_host(client: Client, path: str) -> None:
+    """Scripts, styles, icons from this server (drf-spectacular-sidecar); ReDoc without the
+    Google Fonts drf-spectacular's template links. The browser test checks what is fetched."""
+    page = client.get(path).content.decode()
+    assert "/static/drf_spectacular_sidecar/" in page
+    assert "fonts.googleapis.com" not in page
+    assert "https://" not in page and "http://" not in page
+
+
+def test_redoc_page_keeps_the_browser_on_this_server(client: Client) -> None:
+    page = client.get("/api/redoc/").content.decode()
+    assert '<meta http-equiv="Content-Security-Policy" content="default-src \'self\';' in page
+    assert "img-src 'self' data: blob:;" in page

@@ -1,0 +1,100 @@
+"""Hand-off between the bot and human operators, one function per action, called alike by the
+API (`dialogues.views_operators`) and the admin (`dialogues.admin`).
+
+- The bot is paused in a dialogue while `Dialogue.paused_until` lies ahead (see
+  `dialogues.models`): customer messages are stored and never answered (decided when each is
+  reserved, `dialogues.store.dialogue_reserve_handoff`). A pause ends by itself when its time
+  is up; "until resumed" is `PAUSED_INDEFINITELY`.
+- An operator's message is stored as an EMPLOYEE message with its delivery owed and handed to
+  the worker exactly like a bot reply: a position in the dialogue (so it reaches the chat in
+  order with the bot's replies), the same fenced delivery, retries, parking and dead state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+
+from channels_app.models import DeliveryState
+from chatbots.models import PAUSE_MAX_MINUTES
+from core.errors import ApplicationError, NotFound
+from dialogues.documents import message_document
+from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
+from dialogues.store import (
+    dialogue_count_adjust,
+    dialogue_pause_set,
+    dialogue_paused_until,
+    dialogue_reserve_existing,
+    message_insert,
+    utcnow,
+)
+
+OPERATOR_TEXT_MAX_LENGTH = 32 * 1024
+
+
+def _refreshed(dialogue: Dialogue) -> Dialogue:
+    dialogue.paused_until = dialogue_paused_until(dialogue_id=dialogue.pk)
+    return dialogue
+
+
+def dialogue_pause(*, dialogue: Dialogue, minutes: int | None = None) -> Dialogue:
+    """Pauses the bot in the dialogue for `minutes`, or until resumed (None). Replaces any
+    pause in force: an operator's explicit choice wins, shorter or longer."""
+    if minutes is not None and not 1 <= minutes <= PAUSE_MAX_MINUTES:
+        raise ApplicationError(f"minutes must be between 1 and {PAUSE_MAX_MINUTES}")
+    until = PAUSED_INDEFINITELY if minutes is None else utcnow() + timedelta(minutes=minutes)
+    if not dialogue_pause_set(dialogue_id=dialogue.pk, until=until):
+        raise NotFound("Not found.")
+    return _refreshed(dialogue)
+
+
+def dialogue_resume(*, dialogue: Dialogue) -> Dialogue:
+    """Gives the dialogue back to the bot now. Customer messages that came in meanwhile stay
+    unanswered; the next one is answered."""
+    if not dialogue_pause_set(dialogue_id=dialogue.pk, until=None):
+        raise NotFound("Not found.")
+    return _refreshed(dialogue)
+
+
+def operator_message_send(*, dialogue: Dialogue, author: AbstractBaseUser | AnonymousUser, text: str) -> Message:
+    """Stores an operator's message to the customer and hands it to the worker, which delivers
+    it to the channel (payload role `EMPLOYEE`) in order with the bot's replies. Pauses the bot
+    in the dialogue for its bot's `pause_after_operator_reply_minutes` (never shortening a
+    longer pause already in force)."""
+    if not text.strip():
+        raise ApplicationError("text must not be blank")
+    if len(text) > OPERATOR_TEXT_MAX_LENGTH:
+        raise ApplicationError(f"text must be at most {OPERATOR_TEXT_MAX_LENGTH} characters")
+    minutes = int(dialogue.chat_bot.pause_after_operator_reply_minutes or 0)
+    slot = dialogue_reserve_existing(
+        dialogue_id=dialogue.pk,
+        reserve=1,
+        owes_work=True,
+        pause_until=utcnow() + timedelta(minutes=minutes) if minutes > 0 else None,
+    )
+    if slot is None:
+        raise NotFound("Not found.")
+    author_pk: Any = getattr(author, "pk", None)
+    doc = {
+        **message_document(
+            dialogue_id=dialogue.pk,
+            chat_bot_id=dialogue.chat_bot_id,
+            channel_id=dialogue.channel_id,
+            message_id=str(uuid.uuid4()),
+            role=Message.Role.EMPLOYEE.value,
+            text=text,
+            created_at=utcnow(),
+            seq=slot.first_seq,
+            delivery_state=DeliveryState.PENDING.value,
+        ),
+        "author_id": author_pk,
+        "author_username": author.get_username() or None,
+    }
+    if not message_insert(doc):  # a fresh UUID: cannot collide; a failure here is a bug
+        dialogue_count_adjust(dialogue_id=dialogue.pk, added=-1, voids=[slot.first_seq] if slot.first_seq else None)
+        raise ApplicationError("The message could not be stored; try again", status=409)
+    return Message.objects.get(pk=doc["_id"])
