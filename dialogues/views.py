@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import generics, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -52,19 +52,8 @@ def history_response(
     return Response(DialogueHistorySerializer(body).data)
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="List dialogues",
-        description="Most recently active first. A plain JSON array; `limit`/`offset` switch to a paginated envelope.",
-        parameters=[DialogueFilterSerializer],
-        responses={200: DialogueSerializer(many=True), 400: BAD_REQUEST, **AUTH_ERRORS},
-    ),
-    retrieve=extend_schema(
-        summary="Get a dialogue",
-        parameters=[OBJECT_ID_PATH_PARAMETER],
-        responses={200: DialogueSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
-    ),
-)
+# Routed as `dialogues.views_operators.DialogueHandoffViewSet`, which adds the hand-off and
+# documents the reads with it (one schema for one route).
 class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Dialogues, read-only: they are written by the webhook."""
 
