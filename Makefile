@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test bench scale clean-data help
 
 help:
-	@echo "make run    set up .venv, start the embedded database (unless MONGO__URL is set), migrate, serve on :$${PORT:-8000}"
+	@echo "make run    set up .venv, start the embedded database (unless MONGO_URL is set), migrate, serve on :$${PORT:-8000}"
 	@echo "make test   set up .venv, run the whole test suite on a throwaway database"
 	@echo "make bench  run the load/growth/floor benchmark (results under bench-results/)"
 	@echo "make scale  three hosts behind nginx, one killed mid-load, the database stopped (root; results under bench-results/)"

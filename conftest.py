@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from core.caching import lookup_caches_clear
+from core.tests.factories import api_token_key
 from tests.support.live_server import LiveServer
 from tests.support.receiver import ChannelReceiver
 from worker.loop import Worker
@@ -25,10 +25,9 @@ def staff_user(django_user_model):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def api_client(staff_user) -> APIClient:  # type: ignore[no-untyped-def]
-    """Authenticated as a staff user with a DRF token, as integrators call the API."""
-    token = Token.objects.create(user=staff_user)
+    """Authenticated as a staff user with an API token, as integrators call the API."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_key(staff_user)}")
     return client
 
 
@@ -71,3 +70,32 @@ def receiver() -> Iterator[ChannelReceiver]:
     server = ChannelReceiver().start()
     yield server
     server.stop()
+
+
+# --- A faster flush between database tests ---------------------------------------------------
+# Django's TransactionTestCase empties every collection after each test and then emits
+# post_migrate, which writes every content type and permission back: about 0.2 s a test on the
+# embedded server, a third of the suite. Content types and permissions are what migrate wrote
+# and no test changes them, so they are kept, and the rest is emptied with one listing of the
+# collections instead of one per collection.
+_KEPT_COLLECTIONS = {"django_content_type", "auth_permission"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_flush() -> Iterator[None]:
+    from django.core.management.commands import flush
+    from django_mongodb_backend.operations import DatabaseOperations
+
+    def execute_sql_flush(self, tables):  # type: ignore[no-untyped-def]
+        database = self.connection.database
+        capped = {info["name"] for info in database.list_collections() if info.get("options", {}).get("capped")}
+        for table in tables:
+            if table.startswith("system.") or table in capped or table in _KEPT_COLLECTIONS:
+                continue
+            database[table].delete_many({})
+
+    original_flush, original_emit = DatabaseOperations.execute_sql_flush, flush.emit_post_migrate_signal
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+    flush.emit_post_migrate_signal = lambda *args, **kwargs: None
+    yield
+    DatabaseOperations.execute_sql_flush, flush.emit_post_migrate_signal = original_flush, original_emit

@@ -7,8 +7,8 @@ stack started for this run.
     make bench ARGS="--mode floor --floor-threads 2,4"
     make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
 
-The app is served exactly as `make run` serves it (gunicorn with SERVER__WORKERS x
-SERVER__THREADS, and the worker beside it); results go to bench-results/<timestamp>/
+The app is served exactly as `make run` serves it (gunicorn with SERVER_WORKERS x
+SERVER_THREADS, and the worker beside it); results go to bench-results/<timestamp>/
 (results.json, growth.png, logs).
 """
 
@@ -33,6 +33,7 @@ from bench.dbstats import DbCounters, DbDelta
 from bench.scenarios import slow_llm, slow_neighbour
 from bench.stack import DB_NAME, ROOT, Stack
 from bench.workload import FloorRun, LoadRun, warm_up
+from core.env import env_normalize
 
 MODES = ["load", "floor", "scenarios", "growth", "diagnose"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
@@ -177,12 +178,13 @@ def _line(name: str, r: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    env_normalize(os.environ)  # old names (MONGO__URL, SERVER__WORKERS) still work
     os.chdir(ROOT)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = args.out / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
-    workers = os.environ.get("SERVER__WORKERS", "1")
-    threads = os.environ.get("SERVER__THREADS", "8")
+    workers = os.environ.get("SERVER_WORKERS", "1")
+    threads = os.environ.get("SERVER_THREADS", "8")
     modes = MODES if args.mode == "all" else [args.mode]
     cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), platform.processor())  # fmt: skip

@@ -102,8 +102,8 @@ class Stack:
         self.env.update(
             {
                 # url_for(port, app=True): the client options `make run` gives the app.
-                "MONGO__URL": self.mongo.app_url,
-                "MONGO__DB_NAME": DB_NAME,
+                "MONGO_URL": self.mongo.app_url,
+                "MONGO_DB_NAME": DB_NAME,
                 "DJANGO_SETTINGS_MODULE": "config.settings",
                 "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
                 # The receiver listens on 127.0.0.1, which delivery refuses by default.
@@ -159,8 +159,8 @@ class Stack:
         if self.gunicorn and self.gunicorn.poll() is None:
             self.gunicorn.send_signal(signal.SIGTERM)
             self.gunicorn.wait(20)
-        self.start_gunicorn({"MONGO__URL": gunicorn_mongo_url})
-        self.start_worker({"MONGO__URL": worker_mongo_url})
+        self.start_gunicorn({"MONGO_URL": gunicorn_mongo_url})
+        self.start_worker({"MONGO_URL": worker_mongo_url})
 
     def start_worker(self, extra_env: dict[str, str] | None = None) -> None:
         """The worker as `make run` starts it (devtools.run.worker_command, the app's

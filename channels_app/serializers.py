@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
+from rest_framework import fields, serializers
 
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import channel_url_check
@@ -51,7 +51,8 @@ def url_field(**kwargs: Any) -> StrictCharField:
         max_length=URL_MAX_LENGTH,
         pattern=URL_PATTERN,
         pattern_message=URL_PATTERN_MESSAGE,
-        help_text=f"Absolute http(s) URL, at most {URL_MAX_LENGTH} characters. Unless `CHANNEL_ALLOW_PRIVATE_URLS` "
+        help_text="Where bot replies (and employees' messages written here) are POSTed. "
+        f"Absolute http(s) URL, at most {URL_MAX_LENGTH} characters. Unless `CHANNEL_ALLOW_PRIVATE_URLS` "
         "is set, a URL whose host is (or resolves to) a private, loopback or other non-public address is refused "
         "with a 400.",
         **kwargs,
@@ -59,8 +60,10 @@ def url_field(**kwargs: Any) -> StrictCharField:
 
 
 class ChannelSerializer(serializers.Serializer):
-    """The existing contract, flat: the stored `settings: {url, token}` appear as `url` and
-    `token`. Built by hand rather than from the model because of that flattening."""
+    """A channel, in the existing contract: the stored `settings: {url, token}` appear flat as
+    `url` and `token`."""
+
+    # Built by hand rather than from the model because of that flattening.
 
     id = ObjectIdField(read_only=True)
     name = serializers.CharField(read_only=True)
@@ -70,7 +73,8 @@ class ChannelSerializer(serializers.Serializer):
     token = serializers.CharField(
         source="settings.token",
         read_only=True,
-        help_text="Sent to the channel's URL with every reply, so it can check that replies come from us.",
+        help_text="Sent with every bot reply and employee's message delivered to `url` (`x-chat_auth_token: "
+        "Bearer <token>`), so the channel can check that they come from us.",
     )
 
 
@@ -82,11 +86,31 @@ def _check_url(url: str) -> str:
         raise serializers.ValidationError(exc.message) from None
 
 
+class BotIdField(ObjectIdField):
+    """A bot's id, as ObjectIdField. The browsable API's form offers the bots by name (a
+    select) rather than a box for 24 hexadecimal characters."""
+
+    html_cutoff = 1000
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("style", {"base_template": "select.html"})
+        super().__init__(**kwargs)
+
+    def iter_options(self) -> Any:
+        bots = ChatBot.objects.order_by("name", "id").only("id", "name")[: self.html_cutoff]
+        return fields.iter_options(
+            {str(bot.pk): f"{bot.name} ({bot.pk})" for bot in bots},
+            cutoff=self.html_cutoff,
+            cutoff_text=f"More than {self.html_cutoff} bots: give the id in Raw data",
+        )
+
+
 class ChannelCreateSerializer(serializers.Serializer):
     name = strict_name_field(max_length=NAME_MAX_LENGTH, help_text="No control characters; not blank.")
-    chat_bot_id = ObjectIdField(help_text="An existing bot's id; an unknown one is a 400 naming this field.")
+    chat_bot_id = BotIdField(help_text="An existing bot's id; an unknown one is a 400 naming this field.")
     url = url_field()
-    is_active = StrictBooleanField(required=False, default=True)
+    # `initial`: the browsable API's checkbox starts ticked, as a create without it is active.
+    is_active = StrictBooleanField(required=False, default=True, initial=True)
 
     def validate_url(self, value: str) -> str:
         return _check_url(value)
@@ -117,6 +141,16 @@ class ChannelUpdateSerializer(serializers.Serializer):
         if value != channel.chat_bot_id:
             raise serializers.ValidationError("A channel cannot move to another bot.")
         return value
+
+    def to_representation(self, instance: Channel) -> dict[str, Any]:
+        # The browsable API's PUT/PATCH forms start from the channel's current values, which
+        # live flat here and under `settings` in the model.
+        return {
+            "name": instance.name,
+            "url": instance.settings.url,
+            "is_active": instance.is_active,
+            "chat_bot_id": str(instance.chat_bot_id),
+        }
 
 
 class ChannelFilterSerializer(serializers.Serializer):

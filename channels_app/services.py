@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import base64
 import ipaddress
-import secrets
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +13,12 @@ from channels_app.models import URL_MAX_LENGTH, Channel, ChannelSettings
 from chatbots.models import ChatBot
 from core.errors import ApplicationError, Conflict, NotFound
 from core.mongo import mongo_collection
-from core.tokens import generate_channel_token
+from core.tokens import (
+    generate_channel_token,
+    generate_signing_secret,
+    signing_secret_rotation,
+    signing_secrets_current,
+)
 
 
 def validate_channel_url(url: str) -> str:
@@ -180,25 +183,16 @@ def channel_rotate_token(*, channel: Channel) -> str:
 
 # --- Signing secrets (Standard Webhooks) -------------------------------------------------------
 
-SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's public marker, not a secret
-# Standard base64, not the URL-safe alphabet: the reference libraries decode the secret with
-# plain b64decode, which silently drops `-` and `_` and would verify with a different key.
-SIGNING_SECRET_BYTES = 32
-
-
-def generate_signing_secret() -> str:
-    return SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SIGNING_SECRET_BYTES)).decode("ascii")
-
 
 def channel_signing_secrets(*, channel: Channel, now: datetime | None = None) -> list[str]:
     """The secrets a reply to this channel is signed with now: the current one and, during a
     rotation's overlap, the previous one. Empty only for a channel that has none yet."""
-    now = now or timezone.now()
-    result = [channel.signing_secret] if channel.signing_secret else []
-    until = channel.previous_signing_secret_until
-    if channel.previous_signing_secret and until is not None and until > now:
-        result.append(channel.previous_signing_secret)
-    return result
+    return signing_secrets_current(
+        current=channel.signing_secret,
+        previous=channel.previous_signing_secret,
+        previous_until=channel.previous_signing_secret_until,
+        now=now or timezone.now(),
+    )
 
 
 def channel_signing_secret_rotate(
@@ -209,16 +203,10 @@ def channel_signing_secret_rotate(
     too; 0 drops it at once. Rotating again within an overlap keeps only the latest old one."""
     if overlap_s is None:
         overlap_s = settings.CHANNEL_SIGNING_OVERLAP_S
-    now = now or timezone.now()
     old = channel.signing_secret
-    new = generate_signing_secret()
-    keep_old = bool(old) and overlap_s > 0
-    values: dict[str, Any] = {
-        "signing_secret": new,
-        "previous_signing_secret": old if keep_old else "",
-        "previous_signing_secret_until": now + timedelta(seconds=overlap_s) if keep_old else None,
-        "updated_at": now,
-    }
+    new, values = signing_secret_rotation(
+        field="signing_secret", old=old, overlap_s=overlap_s, now=now or timezone.now()
+    )
     # Compare-and-set on the secret it replaces: of two rotations at the same moment one
     # wins, and the other is told so, rather than showing a secret that was overwritten.
     updated = Channel.objects.filter(pk=channel.pk, signing_secret=old).update(**values)

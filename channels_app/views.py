@@ -4,7 +4,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -62,6 +62,15 @@ _CREATE_BAD_REQUEST = OpenApiResponse(
 )
 
 
+# What the browsable API's form for each write draws (see get_serializer_class).
+_FORM_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
+    "create": ChannelCreateSerializer,
+    "update": ChannelUpdateSerializer,
+    "partial_update": ChannelUpdateSerializer,
+    "rotate_signing_secret": SigningSecretRotateSerializer,
+}
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List channels",
@@ -91,18 +100,20 @@ class ChannelViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Channels, in the existing system's contract (names and shapes are exact)."""
+    """Channels: where a bot's customers write from. The channel sends the webhook the
+    customers' messages (and its employees'); bot replies, and employees' messages written
+    here, are delivered to its `url`. Names and shapes are the existing system's contract."""
 
     serializer_class = ChannelSerializer
     pagination_class = OptionalLimitOffsetPagination
 
     def get_serializer_class(self) -> Any:
-        # The browsable API's POST form shows what a create takes (its input serializer), not
-        # the read shape, whose fields are all read-only (an empty form). Writes validate
-        # with the input serializers themselves; this only changes what the form draws.
-        if self.action == "create":
-            return ChannelCreateSerializer
-        return ChannelSerializer
+        # The browsable API's forms (and their "Raw data") show what a write takes, its input
+        # serializer, not the read shape, whose fields are all read-only (an empty form); an
+        # update's form starts from the channel's current values. Writes validate with the
+        # input serializers themselves and answer with the read shape: this only changes
+        # what the forms draw.
+        return _FORM_SERIALIZERS.get(self.action or "", ChannelSerializer)
 
     def get_queryset(self) -> QuerySet[Channel]:
         channels = Channel.objects.order_by("-created_at", "-id")
@@ -145,6 +156,8 @@ class ChannelViewSet(
 
     @extend_schema(
         summary="Replace a channel's name, url and is_active",
+        description="`name` and `url` are required; `is_active` left out stays as it is. The bot cannot change: "
+        "a `chat_bot_id` equal to the current one is accepted, any other is a 400.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,
         responses={200: ChannelSerializer, **_WRITE_ERRORS},
@@ -161,6 +174,7 @@ class ChannelViewSet(
 
     @extend_schema(
         summary="Change some of a channel's name, url and is_active",
+        description="Only the fields given change.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,
         responses={200: ChannelSerializer, **_WRITE_ERRORS},
@@ -179,8 +193,8 @@ class ChannelViewSet(
 
     @extend_schema(
         summary="Rotate a channel's token",
-        description="Generates a new token for the channel and returns the channel with it. Replies are sent "
-        "with the new token from now on.",
+        description="Generates a new token for the channel and returns the channel with it. Bot replies and "
+        "employees' messages are delivered with the new token from now on.",
         parameters=_DETAIL,
         request=None,
         responses={200: ChannelSerializer, 404: NOT_FOUND, **AUTH_ERRORS},

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,55 +36,47 @@ from django.utils.translation import gettext_lazy as _
 from chatbots.models import ChatBot
 from chatbots.serializers import FALLBACK_TEXT_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
 from chatbots.services import BOT_SETTINGS as SERVICE_SETTINGS
-from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_secret, chatbot_update
+from chatbots.services import (
+    chatbot_create,
+    chatbot_delete,
+    chatbot_rotate_secret,
+    chatbot_update,
+    chatbot_webhook_signing_secret_rotate,
+)
 from core.errors import Conflict
+from core.reveal import Revealed, reveal_put, reveal_take
 from core.validators import validate_no_control_characters
 
 SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_reveal.html"  # noqa: S105 (a template name)
-# Session keys of the reveals: `<prefix><one-time key>`. A reveal not followed within
-# REVEAL_MAX_AGE_S is dropped unseen (the secret must then be rotated), and an operator's
-# session holds at most REVEAL_MAX_KEPT of them.
-REVEAL_SESSION_PREFIX = "chatbots.reveal:"
-REVEAL_MAX_AGE_S = 600
-REVEAL_MAX_KEPT = 10
+REVEAL_NAMESPACE = "chatbots"
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
 
-class Revealed:
-    """A plaintext secret on its way into a template. Its repr hides it: Django's template
-    engine logs the whole context (with reprs) at DEBUG level when a variable is missing."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def __str__(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret hidden>"
+# What a revealed secret is: the bot's secret (channels authenticate with it), or its webhook
+# signing secret (channels sign their requests with it).
+REVEAL_SECRET = "secret"  # noqa: S105 (a kind, not a secret)
+REVEAL_SIGNING_SECRET = "signing"  # noqa: S105 (a kind, not a secret)
 
 
 def reveal_redirect(
-    request: HttpRequest, shown: list[tuple[ChatBot, str]], *, title: StrOrPromise, popup: dict[str, str] | None = None
+    request: HttpRequest,
+    shown: list[tuple[ChatBot, str]],
+    *,
+    title: StrOrPromise,
+    popup: dict[str, str] | None = None,
+    kinds: list[str] | None = None,
 ) -> HttpResponseRedirect:
     """Puts the new secrets in the session under a one-time key and redirects to the page that
-    shows them (POST/redirect/GET): reloading that page cannot repeat the POST."""
-    key = secrets.token_urlsafe(16)
-    session = request.session
-    session[REVEAL_SESSION_PREFIX + key] = {
+    shows them (POST/redirect/GET): reloading that page cannot repeat the POST. `kinds` says
+    what each secret is (REVEAL_SECRET by default)."""
+    info = {
         "bots": [str(bot.pk) for bot, _secret in shown],
-        "secrets": [secret for _bot, secret in shown],
+        "kinds": kinds or [REVEAL_SECRET] * len(shown),
         "title": str(title),
-        "at": time.time(),
     }
-    # Old reveals (seen or not) beyond the last few are forgotten.
-    reveals = sorted((k for k in session.keys() if k.startswith(REVEAL_SESSION_PREFIX)), key=lambda k: session[k]["at"])
-    for stale in reveals[:-REVEAL_MAX_KEPT]:
-        del session[stale]
+    key = reveal_put(request, namespace=REVEAL_NAMESPACE, secrets_=[secret for _bot, secret in shown], info=info)
     url = reverse("admin:chatbots_chatbot_reveal", args=[key])
     return HttpResponseRedirect(f"{url}?{urlencode(popup)}" if popup else url)
 
@@ -95,22 +85,20 @@ def reveal_response(request: HttpRequest, model_admin: admin.ModelAdmin, key: st
     """The one page a secret is ever shown on, once: the first GET takes the secrets out of
     the session; later ones show "already shown" with a rotation for each bot. `no-store`
     keeps the page out of the browser cache, so the back button cannot bring it back."""
-    session_key = REVEAL_SESSION_PREFIX + key
-    entry = request.session.get(session_key)
+    reveal = reveal_take(request, namespace=REVEAL_NAMESPACE, key=key)
     shown: list[tuple[ChatBot, Revealed]] = []
     bot_ids: list[str] = []
     title: str = gettext("Secret already shown")
-    if isinstance(entry, dict):
-        bot_ids = list(entry.get("bots", []))
-        plain = entry.get("secrets")
-        fresh = time.time() - float(entry.get("at", 0)) <= REVEAL_MAX_AGE_S
-        # Taken out before anything is rendered: whatever happens next, it is not shown twice.
-        request.session[session_key] = {"bots": bot_ids, "title": entry.get("title", ""), "at": entry.get("at", 0)}
-        if plain and fresh:
+    if reveal is not None:
+        bot_ids = list(reveal.info.get("bots", []))
+        kinds = list(reveal.info.get("kinds") or [REVEAL_SECRET] * len(bot_ids))
+        if reveal.secrets:
             bots = _bots_by_id(bot_ids)
-            pairs = zip(bot_ids, plain, strict=True)
-            shown = [(bots[bot_id], Revealed(secret)) for bot_id, secret in pairs if bot_id in bots]
-            title = entry.get("title") or title
+            items = zip(bot_ids, reveal.secrets, kinds, strict=True)
+            shown = [(bots[bot_id], Revealed(str(secret), kind)) for bot_id, secret, kind in items if bot_id in bots]
+            title = reveal.info.get("title") or title
+    # One bot's two secrets (its own and its signing secret, on creation) are one bot.
+    bot_ids = list(dict.fromkeys(bot_ids))
     bots_by_id = _bots_by_id(bot_ids) if bot_ids and not shown else {}
     is_popup = IS_POPUP_VAR in request.GET
     if is_popup and "done" in request.GET and len(bot_ids) == 1:
@@ -122,6 +110,7 @@ def reveal_response(request: HttpRequest, model_admin: admin.ModelAdmin, key: st
         "shown": shown,
         "already_shown": [bots_by_id[bot_id] for bot_id in bot_ids if bot_id in bots_by_id],
         "changelist_url": reverse("admin:chatbots_chatbot_changelist"),
+        "single_bot": shown[0][0] if shown and len({bot.pk for bot, _secret in shown}) == 1 else None,
         "is_popup": is_popup,
         "popup_done_url": f"{request.path}?{urlencode({**request.GET.dict(), 'done': '1'})}" if is_popup else "",
     }
@@ -193,12 +182,14 @@ PAUSE_FIELDS = ("pause_after_employee_minutes", "pause_after_operator_reply_minu
 # Every write goes through `chatbot_update`, which takes these.
 EDITABLE_PAUSE_FIELDS = tuple(name for name in PAUSE_FIELDS if name in SERVICE_SETTINGS)
 SETTINGS_FIELDS = (*LLM_FIELDS, *EDITABLE_PAUSE_FIELDS)
+# What the webhook demands of the channels' requests (editable; the secret itself is not).
+SECURITY_FIELDS = ("require_signed_webhooks",)
 
 
 class ChatBotForm(forms.ModelForm):
     class Meta:
         model = ChatBot
-        fields = ("name", *SETTINGS_FIELDS)
+        fields = ("name", *SETTINGS_FIELDS, *SECURITY_FIELDS)
         help_texts = {
             "system_prompt": _("Sent first, as the system message. Blank: none."),
             "llm_model": _("Blank: the platform's default model (LLM_MODEL)."),
@@ -272,11 +263,12 @@ class ChatBotAdmin(admin.ModelAdmin):
         "id",
         "secret_prefix_display",
         "previous_secret_display",
+        "signing_secret_display",
         "created_at",
         "updated_at",
         *(name for name in PAUSE_FIELDS if name not in EDITABLE_PAUSE_FIELDS),
     )
-    actions = ("rotate_secret",)
+    actions = ("rotate_secret", "rotate_webhook_signing_secret")
     change_form_template = "admin/chatbots/chatbot/change_form.html"
 
     def get_fieldsets(self, request: HttpRequest, obj: ChatBot | None = None) -> Any:
@@ -300,6 +292,7 @@ class ChatBotAdmin(admin.ModelAdmin):
             ),
             (_("LLM"), {"fields": list(LLM_FIELDS)}),
             (_("Hand-off to humans"), {"fields": list(PAUSE_FIELDS)}),
+            (_("Signed webhooks"), {"fields": [*SECURITY_FIELDS, "signing_secret_display"]}),
         ]
 
     def get_inlines(self, request: HttpRequest, obj: ChatBot | None) -> Any:
@@ -340,12 +333,29 @@ class ChatBotAdmin(admin.ModelAdmin):
             return gettext("none (only the current secret works)")
         return gettext("still works until %(until)s") % {"until": formats.localize(timezone.localtime(until))}
 
+    @admin.display(description=_("webhook signing secret"))
+    def signing_secret_display(self, obj: ChatBot) -> str:
+        """Never the secret: it was shown once, when made (the bot's creation or a rotation)."""
+        if not obj.webhook_signing_secret:
+            return gettext("none yet: rotate it to make one")
+        text = gettext("set (shown once when made; rotate it to see a new one)")
+        until = obj.previous_webhook_signing_secret_until
+        if obj.previous_webhook_signing_secret and until is not None and until > timezone.now():
+            text += "; " + gettext("the previous one is accepted until %(until)s") % {
+                "until": formats.localize(timezone.localtime(until))
+            }
+        return text
+
     # --- writes go through the services ---------------------------------------------
 
     def save_model(self, request: HttpRequest, obj: ChatBot, form: forms.ModelForm, change: bool) -> None:
         if change:
             # Only what the operator changed: the service writes just those fields.
-            llm_settings = {name: form.cleaned_data[name] for name in SETTINGS_FIELDS if name in form.changed_data}
+            llm_settings = {
+                name: form.cleaned_data[name]
+                for name in (*SETTINGS_FIELDS, *SECURITY_FIELDS)
+                if name in form.changed_data
+            }
             chatbot_update(chat_bot=obj, name=form.cleaned_data["name"], **llm_settings)
             return
         created, secret = chatbot_create(name=form.cleaned_data["name"])
@@ -366,7 +376,14 @@ class ChatBotAdmin(admin.ModelAdmin):
             popup = {IS_POPUP_VAR: "1", TO_FIELD_VAR: request.POST.get(TO_FIELD_VAR, "")}
         msg = gettext("The chat bot “%(name)s” was added.") % {"name": obj.name}
         self.message_user(request, msg, messages.SUCCESS)
-        return reveal_redirect(request, [(obj, secret)], title=_("Chat bot created"), popup=popup)
+        # Both of the new bot's secrets, on the one page either is ever shown on.
+        return reveal_redirect(
+            request,
+            [(obj, secret), (obj, obj.webhook_signing_secret)],
+            title=_("Chat bot created"),
+            popup=popup,
+            kinds=[REVEAL_SECRET, REVEAL_SIGNING_SECRET],
+        )
 
     def delete_model(self, request: HttpRequest, obj: ChatBot) -> None:
         chatbot_delete(chat_bot=obj)
@@ -413,19 +430,39 @@ class ChatBotAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Rotate secret (shows the new one once)"), permissions=["change"])
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[ChatBot]) -> HttpResponse:
+        shown = self._rotate_each(request, queryset, rotate=chatbot_rotate_secret, field="secret")
+        return reveal_redirect(request, shown, title=_("Secret rotated"))
+
+    def _rotate_each(
+        self, request: HttpRequest, queryset: QuerySet[ChatBot], *, rotate: Any, field: str
+    ) -> list[tuple[ChatBot, str]]:
+        """Rotates one secret of each bot (`rotate(chat_bot=...)` returns the new one) and
+        logs it; a bot rotated by another request at the same moment keeps theirs."""
         shown: list[tuple[ChatBot, str]] = []
         for bot in queryset:
             try:
-                shown.append((bot, chatbot_rotate_secret(chat_bot=bot)))
-            except Conflict:  # rotated by someone else at this very moment: theirs stands
+                shown.append((bot, rotate(chat_bot=bot)))
+            except Conflict:
                 self.message_user(
                     request,
                     gettext("“%(name)s” was rotated by another request at the same time.") % {"name": bot.name},
                     messages.WARNING,
                 )
         for bot, _secret in shown:
-            self.log_change(request, bot, [{"changed": {"fields": ["secret"]}}])
-        return reveal_redirect(request, shown, title=_("Secret rotated"))
+            self.log_change(request, bot, [{"changed": {"fields": [field]}}])
+        return shown
+
+    @admin.action(
+        description=_("Rotate webhook signing secret (shows the new one once; the old one stops at once)"),
+        permissions=["change"],
+    )
+    def rotate_webhook_signing_secret(self, request: HttpRequest, queryset: QuerySet[ChatBot]) -> HttpResponse:
+        shown = self._rotate_each(
+            request, queryset, rotate=chatbot_webhook_signing_secret_rotate, field="webhook signing secret"
+        )
+        return reveal_redirect(
+            request, shown, title=_("Webhook signing secret rotated"), kinds=[REVEAL_SIGNING_SECRET] * len(shown)
+        )
 
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name

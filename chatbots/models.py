@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django_mongodb_backend.fields import ObjectIdField
 
 from core.models import TimeStampedModel
 from core.validators import validate_no_control_characters
@@ -58,6 +59,31 @@ class ChatBot(TimeStampedModel):
         help_text=_("An operator's reply sent from the admin or the API pauses the bot in that dialogue this long."),
     )
 
+    # Signed inbound webhooks (Standard Webhooks). With `require_signed_webhooks`, every message
+    # a channel sends the webhook must carry a `webhook-signature` made with this secret
+    # (`whsec_<base64>`), within 5 minutes of its `webhook-timestamp`, and a `webhook-id` not
+    # seen before. Kept as it is, like the channels' signing secrets: verifying an HMAC needs
+    # the secret itself, so it cannot be hashed. Shown once, when made, never logged. After a
+    # rotation with an overlap, signatures made with the previous one are accepted until
+    # `previous_webhook_signing_secret_until`.
+    require_signed_webhooks = models.BooleanField(
+        _("require signed webhooks"),
+        default=False,
+        help_text=_(
+            "Refuse webhook messages without a valid Standard Webhooks signature made with the bot's "
+            "webhook signing secret."
+        ),
+    )
+    webhook_signing_secret = models.CharField(
+        _("webhook signing secret"), max_length=128, blank=True, default="", editable=False
+    )
+    previous_webhook_signing_secret = models.CharField(
+        _("previous webhook signing secret"), max_length=128, blank=True, default="", editable=False
+    )
+    previous_webhook_signing_secret_until = models.DateTimeField(
+        _("previous webhook signing secret valid until"), null=True, blank=True, editable=False
+    )
+
     class Meta:
         verbose_name = _("chat bot")
         verbose_name_plural = _("chat bots")
@@ -65,3 +91,25 @@ class ChatBot(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SignedWebhookId(models.Model):
+    """A `webhook-id` a bot's signed webhook has accepted: the replay guard. Unique per bot, so
+    of two requests carrying one id (a replay, or the same request twice at once) exactly one
+    inserts it; MongoDB's TTL monitor drops it after `expires_at` (a few minutes past the
+    signature's 5-minute window, after which a replay fails on its timestamp anyway). The TTL
+    index is created by migration 0006."""
+
+    # The bot's id, not a foreign key: a bot's deletion need not visit these (they expire
+    # within minutes), and the admin's deletion summary does not list them.
+    chat_bot_id = ObjectIdField()
+    webhook_id = models.CharField(max_length=256)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chat_bot_id", "webhook_id"], name="chatbots_signedwebhookid_bot_id")
+        ]
+
+    def __str__(self) -> str:
+        return self.webhook_id

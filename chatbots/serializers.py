@@ -7,6 +7,7 @@ from core.serializers import (
     CONTROL_CHARACTERS_MESSAGE,
     NO_CONTROL_CHARACTERS_PATTERN,
     BaseModelSerializer,
+    StrictBooleanField,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -30,7 +31,16 @@ class ChatBotSerializer(BaseModelSerializer):
 
     class Meta:
         model = ChatBot
-        fields = ["id", "name", "secret_prefix", *LLM_SETTINGS, *HANDOFF_SETTINGS, "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "secret_prefix",
+            *LLM_SETTINGS,
+            *HANDOFF_SETTINGS,
+            "require_signed_webhooks",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "secret_prefix", "created_at", "updated_at"]
 
 
@@ -45,6 +55,20 @@ class ChatBotWithSecretSerializer(ChatBotSerializer):
         fields = [*ChatBotSerializer.Meta.fields, "secret_token"]
 
 
+class ChatBotCreatedSerializer(ChatBotWithSecretSerializer):
+    """Create only: the secret and the webhook signing secret, shown this once."""
+
+    webhook_signing_secret = serializers.CharField(
+        read_only=True,
+        help_text="The bot's Standard Webhooks signing secret (`whsec_...`), for signing requests to the webhook "
+        "when `require_signed_webhooks` is on. Shown only in this response; store it now "
+        "(`rotate_webhook_signing_secret` makes a new one).",
+    )
+
+    class Meta(ChatBotWithSecretSerializer.Meta):
+        fields = [*ChatBotWithSecretSerializer.Meta.fields, "webhook_signing_secret"]
+
+
 class ChatBotInputSerializer(serializers.Serializer):
     """Create and update. The LLM settings are optional everywhere: left out (even from a PUT)
     they keep their value, so a client that only renames a bot never resets them."""
@@ -56,6 +80,7 @@ class ChatBotInputSerializer(serializers.Serializer):
         max_length=SYSTEM_PROMPT_MAX_LENGTH,
         trim_whitespace=False,
         help_text="Sent first, as the system message. Blank: none.",
+        style={"base_template": "textarea.html"},
     )
     llm_model = StrictCharField(
         required=False,
@@ -80,25 +105,36 @@ class ChatBotInputSerializer(serializers.Serializer):
         allow_null=True,
         min_value=1,
         max_value=1000,
-        help_text="How many of the dialogue's latest messages the LLM sees, 1-1000. Null: LLM_CONTEXT_MESSAGES.",
+        help_text="How many of the dialogue's latest messages (the customer's, bot replies and employees') the "
+        "LLM sees, 1-1000. Null: LLM_CONTEXT_MESSAGES.",
     )
     fallback_text = StrictCharField(
         required=False,
         allow_blank=True,
         max_length=FALLBACK_TEXT_MAX_LENGTH,
-        help_text="Sent instead of a reply when the LLM keeps failing. Blank: no reply (marked failed).",
+        help_text="Sent to the customer as the bot reply when the LLM keeps failing. Blank: no bot reply; the "
+        "customer's message is marked failed.",
+        style={"base_template": "textarea.html"},
     )
     pause_after_employee_minutes = StrictIntegerField(
         required=False,
         min_value=0,
         max_value=PAUSE_MAX_MINUTES,
-        help_text="An `employee` message from the channel pauses the bot in that dialogue this long. 0: no pause.",
+        help_text="A message from an employee on the channel's side (`message_sender: employee`) pauses the bot "
+        "in that dialogue this long, in minutes. 0: no pause.",
     )
     pause_after_operator_reply_minutes = StrictIntegerField(
         required=False,
         min_value=0,
         max_value=PAUSE_MAX_MINUTES,
-        help_text="An operator's reply (admin or API) pauses the bot in that dialogue this long. 0: no pause.",
+        help_text="A message from an employee written here (an operator's reply, in the admin or the API) "
+        "pauses the bot in that dialogue this long, in minutes. 0: no pause.",
+    )
+    require_signed_webhooks = StrictBooleanField(
+        required=False,
+        help_text="`true`: the webhook accepts this bot's messages only with a valid Standard Webhooks "
+        "signature (`webhook-id`, `webhook-timestamp`, `webhook-signature`) made with its webhook signing "
+        "secret, within 5 minutes, each `webhook-id` once. Default `false`.",
     )
 
 
@@ -127,3 +163,29 @@ class ChatBotRotatedSerializer(ChatBotWithSecretSerializer):
 
     class Meta(ChatBotWithSecretSerializer.Meta):
         fields = [*ChatBotWithSecretSerializer.Meta.fields, "previous_secret_until"]
+
+
+class WebhookSigningSecretRotateInputSerializer(serializers.Serializer):
+    overlap_minutes = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=ROTATION_OVERLAP_MAX_MINUTES,
+        help_text="How long signatures made with the replaced secret are still accepted, 0-43200 minutes. "
+        "Left out or 0: not at all.",
+    )
+
+
+class ChatBotWebhookSigningSecretSerializer(ChatBotSerializer):
+    """`rotate_webhook_signing_secret` only: the new signing secret, shown this once."""
+
+    webhook_signing_secret = serializers.CharField(
+        read_only=True, help_text="The new Standard Webhooks signing secret (`whsec_...`). Shown only in this response."
+    )
+    previous_webhook_signing_secret_until = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="Until then signatures made with the replaced secret are accepted too. Null: they are not.",
+    )
+
+    class Meta(ChatBotSerializer.Meta):
+        fields = [*ChatBotSerializer.Meta.fields, "webhook_signing_secret", "previous_webhook_signing_secret_until"]

@@ -1,15 +1,28 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from pymongo.errors import DuplicateKeyError
+from rest_framework import status
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from chatbots.models import ChatBot
-from core.errors import Conflict
-from core.tokens import display_prefix, generate_bot_secret, hash_secret, secrets_match
+from chatbots.models import ChatBot, SignedWebhookId
+from core.errors import ApplicationError, Conflict, NotFound
+from core.mongo import mongo_collection
+from core.tokens import (
+    display_prefix,
+    generate_bot_secret,
+    generate_signing_secret,
+    hash_secret,
+    secrets_match,
+    signing_secret_rotation,
+    signing_secrets_current,
+)
 
 # The bot's LLM settings (blank or null: the platform's default).
 LLM_SETTINGS = frozenset(
@@ -17,7 +30,9 @@ LLM_SETTINGS = frozenset(
 )
 # When the bot steps aside for a human (minutes; 0: never).
 HANDOFF_SETTINGS = frozenset({"pause_after_employee_minutes", "pause_after_operator_reply_minutes"})
-BOT_SETTINGS = LLM_SETTINGS | HANDOFF_SETTINGS
+# What the webhook demands of the channels' requests.
+SECURITY_SETTINGS = frozenset({"require_signed_webhooks"})
+BOT_SETTINGS = LLM_SETTINGS | HANDOFF_SETTINGS | SECURITY_SETTINGS
 
 
 def _check_llm_settings(llm_settings: dict[str, Any]) -> None:
@@ -31,7 +46,11 @@ def chatbot_create(*, name: str, **llm_settings: Any) -> tuple[ChatBot, str]:
     _check_llm_settings(llm_settings)
     secret = generate_bot_secret()
     chat_bot = ChatBot.objects.create(
-        name=name, secret_hash=hash_secret(secret), secret_prefix=display_prefix(secret), **llm_settings
+        name=name,
+        secret_hash=hash_secret(secret),
+        secret_prefix=display_prefix(secret),
+        webhook_signing_secret=generate_signing_secret(),
+        **llm_settings,
     )
     return chat_bot, secret
 
@@ -103,3 +122,103 @@ def chatbot_authenticate(*, secret: str) -> ChatBot | None:
     ):
         return chat_bot
     return None
+
+
+# --- Signed inbound webhooks (Standard Webhooks) ------------------------------------------
+
+# The longest `webhook-id` kept by the replay guard; longer ones are refused.
+WEBHOOK_ID_MAX_LENGTH = 256
+# The signature's timestamp window is the library's: 5 minutes either way. The replay guard
+# keeps an id a little longer, so a replay is refused by one or the other, never by neither.
+WEBHOOK_REPLAY_KEEP_S = 10 * 60
+
+SIGNATURE_REQUIRED = (
+    "This bot requires signed webhooks: webhook-id, webhook-timestamp and webhook-signature headers are required"
+)
+SIGNATURE_INVALID = "Invalid webhook signature"
+SIGNATURE_TIMESTAMP_INVALID = "webhook-timestamp must be a Unix time (seconds) within 5 minutes of the server's clock"
+WEBHOOK_ID_INVALID = f"webhook-id must be 1-{WEBHOOK_ID_MAX_LENGTH} characters"
+WEBHOOK_ID_REPLAYED = "This webhook-id was already accepted; a replayed request is refused"
+
+
+def chatbot_webhook_signing_secrets(*, chat_bot: ChatBot, now: datetime | None = None) -> list[str]:
+    """The secrets a signature may be made with now: the current one and, during a rotation's
+    overlap, the previous one."""
+    return signing_secrets_current(
+        current=chat_bot.webhook_signing_secret,
+        previous=chat_bot.previous_webhook_signing_secret,
+        previous_until=chat_bot.previous_webhook_signing_secret_until,
+        now=now or timezone.now(),
+    )
+
+
+def chatbot_webhook_signing_secret_rotate(*, chat_bot: ChatBot, overlap_s: float = 0.0) -> str:
+    """Gives the bot a new webhook signing secret and returns it (the only time it is shown).
+    For `overlap_s` signatures made with the old one are accepted too; 0 drops it at once.
+    Compare-and-set on the secret it replaces: of two rotations at once, one raises Conflict."""
+    old = chat_bot.webhook_signing_secret
+    new, fields = signing_secret_rotation(
+        field="webhook_signing_secret", old=old, overlap_s=overlap_s, now=timezone.now()
+    )
+    if not ChatBot.objects.filter(pk=chat_bot.pk, webhook_signing_secret=old).update(**fields):
+        if not ChatBot.objects.filter(pk=chat_bot.pk).exists():
+            raise NotFound("Not found.")
+        raise Conflict("The webhook signing secret was rotated at the same time by another request; try again")
+    for field, value in fields.items():
+        setattr(chat_bot, field, value)
+    return new
+
+
+def _unauthorized(message: str) -> ApplicationError:
+    return ApplicationError(message, status=status.HTTP_401_UNAUTHORIZED)
+
+
+def webhook_signature_verify(*, chat_bot: ChatBot, body: bytes, headers: Mapping[str, str]) -> str:
+    """Checks a Standard Webhooks signature over exactly the bytes received, made with one of
+    the bot's signing secrets, with a timestamp within 5 minutes. Returns the `webhook-id`;
+    raises a 401 ApplicationError otherwise. Costs no database work."""
+    signed = {name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    if not all(signed.values()):
+        raise _unauthorized(SIGNATURE_REQUIRED)
+    webhook_id = signed["webhook-id"]
+    if len(webhook_id) > WEBHOOK_ID_MAX_LENGTH:
+        raise _unauthorized(WEBHOOK_ID_INVALID)
+    error = SIGNATURE_INVALID
+    for secret in chatbot_webhook_signing_secrets(chat_bot=chat_bot):
+        try:
+            Webhook(secret).verify(body, signed, json_parse=False)
+        except WebhookVerificationError as exc:
+            if "timestamp" in str(exc).lower() or "Invalid Signature Headers" in str(exc):
+                raise _unauthorized(SIGNATURE_TIMESTAMP_INVALID) from None
+            continue
+        except (ValueError, UnicodeDecodeError, TypeError):
+            # The library unpacks `v1,<base64>` and decodes the body without guarding:
+            # a malformed signature list (or a body that is not UTF-8) is simply not valid.
+            continue
+        return webhook_id
+    raise _unauthorized(error)
+
+
+def _replay_collection() -> Any:
+    return mongo_collection(SignedWebhookId._meta.db_table)
+
+
+def webhook_id_claim(*, chat_bot: ChatBot, webhook_id: str) -> None:
+    """Records a verified `webhook-id` for the bot: one insert, which the unique index lets
+    exactly one request win. A replay (or the loser of two identical requests at once) gets
+    409 Conflict."""
+    document = {
+        "chat_bot_id": chat_bot.pk,
+        "webhook_id": webhook_id,
+        "expires_at": timezone.now() + timedelta(seconds=WEBHOOK_REPLAY_KEEP_S),
+    }
+    try:
+        _replay_collection().insert_one(document)
+    except DuplicateKeyError:
+        raise Conflict(WEBHOOK_ID_REPLAYED) from None
+
+
+def webhook_id_release(*, chat_bot: ChatBot, webhook_id: str) -> None:
+    """Forgets a claimed id whose request then failed (a 400 body, the database down), so the
+    sender's retry, which carries the same `webhook-id`, is not refused as a replay."""
+    _replay_collection().delete_one({"chat_bot_id": chat_bot.pk, "webhook_id": webhook_id})

@@ -11,13 +11,21 @@ from rest_framework.response import Response
 
 from chatbots.models import ChatBot
 from chatbots.serializers import (
+    ChatBotCreatedSerializer,
     ChatBotInputSerializer,
     ChatBotRotatedSerializer,
     ChatBotSerializer,
-    ChatBotWithSecretSerializer,
+    ChatBotWebhookSigningSecretSerializer,
     RotateTokenInputSerializer,
+    WebhookSigningSecretRotateInputSerializer,
 )
-from chatbots.services import chatbot_create, chatbot_delete, chatbot_rotate_secret, chatbot_update
+from chatbots.services import (
+    chatbot_create,
+    chatbot_delete,
+    chatbot_rotate_secret,
+    chatbot_update,
+    chatbot_webhook_signing_secret_rotate,
+)
 from core.api import (
     AUTH_ERRORS,
     BAD_REQUEST,
@@ -33,10 +41,12 @@ _BOT_EXAMPLE = {
     "id": "665f1c2e9b1e8a3d4c5b6a79",
     "name": "Support bot",
     "secret_prefix": "cbs_Qm7d0X",
+    "require_signed_webhooks": False,
     "created_at": "2025-01-31T12:00:00Z",
     "updated_at": "2025-01-31T12:00:00Z",
 }
 _SECRET_EXAMPLE = {**_BOT_EXAMPLE, "secret_token": "cbs_Qm7d0XkV3yq9b2Vw2r6i1o8sPpZcYtN0aLhEe5fUuJg"}
+_SIGNING_EXAMPLE = {"webhook_signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw6n3oH1hRyDE="}
 _DETAIL = [OBJECT_ID_PATH_PARAMETER]
 
 
@@ -73,11 +83,16 @@ class ChatBotViewSet(
     pagination_class = OptionalLimitOffsetPagination
 
     def get_serializer_class(self) -> Any:
-        # The browsable API's POST form shows what a create takes (its input serializer), not
-        # the read shape, whose fields are all read-only (an empty form). Writes validate
-        # with the input serializers themselves; this only changes what the form draws.
-        if self.action == "create":
+        # The browsable API's forms (and their "Raw data") show what a write takes, its input
+        # serializer, not the read shape (its read-only fields, and `id` and the dates in Raw
+        # data); an update's form starts from the bot's current values. Writes validate with
+        # the input serializers themselves: this only changes what the forms draw.
+        if self.action in ("create", "update", "partial_update"):
             return ChatBotInputSerializer
+        if self.action == "rotate_token":
+            return RotateTokenInputSerializer
+        if self.action == "rotate_webhook_signing_secret":
+            return WebhookSigningSecretRotateInputSerializer
         return ChatBotSerializer
 
     def get_queryset(self) -> QuerySet[ChatBot]:
@@ -85,22 +100,27 @@ class ChatBotViewSet(
 
     @extend_schema(
         summary="Create a bot",
+        description="The server generates the bot's secret, shown in this response only (`secret_token`); reads "
+        "show its prefix. The bot's channels send it to the webhook with every message from a customer or an "
+        "employee.",
         request=ChatBotInputSerializer,
-        responses={201: ChatBotWithSecretSerializer, 400: BAD_REQUEST, **AUTH_ERRORS},
+        responses={201: ChatBotCreatedSerializer, 400: BAD_REQUEST, **AUTH_ERRORS},
         examples=[
             OpenApiExample("Create", value={"name": "Support bot"}, request_only=True),
-            OpenApiExample("Created", value=_SECRET_EXAMPLE, response_only=True, status_codes=["201"]),
+            OpenApiExample(
+                "Created", value={**_SECRET_EXAMPLE, **_SIGNING_EXAMPLE}, response_only=True, status_codes=["201"]
+            ),
         ],
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated(ChatBotInputSerializer, request.data)
         chat_bot, secret = chatbot_create(**data)
         chat_bot.secret_token = secret  # type: ignore[attr-defined]
-        return Response(ChatBotWithSecretSerializer(chat_bot).data, status=status.HTTP_201_CREATED)
+        return Response(ChatBotCreatedSerializer(chat_bot).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Update a bot",
-        description="The name, and any LLM settings given; LLM settings left out keep their value.",
+        description="The name, and any settings given; settings left out keep their value.",
         parameters=_DETAIL,
         request=ChatBotInputSerializer,
         responses={200: ChatBotSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
@@ -112,6 +132,7 @@ class ChatBotViewSet(
 
     @extend_schema(
         summary="Update a bot (partial)",
+        description="Only the fields given change.",
         parameters=_DETAIL,
         request=ChatBotInputSerializer,
         responses={200: ChatBotSerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
@@ -158,3 +179,37 @@ class ChatBotViewSet(
         secret = chatbot_rotate_secret(chat_bot=chat_bot, overlap_s=None if overlap is None else overlap * 60)
         chat_bot.secret_token = secret
         return Response(ChatBotRotatedSerializer(chat_bot).data)
+
+    @extend_schema(
+        summary="Rotate a bot's webhook signing secret",
+        description="Generates a new Standard Webhooks signing secret for the bot's inbound webhook requests and "
+        "returns the bot with it (the only time it is shown; the create response shows the first one). With "
+        "`overlap_minutes`, signatures made with the replaced secret are accepted that long too (until "
+        "`previous_webhook_signing_secret_until`), so channels can switch without a rejected message; without "
+        "it, the old secret stops at once (within `AUTH_CACHE_TTL_S`). Two rotations at the same moment: one "
+        "wins, the other answers 409. Needs the permission to change bots.",
+        parameters=_DETAIL,
+        request=WebhookSigningSecretRotateInputSerializer,
+        responses={
+            200: ChatBotWebhookSigningSecretSerializer,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            **AUTH_ERRORS,
+        },
+        examples=[
+            OpenApiExample("Rotate with an hour's overlap", value={"overlap_minutes": 60}, request_only=True),
+            OpenApiExample(
+                "Rotated",
+                value={**_BOT_EXAMPLE, **_SIGNING_EXAMPLE, "previous_webhook_signing_secret_until": None},
+                response_only=True,
+            ),
+        ],
+    )
+    @action(detail=True, methods=["post"])
+    def rotate_webhook_signing_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        chat_bot = self.get_object()
+        data = validated(WebhookSigningSecretRotateInputSerializer, request.data)
+        overlap = data.get("overlap_minutes") or 0
+        chatbot_webhook_signing_secret_rotate(chat_bot=chat_bot, overlap_s=overlap * 60.0)
+        return Response(ChatBotWebhookSigningSecretSerializer(chat_bot).data)

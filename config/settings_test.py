@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 
+from core.env import env_normalize
+
+# The old names of variables (MONGO__URL, ...) become the new ones here, so that every server a
+# test starts from this environment sees one name only.
+env_normalize(os.environ)
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("CHANNEL_ALLOW_PRIVATE_URLS", "true")
 # No rate limits unless a test asks for them (core/tests/test_ratelimit.py): the suite's own
 # servers take thousands of requests a minute from one address and one token.
-for _rate in ("API_RATE", "WEBHOOK_AUTH_FAILURE_RATE", "LOGIN_FAILURE_RATE"):
+for _rate in ("API_RATE", "WEBHOOK_AUTH_FAILURE_RATE", "LOGIN_FAILURE_RATE", "WEBHOOK_BOT_RATE"):
     os.environ.setdefault(_rate, "0")
 
 from config.settings import *  # noqa: E402,F403
@@ -19,6 +24,6 @@ ALLOWED_HOSTS = ["*"]
 CHANNEL_RETRY_AFTER_CAP_S = 1.0
 # The in-process tests write thousands of documents at once (setup, flush) on a machine that
 # also runs servers: bound each operation generously unless a test asks for a bound (the
-# outage tests give their own servers MONGO__TIMEOUT_MS).
-if "MONGO__TIMEOUT_MS" not in os.environ:
+# outage tests give their own servers MONGO_TIMEOUT_MS).
+if "MONGO_TIMEOUT_MS" not in os.environ:
     DATABASES["default"]["OPTIONS"]["timeoutMS"] = 30_000  # type: ignore[index]  # noqa: F405

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from django.http import Http404, QueryDict
@@ -10,6 +12,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.routers import SimpleRouter
+from rest_framework.utils import html
 
 from core.serializers import OBJECT_ID_SCHEMA, is_object_id
 
@@ -53,6 +56,8 @@ def query_params(params: QueryDict) -> dict[str, str]:
 
 def validated(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data, **kwargs)
+    if html.is_html_input(data):
+        serializer.initial_data = form_values(serializer.fields, data, partial=serializer.partial)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
@@ -109,3 +114,42 @@ BAD_REQUEST = OpenApiResponse(
 )
 
 AUTH_ERRORS: dict[int, OpenApiResponse] = {401: UNAUTHORIZED, 403: FORBIDDEN}
+
+
+# --- The browsable API's HTML forms ----------------------------------------------------------
+#
+# A form sends every value as a string ("30", "0.7", a ticked checkbox's "true"), and the API's
+# body fields take only the JSON type they declare (core.serializers). A form's value is read
+# as the JSON value it stands for; anything else stays a string, and the field refuses it as it
+# would in JSON. What a form leaves blank or out keeps DRF's meaning for forms (a blank optional
+# field is left out), except that an unticked checkbox is false even where the field has a
+# default (DRF would take the default: a form could never create an inactive channel).
+_JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,30})")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,30})(?:\.[0-9]{1,30})?(?:[eE][+-]?[0-9]{1,3})?")
+
+
+def _form_value(field: serializers.Field, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if isinstance(field, serializers.BooleanField):
+        return {"true": True, "false": False}.get(value, value)
+    if isinstance(field, serializers.IntegerField) and _JSON_INTEGER.fullmatch(value):
+        return int(value)
+    if isinstance(field, serializers.FloatField) and _JSON_NUMBER.fullmatch(value):
+        number = float(value)
+        return number if math.isfinite(number) else value
+    return value
+
+
+def form_values(fields: Any, data: QueryDict, *, partial: bool = False) -> QueryDict:
+    """An HTML form's values typed for `fields` (still a QueryDict, so DRF reads it as a form)."""
+    values = QueryDict(mutable=True)
+    for name, items in data.lists():
+        field = fields.get(name)
+        values.setlist(name, [_form_value(field, item) for item in items] if field is not None else items)
+    if not partial:
+        for name, field in fields.items():
+            if isinstance(field, serializers.BooleanField) and not field.read_only and name not in values:
+                unticked: list[Any] = [False]  # a form sends nothing for an unticked box
+                values.setlist(name, unticked)
+    return values

@@ -63,7 +63,7 @@ def database_error_name(exc: BaseException) -> str:
 
 def is_database_outage(exc: BaseException) -> bool:
     """True when `exc` (or what it wraps) means the database could not be reached, or did not
-    answer within the bound (MONGO__TIMEOUT_MS): the client should try again later."""
+    answer within the bound (MONGO_TIMEOUT_MS): the client should try again later."""
     for current in _chain(exc):
         # ConnectionFailure: refused, reset, no server selected, a read that timed out
         # (NetworkTimeout), no pooled connection in time (WaitQueueTimeoutError).

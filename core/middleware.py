@@ -55,7 +55,7 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 def _ping_database() -> None:
-    # Bounded by the client's timeoutMS (MONGO__TIMEOUT_MS), like every other operation.
+    # Bounded by the client's timeoutMS (MONGO_TIMEOUT_MS), like every other operation.
     cast(Any, connection).database.command("ping")
 
 
@@ -64,7 +64,7 @@ def _bound_s() -> float:
 
 
 class DatabaseBreaker:
-    """Per process: once a request has waited out the bound (MONGO__TIMEOUT_MS) on a database
+    """Per process: once a request has waited out the bound (MONGO_TIMEOUT_MS) on a database
     that did not answer, the requests after it fail fast instead of waiting too, until the
     database answers a ping.
 
@@ -120,7 +120,7 @@ database_breaker = DatabaseBreaker()
 
 class DatabaseUnavailableMiddleware:
     """Turns errors that escaped the views into clear JSON: 503 when the database cannot be
-    reached or did not answer within MONGO__TIMEOUT_MS, 500 with the request id otherwise.
+    reached or did not answer within MONGO_TIMEOUT_MS, 500 with the request id otherwise.
     Never a stack trace to the client.
 
     A database outage answered after waiting at least half the bound (the 503s of this

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,11 +88,17 @@ def _collection() -> Any:
 def rate_hit(key: str, rate: Rate, *, now: float | None = None) -> Usage:
     """Counts one hit against `key` in the current window and returns the window's usage."""
     now = time.time() if now is None else now
-    start, retry_after = _window(rate, now)
+    _start, retry_after = _window(rate, now)
+    return Usage(count=_counter_add(key, rate, 1, now), limit=rate.limit, retry_after_s=retry_after)
+
+
+def _counter_add(key: str, rate: Rate, amount: int, now: float) -> int:
+    """Adds `amount` to `key`'s counter of the current window; returns the count after."""
+    start, _retry_after = _window(rate, now)
     where = {"key": key, "window": start}
     # Kept one window past its end, so a read at the boundary still finds it.
     update = {
-        "$inc": {"n": 1},
+        "$inc": {"n": amount},
         "$setOnInsert": {"expires_at": datetime.fromtimestamp(start + 2 * rate.window_s, tz=UTC)},
     }
     collection = _collection()
@@ -102,7 +109,7 @@ def rate_hit(key: str, rate: Rate, *, now: float | None = None) -> Usage:
         # the document the winner inserted.
         collection.update_one(where, update, upsert=True)
     document = collection.find_one(where, {"n": 1, "_id": 0})
-    return Usage(count=int(document["n"]) if document else 1, limit=rate.limit, retry_after_s=retry_after)
+    return int(document["n"]) if document else amount
 
 
 def rate_peek(key: str, rate: Rate, *, now: float | None = None) -> Usage:
@@ -163,3 +170,89 @@ def webhook_auth_failed(key: str) -> None:
         now = time.time()
         usage = rate_hit(key, rate, now=now)
         _failure_counts.set((key, _window(rate, now)[0]), usage.count)
+
+
+# --- Webhook requests per bot, leased in batches ----------------------------------------
+#
+# The webhook is the hot path, so a request must not cost a database round trip. Each process
+# leases permits from the bot's shared window counter in batches: one `$inc` of N (and one
+# indexed read) takes up to N permits, and the next N-1 requests are served from the local
+# lease. Accuracy: the cluster never admits more than the limit in a window (a lease is granted
+# only from what the shared count leaves); it may refuse a little early, by at most the permits
+# other processes hold unused, (processes - 1) * (N - 1). N is a twentieth of the limit
+# (at most WEBHOOK_BOT_RATE_LEASE_MAX), so each process holds at most 5% of a window's permits.
+# Once the shared count is spent, the process refuses the bot without asking again until the
+# window ends.
+
+WEBHOOK_BOT_RATE_LEASE_MAX = 1000
+
+
+@dataclass
+class _Lease:
+    window: int
+    left: int  # permits still to serve locally; 0 with `spent`: refused until the window ends
+    spent: bool = False
+
+
+_leases: dict[str, _Lease] = {}
+_leases_lock = threading.Lock()
+
+
+def webhook_bot_leases_clear() -> None:
+    """Forgets this process's leases (tests; a new process starts without any)."""
+    with _leases_lock:
+        _leases.clear()
+
+
+def lease_size(rate: Rate) -> int:
+    return max(1, min(WEBHOOK_BOT_RATE_LEASE_MAX, rate.limit // 20))
+
+
+def _lease_take(key: str, rate: Rate, want: int, now: float) -> int:
+    """Takes up to `want` permits from the shared window counter; returns how many it got."""
+    after = _counter_add(key, rate, want, now)
+    # What was left before this take, capped by what was asked for; permits asked beyond the
+    # limit are simply never granted (the count may run past the limit, harmlessly).
+    return max(0, min(want, rate.limit - (after - want)))
+
+
+def webhook_bot_rate_check(bot_id: str, *, now: float | None = None) -> None:
+    """Counts one webhook request for the bot against WEBHOOK_BOT_RATE; over it, raises DRF's
+    Throttled (429 with `Retry-After`, until the window ends)."""
+    rate = parse_rate(settings.WEBHOOK_BOT_RATE)
+    if rate is None:
+        return
+    now = time.time() if now is None else now
+    start, retry_after = _window(rate, now)
+    key = rate_key("webhook-bot", bot_id)
+    with _leases_lock:
+        lease = _leases.get(key)
+        if lease is not None and lease.window == start:
+            if lease.left > 0:
+                lease.left -= 1
+                return
+            if lease.spent:
+                _throttled(retry_after)
+    # Outside the lock: a database round trip must not hold up the other bots' requests. Two
+    # threads of one process may both take a lease at a window's start; their permits add up.
+    granted = _lease_take(key, rate, lease_size(rate), now)
+    with _leases_lock:
+        lease = _leases.get(key)
+        if lease is None or lease.window != start:
+            if len(_leases) > 10_000:  # bots seen in old windows
+                for stale in [k for k, v in _leases.items() if v.window != start]:
+                    del _leases[stale]
+            lease = _leases[key] = _Lease(window=start, left=0)
+        if granted == 0:
+            lease.spent = True
+            lease.left = 0
+        else:
+            lease.left += granted - 1
+            return
+    _throttled(retry_after)
+
+
+def _throttled(retry_after: int) -> None:
+    from rest_framework.exceptions import Throttled  # see _collection
+
+    raise Throttled(wait=retry_after, detail="Too many webhook requests for this bot.")

@@ -216,8 +216,12 @@ def _answer_fields(result: dict[str, Any], response: dict[str, Any]) -> tuple[st
         # The list operations: a plain array, or the paginated envelope with limit/offset.
         schema = _resolve(result, schema["oneOf"][0])
     prefix = ""
+    results = schema.get("properties", {}).get("results") if schema.get("type") == "object" else None
+    if results is not None and {"next", "previous"} <= set(schema["properties"]):
+        # A list paginated by default (core.pagination.KeysetCursorPagination).
+        prefix, schema = "/results", _resolve(result, results)
     if schema.get("type") == "array":
-        prefix, schema = "/0", _resolve(result, schema.get("items", {}))
+        prefix, schema = f"{prefix}/0", _resolve(result, schema.get("items", {}))
     return prefix, set(schema.get("properties", {}))
 
 

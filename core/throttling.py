@@ -9,6 +9,7 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from core.models import ApiToken
 from core.ratelimit import Rate, client_address, parse_rate, rate_hit, rate_key
 
 
@@ -24,9 +25,9 @@ class ApiRateThrottle(BaseThrottle):
 
     def ident(self, request: Request) -> str:
         auth: Any = request.auth
-        token_pk = getattr(auth, "pk", None)
-        if token_pk is not None:
-            return rate_key("api-token", type(auth).__name__, str(token_pk))
+        if isinstance(auth, ApiToken):
+            # The token's id, never its key: the key exists only in the client's hands.
+            return rate_key("api-token", str(auth.pk))
         user = request.user
         if user is not None and user.is_authenticated:
             return rate_key("api-user", str(user.pk))

@@ -35,7 +35,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: the database answers `ping` within MONGO__TIMEOUT_MS (the client's
+    """Ready to serve: the database answers `ping` within MONGO_TIMEOUT_MS (the client's
     timeoutMS bounds it), else 503."""
     try:
         cast(Any, connection).database.command("ping")

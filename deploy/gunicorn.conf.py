@@ -6,18 +6,31 @@ production cannot drift apart.
 Everything that differs between machines comes from the environment (the same variables
 as the rest of the app, see `.env.example`):
 
-- SERVER__BIND (default `0.0.0.0:$PORT`, PORT 8000): where to listen.
-- SERVER__WORKERS (1) processes, SERVER__THREADS (8) threads each.
-- SERVER__TIMEOUT (60 s): a worker silent that long is restarted.
-- SERVER__ACCESS_LOG (off): `1` writes gunicorn's access log to stdout.
+- SERVER_BIND (default `0.0.0.0:$PORT`, PORT 8000): where to listen.
+- SERVER_WORKERS (1) processes, SERVER_THREADS (8) threads each.
+- SERVER_TIMEOUT (60 s): a worker silent that long is restarted.
+- SERVER_ACCESS_LOG (off): `1` writes gunicorn's access log to stdout.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 from typing import Any
+
+# The old names (SERVER__WORKERS, ...) still work: core.env reads them as the new ones. It
+# needs nothing of Django's set up, only the project on the path (gunicorn adds it for the
+# app, not yet for this file).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from core.env import env_normalize  # noqa: E402
+
+try:
+    env_normalize(os.environ)
+except Exception as exc:  # ImproperlyConfigured: the old and the new name disagree
+    raise SystemExit(f"configuration error: {exc}") from None
 
 
 def _positive_int(name: str, default: int) -> int:
@@ -33,13 +46,13 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
-bind = [os.environ.get("SERVER__BIND") or f"0.0.0.0:{_positive_int('PORT', 8000)}"]
-workers = _positive_int("SERVER__WORKERS", 1)
+bind = [os.environ.get("SERVER_BIND") or f"0.0.0.0:{_positive_int('PORT', 8000)}"]
+workers = _positive_int("SERVER_WORKERS", 1)
 # Threads let one worker overlap database round trips; the webhook never waits on an LLM or
 # a channel (the worker process does that), so a handful per process is enough.
 worker_class = "gthread"
-threads = _positive_int("SERVER__THREADS", 8)
-timeout = _positive_int("SERVER__TIMEOUT", 60)
+threads = _positive_int("SERVER_THREADS", 8)
+timeout = _positive_int("SERVER_TIMEOUT", 60)
 graceful_timeout = 10
 # Keep request headers whose names contain underscores: the existing channels authenticate
 # with `x-chatbot_auth_token`, which gunicorn drops by default (nginx too: see nginx.conf).
@@ -47,13 +60,13 @@ header_map = "dangerous"
 # gunicorn's control socket defaults to one path per user; several servers on one machine
 # (tests, benchmarks, the hosts of `make scale`) would fight over it, and nothing uses it.
 control_socket_disable = True
-accesslog = "-" if os.environ.get("SERVER__ACCESS_LOG", "").lower() in ("1", "true") else None
+accesslog = "-" if os.environ.get("SERVER_ACCESS_LOG", "").lower() in ("1", "true") else None
 # Request lines up to gunicorn's maximum: a URL the app finds too long is then answered by the
 # app, as JSON (core.middleware.UrlLengthLimitMiddleware, 4096 bytes), rather than by
 # gunicorn's HTML 414 at its default 4094-byte line.
 limit_request_line = 8190
 # Behind nginx (deploy/nginx.conf), which sets X-Forwarded-For / X-Forwarded-Proto.
-forwarded_allow_ips = os.environ.get("SERVER__FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = os.environ.get("SERVER_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
 # --- prometheus-client's multiprocess mode (core/metrics.py) ---------------------------------

@@ -17,6 +17,8 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from core.env import env_set
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,7 +37,7 @@ def ping(url: str, timeout_ms: int = 500) -> bool:
         client.close()
 
 
-# Client options for an embedded server this project starts (never for a MONGO__URL someone
+# Client options for an embedded server this project starts (never for a MONGO_URL someone
 # gives us, nor for a real MongoDB found on the default port), measured on secantusd 0.7.0b3
 # (README, "Known quirks of the embedded server"):
 # - retryWrites=false: secantusd keeps a record of every retryable write for 30 minutes (up to
@@ -143,5 +145,5 @@ class EmbeddedMongo:
 
 def env_with_url(url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["MONGO__URL"] = url
+    env_set(env, "MONGO_URL", url)
     return env

@@ -1,4 +1,4 @@
-"""`make run`: the embedded database (unless MONGO__URL is set), migrations, gunicorn and the
+"""`make run`: the embedded database (unless MONGO_URL is set), migrations, gunicorn and the
 worker, all in one terminal: one Ctrl-C stops them all."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
+from core.env import env_normalize
 from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, ping, url_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +32,7 @@ GUNICORN_CONFIG = "deploy/gunicorn.conf.py"
 def gunicorn_command(*, bind: str | None = None, workers: str | None = None, threads: str | None = None) -> list[str]:
     """The one way the app is served: by `make run`, the end-to-end tests, `make bench`,
     `make scale` and the systemd unit, all with deploy/gunicorn.conf.py (run from the
-    project's root). What a caller gives here overrides the file's SERVER__* defaults."""
+    project's root). What a caller gives here overrides the file's SERVER_* defaults."""
     command = [str(Path(sys.executable).with_name("gunicorn")), "-c", GUNICORN_CONFIG, "config.wsgi:application"]
     for option, value in (("--bind", bind), ("--workers", workers), ("--threads", threads)):
         if value is not None:
@@ -110,8 +112,12 @@ def positive_int_env(name: str, default: str) -> str:
 def main() -> int:
     os.chdir(ROOT)
     # The same .env the settings read (real environment variables win), so that PORT,
-    # SERVER__* and MONGO__URL set there reach this launcher too.
+    # SERVER_* and MONGO_URL set there reach this launcher too.
     load_dotenv(os.environ.get("DJANGO_ENV_FILE") or ROOT / ".env", override=False)
+    try:
+        env_normalize(os.environ)  # old names (MONGO__URL, SERVER__WORKERS, ...) still work
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -121,12 +127,12 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     stop_with_parent()
     port = positive_int_env("PORT", "8000")
-    workers = positive_int_env("SERVER__WORKERS", "1")
-    threads = positive_int_env("SERVER__THREADS", "8")
+    workers = positive_int_env("SERVER_WORKERS", "1")
+    threads = positive_int_env("SERVER_THREADS", "8")
     ensure_local_secret_key()
     embedded: EmbeddedMongo | None = None
-    if os.environ.get("MONGO__URL"):
-        say("Using the database at MONGO__URL")
+    if os.environ.get("MONGO_URL"):
+        say("Using the database at MONGO_URL")
     else:
         url = f"mongodb://localhost:{DEFAULT_PORT}/?directConnection=true"
         if ping(url):
@@ -141,7 +147,7 @@ def main() -> int:
             except KeyboardInterrupt:
                 embedded.stop()
                 return 130
-        os.environ["MONGO__URL"] = url
+        os.environ["MONGO_URL"] = url
 
     # Inherited by gunicorn and the worker (and the worker again when it is restarted, so
     # its counts carry on).

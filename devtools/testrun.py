@@ -1,4 +1,4 @@
-"""`make test`: a throwaway embedded database (unless MONGO__URL is set), then pytest."""
+"""`make test`: a throwaway embedded database (unless MONGO_URL is set), then pytest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
+from core.env import env_normalize
 from devtools.embedded_mongo import EmbeddedMongo
 from devtools.run import stop_with_parent
 
@@ -19,14 +22,19 @@ def main(argv: list[str]) -> int:
     stop_with_parent()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = dict(os.environ)
+    try:
+        env_normalize(env)  # old names (MONGO__URL, ...) still work; children see the new ones
+    except ImproperlyConfigured as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     embedded: EmbeddedMongo | None = None
-    if not env.get("MONGO__URL"):
+    if not env.get("MONGO_URL"):
         # A fresh in-memory server per session: its memory grows over long runs.
         embedded = EmbeddedMongo(storage=":memory:").start()
-        env["MONGO__URL"] = embedded.url
+        env["MONGO_URL"] = embedded.url
         print(f"==> Throwaway embedded database on port {embedded.port}", flush=True)
     else:
-        print("==> Running the suite against MONGO__URL", flush=True)
+        print("==> Running the suite against MONGO_URL", flush=True)
     try:
         code = subprocess.run([sys.executable, "-m", "pytest", *argv], env=env).returncode
         if code < 0:

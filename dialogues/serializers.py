@@ -10,10 +10,24 @@ from dialogues.selectors import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, message_by_mes
 
 
 class MessageSerializer(BaseModelSerializer):
+    """One message of a dialogue: from the customer, a bot reply, or from an employee."""
+
     class Meta:
         model = Message
         fields = ["message_id", "role", "text", "created_at", "in_reply_to", "delivery_state"]
         read_only_fields = fields
+        extra_kwargs = {
+            "role": {
+                "help_text": "Who wrote it. `USER`: the customer. `ASSISTANT`: a bot reply. `EMPLOYEE`: an "
+                "employee, on the channel's side (`message_sender: employee`) or an operator here, in the admin "
+                "or the API. `SYSTEM`: in the existing schema; not written by this server."
+            },
+            "in_reply_to": {"help_text": "For a bot reply: the `message_id` of the customer's message it answers."},
+            "delivery_state": {
+                "help_text": "For what is delivered to the channel (bot replies, and employees' messages written "
+                "here): how its delivery stands. Null for the rest."
+            },
+        }
 
 
 class DialogueSerializer(BaseModelSerializer):
@@ -146,7 +160,9 @@ class DialoguePauseSerializer(serializers.Serializer):
 
 class OperatorMessageRequestSerializer(serializers.Serializer):
     text = _StrictCharField(
-        max_length=32 * 1024, trim_whitespace=False, help_text="Sent to the customer as the operator's message."
+        max_length=32 * 1024,
+        trim_whitespace=False,
+        help_text="Sent to the customer as a message from an employee (role `EMPLOYEE`), written by you.",
     )
 
     def validate_text(self, value: str) -> str:
@@ -156,10 +172,13 @@ class OperatorMessageRequestSerializer(serializers.Serializer):
 
 
 class OperatorMessageSerializer(MessageSerializer):
-    """A stored message with who wrote it (operators' messages)."""
+    """A stored message, and for an employee's message written here, the staff user who wrote it."""
 
     author_username = serializers.CharField(
-        read_only=True, allow_null=True, help_text="The staff user who wrote it; null for the bot and the channel."
+        read_only=True,
+        allow_null=True,
+        help_text="The staff user who wrote it in the admin or the API. Null for the customer's messages, bot "
+        "replies and employees' messages from the channel.",
     )
 
     class Meta(MessageSerializer.Meta):

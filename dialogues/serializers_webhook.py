@@ -30,7 +30,9 @@ class WebhookMessageSerializer(serializers.Serializer):
     text = StrictCharField(max_length=TEXT_MAX_LENGTH, trim_whitespace=False)
     message_sender = serializers.ChoiceField(
         choices=["customer", "employee"],
-        help_text="`customer` messages are answered; `employee` messages are stored as context only.",
+        help_text="Who wrote it. `customer`: a message from the customer (stored with role `USER`), which gets "
+        "a bot reply. `employee`: a message from an employee on the channel's side (role `EMPLOYEE`), stored "
+        'and used as context, never answered: the answer says `"answered": false, "ignored_reason": "employee"`.',
     )
     channel_id = StrictCharField(
         required=False,
@@ -46,29 +48,35 @@ class WebhookResultSerializer(serializers.Serializer):
     dialogue_id = serializers.CharField()
     duplicate = serializers.BooleanField(help_text="The message was already stored; nothing was stored again.")
     ignored = serializers.BooleanField(
-        help_text="Stored, and no reply will be made: an employee's message, a dialogue an operator has taken "
-        "over (paused), or a message the LLM gave up on. `ignored_reason` says which."
+        help_text="Kept for compatibility with existing clients; `answered` and `ignored_reason` say it in plain "
+        "words. True whenever the message gets no bot reply: it is stored all the same (never dropped) and "
+        "stays in the dialogue as context."
     )
     answered = serializers.BooleanField(
         required=False,
-        help_text="Present, and false, when `ignored` is true: the message is stored and used as context, and "
-        "gets no reply, for `ignored_reason`. (`ignored` is kept for existing clients.)",
+        help_text="Present, and false, when the message is stored and gets no bot reply, for `ignored_reason`: "
+        "a message from an employee, a customer's message while an employee has the dialogue (the bot is "
+        "paused), or one the LLM gave up on. Absent otherwise.",
     )
     ignored_reason = serializers.ChoiceField(
         choices=["employee", "paused", "llm_failed"],
         required=False,
-        help_text="Present when `ignored` is true.",
+        help_text="Why there is no bot reply; present with `answered: false`. `employee`: a message from an "
+        "employee. `paused`: a customer's message while the bot is paused in the dialogue. `llm_failed`: the "
+        "LLM kept failing and the bot has no `fallback_text`.",
     )
-    replied = serializers.BooleanField(help_text="A reply exists for this message.")
+    replied = serializers.BooleanField(help_text="A bot reply exists for this message.")
     reply_pending = serializers.BooleanField(
-        help_text="A reply is owed and not generated yet; the worker generates and delivers it."
+        help_text="A bot reply is owed and not generated yet; the worker generates and delivers it."
     )
-    reply_message_id = serializers.CharField(allow_null=True)
+    reply_message_id = serializers.CharField(
+        allow_null=True, help_text="The bot reply's `message_id`; null while there is none."
+    )
     delivery = serializers.ChoiceField(
         choices=["delivered", "queued", "dead", "in_progress"],
         allow_null=True,
-        help_text="What is known of the reply's delivery so far: `queued` (owed to the channel; the worker "
-        "retries it), `delivered`, `dead`, or null while there is no reply yet.",
+        help_text="What is known of the bot reply's delivery so far: `queued` (owed to the channel; the worker "
+        "retries it), `delivered`, `dead`, or null while there is no bot reply yet.",
     )
     resumed = serializers.BooleanField(help_text="Always false: the worker, not a duplicate, resumes unfinished work.")
 

@@ -19,7 +19,7 @@ from core.api import (
     query_params,
     validated,
 )
-from core.pagination import OptionalLimitOffsetPagination
+from core.pagination import KeysetCursorPagination
 from dialogues.models import Dialogue
 from dialogues.selectors import dialogue_for_channel, dialogue_list, message_page
 from dialogues.serializers import (
@@ -58,7 +58,9 @@ class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.Retriev
     """Dialogues, read-only: they are written by the webhook."""
 
     serializer_class = DialogueSerializer
-    pagination_class = OptionalLimitOffsetPagination
+    # Paginated by default: a bot can hold any number of dialogues. Keyed on the list's own
+    # order, the most recently active first, the id breaking ties.
+    pagination_class = KeysetCursorPagination
 
     def get_queryset(self) -> QuerySet[Dialogue]:
         if self.action != "list":

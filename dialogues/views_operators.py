@@ -47,8 +47,9 @@ MESSAGE_BAD_REQUEST = OpenApiResponse(
 @extend_schema_view(
     list=extend_schema(
         summary="List dialogues",
-        description="Most recently active first. A plain JSON array; `limit`/`offset` switch to a paginated "
-        "envelope. `paused=true|false`: only dialogues whose bot is paused now, or active now.",
+        description="Most recently active first, `limit` per page (default 50, at most 500), in the envelope "
+        "`{next, previous, results}`: follow `next` (older) and `previous` (newer), which keep the filters. "
+        "`offset` is not supported. `paused=true|false`: only dialogues whose bot is paused now, or active now.",
         parameters=[DialogueHandoffFilterSerializer],
         responses={200: DialogueHandoffSerializer(many=True), 400: BAD_REQUEST, **AUTH_ERRORS},
     ),

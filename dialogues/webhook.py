@@ -6,6 +6,7 @@ Authenticated by the bot's secret, never by session or CSRF. The body is read an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -23,9 +24,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatbots.models import ChatBot
+from chatbots.services import (
+    SIGNATURE_INVALID,
+    SIGNATURE_REQUIRED,
+    SIGNATURE_TIMESTAMP_INVALID,
+    WEBHOOK_ID_REPLAYED,
+    webhook_id_claim,
+    webhook_id_release,
+    webhook_signature_verify,
+)
 from core import metrics
 from core.errors import ApplicationError
-from core.ratelimit import webhook_auth_failed, webhook_auth_guard
+from core.ratelimit import webhook_auth_failed, webhook_auth_guard, webhook_bot_rate_check
 from core.schema import WEBHOOK_SECURITY
 from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_from_headers
 from dialogues.ingest import webhook_bot_authenticate, webhook_message_process
@@ -92,6 +102,15 @@ def _read_body(django_request: Any, limit: int) -> bytes:
 
 
 def request_json_object(request: Request) -> dict[str, Any]:
+    return json_object_parse(request_body(request))
+
+
+def request_body(request: Request) -> bytes:
+    """The raw body, exactly the bytes received (a signature is verified over them), bounded.
+    Read once: a second call returns the same bytes."""
+    cached = getattr(request, "_webhook_body", None)
+    if cached is not None:
+        return bytes(cached)
     django_request = request._request
     try:
         declared = int(django_request.META.get("CONTENT_LENGTH") or 0)
@@ -103,6 +122,11 @@ def request_json_object(request: Request) -> dict[str, Any]:
     body = _read_body(django_request, BODY_MAX_BYTES + 1)
     if len(body) > BODY_MAX_BYTES:
         raise PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
+    request._webhook_body = body  # type: ignore[attr-defined]
+    return body
+
+
+def json_object_parse(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ApplicationError("Request body is empty; a JSON object is required")
     try:
@@ -126,9 +150,30 @@ _ERROR_EXAMPLES = {
         OpenApiExample("No header", value={"detail": AUTH_HEADER_REQUIRED}, status_codes=["401"]),
         OpenApiExample("Bad format", value={"detail": AUTH_HEADER_INVALID}, status_codes=["401"]),
         OpenApiExample("Unknown secret", value={"detail": AUTH_TOKEN_INVALID}, status_codes=["401"]),
+        OpenApiExample("Signature required", value={"detail": SIGNATURE_REQUIRED}, status_codes=["401"]),
+        OpenApiExample("Bad signature", value={"detail": SIGNATURE_INVALID}, status_codes=["401"]),
+        OpenApiExample("Stale timestamp", value={"detail": SIGNATURE_TIMESTAMP_INVALID}, status_codes=["401"]),
     ],
     404: [OpenApiExample("Unknown channel", value={"detail": "Channel not found"}, status_codes=["404"])],
-    409: [OpenApiExample("Inactive channel", value={"detail": "Channel is inactive"}, status_codes=["409"])],
+    409: [
+        OpenApiExample("Inactive channel", value={"detail": "Channel is inactive"}, status_codes=["409"]),
+        OpenApiExample("Replayed webhook-id", value={"detail": WEBHOOK_ID_REPLAYED}, status_codes=["409"]),
+        OpenApiExample(
+            "Dialogue limit reached",
+            value={
+                "detail": "This bot has reached its limit of 100000 dialogues opened through channel_id; "
+                "messages into its existing dialogues are still accepted"
+            },
+            status_codes=["409"],
+        ),
+    ],
+    429: [
+        OpenApiExample(
+            "Bot over WEBHOOK_BOT_RATE",
+            value={"detail": "Too many webhook requests for this bot. Expected available in 12 seconds."},
+            status_codes=["429"],
+        )
+    ],
     413: [
         OpenApiExample(
             "Too large", value={"detail": f"Request body must be at most {BODY_MAX_BYTES} bytes"}, status_codes=["413"]
@@ -171,7 +216,15 @@ class WebhookNewMessageView(APIView):
             "characters) is kept with the message and continued by its reply: the reply's POST to the "
             "channel and the LLM call carry the same trace id. A missing or malformed `traceparent` is "
             "ignored, never an error: the message starts a new trace. Every answer carries a "
-            "`traceparent` header naming this request's span."
+            "`traceparent` header naming this request's span.\n\n"
+            "Signed requests: for a bot with `require_signed_webhooks`, every request must also carry a "
+            "[Standard Webhooks](https://www.standardwebhooks.com/) signature made with the bot's webhook "
+            "signing secret over the exact body bytes: `webhook-id`, `webhook-timestamp` (Unix seconds, within "
+            "5 minutes of the server's clock) and `webhook-signature: v1,<base64 HMAC-SHA256>`. Missing, invalid "
+            "or stale: 401. A `webhook-id` already accepted for the bot in the last 10 minutes is a replay: 409, "
+            "nothing stored (an id whose request failed, e.g. 400 or 503, may be retried).\n\n"
+            "Rate: at most `WEBHOOK_BOT_RATE` requests per bot across all processes; over it, 429 with "
+            "`Retry-After`."
         ),
         tags=["webhook"],
         # The bot's secret: `x-chatbot_auth_token: Bearer <secret>` or `Authorization: Bearer
@@ -223,15 +276,29 @@ class WebhookNewMessageView(APIView):
                 OpenApiTypes.OBJECT, description="Malformed or invalid body.", examples=_ERROR_EXAMPLES[400]
             ),
             401: OpenApiResponse(
-                WebhookErrorSerializer, description="Missing or wrong secret.", examples=_ERROR_EXAMPLES[401]
+                WebhookErrorSerializer,
+                description="Missing or wrong secret; for a bot with `require_signed_webhooks`, a missing or "
+                "invalid signature, or a `webhook-timestamp` more than 5 minutes off.",
+                examples=_ERROR_EXAMPLES[401],
             ),
             404: OpenApiResponse(
                 WebhookErrorSerializer, description="No such channel for this bot.", examples=_ERROR_EXAMPLES[404]
             ),
             409: OpenApiResponse(
-                WebhookErrorSerializer, description="The channel is inactive.", examples=_ERROR_EXAMPLES[409]
+                WebhookErrorSerializer,
+                description="The channel is inactive; or, for a bot with `require_signed_webhooks`, this "
+                "`webhook-id` was already accepted (a replay: nothing is stored); or the message would open a "
+                "dialogue through `channel_id` past the bot's WEBHOOK_MAX_DIALOGUES_PER_BOT (nothing is stored; "
+                "messages into existing dialogues are still accepted).",
+                examples=_ERROR_EXAMPLES[409],
             ),
             413: OpenApiResponse(WebhookErrorSerializer, description="Body over 1 MiB.", examples=_ERROR_EXAMPLES[413]),
+            429: OpenApiResponse(
+                WebhookErrorSerializer,
+                description="Too many requests: the bot is over `WEBHOOK_BOT_RATE`, or this address failed "
+                "authentication too often (`WEBHOOK_AUTH_FAILURE_RATE`). `Retry-After` says when to retry.",
+                examples=_ERROR_EXAMPLES[429],
+            ),
             503: OpenApiResponse(WebhookErrorSerializer, description="Database unavailable; retry."),
         },
         examples=[
@@ -258,6 +325,25 @@ class WebhookNewMessageView(APIView):
             webhook_auth_failed(failures_key)
             raise Unauthorized(AUTH_TOKEN_INVALID)
         self._log_context["bot"] = str(chat_bot.pk)
+        # Counted from a per-process lease: a database round trip only every few hundred.
+        webhook_bot_rate_check(str(chat_bot.pk))
+        if not chat_bot.require_signed_webhooks:
+            return self._accept(request, chat_bot, payload)
+        # Verified over exactly the bytes received, before they are parsed; then the
+        # `webhook-id` is claimed (one insert). Should the message then be refused (a 400 body)
+        # or fail (the database), the claim is given back so the sender's retry, which carries
+        # the same id, is not taken for a replay.
+        webhook_id = webhook_signature_verify(chat_bot=chat_bot, body=request_body(request), headers=request.headers)
+        webhook_id_claim(chat_bot=chat_bot, webhook_id=webhook_id)
+        try:
+            return self._accept(request, chat_bot, payload)
+        except Exception:
+            # Best effort: the request's own error is the answer, not a failed release.
+            with contextlib.suppress(Exception):
+                webhook_id_release(chat_bot=chat_bot, webhook_id=webhook_id)
+            raise
+
+    def _accept(self, request: Request, chat_bot: ChatBot, payload: dict[str, Any] | None) -> Response:
         if payload is None:
             payload = request_json_object(request)
         serializer = WebhookMessageSerializer(data=payload)

@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 from pymongo import MongoClient
 
+from core.env import env_normalize
 from devtools.embedded_mongo import EmbeddedMongo
 from scale.net import Host, Network, missing_requirements
 
@@ -94,16 +95,16 @@ class Cluster:
         ).start()
         self.env = {
             **os.environ,
-            "MONGO__URL": self.db.app_url,
-            "MONGO__DB_NAME": self.db_name,
+            "MONGO_URL": self.db.app_url,
+            "MONGO_DB_NAME": self.db_name,
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DJANGO_ALLOWED_HOSTS": "*",
             "CHANNEL_ALLOW_PRIVATE_URLS": "true",  # the receiver is on 198.18.X.20
             "LLM_BACKEND": "mock",
-            "SERVER__BIND": f"0.0.0.0:{APP_PORT}",
-            "SERVER__WORKERS": str(self.args.gunicorn_workers),
-            "SERVER__THREADS": "8",
-            "SERVER__FORWARDED_ALLOW_IPS": "*",
+            "SERVER_BIND": f"0.0.0.0:{APP_PORT}",
+            "SERVER_WORKERS": str(self.args.gunicorn_workers),
+            "SERVER_THREADS": "8",
+            "SERVER_FORWARDED_ALLOW_IPS": "*",
             "WORKER_THREADS": str(self.args.worker_threads),
             # A dead worker's dialogues come back when its lease runs out: LLM_TIMEOUT_S +
             # CHANNEL_ATTEMPT_TIMEOUT_S + 10 s. The mock LLM and the receiver answer in
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replies-timeout-s", type=float, default=180.0)
     parser.add_argument("--out", type=Path, help="where to write the JSON result (default bench-results/)")
     args = parser.parse_args(argv)
+    env_normalize(os.environ)  # old names (MONGO__URL, SERVER__WORKERS) still work
     missing = missing_requirements() + ([] if nginx_binary() else ["nginx (scripts/install-nginx)"])
     if missing:
         print(f"make scale needs: {', '.join(missing)}", file=sys.stderr)

@@ -10,10 +10,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from chatbots.admin import EDITABLE_PAUSE_FIELDS, PAUSE_FIELDS, REVEAL_SESSION_PREFIX
+from chatbots.admin import EDITABLE_PAUSE_FIELDS, PAUSE_FIELDS, REVEAL_NAMESPACE
 from chatbots.models import ChatBot
 from chatbots.services import chatbot_authenticate
 from chatbots.tests.factories import ChatBotFactory
+from core.reveal import SESSION_PREFIX
 
 pytestmark = pytest.mark.django_db
 
@@ -59,10 +60,10 @@ def test_add_redirects_to_a_reveal_page_that_shows_the_secret_once(
 
 def test_the_secret_is_only_in_the_session_between_the_post_and_the_reveal(admin_client: Client) -> None:
     response = admin_client.post(reverse("admin:chatbots_chatbot_add"), {"name": "Between"})
-    key = REVEAL_SESSION_PREFIX + response["Location"].rstrip("/").rsplit("/", 1)[1]
+    key = f"{SESSION_PREFIX}{REVEAL_NAMESPACE}:" + response["Location"].rstrip("/").rsplit("/", 1)[1]
     assert admin_client.session[key]["secrets"]
     admin_client.get(response["Location"])
-    assert "secrets" not in admin_client.session[key]
+    assert admin_client.session[key]["secrets"] == []
 
 
 def test_a_reveal_key_of_another_session_shows_nothing(admin_client: Client, staff_user) -> None:  # type: ignore[no-untyped-def]

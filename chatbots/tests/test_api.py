@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from channels_app.models import Channel
 from chatbots.models import ChatBot
 from chatbots.services import chatbot_authenticate
 from chatbots.tests.factories import ChatBotFactory
+from core.tests.factories import api_token_key
 from core.tokens import hash_secret
 from dialogues.models import Dialogue, Message
 from dialogues.tests.factories import MessageFactory
@@ -39,7 +39,8 @@ def test_create_returns_the_secret_once(api_client: APIClient) -> None:
     assert response.status_code == 201
     body = response.json()
     assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token", *LLM_DEFAULTS,
-                         "pause_after_employee_minutes", "pause_after_operator_reply_minutes"}  # fmt: skip
+                         "pause_after_employee_minutes", "pause_after_operator_reply_minutes",
+                         "require_signed_webhooks", "webhook_signing_secret"}  # fmt: skip
     bot = ChatBot.objects.get(pk=body["id"])
     assert bot.name == "Support"
     assert bot.secret_hash == hash_secret(body["secret_token"])
@@ -174,7 +175,7 @@ def test_bad_token_is_401(anon_client: APIClient) -> None:
 
 def test_non_staff_user_is_403(anon_client: APIClient) -> None:
     user = get_user_model().objects.create_user(username="member", password="member-pass-123")
-    anon_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_key(user)}")
     assert anon_client.get("/api/chatbots/").status_code == 403
     assert anon_client.post("/api/chatbots/", {"name": "x"}, format="json").status_code == 403
     assert ChatBot.objects.count() == 0

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedMongo, LiveServer]]:
     mongo = EmbeddedMongo(storage=str(tmp_path / "db")).start()
-    server = LiveServer(db_name="health_down_test", env={"MONGO__URL": mongo.url, "MONGO__TIMEOUT_MS": "1500"})
+    server = LiveServer(db_name="health_down_test", env={"MONGO_URL": mongo.url, "MONGO_TIMEOUT_MS": "1500"})
     server.start()
     yield mongo, server
     server.stop()

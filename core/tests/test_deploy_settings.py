@@ -168,5 +168,5 @@ def test_env_example_documents_every_variable() -> None:
             read |= set(re.findall(r"environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]*)\"", text))
             read |= set(re.findall(r"_positive_int\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']", text))
             read |= set(re.findall(r"positive_int_env\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
-    assert {"DJANGO_SECRET_KEY", "MONGO__URL", "PORT", "SERVER__THREADS"} <= read
+    assert {"DJANGO_SECRET_KEY", "MONGO_URL", "PORT", "SERVER_THREADS"} <= read
     assert read - documented == set()

@@ -54,11 +54,24 @@ def test_request_bodies_are_json_only(schema: dict[str, Any]) -> None:
             assert set(operation["requestBody"]["content"]) == {"application/json"}
 
 
-@pytest.mark.parametrize("path", ["/api/channels/", "/api/chatbots/", "/api/dialogues/"])
+@pytest.mark.parametrize("path", ["/api/channels/", "/api/chatbots/"])
 def test_list_pagination_is_bounded(schema: dict[str, Any], path: str) -> None:
     parameters = {p["name"]: p["schema"] for p in schema["paths"][path]["get"]["parameters"]}
     assert parameters["offset"]["minimum"] == 0 and parameters["offset"]["maximum"] == 10_000_000
     assert parameters["limit"]["minimum"] == 1 and parameters["limit"]["maximum"] == 500
+
+
+def test_dialogue_list_is_a_cursor_envelope(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/api/dialogues/"]["get"]
+    parameters = {p["name"]: p["schema"] for p in operation["parameters"]}
+    assert "offset" not in parameters and parameters["cursor"]["type"] == "string"
+    assert parameters["limit"]["minimum"] == 1 and parameters["limit"]["maximum"] == 500
+    envelope = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    if "$ref" in envelope:
+        envelope = schema["components"]["schemas"][envelope["$ref"].rsplit("/", 1)[-1]]
+    assert set(envelope["required"]) == {"next", "previous", "results"}
+    assert envelope["properties"]["results"]["type"] == "array"
+    assert envelope["properties"]["next"]["nullable"] is True
 
 
 def test_names_and_urls_state_their_rules(schema: dict[str, Any]) -> None:
@@ -109,7 +122,7 @@ def test_created_and_listed_ids_link_to_the_operations_that_take_them(schema: di
 
     dialogues = _links(schema, "/api/dialogues/", "get", "200")
     assert _operation_ids_under(schema, "/api/dialogues/{id}/") <= set(dialogues)
-    assert dialogues["dialogues_retrieve"]["parameters"] == {"path.id": "$response.body#/0/id"}
+    assert dialogues["dialogues_retrieve"]["parameters"] == {"path.id": "$response.body#/results/0/id"}
 
     webhook = _links(schema, "/api/webhook/new_message", "post", "200")
     assert webhook["dialogues_retrieve"]["parameters"] == {"path.id": "$response.body#/dialogue_id"}

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
+from core.tests.factories import api_token_key
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +25,7 @@ def _user(django_user_model: Any, *codenames: str, is_staff: bool = True, name: 
 
 def _client(user: Any) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_key(user)}")
     return client
 
 

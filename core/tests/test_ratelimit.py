@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from channels_app.tests.factories import ChannelFactory
@@ -18,6 +17,7 @@ from chatbots.tests.factories import ChatBotFactory
 from core.caching import lookup_caches_clear
 from core.models import RateCounter
 from core.ratelimit import Rate, client_address, parse_rate, rate_hit, rate_key, rate_peek
+from core.tests.factories import api_token_key
 
 pytestmark = pytest.mark.django_db
 
@@ -217,7 +217,7 @@ def test_successful_logins_are_not_counted() -> None:
 def test_api_answers_429_with_retry_after_once_a_token_used_its_rate() -> None:
     user = get_user_model().objects.create_user(username="api", password="x-pass-123", is_staff=True, is_superuser=True)
     first = APIClient()
-    first.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    first.credentials(HTTP_AUTHORIZATION=f"Token {api_token_key(user)}")
     for _ in range(3):
         assert first.get("/api/chatbots/").status_code == 200
     throttled = first.get("/api/chatbots/")
@@ -230,7 +230,7 @@ def test_api_answers_429_with_retry_after_once_a_token_used_its_rate() -> None:
         username="api2", password="x-pass-123", is_staff=True, is_superuser=True
     )
     other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=other_user).key}")
+    other.credentials(HTTP_AUTHORIZATION=f"Token {api_token_key(other_user)}")
     assert other.get("/api/chatbots/").status_code == 200
 
 

@@ -119,7 +119,7 @@ def test_list_filters_on_the_pause(api_client: APIClient, bot: ChatBot, receiver
     def ids(query: str) -> set[str]:
         response = api_client.get(f"/api/dialogues/?{query}")
         assert response.status_code == 200, response.content
-        return {row["id"] for row in response.json()}
+        return {row["id"] for row in response.json()["results"]}
 
     assert ids("paused=true") == {str(paused.pk), str(taken.pk)}
     assert ids("paused=false") == {str(active.pk), str(expired.pk)}

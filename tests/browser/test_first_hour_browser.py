@@ -16,21 +16,10 @@ from chatbots.models import ChatBot
 from chatbots.services import chatbot_authenticate
 from chatbots.tests.factories import ChatBotFactory
 from core.mongo import mongo_collection
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, LOCAL_HOSTS, log_in
 from tests.support.live_server import LiveServer
 
-PASSWORD = "operator-pass-123"  # the `staff_user` fixture's
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
-
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def log_in(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/admin/login/?next=/admin/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def test_bot_secret_is_revealed_once_and_a_reload_creates_nothing(

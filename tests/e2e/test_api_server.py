@@ -8,8 +8,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from core.tests.factories import api_token_key
 from tests.support.live_server import LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -31,7 +31,7 @@ def _call(server: LiveServer, method: str, path: str, *, token: str | None, body
 
 
 def test_token_client_creates_a_bot_and_a_channel(live_server_process: LiveServer, staff_user) -> None:  # type: ignore[no-untyped-def]
-    token = Token.objects.create(user=staff_user).key
+    token = api_token_key(staff_user)
 
     status, body = _call(live_server_process, "GET", "/api/channels", token=None)
     assert status == 401 and body == {"detail": "Authentication credentials were not provided."}

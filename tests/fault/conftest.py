@@ -39,15 +39,15 @@ def fault_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:  #
         },
     )
     # gunicorn's command line (built in this process) reads the access-log switch from here.
-    previous = os.environ.get("SERVER__ACCESS_LOG")
-    os.environ["SERVER__ACCESS_LOG"] = "true"
+    previous = os.environ.get("SERVER_ACCESS_LOG")
+    os.environ["SERVER_ACCESS_LOG"] = "true"
     try:
         server.start()
     finally:
         if previous is None:
-            del os.environ["SERVER__ACCESS_LOG"]
+            del os.environ["SERVER_ACCESS_LOG"]
         else:
-            os.environ["SERVER__ACCESS_LOG"] = previous
+            os.environ["SERVER_ACCESS_LOG"] = previous
     yield server
     server.stop()
 
@@ -94,7 +94,7 @@ def manage(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
     full_env.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings_test",
-            "MONGO__DB_NAME": settings.DATABASES["default"]["NAME"],
+            "MONGO_DB_NAME": settings.DATABASES["default"]["NAME"],
         }
     )
     full_env.update(env or {})

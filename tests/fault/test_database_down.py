@@ -46,7 +46,7 @@ class Sent:
 @pytest.fixture
 def own_stack(tmp_path: Path, receiver: ChannelReceiver) -> Iterator[tuple[EmbeddedMongo, LiveServer, dict]]:
     mongo = EmbeddedMongo(storage=str(tmp_path / "db")).start()
-    env = {"MONGO__URL": mongo.url, "MONGO__DB_NAME": DB_NAME}
+    env = {"MONGO_URL": mongo.url, "MONGO_DB_NAME": DB_NAME}
     migrated = manage("migrate", "--no-input", "-v", "0", env=env)
     assert migrated.returncode == 0, migrated.stderr
     created = manage("shell", "-c", SETUP.format(url=receiver.url), env=env)
@@ -54,7 +54,7 @@ def own_stack(tmp_path: Path, receiver: ChannelReceiver) -> Iterator[tuple[Embed
     ids = json.loads(created.stdout.strip().splitlines()[-1])
     # The app reaches its database as under `make run`: one connection per process, so the
     # outage is also proven for requests queued behind that one connection.
-    server = LiveServer(db_name=DB_NAME, env={**env, "MONGO__URL": mongo.app_url, "MONGO__TIMEOUT_MS": "1500"}).start()
+    server = LiveServer(db_name=DB_NAME, env={**env, "MONGO_URL": mongo.app_url, "MONGO_TIMEOUT_MS": "1500"}).start()
     yield mongo, server, ids
     server.stop()
     mongo.stop()

@@ -1,7 +1,7 @@
 """The database hangs (SIGSTOP: its port still accepts connections, nothing answers) in the
 middle of steady webhook traffic, and a burst of three times as many requests as gunicorn has
 threads arrives while it hangs; then it resumes (SIGCONT). The app, never restarted, answers
-every request within the bound (MONGO__TIMEOUT_MS) plus a second, with 200 or 503 JSON and
+every request within the bound (MONGO_TIMEOUT_MS) plus a second, with 200 or 503 JSON and
 Retry-After, never 500; /healthz answers at once throughout; /readyz says 503 within the
 bound; and after the database resumes, every message acknowledged with 200 (at once, or by a
 channel's retry of a 503) is stored exactly once."""
@@ -99,7 +99,7 @@ while not stop.is_set():
 @pytest.fixture
 def own_stack(tmp_path: Path, receiver: ChannelReceiver) -> Iterator[tuple[EmbeddedMongo, LiveServer, dict]]:
     mongo = EmbeddedMongo(storage=str(tmp_path / "db")).start()
-    env = {"MONGO__URL": mongo.url, "MONGO__DB_NAME": DB_NAME}
+    env = {"MONGO_URL": mongo.url, "MONGO_DB_NAME": DB_NAME}
     migrated = manage("migrate", "--no-input", "-v", "0", env=env)
     assert migrated.returncode == 0, migrated.stderr
     created = manage("shell", "-c", SETUP.format(url=receiver.url), env=env)
@@ -111,7 +111,7 @@ def own_stack(tmp_path: Path, receiver: ChannelReceiver) -> Iterator[tuple[Embed
     server = LiveServer(
         db_name=DB_NAME,
         threads=THREADS,
-        env={**env, "MONGO__URL": mongo.app_url, "MONGO__TIMEOUT_MS": str(TIMEOUT_MS)},
+        env={**env, "MONGO_URL": mongo.app_url, "MONGO_TIMEOUT_MS": str(TIMEOUT_MS)},
         worker=True,
     ).start()
     yield mongo, server, ids

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
 from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.models import ChatBot
+from core.tests.factories import api_token_key
 from dialogues.models import Dialogue, Message
 from tests.fault.conftest import SEED_HEADER, WEBHOOK
 from tests.support.live_server import LiveServer
@@ -204,7 +204,7 @@ def test_malformed_header_lines_are_4xx(target: dict[str, Any], header_line: byt
 
 @pytest.fixture
 def api_headers(staff_user) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {"Authorization": f"Token {Token.objects.create(user=staff_user).key}"}
+    return {"Authorization": f"Token {api_token_key(staff_user)}"}
 
 
 @pytest.mark.parametrize(

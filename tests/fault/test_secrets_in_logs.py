@@ -8,8 +8,8 @@ import time
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
+from core.tests.factories import api_token_key
 from tests.fault.conftest import SEED_HEADER, WEBHOOK, manage
 from tests.support.live_server import LiveServer, WorkerProcess
 from tests.support.receiver import ChannelReceiver, Reply
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transacti
 
 
 def test_no_secret_or_token_in_captured_logs(fault_server: LiveServer, receiver: ChannelReceiver, staff_user) -> None:  # type: ignore[no-untyped-def]
-    api = {"Authorization": f"Token {Token.objects.create(user=staff_user).key}"}
+    api = {"Authorization": f"Token {api_token_key(staff_user)}"}
     log_start = len(fault_server.log_text())
 
     bot = requests.post(fault_server.url + "/api/chatbots/", json={"name": "Secretive"}, headers=api, timeout=30)

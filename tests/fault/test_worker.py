@@ -53,6 +53,12 @@ def message(channel, number: int, *, prefix: str = "m", chat: str | None = None)
     return body
 
 
+# The slow-neighbour test's load on bot A: a steady rate well within what this stack serves on
+# two cores (about 60 replies/s with 16 concurrent clients, `make bench`), for ten seconds.
+A_RATE = 15.0
+A_COUNT = 150
+
+
 def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,9 +137,18 @@ def test_kill_9_of_the_worker_mid_load_loses_nothing_and_repeats_carry_the_same_
 
 @pytest.mark.stack_env({"CHANNEL_ATTEMPT_TIMEOUT_S": "5", "WORKER_CHANNEL_CONCURRENCY": "4"})
 def test_a_hanging_channel_of_one_bot_leaves_another_bots_throughput_alone(stack: LiveServer) -> None:
-    """Bot A's end-to-end throughput and webhook p99, measured without B, with B's channel
-    hanging (4 attempts held at a time, the channel's share), and without B again: the two
-    measurements without B bracket the one with it."""
+    """Bot A is offered a steady A_RATE messages/s (open loop, like real channels: they do not
+    wait for one message's ack to send the next), without B, with B's channel hanging (4
+    attempts held at a time, the channel's share), and without B again. A's throughput (its
+    messages over the time from the first send to the last reply received) and its webhook p99
+    must hold with B hanging.
+
+    Why open loop at a fixed rate: a sequential client measures the machine, not isolation.
+    On a 2-core CI machine two identical sequential runs without B differed by 19 % (27.9 and
+    22.7 replies/s), since every process shares the two cores and the single-threaded embedded
+    database. At a rate within the machine's capacity, A keeps its rate unless B takes A's share
+    of the worker, which is the failure this guards against (a hanging neighbour used to take
+    A from 66 to 4 messages/s)."""
     fast = ChannelReceiver().start()
     hanging = ChannelReceiver().start()
     hanging.default = Reply(delay_s=30)
@@ -143,17 +158,22 @@ def test_a_hanging_channel_of_one_bot_leaves_another_bots_throughput_alone(stack
         channel_a = ChannelFactory(chat_bot=bot_a, url=fast.url)
         channel_b = ChannelFactory(chat_bot=bot_b, url=hanging.url)
 
-        def run_a(prefix: str, count: int) -> tuple[float, list[float]]:
+        def run_a(prefix: str, count: int = A_COUNT) -> tuple[float, list[float]]:
             before = len(fast.requests)
             started = time.monotonic()
-            with requests.Session() as session:
-                latencies = [
-                    send(stack, bot_a.plain_secret, message(channel_a, n, prefix=prefix, chat=f"{prefix}-{n % 20}"),
-                         session)[1]
-                    for n in range(count)
-                ]  # fmt: skip
+
+            def post(n: int) -> float:
+                # Sent at its time in the schedule, whatever happened to the ones before it.
+                time.sleep(max(0.0, started + n / A_RATE - time.monotonic()))
+                body = message(channel_a, n, prefix=prefix, chat=f"{prefix}-{n % 20}")
+                status, elapsed = send(stack, bot_a.plain_secret, body)
+                assert status == 200
+                return elapsed
+
+            with ThreadPoolExecutor(8) as pool:
+                latencies = list(pool.map(post, range(count)))
             assert wait_until(lambda: len(fast.requests) >= before + count, 30)
-            return count / (time.monotonic() - started), latencies
+            return count / (max(r.at for r in fast.requests[before:]) - started), latencies
 
         def traffic_b() -> None:
             with requests.Session() as session:
@@ -162,31 +182,24 @@ def test_a_hanging_channel_of_one_bot_leaves_another_bots_throughput_alone(stack
                     send(stack, bot_b.plain_secret, message(channel_b, number, prefix="b", chat=f"b-{number}"), session)
                     number += 1
                     # One a second keeps the channel's 4 slots taken (each attempt is held 5 s)
-                    # and its backlog growing, while B's own messages take little of the
-                    # machine: this measures what B's hanging costs A, not B's ingest.
+                    # and its backlog growing.
                     time.sleep(1.0)
 
-        def phase(prefix: str) -> tuple[float, list[float]]:
-            """The median of three blocks of 60: a pause of the machine (other processes, the
-            database's own housekeeping) slows one block, not the phase."""
-            blocks = [run_a(f"{prefix}{block}", 60) for block in range(3)]
-            return statistics.median(rate for rate, _ in blocks), [v for _, values in blocks for v in values]
-
-        before, before_latencies = phase("before")
+        before, before_latencies = run_a("before")
         b_thread = threading.Thread(target=traffic_b, daemon=True)
         b_thread.start()
         assert wait_until(lambda: len(hanging.requests) >= 4, 15)
-        loaded, loaded_latencies = phase("load")
+        loaded, loaded_latencies = run_a("load")
         stop_b.set()
         b_thread.join(10)
-        after, after_latencies = phase("after")
+        after, after_latencies = run_a("after")
 
-        # The slower of the two runs without B: on this 2-core machine two identical runs
-        # differ by up to 15 %, so this tests isolation (a hanging neighbour used to take A from
-        # 66 to 4 messages/s), not the machine's noise.
         baseline = min(before, after)
         p99 = lambda values: sorted(values)[int(len(values) * 0.99) - 1]  # noqa: E731
-        report = f"A: {loaded:.1f} replies/s with B hanging; without: {before:.1f} before, {after:.1f} after"
+        report = (
+            f"A offered {A_RATE}/s: {loaded:.1f} replies/s with B hanging; without: {before:.1f} before, "
+            f"{after:.1f} after"
+        )
         assert loaded >= 0.9 * baseline, report
         baseline_p99 = max(p99(before_latencies), p99(after_latencies))
         assert p99(loaded_latencies) <= max(2 * baseline_p99, 0.05), (p99(loaded_latencies), baseline_p99)

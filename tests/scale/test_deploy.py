@@ -28,10 +28,10 @@ def test_gunicorn_configuration_refuses_a_bad_number_clearly() -> None:
     check = subprocess.run(
         [str(Path(sys.executable).with_name("gunicorn")), "-c", "deploy/gunicorn.conf.py", "--check-config",
          "config.wsgi:application"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "SERVER__WORKERS": "two"},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "SERVER_WORKERS": "two"},
     )  # fmt: skip
     assert check.returncode != 0
-    assert "SERVER__WORKERS must be a whole number" in check.stdout + check.stderr
+    assert "SERVER_WORKERS must be a whole number" in check.stdout + check.stderr
 
 
 @pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (scripts/install-nginx)")

@@ -50,7 +50,7 @@ class LiveServer:
         env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "config.settings_test",
-                "MONGO__DB_NAME": self.db_name,
+                "MONGO_DB_NAME": self.db_name,
                 "CHANNEL_ALLOW_PRIVATE_URLS": "true",
                 METRICS_DIR_ENV: self.metrics_dir,
             }

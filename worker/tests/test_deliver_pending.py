@@ -210,7 +210,7 @@ def manage_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings_test",
-        MONGO__DB_NAME=settings.DATABASES["default"]["NAME"],
+        MONGO_DB_NAME=settings.DATABASES["default"]["NAME"],
         CHANNEL_ALLOW_PRIVATE_URLS="true",
     )
     env.update(extra)
@@ -276,9 +276,9 @@ def own_database(tmp_path: Path) -> Iterator[tuple[EmbeddedMongo, dict[str, str]
     the same port with the same data."""
     mongo = EmbeddedMongo(storage=str(tmp_path / "db")).start()
     env = manage_env(
-        MONGO__URL=mongo.url,
-        MONGO__DB_NAME="worker_db_outage",
-        MONGO__TIMEOUT_MS="1000",
+        MONGO_URL=mongo.url,
+        MONGO_DB_NAME="worker_db_outage",
+        MONGO_TIMEOUT_MS="1000",
         # The failed reply's retry falls due while the database is away.
         DELIVERY_RETRY_BASE_S="3",
         DELIVERY_RETRY_MAX_S="3",

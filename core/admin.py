@@ -1,0 +1,171 @@
+"""API tokens in the admin: listed by their prefix (the key itself is never stored), revoked by
+an action, and added with the key shown once, on a page reached by POST/redirect/GET
+(`core.reveal`): reloading it shows "already shown" and makes no second token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from core.api_tokens import api_token_create, api_tokens_revoke
+from core.models import ApiToken
+from core.reveal import reveal_put, reveal_take
+
+REVEAL_NAMESPACE = "api-token"
+REVEAL_TEMPLATE = "admin/core/apitoken/key_reveal.html"
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name", "expires_at")
+        help_texts = {
+            "name": _("What the token is for, e.g. the integration that uses it."),
+            "expires_at": _("Blank: the token does not expire. It can be revoked at any time."),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The API takes staff users only (core.permissions): a token of anyone else is useless.
+        users: Any = self.fields["user"]
+        user_model: Any = get_user_model()
+        users.queryset = user_model._default_manager.filter(is_active=True, is_staff=True)
+
+    def clean_expires_at(self) -> Any:
+        expires_at = self.cleaned_data.get("expires_at")
+        if expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError(_("Must be in the future."), code="past")
+        return expires_at
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("active", _("active")), ("expired", _("expired")), ("revoked", _("revoked"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
+        now = timezone.now()
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "active":
+            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix_display", "name", "user", "created_at", "expires_at", "last_used_at", "state_display")
+    list_filter = (StateFilter,)
+    search_fields = ("prefix", "name")
+    list_select_related = ("user",)
+    actions = ("revoke",)
+    # Only the name can change: a token's user, key and expiry are what it was made with.
+    change_fields = ("name", "user", "prefix_display", "created_at", "expires_at", "last_used_at", "state_display")
+    change_readonly_fields = change_fields[1:]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
+        return ApiTokenAddForm.Meta.fields if obj is None else self.change_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
+        return () if obj is None else self.change_readonly_fields
+
+    @admin.display(description=_("key prefix"), ordering="prefix")
+    def prefix_display(self, obj: ApiToken) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.display(description=_("state"))
+    def state_display(self, obj: ApiToken) -> str:
+        if obj.is_revoked:
+            return gettext("revoked")
+        if obj.is_expired(timezone.now()):
+            return gettext("expired")
+        return gettext("active")
+
+    # --- writes go through core.api_tokens --------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            # The name alone: a full save would write back a revocation or a use read before it.
+            obj.save(update_fields=["name"])
+            return
+        created, key = api_token_create(
+            user=form.cleaned_data["user"], name=form.cleaned_data["name"], expires_at=form.cleaned_data["expires_at"]
+        )
+        # The admin keeps using `obj` (log entry, redirect), so it becomes the created token.
+        for field in ApiToken._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(created, field.attname))
+        obj._state.adding = False
+        obj._state.db = created._state.db
+        obj._plain_key = key  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
+        key = getattr(obj, "_plain_key", None)
+        if key is None:
+            return super().response_add(request, obj, post_url_continue)
+        self.message_user(request, gettext("The API token “%(token)s” was added.") % {"token": obj}, messages.SUCCESS)
+        one_time = reveal_put(request, namespace=REVEAL_NAMESPACE, secrets_=[key], info={"token": str(obj.pk)})
+        return HttpResponseRedirect(reverse("admin:core_apitoken_reveal", args=[one_time]))
+
+    @admin.action(description=_("Revoke selected API tokens"), permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        revoked = api_tokens_revoke(tokens=tokens)
+        for token in tokens:
+            self.log_change(request, token, [{"changed": {"fields": ["revoked"]}}])
+        self.message_user(
+            request,
+            ngettext(
+                "%d token revoked: it stops working at once.", "%d tokens revoked: they stop working at once.", revoked
+            )
+            % revoked,
+            messages.SUCCESS,
+        )
+
+    # --- the one page a key is ever shown on -------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        extra = [
+            path("key/<str:key>/", self.admin_site.admin_view(self.reveal_view), name="core_apitoken_reveal"),
+        ]
+        return extra + super().get_urls()
+
+    def reveal_view(self, request: HttpRequest, key: str) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        reveal = reveal_take(request, namespace=REVEAL_NAMESPACE, key=key)
+        token = None
+        if reveal is not None:
+            token = ApiToken.objects.select_related("user").filter(pk=reveal.info.get("token")).first()
+        shown = reveal.secrets[0] if reveal is not None and reveal.secrets and token is not None else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": gettext("API token created") if shown else gettext("Key already shown"),
+            "token": token,
+            "key": shown,
+            "changelist_url": reverse("admin:core_apitoken_changelist"),
+        }
+        response = TemplateResponse(request, REVEAL_TEMPLATE, context)
+        # Out of the browser's cache, so the back button cannot bring the key back.
+        response["Cache-Control"] = "no-store"
+        return response
