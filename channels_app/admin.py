@@ -28,12 +28,20 @@ from channels_app.services import (
     channel_create,
     channel_rotate_token,
     channel_set_active,
+    channel_signing_secret_rotate,
     channel_test_request,
     channel_update,
     channel_url_check,
 )
 from chatbots.admin import register_bot_count, register_bot_inline
-from core.errors import ApplicationError
+from core.errors import ApplicationError, Conflict
+from core.reveal import reveal_put, reveal_take
+
+# The channel's signing secret is shown once, on its page, right after it is made (the channel
+# created, or its signing secret rotated): POST/redirect/GET through core.reveal, the one-time
+# key in the redirect's `?signing_secret=` parameter.
+REVEAL_NAMESPACE = "channels"
+REVEAL_PARAM = "signing_secret"
 
 
 class ChannelForm(forms.ModelForm):
@@ -146,8 +154,10 @@ class ChannelAdmin(admin.ModelAdmin):
         main = ["name", "chat_bot", "url", "is_active"]
         if obj is None:
             return [(None, {"fields": main})]
+        # The token (what replies carry) only for those who may change the channel, as in the API.
+        token = ["token_display"] if self.has_change_permission(request, obj) else []
         return [
-            (None, {"fields": ["id", *main, "token_display"]}),
+            (None, {"fields": ["id", *main, *token]}),
             (_("Delivery"), {"fields": ["last_delivery_state", "last_delivery_at", "created_at", "updated_at"]}),
         ]
 
@@ -218,12 +228,32 @@ class ChannelAdmin(admin.ModelAdmin):
 
     # --- the change page: how to connect, test, rotate ----------------------------------
 
+    def response_add(self, request: HttpRequest, obj: Channel, post_url_continue: str | None = None) -> HttpResponse:
+        response = super().response_add(request, obj, post_url_continue)
+        if "_popup" in request.POST or not isinstance(response, HttpResponseRedirect) or not obj.signing_secret:
+            return response
+        # Wherever the admin goes next, the channel's page is where its signing secret is shown.
+        return self._reveal_redirect(request, obj, obj.signing_secret)
+
+    def _reveal_redirect(self, request: HttpRequest, channel: Channel, secret: str) -> HttpResponseRedirect:
+        key = reveal_put(request, namespace=REVEAL_NAMESPACE, secrets_=[secret], info={"channel": str(channel.pk)})
+        url = reverse("admin:channels_app_channel_change", args=[channel.pk])
+        return HttpResponseRedirect(f"{url}?{REVEAL_PARAM}={key}")
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         channel = self.get_object(request, object_id)
         if channel is not None and request.method == "GET":
-            extra_context = {**(extra_context or {}), "connect": self.connect_info(request, channel)}
+            connect = self.connect_info(request, channel)
+            key = request.GET.get(REVEAL_PARAM)
+            if key and self.has_change_permission(request, channel):
+                reveal = reveal_take(request, namespace=REVEAL_NAMESPACE, key=key)
+                if reveal is not None and reveal.info.get("channel") == str(channel.pk):
+                    connect["signing_secret"] = reveal.secrets[0] if reveal.secrets else None
+                    connect["signing_secret_seen"] = not reveal.secrets
+            extra_context = {**(extra_context or {}), "connect": connect}
+        # Admin pages are `never_cache` (no-store): the back button cannot bring a secret back.
         return super().change_view(request, object_id, form_url, extra_context)
 
     def connect_info(self, request: HttpRequest, channel: Channel) -> dict[str, Any]:
@@ -254,6 +284,8 @@ class ChannelAdmin(admin.ModelAdmin):
             "reply_header": settings.CHANNEL_AUTH_HEADER,
             "test_url": reverse("admin:{}_{}_send_test".format(*info), args=[chat_id]),
             "rotate_url": reverse("admin:{}_{}_rotate_token".format(*info), args=[chat_id]),
+            "rotate_signing_url": reverse("admin:{}_{}_rotate_signing_secret".format(*info), args=[chat_id]),
+            "signing_overlap_hours": round(settings.CHANNEL_SIGNING_OVERLAP_S / 3600, 1),
             "last_test": self.last_test(channel),
         }
 
@@ -264,6 +296,11 @@ class ChannelAdmin(admin.ModelAdmin):
                 "<path:object_id>/send-test/",
                 self.admin_site.admin_view(self.send_test_view),
                 name="{}_{}_send_test".format(*info),
+            ),
+            path(
+                "<path:object_id>/rotate-signing-secret/",
+                self.admin_site.admin_view(self.rotate_signing_secret_view),
+                name="{}_{}_rotate_signing_secret".format(*info),
             ),
             path(
                 "<path:object_id>/rotate-token/",
@@ -309,6 +346,24 @@ class ChannelAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:channels_app_channel_change", args=[channel.pk]))
+
+    def rotate_signing_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """A new signing secret, shown once on the channel's page; replies are signed with the
+        old one too for CHANNEL_SIGNING_OVERLAP_S, so the channel can switch without a gap."""
+        channel = self._channel_for_button(request, object_id)
+        if isinstance(channel, HttpResponse):
+            return channel
+        try:
+            secret = channel_signing_secret_rotate(channel=channel)
+        except Conflict:
+            self.message_user(
+                request,
+                gettext("The signing secret was rotated by another request at the same time."),
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(reverse("admin:channels_app_channel_change", args=[channel.pk]))
+        self.log_change(request, channel, [{"changed": {"fields": ["signing secret"]}}])
+        return self._reveal_redirect(request, channel, secret)
 
     # --- actions ----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import html
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -136,3 +137,51 @@ def test_the_bot_is_picked_by_name(admin_client: Client) -> None:
     )
     assert response.status_code == 200
     assert response.json()["results"] == [{"id": str(bot.pk), "text": "Picked by name"}]
+
+
+def test_the_signing_secret_is_shown_once_after_creation_and_after_a_rotation(admin_client: Client) -> None:
+    bot = ChatBotFactory(name="Signing")
+    response = admin_client.post(
+        reverse("admin:channels_app_channel_add"),
+        {"name": "Signed", "chat_bot": str(bot.pk), "url": "https://crm.example.com/in", "is_active": "on"},
+    )
+    assert response.status_code == 302
+    channel = Channel.objects.get(name="Signed")
+    assert response["Location"].startswith(change_url(channel) + "?signing_secret=")
+    page = admin_client.get(response["Location"])
+    assert "no-store" in page["Cache-Control"]
+    assert page.context["connect"]["signing_secret"] is not None
+    assert f'value="{channel.signing_secret}"' in page.content.decode()
+    # A reload (or the back button) shows it no more, and says why.
+    again = admin_client.get(response["Location"])
+    assert channel.signing_secret not in again.content.decode()
+    assert again.context["connect"]["signing_secret_seen"] is True
+    # Nor does the page without the one-time key, or the key in another session.
+    assert channel.signing_secret not in admin_client.get(change_url(channel)).content.decode()
+
+    # Rotation: a new secret, shown once; the old one still signs for the overlap.
+    old = channel.signing_secret
+    rotated = admin_client.post(reverse("admin:channels_app_channel_rotate_signing_secret", args=[channel.pk]))
+    channel.refresh_from_db()
+    assert channel.signing_secret != old and channel.previous_signing_secret == old
+    shown = admin_client.get(rotated["Location"]).content.decode()
+    assert f'value="{channel.signing_secret}"' in shown and old not in shown
+    assert channel.signing_secret not in admin_client.get(rotated["Location"]).content.decode()
+    # Only with the change permission, and only by POST.
+    assert (
+        admin_client.get(reverse("admin:channels_app_channel_rotate_signing_secret", args=[channel.pk])).status_code
+        == 405
+    )
+
+
+def test_a_user_who_may_only_view_channels_never_sees_a_token_or_a_secret(client: Client, django_user_model) -> None:  # type: ignore[no-untyped-def]
+    viewer = django_user_model.objects.create_user(username="viewer", password="viewer-pass-123", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_channel", "view_chatbot"]))
+    client.force_login(viewer)
+    channel = ChannelFactory()
+    page = client.get(change_url(channel))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert channel.settings.token not in text and channel.signing_secret not in text
+    rotate = reverse("admin:channels_app_channel_rotate_signing_secret", args=[channel.pk])
+    assert client.post(rotate).status_code == 403

@@ -84,9 +84,18 @@ def test_channel_picked_by_bot_name_then_how_to_connect(
     page.click(".select2-results__option:has-text('Support desk')")
     page.fill("#id_url", "http://127.0.0.1:9/replies")
     page.click("input[name=_save]")
-    page.wait_for_selector("#result_list")
+    # Saved: the channel's page, with how to connect and its signing secret, shown this once.
+    page.wait_for_selector("#connect-panel")
     channel = Channel.objects.get(name="Web chat")
     assert channel.chat_bot_id == bot.pk
+    assert page.input_value("#connect-signing-secret") == channel.signing_secret
+    screenshot("first-hour-05-channel-saved-signing-secret-once")
+    page.reload()
+    page.wait_for_selector("#connect-panel")
+    assert page.locator("#connect-signing-secret").count() == 0
+    assert "Already shown" in page.inner_text("#connect-signing")
+
+    page.goto(f"{base}/admin/channels_app/channel/")
     row = page.locator("#result_list tr", has_text="Web chat").inner_text()
     assert str(channel.pk) in row  # the chat_id integrators send
     assert "Support desk" in row
