@@ -109,9 +109,11 @@ def _operator_session(
     page.click(".select2-results__option:has-text('Browser bot')")
     page.fill("#id_url", receiver.url)
     page.click("input[name=_save]")
-    page.wait_for_selector("#result_list")
-    assert page.get_by_text("Browser channel").count() >= 1
+    page.wait_for_selector("#connect-panel")  # saved: its page, with its signing secret, once
     channel = Channel.objects.get(name="Browser channel")
+    assert page.input_value("#connect-signing-secret") == channel.signing_secret
+    page.goto(f"{base}/admin/channels_app/channel/")
+    assert page.get_by_text("Browser channel").count() >= 1
     assert channel.settings.token not in page.content()  # never in the list
     screenshot("05-channel-list")
     page.goto(f"{base}/admin/chatbots/chatbot/{bot.pk}/change/")
