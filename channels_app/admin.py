@@ -34,6 +34,7 @@ from channels_app.services import (
     channel_url_check,
 )
 from chatbots.admin import register_bot_count, register_bot_inline
+from core.admin import admin_object_adopt
 from core.errors import ApplicationError, Conflict
 from core.reveal import reveal_put, reveal_take
 
@@ -220,11 +221,7 @@ class ChannelAdmin(admin.ModelAdmin):
         created = channel_create(
             chat_bot=data["chat_bot"], name=data["name"], url=data["url"], is_active=data["is_active"]
         )
-        # The admin keeps using `obj` (log entry, redirect), so it becomes the created channel.
-        for field in Channel._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding = False
-        obj._state.db = created._state.db
+        admin_object_adopt(obj, created)
 
     # --- the change page: how to connect, test, rotate ----------------------------------
 

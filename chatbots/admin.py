@@ -43,6 +43,7 @@ from chatbots.services import (
     chatbot_update,
     chatbot_webhook_signing_secret_rotate,
 )
+from core.admin import admin_object_adopt
 from core.errors import Conflict
 from core.reveal import Revealed, reveal_put, reveal_take
 from core.validators import validate_no_control_characters
@@ -359,11 +360,7 @@ class ChatBotAdmin(admin.ModelAdmin):
             chatbot_update(chat_bot=obj, name=form.cleaned_data["name"], **llm_settings)
             return
         created, secret = chatbot_create(name=form.cleaned_data["name"])
-        # The admin keeps using `obj` (log entry, redirect), so it becomes the created bot.
-        for field in ChatBot._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding = False
-        obj._state.db = created._state.db
+        admin_object_adopt(obj, created)
         obj._plain_secret = secret  # type: ignore[attr-defined]
 
     def response_add(self, request: HttpRequest, obj: ChatBot, post_url_continue: str | None = None) -> HttpResponse:

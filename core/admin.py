@@ -22,6 +22,16 @@ from core.api_tokens import api_token_create, api_tokens_revoke
 from core.models import ApiToken
 from core.reveal import reveal_put, reveal_take
 
+
+def admin_object_adopt(obj: Any, created: Any) -> None:
+    """A ModelAdmin's `save_model` that creates through a service: the admin keeps using `obj`
+    (log entry, redirect, `response_add`), so it becomes the created instance."""
+    for field in type(created)._meta.concrete_fields:
+        setattr(obj, field.attname, getattr(created, field.attname))
+    obj._state.adding = False
+    obj._state.db = created._state.db
+
+
 REVEAL_NAMESPACE = "api-token"
 REVEAL_TEMPLATE = "admin/core/apitoken/key_reveal.html"
 
@@ -111,11 +121,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         created, key = api_token_create(
             user=form.cleaned_data["user"], name=form.cleaned_data["name"], expires_at=form.cleaned_data["expires_at"]
         )
-        # The admin keeps using `obj` (log entry, redirect), so it becomes the created token.
-        for field in ApiToken._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding = False
-        obj._state.db = created._state.db
+        admin_object_adopt(obj, created)
         obj._plain_key = key  # type: ignore[attr-defined]
 
     def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
