@@ -127,7 +127,7 @@ class Stack:
             },
         )
         out = self._manage("drf_create_token", USERNAME)
-        match = re.search(r"Generated token (\w+) for user", out)
+        match = re.search(r"Generated token (\S+) for user", out)
         if not match:
             raise SystemExit(f"error: could not read the API token from: {out!r}")
         self.api_token = match.group(1)
