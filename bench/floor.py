@@ -11,9 +11,10 @@ dialogues.documents), and the same POST with requests:
 - the worker (worker/loop.py + worker/pipeline.py), in a process of its own as `run_worker`
   is, with T threads: find the due dialogues (one read on the sparse index of `work_due_at`,
   sorted, as many as threads are free) and claim each (`update_one` by `_id` while free); read
-  a window of its messages by (dialogue_id, seq), ask the mock LLM, store the reply (insert),
-  POST it (one attempt, `webhook-id` header), record the outcome (update_one conditional on the
-  reply's claim_token); a full read, or a release that finds new work, renews the claim (update
+  a window of its messages by (dialogue_id, seq), ask the mock LLM, POST the reply (one
+  attempt, `webhook-id` header: the reply's id, derived from the message it answers), then
+  store it with that outcome (one insert); a reply stored earlier is recorded with an
+  update_one conditional on its claim_token; a full read, or a release that finds new work, renews the claim (update
   + read) and reads again; at the end, mark the customer messages answered in this claim
   replied (one update_many) and release the dialogue (update_one conditional on the claim token
   and last_seq); an idle worker looks again every 25 ms (WORKER_POLL_MS), and after every
@@ -74,6 +75,7 @@ POLL_S = 0.025  # settings.WORKER_POLL_MS
 # dialogues.store.dialogue_lease(): LLM_TIMEOUT_S + CHANNEL_ATTEMPT_TIMEOUT_S + 10
 LEASE = timedelta(seconds=30 + 10 + 10)
 OWED_STATES = ["pending", "failed", "parked"]
+REPLY_ID_NAMESPACE = uuid.UUID("5b7c1f0e-3d52-4f4b-9a55-0d6a2b9e8c31")  # worker.pipeline
 
 
 def _now() -> datetime:
@@ -354,6 +356,7 @@ class FloorWorker:
     def walk(self, claim: Claim, window: list[dict[str, Any]]) -> datetime | None:
         history = [d for d in window if (d.get("seq") or 0) <= claim.done_seq]
         owed = [d for d in window if (d.get("seq") or 0) > claim.done_seq]
+        fresh: dict[int, ObjectId] = {}  # replies generated here, not stored yet
         position = 0
         while position < len(owed):
             doc = owed[position]
@@ -368,9 +371,11 @@ class FloorWorker:
             if awaiting and any(o.get("in_reply_to") == doc["message_id"] and o["role"] == "ASSISTANT" for o in owed):
                 claim.replied.append(doc["_id"])  # replied already; the mark was still to be written
             elif awaiting:
-                owed.insert(position + 1, self.generate(claim, user=doc, history=history))
+                reply = self.generate(claim, user=doc, history=history)
+                fresh[id(reply)] = doc["_id"]
+                owed.insert(position + 1, reply)
             elif doc.get("delivery_state") in OWED_STATES and doc["role"] in ("ASSISTANT", "EMPLOYEE"):
-                self.deliver(claim, reply=doc)
+                self.deliver(claim, reply=doc, answers=fresh.pop(id(doc), None))
             history.append(doc)
             claim.done_seq = max(claim.done_seq, seq)
             self.advance(claim)
@@ -397,17 +402,17 @@ class FloorWorker:
         text = mock_llm(items)
         reply = message_document(
             dialogue_id=claim.dialogue_id, chat_bot_id=claim.chat_bot_id, channel_id=claim.channel_id,
-            message_id=str(uuid.uuid4()), role="ASSISTANT", text=text, created_at=_now(),
+            message_id=str(uuid.uuid5(REPLY_ID_NAMESPACE, f"{claim.dialogue_id}/{user['message_id']}")),
+            role="ASSISTANT", text=text, created_at=_now(),
             in_reply_to=user["message_id"], seq=int(user["seq"]) + 1, delivery_state="pending",
             claim_token=claim.token,
             llm={"llm_attempts": 1, "llm_backend": "mock", "llm_model": "", "prompt_tokens": None,
                  "completion_tokens": None, "llm_latency_ms": round((time.monotonic() - started) * 1000, 1)},
         )  # fmt: skip
-        self.messages.insert_one(reply)
-        claim.replied.append(user["_id"])
         return reply
 
-    def deliver(self, claim: Claim, *, reply: dict[str, Any]) -> None:
+    def deliver(self, claim: Claim, *, reply: dict[str, Any], answers: ObjectId | None = None) -> None:
+        """One attempt; a reply generated in this pass (`answers`) is stored with its outcome."""
         url, token = self.channels[claim.channel_id]
         # The same body and headers as channels_app.dispatch; one attempt.
         body = json.dumps(
@@ -430,10 +435,15 @@ class FloorWorker:
         values = {"last_status_code": status, "last_error": "" if ok else f"Received status code {status}",
                   "delivery_state": "delivered" if ok else "dead", "delivered_at": _now() if ok else None,
                   "next_attempt_at": None}  # fmt: skip
-        self.messages.update_one(
-            {"_id": reply["_id"], "claim_token": claim.token, "delivery_state": {"$in": OWED_STATES}},
-            {"$set": {**values, "claimed_until": None}, "$inc": {"delivery_attempts": 1}},
-        )
+        if answers is not None:
+            reply.update(values, delivery_attempts=1)
+            self.messages.insert_one(reply)
+            claim.replied.append(answers)
+        else:
+            self.messages.update_one(
+                {"_id": reply["_id"], "claim_token": claim.token, "delivery_state": {"$in": OWED_STATES}},
+                {"$set": {**values, "claimed_until": None}, "$inc": {"delivery_attempts": 1}},
+            )
         if ok:
             self.count("replies")
 

@@ -35,7 +35,11 @@ class Dialogue(models.Model):
     chat_bot = models.ForeignKey(
         ChatBot, on_delete=models.CASCADE, related_name="dialogues", verbose_name=_("chat bot")
     )
-    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="dialogues", verbose_name=_("channel"))
+    # No index of its own: `dialogue_channel_recent` (channel, -last_message_at) serves every
+    # look-up by channel, and each index costs every write of the dialogue.
+    channel = models.ForeignKey(
+        Channel, on_delete=models.CASCADE, related_name="dialogues", verbose_name=_("channel"), db_index=False
+    )
     chat_id = models.CharField(_("chat id"), max_length=ID_MAX_LENGTH)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     last_message_at = models.DateTimeField(_("last message time"), null=True, blank=True)

@@ -24,6 +24,7 @@ from core.caching import LookupCache
 from core.metrics import gauge_family
 from core.mongo import mongo_collection
 from dialogues.models import Dialogue, Message
+from dialogues.store import dialogue_id_find
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -53,8 +54,11 @@ def dialogue_list(
 
 def dialogue_for_channel(*, channel: Channel) -> Dialogue | None:
     """The channel's own dialogue: in the existing contract its chat_id is the channel id.
-    Looked up on the unique (chat_bot, channel, chat_id) index."""
-    return Dialogue.objects.filter(chat_bot_id=channel.chat_bot_id, channel=channel, chat_id=str(channel.pk)).first()
+    Found by its key as the webhook finds it (an ORM filter on the three fields is an `$and`,
+    which the embedded server answers with a scan: 0.3 s at 20,000 dialogues of one bot),
+    then read by id."""
+    dialogue_id = dialogue_id_find(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk))
+    return Dialogue.objects.filter(pk=dialogue_id).first() if dialogue_id is not None else None
 
 
 def message_by_message_id(*, dialogue: Dialogue, message_id: str) -> Message | None:

@@ -99,7 +99,7 @@ def dialogue_reserve(
     `_id` is an index look-up whatever their number. The value seen is this process's last one
     (one round trip while one process serves the dialogue), else read first."""
     collection = dialogues_collection()
-    key = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
+    key = _dialogue_key(chat_bot_id=chat_bot_id, channel_id=channel_id, chat_id=chat_id)
     cache_key = (chat_bot_id, channel_id, chat_id)
     now = utcnow()
     update: dict[str, Any] = {
@@ -129,6 +129,22 @@ def dialogue_reserve(
         else:
             last_seq = int(doc.get("last_seq") or 0)
     raise RuntimeError("dialogue reservation kept losing races")
+
+
+def _dialogue_key(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str) -> dict[str, Any]:
+    """The dialogue's natural key, `chat_id` first. The unique index on the three is partial
+    (the backend adds `$type` conditions), so the embedded server does not use it for this
+    look-up and takes one field's index instead, the first in the filter's order: by the bot,
+    that walks every dialogue of the bot (0.45 s at 20,000), by `chat_id` only a handful
+    (1 ms). MongoDB plans it the same either way."""
+    return {"chat_id": chat_id, "chat_bot_id": chat_bot_id, "channel_id": channel_id}
+
+
+def dialogue_id_find(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str) -> ObjectId | None:
+    doc = dialogues_collection().find_one(
+        _dialogue_key(chat_bot_id=chat_bot_id, channel_id=channel_id, chat_id=chat_id), {"_id": 1}
+    )
+    return doc["_id"] if doc is not None else None
 
 
 def _dialogue_find_or_create(key: dict[str, Any], *, now: datetime) -> tuple[ObjectId, int]:
@@ -716,7 +732,7 @@ def dialogue_reserve_handoff(
     - `pause_until`: pauses the bot until then in the same update. `$max`, so it never
       shortens a longer pause (an operator's "until resumed" stays so)."""
     collection = dialogues_collection()
-    key = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
+    key = _dialogue_key(chat_bot_id=chat_bot_id, channel_id=channel_id, chat_id=chat_id)
     cache_key = (chat_bot_id, channel_id, chat_id)
     gated = paused_reserve is not None
     turn = _RESERVE_TURNS[hash(cache_key) % len(_RESERVE_TURNS)]

@@ -51,6 +51,7 @@ from dialogues.store import (
     dialogue_window,
     replies_park,
     reply_fence,
+    reply_find,
     reply_outcome_is,
     reply_record,
     reply_store,
@@ -75,6 +76,14 @@ UNFILLED_GRACE = timedelta(seconds=2)
 UNFILLED_RECHECK = timedelta(milliseconds=20)
 LLM_RETRY_BASE_S = 1.0
 LLM_RETRY_MAX_S = 300.0
+# A reply's id is derived from the message it answers, so that every holder that ever
+# generates it (after a crash between a POST and its record) sends the same idempotency key.
+REPLY_ID_NAMESPACE = uuid.UUID("5b7c1f0e-3d52-4f4b-9a55-0d6a2b9e8c31")
+
+
+def reply_message_id(*, dialogue_id: ObjectId, in_reply_to: str) -> str:
+    return str(uuid.uuid5(REPLY_ID_NAMESPACE, f"{dialogue_id}/{in_reply_to}"))
+
 
 _bots = LookupCache()
 
@@ -192,6 +201,8 @@ def _walk(
     history: list[dict[str, Any]] = [doc for doc in window if (doc.get("seq") or 0) <= claim.done_seq]
     owed = [doc for doc in window if (doc.get("seq") or 0) > claim.done_seq]
     explained = claim.voids  # empty positions known to stay empty
+    # Replies generated in this pass and not stored yet: reply id -> the customer message's id.
+    fresh: dict[ObjectId, ObjectId] = {}
     position = 0
     while position < len(owed):
         doc = owed[position]
@@ -226,6 +237,7 @@ def _walk(
                 explained.add(seq + 1)
             else:
                 # The new reply is next in line: deliver it before anything later.
+                fresh[outcome["_id"]] = doc["_id"]
                 owed.insert(position + 1, outcome)
         elif doc.get("delivery_state") in (
             DeliveryState.PENDING,
@@ -235,7 +247,9 @@ def _walk(
             # A new span per attempt (one call is one attempt), in the trace the message stores.
             trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
             with trace_bound(trace):
-                step = _deliver(claim, message=doc, channel=channel, slots=slots, trace=trace)
+                step = _deliver(
+                    claim, message=doc, channel=channel, slots=slots, trace=trace, answers=fresh.pop(doc["_id"], None)
+                )
             if step is not None:
                 return step
         elif role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.FAILED:
@@ -279,8 +293,8 @@ def _generate(
     slots: Slots,
     trace: TraceContext,
 ) -> dict[str, Any] | Step | None:
-    """The reply to one customer message: the stored reply document, a Step when the
-    dialogue must wait, or None when no reply will ever come."""
+    """The reply to one customer message, not stored yet (`_deliver` stores it with its first
+    outcome); a Step when the dialogue must wait; None when no reply will ever come."""
     now = utcnow()
     next_at = user.get("next_attempt_at")
     if next_at is not None and _aware(next_at) > now:
@@ -339,7 +353,7 @@ def _generate(
         dialogue_id=claim.dialogue_id,
         chat_bot_id=claim.chat_bot_id,
         channel_id=claim.channel_id,
-        message_id=str(uuid.uuid4()),
+        message_id=reply_message_id(dialogue_id=claim.dialogue_id, in_reply_to=user["message_id"]),
         role=Message.Role.ASSISTANT.value,
         text=answer.text,
         created_at=utcnow(),
@@ -359,11 +373,8 @@ def _generate(
             "llm_latency_ms": answer.latency_ms,
         },
     )
-    if not reply_store(reply=reply):
-        # A holder whose lease had expired stored one first: ours was never stored. Read the
-        # dialogue again; that reply is delivered in its turn.
-        return Step("reread")
-    claim.replied.append(user["_id"])
+    # Stored with the outcome of its first attempt (`_deliver`): one write, not two.
+    reply["_id"] = ObjectId()
     metrics.reply_acked_note(reply_id=reply["message_id"], acked_at=user["created_at"])
     return reply
 
@@ -392,9 +403,22 @@ def _trace_headers(trace: TraceContext) -> dict[str, str]:
 
 
 def _deliver(
-    claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots, trace: TraceContext
+    claim: DialogueClaim,
+    *,
+    message: dict[str, Any],
+    channel: Channel,
+    slots: Slots,
+    trace: TraceContext,
+    answers: ObjectId | None = None,
 ) -> Step | None:
-    """One attempt to deliver an owed message. None when it is settled (delivered or dead)."""
+    """One attempt to deliver an owed message. None when it is settled (delivered or dead).
+
+    `answers`: the message is a reply generated in this pass and not stored yet, answering
+    the customer message with that id. It is stored once, with the outcome of its first
+    attempt (or as pending when it has to wait before one): a healthy reply costs one
+    write. A crash between the POST and that insert leaves the customer message awaiting;
+    the next holder generates the reply again under the same id, so the channel sees the
+    same idempotency key twice."""
     now = utcnow()
     next_at = message.get("next_attempt_at")
     if next_at is not None and _aware(next_at) > now:
@@ -402,15 +426,17 @@ def _deliver(
     until = breaker_wait_until(channel)
     if until is not None:
         if _aware(until) > now:
-            return Step("wait", until=_aware(until))
+            return _store_waiting(claim, reply=message, answers=answers, step=Step("wait", until=_aware(until)))
         later = breaker_probe_claim(channel)
         if later is not None:
-            return Step("wait", bounce=True, until=later)
-    if message.get("claim_token") != claim.token and not reply_fence(reply=message, token=claim.token):
+            return _store_waiting(claim, reply=message, answers=answers, step=Step("wait", bounce=True, until=later))
+    fenced = answers is not None or message.get("claim_token") == claim.token
+    if not fenced and not reply_fence(reply=message, token=claim.token):
         return None  # delivered or dead meanwhile (an operator, an older holder)
     with slots.channel(channel.pk) as acquired:
         if not acquired:
-            return Step("wait", bounce=True, until=now + SLOT_RETRY)
+            step = Step("wait", bounce=True, until=now + SLOT_RETRY)
+            return _store_waiting(claim, reply=message, answers=answers, step=step)
         payload = reply_payload(
             message_id=message["message_id"],
             text=message["text"],
@@ -456,14 +482,18 @@ def _deliver(
         )
     metrics.delivery_attempt_observe(outcome=values["delivery_state"])
     # The channel has the reply: losing this record to a database blip would send it again.
-    recorded = _persist(lambda: reply_record(reply_id=message["_id"], token=claim.token, values=values))
-    if not recorded:
-        # A write that timed out may still have landed (a hung database runs it when it wakes
-        # up): then the reply carries our outcome and our token.
-        recorded = reply_outcome_is(reply_id=message["_id"], token=claim.token, state=values["delivery_state"])
+    if answers is not None:
+        message.update(values, delivery_attempts=attempts)
+        recorded = _persist(lambda: _reply_store_answering(claim, reply=message, answers=answers))
+    else:
+        recorded = _persist(lambda: reply_record(reply_id=message["_id"], token=claim.token, values=values))
+        if not recorded:
+            # A write that timed out may still have landed (a hung database runs it when it
+            # wakes up): then the reply carries our outcome and our token.
+            recorded = reply_outcome_is(reply_id=message["_id"], token=claim.token, state=values["delivery_state"])
     breaker_record(channel, ok=outcome.ok)
     if not recorded:
-        # A newer holder fenced this reply while we were posting: its outcome stands.
+        # A newer holder stored or fenced this reply while we were posting: its outcome stands.
         logger.warning("stale delivery outcome refused", extra={"reply_id": message["message_id"]})
         return Step("lost")
     if outcome.ok and message.get("in_reply_to"):
@@ -476,3 +506,28 @@ def _deliver(
     if values["delivery_state"] == DeliveryState.FAILED.value:
         return Step("wait", until=values["next_attempt_at"])
     return None
+
+
+def _reply_store_answering(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> bool:
+    """Stores a reply generated in this pass; its customer message is marked replied at the
+    end of the pass. False when a reply to that message is stored already: an insert of ours
+    that timed out and landed after all, or a holder whose lease had expired."""
+    if reply_store(reply=reply):
+        claim.replied.append(answers)
+        return True
+    stored = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=reply["in_reply_to"])
+    if stored is not None and stored.get("_id") == reply["_id"]:
+        claim.replied.append(answers)
+        return True
+    return False
+
+
+def _store_waiting(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId | None, step: Step) -> Step:
+    """A fresh reply that has to wait before its first attempt is stored as owed now, so that
+    the wait does not cost another LLM call."""
+    if answers is None:
+        return step
+    if not _persist(lambda: _reply_store_answering(claim, reply=reply, answers=answers)):
+        # A holder whose lease had expired stored one first: that one is delivered in its turn.
+        return Step("reread")
+    return step

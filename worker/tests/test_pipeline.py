@@ -67,6 +67,65 @@ def test_webhook_acknowledges_and_the_worker_delivers_once_with_an_idempotency_k
     assert len(receiver.requests) == 1
 
 
+def _server_writes(collection: str) -> dict[str, int]:
+    """The database server's own count of inserts and updates on a collection (`top`)."""
+    from django.db import connection
+
+    try:
+        top = connection.database.client.admin.command("top")
+    except Exception as exc:  # noqa: BLE001 - a managed MongoDB may refuse `top`
+        pytest.skip(f"the server does not answer top: {exc}")
+    ns = f"{connection.database.name}.{collection}"
+    totals = top["totals"].get(ns, {})
+    return {kind: int(totals.get(kind, {}).get("count", 0)) for kind in ("insert", "update")}
+
+
+def test_a_healthy_reply_is_stored_once_with_its_outcome(channel, post_webhook, receiver, drain) -> None:
+    post_webhook(customer_message(channel, message_id="m-1"))
+    before = _server_writes("dialogues_message")
+    drain()
+    after = _server_writes("dialogues_message")
+    # One insert (the reply, already delivered) and one update (the customer message marked
+    # replied at the end of the pass): no pending reply written first and updated after.
+    assert after["insert"] - before["insert"] == 1
+    assert after["update"] - before["update"] == 1
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert reply.delivery_state == "delivered" and reply.delivery_attempts == 1 and reply.delivered_at is not None
+    assert len(receiver.requests) == 1
+
+
+def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_key(
+    channel, post_webhook, receiver, drain, monkeypatch
+) -> None:
+    import worker.pipeline
+
+    post_webhook(customer_message(channel, message_id="m-1"))
+    dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+
+    def die(**kwargs):
+        raise SystemExit("the worker died after its POST")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worker.pipeline, "reply_store", die)
+        claim = dialogue_claim_next()
+        assert claim is not None
+        with pytest.raises(SystemExit):
+            worker.pipeline.dialogue_process(claim, slots=worker.pipeline.Slots())
+    assert len(receiver.requests) == 1
+    assert not Message.objects.filter(role=Message.Role.ASSISTANT).exists()
+    assert Message.objects.get(message_id="m-1").reply_state == "awaiting"
+
+    # Its lease runs out; the next holder generates the reply again and sends it under the same id.
+    dialogues_collection().update_one({"_id": claim.dialogue_id}, {"$set": {"claim_until": utcnow()}})
+    drain()
+    first, second = receiver.requests
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+    assert second.json["message_id"] == first.json["message_id"]
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert reply.message_id == first.json["message_id"] and reply.delivery_state == "delivered"
+    assert Message.objects.get(message_id="m-1").reply_state == "replied"
+
+
 def test_duplicate_webhook_reports_the_known_state(channel, post_webhook, drain: Drain) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     pending = post_webhook(customer_message(channel, message_id="m-1")).json()
