@@ -203,6 +203,13 @@ def render(results: dict[str, Any]) -> str:
         out.append(f"B: {b['sent']} sent ({b['non_2xx']} non-2xx, webhook p99 {b['webhook_latency_ms']['p99']} ms), "
                    f"{b['replies_generated']} replies generated, {b['posts_reaching_receiver']} POSTs reached its "
                    f"hanging receiver, {b['delivered']} delivered")  # fmt: skip
+        kept = w["e2e"]["replies_per_s"] / a["e2e"]["replies_per_s"] if a["e2e"]["replies_per_s"] else 0.0
+        # A alone saturates the database; B's messages are stored too, so even if each cost no
+        # more than one of A's, A could keep at most its share of the messages.
+        ceiling = a["messages"] / (a["messages"] + b["sent"]) if b["sent"] else 1.0
+        out.append(f"A kept {kept:.0%} of its rate alone. The database is saturated by A alone and B's {b['sent']} "
+                   f"messages are stored in the same time, so if each cost what one of A's does, A could keep at "
+                   f"most {ceiling:.0%}.")  # fmt: skip
     sl = results.get("slow_llm")
     if sl:
         out.append(f"\nSLOW LLM (worker with LLM_MOCK_DELAY_MS={sl['llm_delay_ms']}; {sl['messages']} messages at "

@@ -153,6 +153,10 @@ def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
             # Nothing can reach the channel before then: no reply is generated (or delivered)
             # meanwhile, so a broken channel costs the LLM and the database nothing.
             return Step("wait", until=_aware(until))
+        if not slots.channel_free(channel.pk):
+            # Everything owed here goes through the channel (a reply is not generated before it
+            # could be sent): nothing moves before one of its slots frees, so nothing is read.
+            return Step("wait", bounce=True, until=utcnow() + SLOT_RETRY)
         bot = bot_cached(claim.chat_bot_id)
         context = llm_context_size(bot)
         limit = context + HISTORY_SLACK + BATCH
