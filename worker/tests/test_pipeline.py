@@ -67,6 +67,12 @@ def test_webhook_acknowledges_and_the_worker_delivers_once_with_an_idempotency_k
     assert len(receiver.requests) == 1
 
 
+def _due_now() -> None:
+    """A message is due WORK_DUE_DELAY (5 ms) after its reservation: a claim right after the
+    webhook may come too early."""
+    dialogues_collection().update_many({"work_due_at": {"$exists": True}}, {"$set": {"work_due_at": utcnow()}})
+
+
 def _server_writes(collection: str) -> dict[str, int]:
     """The database server's own count of inserts and updates on a collection (`top`)."""
     from django.db import connection
@@ -100,7 +106,7 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
     import worker.pipeline
 
     post_webhook(customer_message(channel, message_id="m-1"))
-    dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+    _due_now()
 
     def die(**kwargs):
         raise SystemExit("the worker died after its POST")
@@ -244,6 +250,7 @@ def test_a_stale_holders_outcome_is_refused(channel, post_webhook, receiver, dra
 
 def test_a_claim_is_exclusive_until_it_expires(channel, post_webhook) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
+    _due_now()
     first = dialogue_claim_next()
     assert first is not None
     assert dialogue_claim_next() is None
