@@ -205,8 +205,6 @@ def _walk(
     history: list[dict[str, Any]] = [doc for doc in window if (doc.get("seq") or 0) <= claim.done_seq]
     owed = [doc for doc in window if (doc.get("seq") or 0) > claim.done_seq]
     explained = claim.voids  # empty positions known to stay empty
-    # Replies generated in this pass and not stored yet: reply id -> the customer message's id.
-    fresh: dict[ObjectId, ObjectId] = {}
     position = 0
     while position < len(owed):
         doc = owed[position]
@@ -240,20 +238,19 @@ def _walk(
                 # No reply will come (the LLM failed for good): its reply's place stays empty.
                 explained.add(seq + 1)
             else:
-                # The new reply is next in line: deliver it before anything later.
-                fresh[outcome["_id"]] = doc["_id"]
-                owed.insert(position + 1, outcome)
+                # The new reply is next in line: sent now, then stored with that outcome. Until
+                # it is stored, neither position counts as settled.
+                step = _deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"])
+                if step is not None:
+                    return step
+                history.append(doc)
+                doc, seq = outcome, int(outcome["seq"])
         elif doc.get("delivery_state") in (
             DeliveryState.PENDING,
             DeliveryState.FAILED,
             DeliveryState.PARKED,
         ) and role in (Message.Role.ASSISTANT, Message.Role.EMPLOYEE):
-            # A new span per attempt (one call is one attempt), in the trace the message stores.
-            trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
-            with trace_bound(trace):
-                step = _deliver(
-                    claim, message=doc, channel=channel, slots=slots, trace=trace, answers=fresh.pop(doc["_id"], None)
-                )
+            step = _deliver_traced(claim, message=doc, channel=channel, slots=slots)
             if step is not None:
                 return step
         elif role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.FAILED:
@@ -404,6 +401,15 @@ def _trace_headers(trace: TraceContext) -> dict[str, str]:
     if trace.tracestate:
         headers[TRACESTATE_HEADER] = trace.tracestate
     return headers
+
+
+def _deliver_traced(
+    claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots, answers: ObjectId | None = None
+) -> Step | None:
+    # A new span per attempt (one call is one attempt), in the trace the message stores.
+    trace = trace_continue(message.get("traceparent"), message.get("tracestate"))
+    with trace_bound(trace):
+        return _deliver(claim, message=message, channel=channel, slots=slots, trace=trace, answers=answers)
 
 
 def _deliver(

@@ -132,6 +132,30 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
     assert Message.objects.get(message_id="m-1").reply_state == "replied"
 
 
+def test_a_pass_that_fails_after_the_post_leaves_the_message_owed(
+    channel, post_webhook, receiver, drain, worker, monkeypatch
+) -> None:
+    post_webhook(customer_message(channel, message_id="m-1"))
+    _due_now()
+    with monkeypatch.context() as patch:
+        patch.setattr("worker.pipeline.reply_store", lambda **kwargs: 1 / 0)
+        claim = dialogue_claim_next()
+        assert claim is not None
+        worker._run_one(claim)  # logs the error and gives the dialogue back for a later try
+    user = Message.objects.get(message_id="m-1")
+    dialogue = dialogues_collection().find_one({"_id": claim.dialogue_id})
+    # The customer message's position is not counted as settled: the next pass answers it
+    # (not only the recovery sweep, 10 s later).
+    assert dialogue.get("done_seq", 0) < user.seq and "claim_token" not in dialogue
+    assert user.reply_state == "awaiting" and len(receiver.requests) == 1
+
+    _due_now()
+    drain()
+    first, second = receiver.requests
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+    assert Message.objects.get(role=Message.Role.ASSISTANT).delivery_state == "delivered"
+
+
 def test_duplicate_webhook_reports_the_known_state(channel, post_webhook, drain: Drain) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     pending = post_webhook(customer_message(channel, message_id="m-1")).json()
