@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy as _
 
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import (
+    channel_breaker_close,
     channel_create,
     channel_rotate_token,
     channel_set_active,
@@ -112,6 +113,11 @@ register_bot_inline(ChannelInline)
 register_bot_count(name="channel_count", label=_("channels"), counter=channel_counts_by_bot)
 
 
+def channel_breaker_is_open(channel: Channel) -> bool:
+    # As the worker (`worker.bulkheads`) and the dashboard's open breakers read it.
+    return channel.breaker_open_until is not None and channel.consecutive_failures > 0
+
+
 class DeliveryStateFilter(admin.SimpleListFilter):
     title = _("last delivery state")
     parameter_name = "last_delivery_state"
@@ -159,7 +165,10 @@ class ChannelAdmin(admin.ModelAdmin):
         token = ["token_display"] if self.has_change_permission(request, obj) else []
         return [
             (None, {"fields": ["id", *main, *token]}),
-            (_("Delivery"), {"fields": ["last_delivery_state", "last_delivery_at", "created_at", "updated_at"]}),
+            (
+                _("Delivery"),
+                {"fields": ["last_delivery_state", "last_delivery_at", "breaker", "created_at", "updated_at"]},
+            ),
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Channel | None = None) -> Any:
@@ -172,6 +181,7 @@ class ChannelAdmin(admin.ModelAdmin):
             "token_display",
             "last_delivery_state",
             "last_delivery_at",
+            "breaker",
             "created_at",
             "updated_at",
         )
@@ -284,6 +294,13 @@ class ChannelAdmin(admin.ModelAdmin):
             "rotate_signing_url": reverse("admin:{}_{}_rotate_signing_secret".format(*info), args=[chat_id]),
             "signing_overlap_hours": round(settings.CHANNEL_SIGNING_OVERLAP_S / 3600, 1),
             "last_test": self.last_test(channel),
+            "breaker": self.breaker(channel),
+            "breaker_open": channel_breaker_is_open(channel),
+            "close_breaker_url": (
+                reverse("admin:{}_{}_close_breaker".format(*info), args=[chat_id])
+                if self.has_change_permission(request, channel)
+                else None
+            ),
         }
 
     def get_urls(self) -> list[URLPattern]:
@@ -303,6 +320,11 @@ class ChannelAdmin(admin.ModelAdmin):
                 "<path:object_id>/rotate-token/",
                 self.admin_site.admin_view(self.rotate_token_view),
                 name="{}_{}_rotate_token".format(*info),
+            ),
+            path(
+                "<path:object_id>/close-breaker/",
+                self.admin_site.admin_view(self.close_breaker_view),
+                name="{}_{}_close_breaker".format(*info),
             ),
         ]
         return extra + super().get_urls()
@@ -329,6 +351,21 @@ class ChannelAdmin(admin.ModelAdmin):
             gettext("A test message is on its way; reload this page in a second or two for its result."),
             messages.SUCCESS,
         )
+        return HttpResponseRedirect(reverse("admin:channels_app_channel_change", args=[channel.pk]))
+
+    def close_breaker_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """ "Close the breaker": the operator knows the channel is back; what it is owed is
+        retried now."""
+        channel = self._channel_for_button(request, object_id)
+        if isinstance(channel, HttpResponse):
+            return channel
+        was_open = channel_breaker_close(channel=channel)
+        self.log_change(request, channel, [{"changed": {"fields": ["breaker"]}}])
+        if was_open:
+            text = gettext("Breaker closed: the replies owed to this channel are retried within a second.")
+        else:
+            text = gettext("The breaker was not open; the replies owed to this channel are retried within a second.")
+        self.message_user(request, text, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:channels_app_channel_change", args=[channel.pk]))
 
     def rotate_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -409,8 +446,11 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("breaker"))
     def breaker(self, obj: Channel) -> str:
-        if obj.breaker_open_until is None or not obj.consecutive_failures:
+        if not channel_breaker_is_open(obj):
+            if obj.consecutive_failures:
+                return gettext("closed (%(failures)d failures in a row)") % {"failures": obj.consecutive_failures}
             return gettext("closed")
+        assert obj.breaker_open_until is not None
         return gettext("open until %(until)s (%(failures)d failures in a row)") % {
             "until": f"{obj.breaker_open_until:%Y-%m-%d %H:%M:%S %Z}",
             "failures": obj.consecutive_failures,

@@ -20,6 +20,8 @@ class DeliveryState(models.TextChoices):
     DEAD = "dead", _("dead")
     # Its channel is inactive or gone: waits, without blocking anyone, until it is active again.
     PARKED = "parked", _("parked")
+    # Never to be sent: an operator took the dialogue over before it was delivered. Final.
+    CANCELLED = "cancelled", _("cancelled")
 
 
 class ChannelSettings(EmbeddedModel):

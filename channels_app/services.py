@@ -232,3 +232,26 @@ def channel_test_request(*, channel_ids: list[Any]) -> int:
         {"_id": {"$in": channel_ids}}, {"$set": {"test_requested_at": timezone.now()}}
     )
     return int(result.matched_count)
+
+
+def channel_breaker_close(*, channel: Channel) -> bool:
+    """An operator closes the channel's circuit breaker (they know it is back): attempts go to
+    it again at once, and the worker retries what it is owed now (within a second) rather
+    than at the end of each reply's backoff. False when it was closed already."""
+    result = mongo_collection(Channel._meta.db_table).update_one(
+        {"_id": channel.pk},
+        {
+            "$set": {
+                "consecutive_failures": 0,
+                "breaker_open_until": None,
+                # Taken by the worker (`worker.loop.channels_reachable_again`).
+                "owed_wake_requested_at": timezone.now(),
+            }
+        },
+    )
+    if result.matched_count != 1:
+        raise NotFound("Not found.")
+    was_open = channel.breaker_open_until is not None and channel.consecutive_failures > 0
+    channel.consecutive_failures = 0
+    channel.breaker_open_until = None
+    return was_open

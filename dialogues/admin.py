@@ -535,15 +535,23 @@ class DeliveryAdmin(ReadOnlyAdmin):
         if reply is None:
             raise Http404("No such undelivered reply")
         try:
-            reply_redeliver_request(message=reply)
+            ahead = reply_redeliver_request(message=reply)
         except ApplicationError as exc:
             self.message_user(request, exc.message, messages.WARNING)
         else:
-            self.message_user(
-                request,
-                _("The reply is handed to the worker; it is delivered within seconds (see its state here)."),
-                messages.SUCCESS,
+            text = str(
+                _(
+                    "The worker makes one attempt within a second, even if the channel's breaker is open; "
+                    "reload this page for its result."
+                )
             )
+            if ahead:
+                text += " " + ngettext(
+                    "%d earlier message of its chat, still owed, is attempted first.",
+                    "%d earlier messages of its chat, still owed, are attempted first.",
+                    ahead,
+                ) % ahead  # fmt: skip
+            self.message_user(request, text, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:dialogues_delivery_change", args=[reply.pk]))
 
     @admin.display(description=_("created"), ordering="created_at")
@@ -596,8 +604,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
             handed += 1
         if handed:
             text = ngettext(
-                "%d reply handed to the worker; it is delivered within seconds (see its state here).",
-                "%d replies handed to the worker; they are delivered within seconds (see their states here).",
+                "%d reply: the worker makes one attempt within a second, even if its channel's breaker is open; "
+                "reload for the result.",
+                "%d replies: the worker makes one attempt at each within a second, even if their channel's "
+                "breaker is open; reload for the results.",
                 handed,
             ) % handed  # fmt: skip
             self.message_user(request, text, messages.SUCCESS)

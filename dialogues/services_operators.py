@@ -5,6 +5,10 @@ API (`dialogues.views_operators`) and the admin (`dialogues.admin`).
   `dialogues.models`): customer messages are stored and never answered (decided when each is
   reserved, `dialogues.store.dialogue_reserve_handoff`). A pause ends by itself when its time
   is up; "until resumed" is `PAUSED_INDEFINITELY`.
+- Taking over (an operator's pause) also cancels what the bot still owed the chat: its
+  replies not yet delivered are never sent (`cancelled`), and customer messages still
+  awaiting a reply get none, so nothing of the bot's reaches the customer after the
+  operator's messages (`dialogues.store.dialogue_take_over`).
 - An operator's message is stored as an EMPLOYEE message with its delivery owed and handed to
   the worker exactly like a bot reply: a position in the dialogue (so it reaches the chat in
   order with the bot's replies), the same fenced delivery, retries, parking and dead state.
@@ -29,6 +33,7 @@ from dialogues.store import (
     dialogue_pause_set,
     dialogue_paused_until,
     dialogue_reserve_existing,
+    dialogue_take_over,
     message_insert,
     utcnow,
 )
@@ -42,12 +47,13 @@ def _refreshed(dialogue: Dialogue) -> Dialogue:
 
 
 def dialogue_pause(*, dialogue: Dialogue, minutes: int | None = None) -> Dialogue:
-    """Pauses the bot in the dialogue for `minutes`, or until resumed (None). Replaces any
-    pause in force: an operator's explicit choice wins, shorter or longer."""
+    """An operator takes the dialogue over: pauses the bot for `minutes`, or until resumed
+    (None), and cancels every bot reply the chat is still owed. Replaces any pause in force:
+    an operator's explicit choice wins, shorter or longer."""
     if minutes is not None and not 1 <= minutes <= PAUSE_MAX_MINUTES:
         raise ApplicationError(f"minutes must be between 1 and {PAUSE_MAX_MINUTES}")
     until = PAUSED_INDEFINITELY if minutes is None else utcnow() + timedelta(minutes=minutes)
-    if not dialogue_pause_set(dialogue_id=dialogue.pk, until=until):
+    if dialogue_take_over(dialogue_id=dialogue.pk, until=until) is None:
         raise NotFound("Not found.")
     return _refreshed(dialogue)
 

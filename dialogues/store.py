@@ -48,6 +48,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RETRYABLE_STATES = [DeliveryState.PENDING.value, DeliveryState.FAILED.value]
 # Delivery states that still owe the channel something (parked ones wait for the channel).
 OWED_STATES = [*RETRYABLE_STATES, DeliveryState.PARKED.value]
+# What an operator's take-over cancels: every bot reply not delivered (a dead one too, which
+# an operator could otherwise redeliver after the take-over).
+CANCELLABLE_STATES = [*OWED_STATES, DeliveryState.DEAD.value]
 
 
 def utcnow() -> datetime:
@@ -315,6 +318,14 @@ class DialogueClaim:
     voids: set[int]
     # Customer messages whose replies this holder found or stored, to be marked replied.
     replied: list[ObjectId] = field(default_factory=list)
+    # The last position reserved before an operator's latest take-over (`dialogue_take_over`):
+    # no bot reply at or before it may be sent any more.
+    handoff_seq: int = 0
+    # "Redeliver now" (`reply_redeliver_request`): owed messages up to this position get one
+    # attempt even while the channel's breaker is open.
+    force_seq: int = 0
+    # A forced attempt was made in this pass (the request is then used up).
+    forced: bool = False
 
 
 def _claim_from(doc: dict[str, Any], token: str) -> DialogueClaim:
@@ -328,6 +339,8 @@ def _claim_from(doc: dict[str, Any], token: str) -> DialogueClaim:
         done_seq=int(doc.get("done_seq") or 0),
         last_message_at=doc.get("last_message_at"),
         voids={int(seq) for seq in doc.get("voids") or []},
+        handoff_seq=int(doc.get("handoff_seq") or 0),
+        force_seq=int(doc.get("force_seq") or 0),
     )
 
 
@@ -339,6 +352,8 @@ _CLAIM_PROJECTION = {
     "done_seq": 1,
     "last_message_at": 1,
     "voids": 1,
+    "handoff_seq": 1,
+    "force_seq": 1,
 }
 
 
@@ -419,12 +434,17 @@ def dialogue_renew(claim: DialogueClaim) -> bool:
     )
     if renewed.matched_count != 1:
         return False
-    doc = collection.find_one({"_id": claim.dialogue_id}, {"last_seq": 1, "last_message_at": 1, "voids": 1})
+    doc = collection.find_one(
+        {"_id": claim.dialogue_id},
+        {"last_seq": 1, "last_message_at": 1, "voids": 1, "handoff_seq": 1, "force_seq": 1},
+    )
     if doc is None:
         return False
     claim.last_seq = int(doc.get("last_seq") or 0)
     claim.last_message_at = doc.get("last_message_at")
     claim.voids.update(int(seq) for seq in doc.get("voids") or [])
+    claim.handoff_seq = int(doc.get("handoff_seq") or 0)
+    claim.force_seq = max(claim.force_seq, int(doc.get("force_seq") or 0))
     return True
 
 
@@ -461,9 +481,12 @@ def dialogue_release(
     return dialogues_collection().update_one(match, update).matched_count == 1
 
 
-def dialogue_wake(*, dialogue_id: ObjectId, when: datetime | None = None, from_seq: int | None = None) -> None:
+def dialogue_wake(
+    *, dialogue_id: ObjectId, when: datetime | None = None, from_seq: int | None = None, force: bool = False
+) -> None:
     """Marks a dialogue due (now, or at `when`), e.g. after an operator's "redeliver".
-    `from_seq`: a message at that position is owed again, so the worker looks there too."""
+    `from_seq`: a message at that position is owed again, so the worker looks there too.
+    `force`: what is owed up to that position gets one attempt even through an open breaker."""
     update: dict[str, Any] = {
         "$set": {"work_due_at": when or utcnow()},
         "$unset": {"parked": ""},
@@ -471,6 +494,8 @@ def dialogue_wake(*, dialogue_id: ObjectId, when: datetime | None = None, from_s
     }
     if from_seq is not None:
         update["$min"] = {"done_seq": max(0, from_seq - 1)}
+        if force:
+            update["$max"]["force_seq"] = from_seq
     dialogues_collection().update_one({"_id": dialogue_id}, update)
 
 
@@ -569,6 +594,57 @@ def reply_outcome_is(*, reply_id: ObjectId, token: str, state: str) -> bool:
     return doc is not None and doc.get("claim_token") == token and doc.get("delivery_state") == state
 
 
+def reply_state_of(*, reply_id: ObjectId) -> dict[str, Any] | None:
+    return messages_collection().find_one({"_id": reply_id}, {"claim_token": 1, "delivery_state": 1})
+
+
+def reply_record_over_cancel(*, reply_id: ObjectId, token: str, values: dict[str, Any]) -> bool:
+    """A reply cancelled by a take-over while this holder's POST of it was in flight: that
+    attempt is recorded. Accepted by the channel, it says delivered (the customer has it),
+    never cancelled; refused, it stays cancelled. Only the holder that fenced it may write
+    this; nothing else leaves the cancelled state."""
+    result = messages_collection().update_one(
+        {"_id": reply_id, "claim_token": token, "delivery_state": DeliveryState.CANCELLED.value},
+        {"$set": {**values, "claimed_until": None}, "$inc": {"delivery_attempts": 1}},
+    )
+    return result.matched_count == 1
+
+
+def reply_cancel(*, reply_id: ObjectId) -> bool:
+    """Cancels one bot reply not delivered yet (one single-document atomic update)."""
+    result = messages_collection().update_one(
+        {"_id": reply_id, "delivery_state": {"$in": CANCELLABLE_STATES}},
+        {"$set": {"delivery_state": DeliveryState.CANCELLED.value, "next_attempt_at": None, "claimed_until": None}},
+    )
+    return result.matched_count == 1
+
+
+def user_message_pause(*, message_id: ObjectId) -> bool:
+    """A customer message still awaiting its reply when an operator took the dialogue over:
+    it gets none (as if it had come in while the bot was paused). False when it was not
+    awaiting (any more)."""
+    result = messages_collection().update_one(
+        {"_id": message_id, "reply_state": Message.ReplyState.AWAITING.value},
+        {"$set": {"reply_state": Message.ReplyState.PAUSED.value, "next_attempt_at": None}},
+    )
+    return result.modified_count == 1
+
+
+def dialogue_handoff_seq(*, dialogue_id: ObjectId) -> int:
+    """The last position reserved before the dialogue's latest take-over (0: never)."""
+    doc = dialogues_collection().find_one({"_id": dialogue_id}, {"handoff_seq": 1})
+    return int((doc or {}).get("handoff_seq") or 0)
+
+
+def dialogue_force_used(claim: DialogueClaim) -> None:
+    """A forced attempt was made: the redeliver request that asked for it is used up (unless a
+    newer one came meanwhile, asking further)."""
+    dialogues_collection().update_one(
+        {"_id": claim.dialogue_id, "force_seq": {"$lte": claim.force_seq}}, {"$unset": {"force_seq": ""}}
+    )
+    claim.force_seq = 0
+
+
 def replies_park(*, dialogue_id: ObjectId, reason: str) -> None:
     messages_collection().update_many(
         {"dialogue_id": dialogue_id, "delivery_state": {"$in": RETRYABLE_STATES}},
@@ -651,9 +727,11 @@ def due_later_make_now() -> int:
     return int(result.modified_count)
 
 
-def reply_redeliver_request(*, message: Message) -> None:
-    """The admin's "redeliver now": the reply becomes due at once and its dialogue is handed to
-    the worker. A dead reply gets one more attempt. Nothing here waits on a channel."""
+def reply_redeliver_request(*, message: Message) -> int:
+    """The admin's "redeliver now": the reply, and every message still owed before it in its
+    chat (they go first, in order), get one attempt at once, even while the channel's breaker
+    is open; a dead reply is revived for it. Its dialogue is handed to the worker; nothing
+    here waits on a channel. Returns how many owed messages precede it in its chat."""
     from core.errors import Conflict
 
     if message.role != Message.Role.ASSISTANT and not (
@@ -668,11 +746,44 @@ def reply_redeliver_request(*, message: Message) -> None:
         update["$inc"] = {"delivery_revivals": 1}
     elif message.delivery_state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.PARKED):
         match["delivery_state"] = {"$in": OWED_STATES}
+    elif message.delivery_state == DeliveryState.CANCELLED:
+        raise Conflict("This reply was cancelled when an operator took the dialogue over; it is never sent")
     else:
         raise Conflict("This reply has already been delivered")
     if messages_collection().update_one(match, update).matched_count != 1:
         raise Conflict("This reply changed meanwhile; reload the page")
-    dialogue_wake(dialogue_id=message.dialogue_id, from_seq=message.seq)
+    ahead = 0
+    if message.seq:
+        # Those before it in its chat are attempted first (replies reach a chat in order), now.
+        ahead = int(
+            messages_collection()
+            .update_many(
+                {
+                    "dialogue_id": message.dialogue_id,
+                    "seq": {"$lt": message.seq},
+                    "delivery_state": {"$in": OWED_STATES},
+                },
+                {"$set": {"next_attempt_at": None}},
+            )
+            .matched_count
+        )
+    dialogue_wake(dialogue_id=message.dialogue_id, from_seq=message.seq, force=True)
+    return ahead
+
+
+def channel_owed_due_now(*, channel_id: ObjectId) -> int:
+    """The channel is reachable again (a test message went through, or an operator closed its
+    breaker): what it is owed is retried now rather than at the end of each backoff."""
+    now = utcnow()
+    # Equality on the index's first field and a range on its second (an `$in` there scans).
+    messages_collection().update_many(
+        {"delivery_state": DeliveryState.FAILED.value, "next_attempt_at": {"$gt": now}, "channel_id": channel_id},
+        {"$set": {"next_attempt_at": now}},
+    )
+    result = dialogues_collection().update_many(
+        {"channel_id": channel_id, "work_due_at": {"$gt": now}}, {"$set": {"work_due_at": now}}
+    )
+    return int(result.modified_count)
 
 
 # --- Hand-off: the bot paused in a dialogue ---------------------------------------------------
@@ -839,6 +950,45 @@ def dialogue_pause_set(*, dialogue_id: ObjectId, until: datetime | None) -> bool
     there is no such dialogue."""
     update: dict[str, Any] = {"$set": {"paused_until": until}}
     return dialogues_collection().update_one({"_id": dialogue_id}, update).matched_count == 1
+
+
+def dialogue_take_over(*, dialogue_id: ObjectId, until: datetime) -> int | None:
+    """An operator takes the dialogue over: the bot is paused until `until`, and every position
+    reserved so far is marked as before the take-over (`handoff_seq`), in one compare-and-set
+    on `last_seq`, so a message reserved at the same moment is on one side of it or the other.
+    Then every bot reply at or before that position not yet delivered is cancelled, and the
+    dialogue is handed to the worker, which gives the customer messages there still awaiting
+    a reply none (`worker.pipeline`: it settles their reply's position too). A worker checks
+    `handoff_seq` before it POSTs a reply it generated and after it stores one it could not
+    deliver, so what this update cannot see (a reply being generated) is caught there.
+    Returns that position; None when there is no such dialogue."""
+    collection = dialogues_collection()
+    for _ in range(RESERVE_TRIES):
+        doc = collection.find_one({"_id": dialogue_id}, {"last_seq": 1})
+        if doc is None:
+            return None
+        last_seq = int(doc.get("last_seq") or 0)
+        result = collection.update_one(
+            {"_id": dialogue_id, "last_seq": last_seq},
+            {"$set": {"paused_until": until}, "$max": {"handoff_seq": last_seq}},
+        )
+        if result.matched_count == 1:
+            break
+    else:
+        raise RuntimeError("dialogue take-over kept losing races")
+    # After `handoff_seq` is written, never before: a worker that stores a reply after this
+    # update has run sees that value when it checks.
+    messages_collection().update_many(
+        {
+            "dialogue_id": dialogue_id,
+            "seq": {"$lte": last_seq},
+            "role": Message.Role.ASSISTANT.value,
+            "delivery_state": {"$in": CANCELLABLE_STATES},
+        },
+        {"$set": {"delivery_state": DeliveryState.CANCELLED.value, "next_attempt_at": None, "claimed_until": None}},
+    )
+    dialogue_wake(dialogue_id=dialogue_id)
+    return last_seq
 
 
 def dialogue_paused_until(*, dialogue_id: ObjectId) -> datetime | None:

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -95,14 +95,37 @@ _opened = LookupCache(maxsize=10_000)
 
 
 def breaker_wait_until(channel: Channel) -> datetime | None:
-    """When the channel's breaker is open, the time its probe is due; None when closed."""
+    """When the channel's breaker is open, the time its probe is due; None when closed.
+
+    A cached copy of the channel that shows it open is checked against the database: an
+    operator may have closed it (or a test message gone through) since the copy was read, and
+    waiting on a stale copy would hold the channel's replies until the old reopening time."""
     opened_here = _opened.get(channel.pk)
     if opened_here is not None and opened_here > utcnow():
         return opened_here
     until = channel.breaker_open_until
     if until is None or channel.consecutive_failures < settings.WORKER_BREAKER_THRESHOLD:
         return None
+    if _aware(until) <= utcnow():
+        return until  # its probe is due: `breaker_probe_claim` reads the database anyway
+    current = _channels().find_one({"_id": channel.pk}, {"breaker_open_until": 1, "consecutive_failures": 1}) or {}
+    until = current.get("breaker_open_until")
+    if until is None or int(current.get("consecutive_failures") or 0) < settings.WORKER_BREAKER_THRESHOLD:
+        return None
     return until
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def breaker_closed(channel_id: ObjectId) -> None:
+    """The channel is known to take replies again (a test message went through, an operator
+    closed its breaker): its breaker is closed and this process forgets it was failing."""
+    with _failing_lock:
+        _failing.discard(channel_id)
+        _opened.discard(channel_id)
+    _channels().update_one({"_id": channel_id}, {"$set": {"consecutive_failures": 0, "breaker_open_until": None}})
 
 
 def breaker_probe_claim(channel: Channel) -> datetime | None:

@@ -39,6 +39,7 @@ from core.errors import is_database_outage
 from core.mongo import mongo_collection
 from dialogues.store import (
     DialogueClaim,
+    channel_owed_due_now,
     dialogue_claim,
     dialogue_release,
     dialogues_defer,
@@ -49,7 +50,7 @@ from dialogues.store import (
     parked_resume,
     utcnow,
 )
-from worker.bulkheads import Slots
+from worker.bulkheads import Slots, breaker_closed
 from worker.pipeline import dialogue_process
 
 logger = logging.getLogger("worker")
@@ -222,6 +223,7 @@ class Worker:
         self._next_maintenance = now + MAINTENANCE_INTERVAL_S
         resume_parked()
         self.send_test_messages()
+        channels_reachable_again()
         if force or now >= self._next_orphan_sweep:
             self._next_orphan_sweep = now + ORPHAN_SWEEP_INTERVAL_S
             woken = orphans_wake()
@@ -297,6 +299,23 @@ def resume_parked() -> int:
     return woken
 
 
+def channels_reachable_again() -> int:
+    """Channels whose breaker an operator closed (`channels_app.services.channel_breaker_close`):
+    what they are owed is retried now. Each request is taken by one worker."""
+    channels = mongo_collection(Channel._meta.db_table)
+    woken = 0
+    for doc in list(channels.find({"owed_wake_requested_at": {"$exists": True}}, {"owed_wake_requested_at": 1})):
+        taken = channels.update_one(
+            {"_id": doc["_id"], "owed_wake_requested_at": doc["owed_wake_requested_at"]},
+            {"$unset": {"owed_wake_requested_at": ""}},
+        )
+        if taken.modified_count == 1:
+            # A cached copy of the channel that still shows it open is checked against the
+            # database before anything waits on it (`breaker_wait_until`).
+            woken += channel_owed_due_now(channel_id=doc["_id"])
+    return woken
+
+
 def channel_test_send(channel_id: ObjectId) -> None:
     channel = Channel.objects.filter(pk=channel_id).first()
     if channel is None:
@@ -316,3 +335,11 @@ def channel_test_send(channel_id: ObjectId) -> None:
     Channel.objects.filter(pk=channel_id).update(
         last_test_at=utcnow(), last_test_ok=outcome.ok, last_test_result=result[:500]
     )
+    if outcome.ok:
+        # The channel answers again: its breaker closes now (not at the end of its cooldown),
+        # and what it is owed is retried now.
+        breaker_closed(channel.pk)
+        woken = channel_owed_due_now(channel_id=channel.pk)
+        logger.info(
+            "worker: test message delivered; breaker closed", extra={"channel": str(channel.pk), "woken": woken}
+        )

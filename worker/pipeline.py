@@ -45,17 +45,23 @@ from dialogues.store import (
     DialogueClaim,
     dialogue_before,
     dialogue_count_adjust,
+    dialogue_force_used,
+    dialogue_handoff_seq,
     dialogue_lease,
     dialogue_release,
     dialogue_renew,
     dialogue_window,
     replies_park,
+    reply_cancel,
     reply_fence,
     reply_find,
     reply_outcome_is,
     reply_record,
+    reply_record_over_cancel,
+    reply_state_of,
     reply_store,
     user_message_give_up,
+    user_message_pause,
     user_message_retry_later,
     users_mark_replied,
     utcnow,
@@ -106,7 +112,8 @@ class Step:
     """Where a pass over the dialogue stopped."""
 
     # "settled" (nothing owed), "wait" (until `until`), "park" (`reason`), "lost" (the claim),
-    # "reread" (the dialogue changed under us: read it again).
+    # "reread" (the dialogue changed under us: read it again), "cancelled" (the reply just
+    # generated is not sent: an operator took the dialogue over).
     kind: str
     until: datetime | None = None
     reason: str = ""
@@ -122,6 +129,8 @@ def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
     finally:
         users_mark_replied(message_ids=claim.replied)
         claim.replied.clear()
+        if claim.forced:
+            dialogue_force_used(claim)
     if step.kind == "lost":
         logger.warning("dialogue claim lost", extra={"dialogue": str(claim.dialogue_id)})
         # Given back in case it is still ours after all (the release is fenced by the token).
@@ -149,9 +158,12 @@ def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
         if not channel.is_active:
             return Step("park", reason="The channel is inactive")
         until = breaker_wait_until(channel)
-        if until is not None and _aware(until) > utcnow():
+        settle = claim.force_seq > claim.done_seq or claim.handoff_seq > claim.done_seq
+        if until is not None and _aware(until) > utcnow() and not settle:
             # Nothing can reach the channel before then: no reply is generated (or delivered)
-            # meanwhile, so a broken channel costs the LLM and the database nothing.
+            # meanwhile, so a broken channel costs the LLM and the database nothing. Unless an
+            # operator asked to redeliver now (`force_seq`: that gets its one attempt), or took
+            # the dialogue over (`handoff_seq`: what the bot owed is settled now, unsent).
             return Step("wait", until=_aware(until))
         if not slots.channel_free(channel.pk):
             # Everything owed here goes through the channel (a reply is not generated before it
@@ -218,11 +230,30 @@ def _walk(
                     return Step("wait", bounce=True, until=until)
         role = doc["role"]
         awaiting = role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING
-        if awaiting and any(
-            other.get("in_reply_to") == doc["message_id"] and other["role"] == Message.Role.ASSISTANT for other in owed
-        ):
+        reply = (
+            next(
+                (o for o in owed if o.get("in_reply_to") == doc["message_id"] and o["role"] == Message.Role.ASSISTANT),
+                None,
+            )
+            if awaiting
+            else None
+        )
+        if awaiting and reply is None and doc is window[-1]:
+            # Its reply's position lies beyond this read. A reply stored by a pass whose end
+            # was lost (the database hung before the mark and the release) is looked for by
+            # its key first, never generated and POSTed a second time.
+            reply = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=doc["message_id"])
+        if reply is not None and reply.get("delivery_state") == DeliveryState.CANCELLED:
+            user_message_pause(message_id=doc["_id"])
+        elif reply is not None:
             # Replied already (the mark was still to be written): its reply follows in line.
             claim.replied.append(doc["_id"])
+        elif awaiting and seq <= claim.handoff_seq:
+            # An operator took the dialogue over after this message came in: no reply. Its
+            # reply's reserved position stays empty (counted off once, by whoever flips it).
+            if user_message_pause(message_id=doc["_id"]):
+                dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1, voids=[seq + 1])
+            explained.add(seq + 1)
         elif awaiting:
             if not slots.channel_free(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
@@ -241,10 +272,13 @@ def _walk(
                 # The new reply is next in line: sent now, then stored with that outcome. Until
                 # it is stored, neither position counts as settled.
                 step = _deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"])
-                if step is not None:
+                if step is not None and step.kind == "cancelled":
+                    explained.add(seq + 1)
+                elif step is not None:
                     return step
-                history.append(doc)
-                doc, seq = outcome, int(outcome["seq"])
+                else:
+                    history.append(doc)
+                    doc, seq = outcome, int(outcome["seq"])
         elif doc.get("delivery_state") in (
             DeliveryState.PENDING,
             DeliveryState.FAILED,
@@ -433,20 +467,29 @@ def _deliver(
     next_at = message.get("next_attempt_at")
     if next_at is not None and _aware(next_at) > now:
         return Step("wait", until=_aware(next_at))
+    # "Redeliver now": one attempt through an open breaker (no probe to win either).
+    forced = 0 < int(message.get("seq") or 0) <= claim.force_seq
     until = breaker_wait_until(channel)
-    if until is not None:
+    if until is not None and not forced:
         if _aware(until) > now:
             return _store_waiting(claim, reply=message, answers=answers, step=Step("wait", until=_aware(until)))
         later = breaker_probe_claim(channel)
         if later is not None:
             return _store_waiting(claim, reply=message, answers=answers, step=Step("wait", bounce=True, until=later))
-    fenced = answers is not None or message.get("claim_token") == claim.token
-    if not fenced and not reply_fence(reply=message, token=claim.token):
-        return None  # delivered or dead meanwhile (an operator, an older holder)
+    # A stored message is always fenced first, by an update that matches only while it is
+    # owed: one cancelled by a take-over (or delivered, or dead) meanwhile is never sent,
+    # even by a holder that read it before.
+    if answers is None and not reply_fence(reply=message, token=claim.token):
+        return None  # delivered, dead or cancelled meanwhile (an operator, an older holder)
     with slots.channel(channel.pk) as acquired:
         if not acquired:
             step = Step("wait", bounce=True, until=now + SLOT_RETRY)
             return _store_waiting(claim, reply=message, answers=answers, step=step)
+        if answers is not None and _taken_over(claim, reply=message):
+            # Taken over while this reply was being generated: it is recorded, never sent.
+            return _cancel_fresh(claim, reply=message, answers=answers)
+        if forced:
+            claim.forced = True
         payload = reply_payload(
             message_id=message["message_id"],
             text=message["text"],
@@ -491,17 +534,33 @@ def _deliver(
             )
         )
     metrics.delivery_attempt_observe(outcome=values["delivery_state"])
+    cancelled = False
     # The channel has the reply: losing this record to a database blip would send it again.
     if answers is not None:
         message.update(values, delivery_attempts=attempts)
         recorded = _persist(lambda: _reply_store_answering(claim, reply=message, answers=answers))
+        # Not delivered, and taken over since it was sent: it is not tried again.
+        cancelled = recorded and not outcome.ok and _taken_over(claim, reply=message)
     else:
         recorded = _persist(lambda: reply_record(reply_id=message["_id"], token=claim.token, values=values))
         if not recorded:
             # A write that timed out may still have landed (a hung database runs it when it
             # wakes up): then the reply carries our outcome and our token.
             recorded = reply_outcome_is(reply_id=message["_id"], token=claim.token, state=values["delivery_state"])
+        if not recorded:
+            # Cancelled by a take-over while our POST was in flight: what the channel accepted
+            # is recorded as delivered; a failed attempt leaves it cancelled, never owed again.
+            current = reply_state_of(reply_id=message["_id"]) or {}
+            if current.get("claim_token") == claim.token and current.get("delivery_state") == DeliveryState.CANCELLED:
+                recorded, cancelled = True, not outcome.ok
+                attempt = values if outcome.ok else {k: values[k] for k in ("last_status_code", "last_error")}
+                reply_record_over_cancel(reply_id=message["_id"], token=claim.token, values=attempt)
     breaker_record(channel, ok=outcome.ok)
+    if cancelled:
+        if answers is not None:
+            _cancel_stored(claim, reply=message, answers=answers)
+            return Step("cancelled")
+        return None
     if not recorded:
         # A newer holder stored or fenced this reply while we were posting: its outcome stands.
         logger.warning("stale delivery outcome refused", extra={"reply_id": message["message_id"]})
@@ -540,4 +599,33 @@ def _store_waiting(claim: DialogueClaim, *, reply: dict[str, Any], answers: Obje
     if not _persist(lambda: _reply_store_answering(claim, reply=reply, answers=answers)):
         # A holder whose lease had expired stored one first: that one is delivered in its turn.
         return Step("reread")
+    if _taken_over(claim, reply=reply):
+        _cancel_stored(claim, reply=reply, answers=answers)
+        return Step("cancelled")
     return step
+
+
+def _taken_over(claim: DialogueClaim, *, reply: dict[str, Any]) -> bool:
+    """Whether an operator took the dialogue over after the message this reply answers came
+    in. Read from the dialogue each time: a take-over may land at any moment of a pass. A
+    take-over writes `handoff_seq` before it cancels stored replies, so a reply stored after
+    that cancel is seen here (its holder checks after storing it)."""
+    claim.handoff_seq = max(claim.handoff_seq, dialogue_handoff_seq(dialogue_id=claim.dialogue_id))
+    return int(reply["seq"]) <= claim.handoff_seq
+
+
+def _cancel_fresh(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> Step:
+    """A reply generated for a dialogue taken over meanwhile: stored as cancelled (the
+    transcript shows what the bot would have said), never sent."""
+    user_message_pause(message_id=answers)
+    reply.update(delivery_state=DeliveryState.CANCELLED.value, next_attempt_at=None)
+    reply_store(reply=reply)
+    return Step("cancelled")
+
+
+def _cancel_stored(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> None:
+    """A reply this pass stored as owed, for a dialogue taken over meanwhile."""
+    reply_cancel(reply_id=reply["_id"])
+    user_message_pause(message_id=answers)
+    if answers in claim.replied:
+        claim.replied.remove(answers)

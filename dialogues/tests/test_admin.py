@@ -311,7 +311,7 @@ def test_redeliver_now_hands_the_replies_to_the_worker(
 
     # The admin request sent nothing itself: the worker does.
     assert receiver.requests == []
-    assert any(note.startswith("2 replies handed to the worker") for note in notes), notes
+    assert any(note.startswith("2 replies: the worker makes one attempt at each") for note in notes), notes
     dead.refresh_from_db()
     assert dead.delivery_state == DeliveryState.PENDING and dead.delivery_revivals == 1
     failed.refresh_from_db()

@@ -166,7 +166,7 @@ def _operator_session(
     screenshot("08-deliveries-failed")
     page.check(f"input[name=_selected_action][value='{failed.pk}']")
     run_action(page, "redeliver_now")
-    assert page.locator(".messagelist .success").inner_text().startswith("1 reply handed to the worker")
+    assert page.locator(".messagelist .success").inner_text().startswith("1 reply: the worker makes one attempt")
     [redelivered] = receiver.wait_for(1)
     assert redelivered.json["text"] == Message.objects.get(pk=failed.pk).text
     assert wait_until(lambda: Message.objects.get(pk=failed.pk).delivery_state == "delivered")

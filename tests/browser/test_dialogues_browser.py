@@ -116,7 +116,7 @@ def test_deliveries_fit_1366_and_a_reply_page_redelivers(
         screenshot("deliveries-02-reply-page", page)
         page.click("#redeliver-now")
         page.wait_for_selector(".messagelist")
-        assert "handed to the worker" in page.inner_text(".messagelist")
+        assert "The worker makes one attempt within a second" in page.inner_text(".messagelist")
         assert Message.objects.filter(dialogue=dialogue, delivery_state=DeliveryState.PENDING).count() == 1
         screenshot("deliveries-03-redelivered", page)
     finally:

@@ -281,5 +281,14 @@ def test_hung_database_fails_fast_keeps_healthz_and_loses_nothing(
         time.sleep(0.1)
     replies = Counter(r.json["in_reply_to"] for r in receiver.requests)
     assert set(replies) == {s.message_id for s in sent}, f"{len(replies)} of {len(sent)} answered"
-    assert [message_id for message_id, count in replies.items() if count != 1] == []
+    webhook_ids: dict[str, set[str]] = {}
+    for request in receiver.requests:
+        webhook_ids.setdefault(request.json["in_reply_to"], set()).add(request.headers["webhook-id"])
+    # Never two different replies to one message.
+    assert [message_id for message_id, ids in webhook_ids.items() if len(ids) != 1] == []
+    # And each reply POSTed once: the worker never died, and a pass that lost its end to the
+    # hang is followed by one that looks for the stored reply before it would post it again
+    # (a repeat, always with the same webhook-id, is only for a worker killed mid-POST).
+    repeated = {message_id: count for message_id, count in replies.items() if count != 1}
+    assert repeated == {}, {message_id: sorted(webhook_ids[message_id]) for message_id in repeated}
     assert "Traceback" not in server.worker.log_text()

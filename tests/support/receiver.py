@@ -31,6 +31,10 @@ class Reply:
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b'{"ok": true}'
+    # Held until this is set (at most `hold_s`): a request that is in flight for as long as
+    # the test needs, with no sleep to guess its length.
+    release: threading.Event | None = None
+    hold_s: float = 30.0
 
 
 class ChannelReceiver:
@@ -62,6 +66,8 @@ class ChannelReceiver:
                     reply = receiver.script.popleft() if receiver.script else receiver.default
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.release is not None:
+                    reply.release.wait(reply.hold_s)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
