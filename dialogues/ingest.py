@@ -93,7 +93,8 @@ class WebhookResult:
     # A reply is owed and not generated yet: the worker is on it.
     reply_pending: bool = False
     reply_message_id: str | None = None
-    # "delivered", "queued" (owed to the channel), "dead", or None when there is no reply.
+    # "delivered", "queued" (owed to the channel), "dead", "cancelled" (an operator took the
+    # chat over first), or None when there is no reply.
     delivery: str | None = None
     # Kept for the existing contract; the worker, not a duplicate, resumes unfinished work.
     resumed: bool = False

@@ -73,10 +73,11 @@ class WebhookResultSerializer(serializers.Serializer):
         allow_null=True, help_text="The bot reply's `message_id`; null while there is none."
     )
     delivery = serializers.ChoiceField(
-        choices=["delivered", "queued", "dead", "in_progress"],
+        choices=["delivered", "queued", "dead", "cancelled", "in_progress"],
         allow_null=True,
         help_text="What is known of the bot reply's delivery so far: `queued` (owed to the channel; the worker "
-        "retries it), `delivered`, `dead`, or null while there is no bot reply yet.",
+        "retries it), `delivered`, `dead`, `cancelled` (an operator took the chat over first: never sent), or "
+        "null while there is no bot reply yet.",
     )
     resumed = serializers.BooleanField(help_text="Always false: the worker, not a duplicate, resumes unfinished work.")
 

@@ -94,6 +94,9 @@ def test_take_over_while_the_channel_is_down_cancels_the_owed_bot_replies(
     transcript = admin_client.get(reverse("admin:dialogues_dialogue_transcript", args=[dialogue.pk])).content.decode()
     assert transcript.count("state-cancelled") == 2
     assert "the bot is answering" not in transcript
+    # So does the webhook, to a channel that sends m-2 again.
+    again = post_webhook(customer_message(channel, message_id="m-2", text="question 2")).json()
+    assert again["duplicate"] is True and again["delivery"] == "cancelled"
 
 
 def _worker_running(worker: Worker) -> threading.Thread:
