@@ -69,33 +69,32 @@ class DialoguePosition:
     id: ObjectId
 
 
-def _dialogue_query(
-    *,
-    chat_bot_id: object | None,
-    channel_id: object | None,
-    chat_id: str | None,
-    when: object,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    # In this order: the embedded server reads a filter through the index of its first
-    # indexed field. A chat_id names a handful of dialogues; a channel and a time range read
-    # the (channel, -last_message_at) index; a time range alone, (-last_message_at). The bot
-    # comes last: its own index would read every dialogue of the bot.
-    query: dict[str, Any] = {}
-    if chat_id is not None:
-        query["chat_id"] = chat_id
+def _dialogue_query(*, channel_id: object | None, chat_bot_id: object | None, when: object) -> dict[str, Any]:
+    # One of: a channel and a time range, read on the (channel, -last_message_at) index; a time
+    # range, on (-last_message_at), with the bot checked on what it reads (the bot's own index
+    # would read every dialogue of the bot). Never more fields: with a third one the embedded
+    # server leaves the compound index and reads far more.
     if channel_id is not None:
-        query["channel_id"] = channel_id
-    query["last_message_at"] = when
+        return {"channel_id": channel_id, "last_message_at": when}
+    query: dict[str, Any] = {"last_message_at": when}
     if chat_bot_id is not None:
         query["chat_bot_id"] = chat_bot_id
-    return {**query, **(extra or {})}
+    return query
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+# Up to this many channels, a bot's dialogues are read channel by channel (`dialogue_keyset`).
+BOT_CHANNELS_MERGED = 50
+
+
+def _list_order(place: DialoguePosition) -> tuple[bool, datetime, ObjectId]:
+    """Ascending in this key is the list's order reversed: never-active dialogues first."""
+    return place.last_message_at is not None, place.last_message_at or EPOCH, place.id
 
 
 def dialogue_keyset(
@@ -112,8 +111,30 @@ def dialogue_keyset(
     one), or with `newer` the `count` before it, nearest first. Raw reads, each a bounded
     index range (an ORM filter on several fields is an `$and`, which the embedded server
     answers with a scan, and its sort would be of every dialogue)."""
+    if chat_id is not None:
+        return _chat_keyset(
+            chat_bot_id=chat_bot_id, channel_id=channel_id, chat_id=chat_id, position=position, newer=newer, count=count
+        )
+    if channel_id is not None and chat_bot_id is not None:
+        # A channel's dialogues are its bot's: the bot is checked once, on the channel.
+        if not Channel.objects.filter(pk=channel_id, chat_bot_id=chat_bot_id).exists():
+            return []
+        chat_bot_id = None
+    if chat_bot_id is not None and channel_id is None:
+        channels = list(
+            Channel.objects.filter(chat_bot_id=chat_bot_id).values_list("pk", flat=True)[: BOT_CHANNELS_MERGED + 1]
+        )
+        if len(channels) <= BOT_CHANNELS_MERGED:
+            # Channel by channel on the (channel, -last_message_at) index, merged: each read is
+            # bounded by its channel's dialogues, where a window over every dialogue would widen
+            # until it held enough of this bot's, however few it has.
+            merged = [
+                place
+                for channel in channels
+                for place in dialogue_keyset(channel_id=channel, position=position, newer=newer, count=count, now=now)
+            ]
+            return sorted(merged, key=_list_order, reverse=not newer)[:count]
     collection = mongo_collection(Dialogue._meta.db_table)
-    filters = {"chat_bot_id": chat_bot_id, "channel_id": channel_id, "chat_id": chat_id}
     order = ASCENDING if newer else DESCENDING
     found: list[DialoguePosition] = []
 
@@ -121,7 +142,7 @@ def dialogue_keyset(
         """Appends what `when` (and `extra`) select, in walking order; True once `count` are found."""
         sort = [("_id", order)] if by_id_only else [("last_message_at", order), ("_id", order)]
         docs = collection.find(
-            _dialogue_query(**filters, when=when, extra=extra),
+            {**_dialogue_query(channel_id=channel_id, chat_bot_id=chat_bot_id, when=when), **(extra or {})},
             projection={"_id": 1, "last_message_at": 1},
             sort=sort,
             limit=count - len(found),
@@ -168,6 +189,34 @@ def dialogue_keyset(
     if not newer:
         read(None, by_id_only=True)
     return found
+
+
+def _chat_keyset(
+    *,
+    chat_bot_id: object | None,
+    channel_id: object | None,
+    chat_id: str,
+    position: DialoguePosition | None,
+    newer: bool,
+    count: int,
+) -> list[DialoguePosition]:
+    """A chat id names a handful of dialogues (one per bot and channel): all read on the
+    chat_id index, the rest done here."""
+    docs = mongo_collection(Dialogue._meta.db_table).find(
+        {"chat_id": chat_id}, projection={"_id": 1, "last_message_at": 1, "chat_bot_id": 1, "channel_id": 1}
+    )
+    places = [
+        DialoguePosition(_as_utc(doc.get("last_message_at")), doc["_id"])
+        for doc in docs
+        if (chat_bot_id is None or doc.get("chat_bot_id") == chat_bot_id)
+        and (channel_id is None or doc.get("channel_id") == channel_id)
+    ]
+    if position is not None:
+        mark = _list_order(position)
+        places = [place for place in places if (_list_order(place) > mark) == newer and _list_order(place) != mark]
+    elif newer:
+        return []
+    return sorted(places, key=_list_order, reverse=not newer)[:count]
 
 
 def dialogues_by_id(ids: list[ObjectId]) -> list[Dialogue]:
