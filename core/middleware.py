@@ -28,6 +28,7 @@ from core.errors import (
     is_slow_read,
     read_too_slow_message,
 )
+from core.mongo import probe_clock_reset, probe_spent_s
 from core.request_context import reset_request_id, set_request_id
 
 logger = logging.getLogger("core.request")
@@ -151,12 +152,14 @@ class DatabaseUnavailableMiddleware:
                         return self.get_response(request)
                 return self.get_response(request)
         started = time.monotonic()
+        probe_clock_reset()
         if operators:
             with operator_reads():
                 response = self.get_response(request)
         else:
             response = self.get_response(request)
-        if getattr(response, "database_outage", False) and time.monotonic() - started >= _bound_s() / 2:
+        waited = time.monotonic() - started - probe_spent_s()
+        if getattr(response, "database_outage", False) and waited >= _bound_s() / 2:
             breaker.trip()
         return response
 
