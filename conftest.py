@@ -16,6 +16,18 @@ from tests.support.receiver import ChannelReceiver
 from worker.loop import Worker
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every database test may use both aliases: the admin's and the API's requests run on the
+    `operators` pool (core.db_routing), a mirror of the default database in tests."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is not None and "databases" not in marker.kwargs:
+            item.add_marker(pytest.mark.django_db(*marker.args, **marker.kwargs, databases=DATABASES), append=False)
+
+
+DATABASES = ["default", "operators"]
+
+
 @pytest.fixture
 def staff_user(django_user_model):  # type: ignore[no-untyped-def]
     return django_user_model.objects.create_user(

@@ -117,6 +117,15 @@ DATABASES = {
         "TEST": {"NAME": f"{MONGO_DB_NAME}_test"},
     },
 }
+# The admin and the management API use a connection pool of their own (the same database, a
+# second MongoClient; `core.db_routing`), so the webhook and the worker never queue behind an
+# operator's read. Its OPTIONS are the default's (the same dict: a change applies to both).
+DATABASES["operators"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+DATABASE_ROUTERS = ["core.db_routing.OperatorsRouter"]
+# How long one admin page or API request may spend in the database (all its queries together)
+# before it is stopped and answered 422 "narrow it" (the database still answering): a heavy
+# read can never hold a connection for long, nor count as an outage. At most MONGO_TIMEOUT_MS.
+MONGO_READ_TIMEOUT_MS = min(env_int("MONGO_READ_TIMEOUT_MS", 2000, minimum=100), MONGO_TIMEOUT_MS)
 DEFAULT_AUTO_FIELD = "django_mongodb_backend.fields.ObjectIdAutoField"
 MIGRATION_MODULES = {
     "admin": "mongo_migrations.admin",

@@ -27,3 +27,6 @@ CHANNEL_RETRY_AFTER_CAP_S = 1.0
 # outage tests give their own servers MONGO_TIMEOUT_MS).
 if "MONGO_TIMEOUT_MS" not in os.environ:
     DATABASES["default"]["OPTIONS"]["timeoutMS"] = 30_000  # type: ignore[index]  # noqa: F405
+    # The admin's and the API's requests likewise, unless a test asks for a read budget.
+    if "MONGO_READ_TIMEOUT_MS" not in os.environ:
+        MONGO_READ_TIMEOUT_MS = 30_000

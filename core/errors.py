@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, IntegrityError
 from django.http.response import HttpResponseBase
@@ -16,6 +17,9 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from core.db_routing import in_operator_reads
+from core.mongo import database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,26 @@ def is_database_outage(exc: BaseException) -> bool:
     return False
 
 
+READ_TOO_SLOW = (
+    "This request took longer than its time limit of {budget_ms} ms (MONGO_READ_TIMEOUT_MS) and was "
+    "stopped. Narrow it: filter the list (chat_bot_id, channel_id, chat_id), ask for a smaller limit, "
+    "or page with the next and previous links."
+)
+
+
+def is_slow_read(exc: BaseException) -> bool:
+    """True when `exc` is a database timeout met inside an admin or API request
+    (`core.db_routing.operator_reads`) while the database itself answers a ping on a
+    connection of its own: the request's work was too heavy for its budget, the database is
+    fine. Such a timeout is the client's to narrow (422), never an outage: it must not trip the
+    process's breaker, which would fail the webhook's requests too."""
+    return in_operator_reads() and is_database_outage(exc) and database_answers()
+
+
+def read_too_slow_message() -> str:
+    return READ_TOO_SLOW.format(budget_ms=settings.MONGO_READ_TIMEOUT_MS)
+
+
 def as_database_outage[R: HttpResponseBase](response: R) -> R:
     """Adds `Retry-After` to a 503 that answers a database outage, and marks it so that
     `core.middleware.DatabaseUnavailableMiddleware` makes the requests after it fail fast
@@ -96,6 +120,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         return Response({"detail": exc.message, **exc.extra}, status=exc.status)
     if isinstance(exc, DatabaseError | PyMongoError) and is_database_outage(exc):
+        if is_slow_read(exc):
+            logger.warning("read over its time limit: %s", database_error_name(exc))
+            return Response({"detail": read_too_slow_message()}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         logger.warning("database unavailable: %s", database_error_name(exc))
         return database_unavailable_response()
     if isinstance(exc, IntegrityError):

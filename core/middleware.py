@@ -14,15 +14,21 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.utils.translation import gettext_lazy as _
 from pymongo.errors import PyMongoError
 
+from core.db_routing import is_operator_request, operator_reads
 from core.errors import (
     DATABASE_UNAVAILABLE,
     REQUEST_TOO_LARGE,
     as_database_outage,
     database_error_name,
     is_database_outage,
+    is_slow_read,
+    read_too_slow_message,
 )
+from core.mongo import probe_clock_reset, probe_spent_s
 from core.request_context import reset_request_id, set_request_id
 
 logger = logging.getLogger("core.request")
@@ -123,6 +129,11 @@ class DatabaseUnavailableMiddleware:
     reached or did not answer within MONGO_TIMEOUT_MS, 500 with the request id otherwise.
     Never a stack trace to the client.
 
+    The admin's and the API's requests run on the operators' own connection pool, within
+    their read budget (`core.db_routing.operator_reads`): one that runs out of it while the
+    database answers a ping is answered 422 "narrow it" (`core.errors.is_slow_read`), and is
+    no outage.
+
     A database outage answered after waiting at least half the bound (the 503s of this
     middleware, the API's exception handler, the 500 handler and /readyz carry a mark, see
     `core.errors.as_database_outage`) trips the `database_breaker`. A failure that came at
@@ -133,16 +144,29 @@ class DatabaseUnavailableMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         breaker = database_breaker
+        operators = is_operator_request(request)
         if breaker.is_open:
             with pymongo.timeout(DatabaseBreaker.FAIL_FAST_S):
+                if operators:
+                    with operator_reads(budget=False):
+                        return self.get_response(request)
                 return self.get_response(request)
         started = time.monotonic()
-        response = self.get_response(request)
-        if getattr(response, "database_outage", False) and time.monotonic() - started >= _bound_s() / 2:
+        probe_clock_reset()
+        if operators:
+            with operator_reads():
+                response = self.get_response(request)
+        else:
+            response = self.get_response(request)
+        waited = time.monotonic() - started - probe_spent_s()
+        if getattr(response, "database_outage", False) and waited >= _bound_s() / 2:
             breaker.trip()
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, DatabaseError | PyMongoError) and is_slow_read(exception):
+            logger.warning("read over its time limit: %s on %s", database_error_name(exception), request.path)
+            return slow_read_response(request)
         if isinstance(exception, DatabaseError | PyMongoError) and is_database_outage(exception):
             logger.warning("database unavailable: %s on %s", database_error_name(exception), request.path)
             response: HttpResponse = JsonResponse({"detail": DATABASE_UNAVAILABLE}, status=503)
@@ -154,6 +178,23 @@ class DatabaseUnavailableMiddleware:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         body = {"detail": "Internal server error", "request_id": getattr(request, "request_id", None)}
         return HttpResponse(json.dumps(body), status=500, content_type="application/json")
+
+
+def slow_read_response(request: HttpRequest) -> HttpResponse:
+    """422: JSON for the API, a readable page in the admin's look for the admin."""
+    if _wants_json(request):
+        return JsonResponse({"detail": read_too_slow_message()}, status=422)
+    page = TemplateResponse(
+        request,
+        "admin/core/read_too_slow.html",
+        {"title": _("This page took too long"), "budget_ms": settings.MONGO_READ_TIMEOUT_MS},
+        status=422,
+    )
+    try:
+        return page.render()
+    except (DatabaseError, PyMongoError):
+        # The page reads nothing itself; should a context processor, past the budget.
+        return HttpResponse(read_too_slow_message(), status=422, content_type="text/plain; charset=utf-8")
 
 
 # The longest URL (path and query string, as sent) the app serves. gunicorn's own limit on the

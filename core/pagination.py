@@ -3,14 +3,11 @@ the bots); by default, with a cursor, where a list can grow without bound (the d
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from datetime import datetime
-from typing import Any
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Q
+from bson import ObjectId
 from rest_framework import serializers
 from rest_framework.pagination import BasePagination, LimitOffsetPagination
 from rest_framework.request import Request
@@ -63,32 +60,48 @@ class OptionalLimitOffsetPagination(LimitOffsetPagination):
         return parameters
 
 
-# A cursor is base64url (unpadded) JSON the server wrote. One that matches the pattern but
-# was not written by the server is refused with INVALID_CURSOR, which no schema can state.
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
-CURSOR_MAX_LENGTH = 512
+# A cursor names a place in the list: its direction (`older`: the page after it, `newer`:
+# the page before it), the last activity time there in microseconds since 1970 (`none` for
+# never-active dialogues, listed last) and the id there. Every string of this pattern is a
+# place, so every cursor the schema allows is served (a place past everything is an empty
+# page); anything else is refused with 400 naming `cursor`.
+CURSOR_PATTERN = r"^(older|newer)-(none|[0-9]{1,17})-[0-9a-f]{24}$"
+CURSOR_MAX_LENGTH = 48
 INVALID_CURSOR = "Not a cursor from this list's next or previous links."
+_CURSOR = re.compile(CURSOR_PATTERN)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _CursorParams(serializers.Serializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE)
-    cursor = serializers.RegexField(CURSOR_PATTERN, required=False, max_length=CURSOR_MAX_LENGTH)
+    cursor = serializers.CharField(required=False, max_length=CURSOR_MAX_LENGTH)
+
+    def validate_cursor(self, value: str) -> str:
+        if not _CURSOR.fullmatch(value):
+            raise serializers.ValidationError(INVALID_CURSOR)
+        return value
+
+
+class KeysetView(Protocol):
+    def keyset_page(self, *, position: tuple[datetime | None, ObjectId] | None, newer: bool, count: int) -> list[Any]:
+        """The next `count` rows past `position` in the list's order (from the top without
+        one), or with `newer` the `count` before it, nearest first."""
+        ...
 
 
 class KeysetCursorPagination(BasePagination):
-    """A list paginated by default, `{"next", "previous", "results"}`, walked with opaque
-    cursors. Keyset on every field of `ordering` (all descending; the last one unique, the
-    first may be null and then sorts last), so each page is one index range whatever its depth,
-    and a walk neither repeats nor skips rows when many share the first field (DRF's
-    CursorPagination keys on the first field only and counts an offset among equal values).
-    `limit` sets the page size; `offset` is refused (400), since a cursor replaces it. A
-    malformed or forged cursor is a 400, never a 500."""
+    """A list paginated by default, `{"next", "previous", "results"}`, walked with cursors.
+    Keyset on (`-last_message_at`, `-id`; a null time sorts last), so each page is one index
+    range whatever its depth, and a walk neither repeats nor skips rows when many share a time
+    (DRF's CursorPagination keys on the first field only and counts an offset among equal
+    values). The view reads the rows (`KeysetView.keyset_page`), each as bounded as its
+    indexes allow. `limit` sets the page size; `offset` is refused (400), since a cursor
+    replaces it. A malformed cursor is a 400, never a 500."""
 
     cursor_query_param = "cursor"
     limit_query_param = "limit"
     default_limit = 50
     max_limit = MAX_PAGE_SIZE
-    ordering: tuple[str, ...] = ("-last_message_at", "-id")
 
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
         params = request.query_params
@@ -100,20 +113,15 @@ class KeysetCursorPagination(BasePagination):
         checked.is_valid(raise_exception=True)
         self.request = request
         self.limit = checked.validated_data.get("limit", self.default_limit)
-        fields = [name.removeprefix("-") for name in self.ordering]
-        assert all(name.startswith("-") for name in self.ordering), "descending orderings only"
         cursor = checked.validated_data.get("cursor")
-        position, reverse = self._decode(queryset.model, fields, cursor) if cursor else (None, False)
-        if position is not None:
-            queryset = queryset.filter(_after(fields, position, reverse=reverse))
-        order = [f"{name}" if reverse else f"-{name}" for name in fields]
-        rows = list(queryset.order_by(*order)[: self.limit + 1])
+        position, reverse = self._decode(cursor) if cursor else (None, False)
+        rows = list(cast(KeysetView, view).keyset_page(position=position, newer=reverse, count=self.limit + 1))
         more = len(rows) > self.limit
         rows = rows[: self.limit]
         if reverse:
             rows.reverse()
-        first = [_value(rows[0], name) for name in fields] if rows else position
-        last = [_value(rows[-1], name) for name in fields] if rows else position
+        first = _place(rows[0]) if rows else position
+        last = _place(rows[-1]) if rows else position
         # Walking forward: more after is `more`, and rows lie before whenever a cursor led
         # here. Walking back: the mirror image.
         has_next = (not reverse and more) or (reverse and last is not None)
@@ -135,35 +143,16 @@ class KeysetCursorPagination(BasePagination):
         return replace_query_param(url, self.cursor_query_param, cursor)
 
     @staticmethod
-    def _encode(position: list[Any], *, reverse: bool) -> str:
-        values = [None if v is None else v.isoformat() if isinstance(v, datetime) else str(v) for v in position]
-        raw = json.dumps({"p": values, "r": reverse}, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    def _encode(position: tuple[datetime | None, ObjectId], *, reverse: bool) -> str:
+        when, pk = position
+        micros = "none" if when is None else str((when - EPOCH) // timedelta(microseconds=1))
+        return f"{'newer' if reverse else 'older'}-{micros}-{pk}"
 
     @staticmethod
-    def _decode(model: Any, fields: list[str], cursor: str) -> tuple[list[Any], bool]:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            data = json.loads(raw)
-            values = data["p"]
-            reverse = data["r"]
-            if not isinstance(values, list) or len(values) != len(fields) or not isinstance(reverse, bool):
-                raise ValueError("shape")
-            position: list[Any] = []
-            for index, (name, value) in enumerate(zip(fields, values, strict=True)):
-                if value is None and index == 0:
-                    position.append(None)
-                    continue
-                if not isinstance(value, str):
-                    raise ValueError("value")
-                field = model._meta.get_field(name)
-                converted = field.to_python(value)
-                if converted is None:
-                    raise ValueError("value")
-                position.append(converted)
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError, binascii.Error, DjangoValidationError):
-            raise serializers.ValidationError({"cursor": [INVALID_CURSOR]}) from None
-        return position, reverse
+    def _decode(cursor: str) -> tuple[tuple[datetime | None, ObjectId], bool]:
+        direction, micros, pk = cursor.split("-")
+        when = None if micros == "none" else EPOCH + timedelta(microseconds=int(micros))
+        return (when, ObjectId(pk)), direction == "newer"
 
     def get_paginated_response_schema(self, schema: Any) -> Any:
         return {
@@ -192,9 +181,11 @@ class KeysetCursorPagination(BasePagination):
                 "name": self.cursor_query_param,
                 "required": False,
                 "in": "query",
-                "description": "An opaque position, taken from a `next` or `previous` link; any other "
-                f"value is refused with 400 `{INVALID_CURSOR}`",
-                "schema": {"type": "string", "minLength": 1, "maxLength": CURSOR_MAX_LENGTH, "pattern": CURSOR_PATTERN},
+                "description": "A place in the list, taken from a `next` or `previous` link: `older-` (the "
+                "page after it) or `newer-` (the page before it), the last message time there in "
+                "microseconds since 1970 (`none`: never active), and a dialogue id. A value of another "
+                f"form is refused with 400 `{INVALID_CURSOR}`",
+                "schema": {"type": "string", "maxLength": CURSOR_MAX_LENGTH, "pattern": CURSOR_PATTERN},
             },
             {
                 "name": self.limit_query_param,
@@ -206,24 +197,5 @@ class KeysetCursorPagination(BasePagination):
         ]
 
 
-def _value(row: Any, name: str) -> Any:
-    return row.pk if name in ("id", "pk") else getattr(row, name)
-
-
-def _after(fields: list[str], position: list[Any], *, reverse: bool) -> Q:
-    """The rows past `position` in descending order of `fields` (before it with `reverse`),
-    a null first field counting as the lowest value."""
-    head, *rest = fields
-    head_value, *rest_values = position
-    tail = Q()
-    # Equal on the first field, past the position on the rest (they are never null).
-    for index, name in enumerate(rest):
-        equal = Q(**{f"{prior}": value for prior, value in zip(rest[:index], rest_values[:index], strict=True)})
-        tail |= equal & Q(**{f"{name}__{'gt' if reverse else 'lt'}": rest_values[index]})
-    if head_value is None:
-        same = Q(**{f"{head}__isnull": True}) & tail
-        return Q(**{f"{head}__isnull": False}) | same if reverse else same
-    same = Q(**{head: head_value}) & tail
-    if reverse:
-        return Q(**{f"{head}__gt": head_value}) | same
-    return Q(**{f"{head}__lt": head_value}) | Q(**{f"{head}__isnull": True}) | same
+def _place(row: Any) -> tuple[datetime | None, ObjectId]:
+    return row.last_message_at, row.pk

@@ -24,7 +24,7 @@ from core.caching import LookupCache
 from core.metrics import gauge_family
 from core.mongo import mongo_collection
 from dialogues.models import Dialogue, Message
-from dialogues.store import dialogue_id_find
+from dialogues.store import dialogue_id_find, message_find
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -52,6 +52,179 @@ def dialogue_list(
     return dialogues
 
 
+# A page of dialogues, most recently active first, is read from windows of `last_message_at`
+# ending at the page's start and widening 12 times at each step, then from all that is older:
+# a server that sorts in memory (the embedded one does) sorts one window's dialogues rather
+# than all of them. Exact: a window holding enough dialogues holds every newer one.
+RECENT_WINDOWS = [timedelta(minutes=5) * 12**step for step in range(6)]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DialoguePosition:
+    """A place in the dialogue list's order (`-last_message_at`, `-id`; never-active
+    dialogues, whose last_message_at is null, last)."""
+
+    last_message_at: datetime | None
+    id: ObjectId
+
+
+def _dialogue_query(*, channel_id: object | None, chat_bot_id: object | None, when: object) -> dict[str, Any]:
+    # One of: a channel and a time range, read on the (channel, -last_message_at) index; a time
+    # range, on (-last_message_at), with the bot checked on what it reads (the bot's own index
+    # would read every dialogue of the bot). Never more fields: with a third one the embedded
+    # server leaves the compound index and reads far more.
+    if channel_id is not None:
+        return {"channel_id": channel_id, "last_message_at": when}
+    query: dict[str, Any] = {"last_message_at": when}
+    if chat_bot_id is not None:
+        query["chat_bot_id"] = chat_bot_id
+    return query
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+# Up to this many channels, a bot's dialogues are read channel by channel (`dialogue_keyset`).
+BOT_CHANNELS_MERGED = 50
+
+
+def _list_order(place: DialoguePosition) -> tuple[bool, datetime, ObjectId]:
+    """Ascending in this key is the list's order reversed: never-active dialogues first."""
+    return place.last_message_at is not None, place.last_message_at or EPOCH, place.id
+
+
+def dialogue_keyset(
+    *,
+    chat_bot_id: object | None = None,
+    channel_id: object | None = None,
+    chat_id: str | None = None,
+    position: DialoguePosition | None = None,
+    newer: bool = False,
+    count: int,
+    now: datetime | None = None,
+) -> list[DialoguePosition]:
+    """The next `count` dialogues past `position` in the list's order (from the top without
+    one), or with `newer` the `count` before it, nearest first. Raw reads, each a bounded
+    index range (an ORM filter on several fields is an `$and`, which the embedded server
+    answers with a scan, and its sort would be of every dialogue)."""
+    if chat_id is not None:
+        return _chat_keyset(
+            chat_bot_id=chat_bot_id, channel_id=channel_id, chat_id=chat_id, position=position, newer=newer, count=count
+        )
+    if channel_id is not None and chat_bot_id is not None:
+        # A channel's dialogues are its bot's: the bot is checked once, on the channel.
+        if not Channel.objects.filter(pk=channel_id, chat_bot_id=chat_bot_id).exists():
+            return []
+        chat_bot_id = None
+    if chat_bot_id is not None and channel_id is None:
+        channels = list(
+            Channel.objects.filter(chat_bot_id=chat_bot_id).values_list("pk", flat=True)[: BOT_CHANNELS_MERGED + 1]
+        )
+        if len(channels) <= BOT_CHANNELS_MERGED:
+            # Channel by channel on the (channel, -last_message_at) index, merged: each read is
+            # bounded by its channel's dialogues, where a window over every dialogue would widen
+            # until it held enough of this bot's, however few it has.
+            merged = [
+                place
+                for channel in channels
+                for place in dialogue_keyset(channel_id=channel, position=position, newer=newer, count=count, now=now)
+            ]
+            return sorted(merged, key=_list_order, reverse=not newer)[:count]
+    collection = mongo_collection(Dialogue._meta.db_table)
+    order = ASCENDING if newer else DESCENDING
+    found: list[DialoguePosition] = []
+
+    def read(when: object, extra: dict[str, Any] | None = None, *, by_id_only: bool = False) -> bool:
+        """Appends what `when` (and `extra`) select, in walking order; True once `count` are found."""
+        sort = [("_id", order)] if by_id_only else [("last_message_at", order), ("_id", order)]
+        docs = collection.find(
+            {**_dialogue_query(channel_id=channel_id, chat_bot_id=chat_bot_id, when=when), **(extra or {})},
+            projection={"_id": 1, "last_message_at": 1},
+            sort=sort,
+            limit=count - len(found),
+        )
+        found.extend(DialoguePosition(_as_utc(doc.get("last_message_at")), doc["_id"]) for doc in docs)
+        return len(found) >= count
+
+    def window(when: dict[str, Any]) -> bool:
+        """Like `read`, but keeps nothing unless the window holds enough: the next, wider one
+        reads the same dialogues again."""
+        before = len(found)
+        if read(when):
+            return True
+        del found[before:]
+        return False
+
+    def dated(bound: datetime | None) -> bool:
+        """Dialogues with a last message time strictly past `bound` (all of them without one)."""
+        # $gte/$lt/$gt only: the embedded server's $lte on dates drops equal values.
+        if newer:
+            if bound is not None and any(window({"$gt": bound, "$lt": bound + span}) for span in RECENT_WINDOWS):
+                return True
+            return read({"$gt": bound} if bound is not None else {"$gte": EPOCH})
+        start = bound or now or timezone.now()
+        upper = {"$lt": bound} if bound is not None else {}
+        if any(window({"$gte": start - span, **upper}) for span in RECENT_WINDOWS):
+            return True
+        return read({"$gte": EPOCH, **upper})
+
+    if position is None:
+        if newer:
+            return []
+        if not dated(None):
+            read(None, by_id_only=True)
+        return found
+    beyond = {"_id": {"$gt" if newer else "$lt": position.id}}
+    if position.last_message_at is None:
+        # Among the never-active dialogues (by id alone), then, going back up, all the others.
+        if not read(None, beyond, by_id_only=True) and newer:
+            dated(None)
+        return found
+    if read(position.last_message_at, beyond, by_id_only=True) or dated(position.last_message_at):
+        return found
+    if not newer:
+        read(None, by_id_only=True)
+    return found
+
+
+def _chat_keyset(
+    *,
+    chat_bot_id: object | None,
+    channel_id: object | None,
+    chat_id: str,
+    position: DialoguePosition | None,
+    newer: bool,
+    count: int,
+) -> list[DialoguePosition]:
+    """A chat id names a handful of dialogues (one per bot and channel): all read on the
+    chat_id index, the rest done here."""
+    docs = mongo_collection(Dialogue._meta.db_table).find(
+        {"chat_id": chat_id}, projection={"_id": 1, "last_message_at": 1, "chat_bot_id": 1, "channel_id": 1}
+    )
+    places = [
+        DialoguePosition(_as_utc(doc.get("last_message_at")), doc["_id"])
+        for doc in docs
+        if (chat_bot_id is None or doc.get("chat_bot_id") == chat_bot_id)
+        and (channel_id is None or doc.get("channel_id") == channel_id)
+    ]
+    if position is not None:
+        mark = _list_order(position)
+        places = [place for place in places if (_list_order(place) > mark) == newer and _list_order(place) != mark]
+    elif newer:
+        return []
+    return sorted(places, key=_list_order, reverse=not newer)[:count]
+
+
+def dialogues_by_id(ids: list[ObjectId]) -> list[Dialogue]:
+    """The dialogues in the order of `ids` (one `_id` read)."""
+    by_id = {dialogue.pk: dialogue for dialogue in Dialogue.objects.filter(pk__in=ids)}
+    return [by_id[pk] for pk in ids if pk in by_id]
+
+
 def dialogue_for_channel(*, channel: Channel) -> Dialogue | None:
     """The channel's own dialogue: in the existing contract its chat_id is the channel id.
     Found by its key as the webhook finds it (an ORM filter on the three fields is an `$and`,
@@ -62,8 +235,11 @@ def dialogue_for_channel(*, channel: Channel) -> Dialogue | None:
 
 
 def message_by_message_id(*, dialogue: Dialogue, message_id: str) -> Message | None:
-    # The unique (dialogue, message_id) index answers this.
-    return Message.objects.filter(dialogue=dialogue, message_id=message_id).first()
+    """Found as the webhook finds a duplicate (a plain filter led by the dialogue: the unique
+    (dialogue, message_id) index), then read by id. The ORM's filter on the two is an `$and`,
+    which the embedded server answers with a scan of every message."""
+    found = message_find(dialogue_id=dialogue.pk, message_id=message_id)
+    return Message.objects.filter(pk=found["_id"]).first() if found is not None else None
 
 
 # The latest page is first looked for among the messages of the last few minutes, then of a

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from bson import ObjectId
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import generics, mixins, viewsets
@@ -21,7 +23,14 @@ from core.api import (
 )
 from core.pagination import KeysetCursorPagination
 from dialogues.models import Dialogue
-from dialogues.selectors import dialogue_for_channel, dialogue_list, message_page
+from dialogues.selectors import (
+    DialoguePosition,
+    dialogue_for_channel,
+    dialogue_keyset,
+    dialogue_list,
+    dialogues_by_id,
+    message_page,
+)
 from dialogues.serializers import (
     DialogueFilterSerializer,
     DialogueHistorySerializer,
@@ -67,6 +76,18 @@ class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.Retriev
             return Dialogue.objects.all()
         filters = validated(DialogueFilterSerializer, query_params(self.request.query_params))
         return dialogue_list(**filters).order_by("-last_message_at", "-id")
+
+    def keyset_page(self, *, position: tuple[datetime | None, ObjectId] | None, newer: bool, count: int) -> list[Any]:
+        """The list's page for `KeysetCursorPagination`, read in bounded index ranges
+        (`dialogue_keyset`), then the dialogues by id."""
+        filters = validated(DialogueFilterSerializer, query_params(self.request.query_params))
+        places = dialogue_keyset(
+            **filters,
+            position=DialoguePosition(*position) if position is not None else None,
+            newer=newer,
+            count=count,
+        )
+        return dialogues_by_id([place.id for place in places])
 
     @extend_schema(
         summary="A dialogue's messages",

@@ -5,8 +5,10 @@ service of `dialogues.services_operators`, and serializes the result."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from bson import ObjectId
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
@@ -16,7 +18,7 @@ from rest_framework.response import Response
 
 from core.api import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, OBJECT_ID_PATH_PARAMETER, query_params, validated
 from dialogues.models import Dialogue
-from dialogues.selectors import dialogue_list, dialogues_by_pause
+from dialogues.selectors import DialoguePosition, dialogue_keyset, dialogue_list, dialogues_by_id, dialogues_by_pause
 from dialogues.serializers import (
     DialogueHandoffFilterSerializer,
     DialogueHandoffSerializer,
@@ -42,6 +44,9 @@ MESSAGE_BAD_REQUEST = OpenApiResponse(
     description="Invalid input: field errors name the field.",
     examples=[OpenApiExample("Blank text", value={"text": ["This field may not be blank."]})],
 )
+
+
+PAUSE_FILTER_BATCH = 200
 
 
 @extend_schema_view(
@@ -73,6 +78,25 @@ class DialogueHandoffViewSet(DialogueViewSet):
         if paused is not None:
             dialogues = dialogues_by_pause(dialogues, paused=paused)
         return dialogues.order_by("-last_message_at", "-id")
+
+    def keyset_page(self, *, position: tuple[datetime | None, ObjectId] | None, newer: bool, count: int) -> list[Any]:
+        """With `paused`, the list's dialogues read in batches (`dialogue_keyset`) and kept when
+        their bot's state matches: few dialogues are paused, and a condition on the pause
+        beside the list's own would leave its index on the embedded server. Bounded by the
+        read budget."""
+        filters = validated(DialogueHandoffFilterSerializer, query_params(self.request.query_params))
+        paused = filters.pop("paused", None)
+        if paused is None:
+            return super().keyset_page(position=position, newer=newer, count=count)
+        place = DialoguePosition(*position) if position is not None else None
+        kept: list[Dialogue] = []
+        while len(kept) < count:
+            places = dialogue_keyset(**filters, position=place, newer=newer, count=PAUSE_FILTER_BATCH)
+            kept += [dialogue for dialogue in dialogues_by_id([p.id for p in places]) if dialogue.is_paused == paused]
+            if len(places) < PAUSE_FILTER_BATCH:
+                break
+            place = places[-1]
+        return kept[:count]
 
     @extend_schema(
         methods=["GET"],

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -17,6 +17,7 @@ from django.utils import timezone
 from channels_app.models import DeliveryState
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
+from core.db_routing import OPERATORS_DB
 from dialogues import admin as dialogues_admin
 from dialogues.models import Dialogue, Message
 from dialogues.tests.conftest import PostWebhook, customer_message
@@ -100,7 +101,7 @@ def test_dialogue_list_reads_one_bounded_preview_per_row_and_one_problem_count(
 ) -> None:
     first = DialogueFactory()
     say(first, "hello")
-    with django_assert_max_num_queries(16) as few:
+    with django_assert_max_num_queries(16, connection=connections[OPERATORS_DB]) as few:
         admin_client.get(reverse(DIALOGUES))
     channel = ChannelFactory()
     for i in range(30):
@@ -108,7 +109,7 @@ def test_dialogue_list_reads_one_bounded_preview_per_row_and_one_problem_count(
         say(dialogue, f"text {i}")
         say(dialogue, "reply", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED)
     # One preview read per new row; the problem counts stay one query for the page.
-    with django_assert_max_num_queries(len(few.captured_queries) + 30):
+    with django_assert_max_num_queries(len(few.captured_queries) + 30, connection=connections[OPERATORS_DB]):
         response = admin_client.get(reverse(DIALOGUES))
     assert len(response.context["cl"].result_list) == 31
     assert response.content.decode().count("1 failed reply<") == 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -159,6 +160,11 @@ def test_offset_is_refused_with_a_pointer_to_the_cursor(api_client: APIClient) -
         _cursor({"p": ["2026-01-01T00:00:00+00:00", str(ObjectId())], "r": "yes"}),
         _cursor({"p": [None, None], "r": False}),
         _cursor({"p": [{"$gt": ""}, str(ObjectId())], "r": False}),
+        "0",
+        "older-0-0",
+        "older-1-" + "0" * 23,
+        "older-" + "9" * 18 + "-" + "0" * 24,
+        "sideways-none-" + "0" * 24,
     ],
 )
 def test_a_bad_cursor_is_400(api_client: APIClient, cursor: str) -> None:
@@ -170,7 +176,7 @@ def test_a_bad_cursor_is_400(api_client: APIClient, cursor: str) -> None:
 
 def test_a_cursor_past_everything_is_an_empty_page_that_leads_back(api_client: APIClient) -> None:
     dialogue = DialogueFactory()
-    body = _get(api_client, f"/api/dialogues/?cursor={_cursor({'p': [None, '0' * 24], 'r': False})}")
+    body = _get(api_client, f"/api/dialogues/?cursor=older-none-{'0' * 24}")
     assert body["results"] == [] and body["next"] is None and body["previous"] is not None
     assert [row["id"] for row in _get(api_client, body["previous"])["results"]] == [str(dialogue.pk)]
 
@@ -189,3 +195,28 @@ def test_the_browsable_api_draws_the_page(api_client: APIClient) -> None:
     response = api_client.get("/api/dialogues/", HTTP_ACCEPT="text/html")
     assert response.status_code == 200
     assert str(dialogue.pk) in response.content.decode()
+
+
+def test_every_cursor_the_schema_allows_is_served_and_no_other(api_client: APIClient) -> None:
+    """An independent schemathesis run found `cursor=0` schema-valid yet answered 400: the
+    schema's pattern now describes exactly the cursors the server reads."""
+    dialogue = DialogueFactory()
+    schema = api_client.get("/api/schema/?format=json").json()
+    parameters = schema["paths"]["/api/dialogues/"]["get"]["parameters"]
+    pattern = next(p for p in parameters if p["name"] == "cursor")["schema"]["pattern"]
+    assert re.fullmatch(pattern, "0") is None
+    newest = int((dialogue.last_message_at - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).total_seconds() * 1e6)
+    allowed = [
+        f"older-{newest + 1}-{'f' * 24}",
+        f"newer-0-{'0' * 24}",
+        f"older-{'9' * 17}-{'a' * 24}",
+        f"newer-none-{'0' * 24}",
+        f"older-0-{'0' * 24}",
+    ]
+    for cursor in allowed:
+        assert re.fullmatch(pattern, cursor), cursor
+        response = api_client.get(f"/api/dialogues/?cursor={cursor}")
+        assert response.status_code == 200, (cursor, response.content)
+    assert [row["id"] for row in _get(api_client, f"/api/dialogues/?cursor={allowed[0]}")["results"]] == [
+        str(dialogue.pk)
+    ]
