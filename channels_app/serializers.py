@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import fields, serializers
+from rest_framework import exceptions, fields, serializers, status
 
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import channel_url_check
@@ -59,9 +59,19 @@ def url_field(**kwargs: Any) -> StrictCharField:
     )
 
 
+# Who may read a channel's token: whoever may change the channel, as in the admin. The token
+# proves to the channel's receiver that a POST comes from us, so a reader who may not change
+# the channel does not get it.
+CHANNEL_CHANGE_PERMISSION = "channels_app.change_channel"
+DELIVERY_AUTH_HELP = (
+    "Sent with every bot reply and employee's message delivered to `url` (`x-chat_auth_token: Bearer <token>`), "
+    "so the channel can check that they come from us."
+)
+
+
 class ChannelSerializer(serializers.Serializer):
     """A channel, in the existing contract: the stored `settings: {url, token}` appear flat as
-    `url` and `token`."""
+    `url` and `token`. `token` only for a user who may change the channel (`token_visible`)."""
 
     # Built by hand rather than from the model because of that flattening.
 
@@ -70,12 +80,35 @@ class ChannelSerializer(serializers.Serializer):
     chat_bot_id = ObjectIdField(read_only=True)
     url = serializers.CharField(source="settings.url", read_only=True)
     is_active = serializers.BooleanField(read_only=True)
+    # Output only (no view reads input with this serializer), but not `read_only`: drf-spectacular
+    # marks every read-only field required, and this one may be absent.
     token = serializers.CharField(
         source="settings.token",
-        read_only=True,
-        help_text="Sent with every bot reply and employee's message delivered to `url` (`x-chat_auth_token: "
-        "Bearer <token>`), so the channel can check that they come from us.",
+        required=False,
+        help_text=f"{DELIVERY_AUTH_HELP} Only for users who may change the channel (`change_channel`); "
+        "left out for others.",
     )
+
+    def token_visible(self) -> bool:
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        return bool(user is not None and user.has_perm(CHANNEL_CHANGE_PERMISSION))
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if not self.token_visible():
+            data.pop("token", None)
+        return data
+
+
+class ChannelWithTokenSerializer(ChannelSerializer):
+    """A channel with its token: the answers to writes that need `change_channel` (update,
+    rotate), and to the create, which shows its creator the new secrets."""
+
+    token = serializers.CharField(source="settings.token", read_only=True, help_text=DELIVERY_AUTH_HELP)
+
+    def token_visible(self) -> bool:
+        return True
 
 
 def _check_url(url: str) -> str:
@@ -105,9 +138,19 @@ class BotIdField(ObjectIdField):
         )
 
 
+UNKNOWN_CHAT_BOT = "Unknown chat bot."
+BOT_CANNOT_CHANGE = "A channel cannot move to another bot."
+
+
+class ChannelBotConflict(exceptions.APIException):
+    """A well-formed request that the channel's state refuses: it belongs to another bot."""
+
+    status_code = status.HTTP_409_CONFLICT
+
+
 class ChannelCreateSerializer(serializers.Serializer):
     name = strict_name_field(max_length=NAME_MAX_LENGTH, help_text="No control characters; not blank.")
-    chat_bot_id = BotIdField(help_text="An existing bot's id; an unknown one is a 400 naming this field.")
+    chat_bot_id = BotIdField(help_text="An existing bot's id; a well-formed id of no bot is a 404 naming this field.")
     url = url_field()
     # `initial`: the browsable API's checkbox starts ticked, as a create without it is active.
     is_active = StrictBooleanField(required=False, default=True, initial=True)
@@ -115,11 +158,14 @@ class ChannelCreateSerializer(serializers.Serializer):
     def validate_url(self, value: str) -> str:
         return _check_url(value)
 
-    def validate_chat_bot_id(self, value: Any) -> Any:
-        chat_bot = ChatBot.objects.filter(pk=value).first()
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Once the body is valid (a malformed one is a 400): the bot it names must exist. Its
+        # absence is not a fault of the body's form, which the schema states, but of what the
+        # id refers to: a 404, as for an unknown id in a path, naming the field.
+        chat_bot = ChatBot.objects.filter(pk=attrs["chat_bot_id"]).first()
         if chat_bot is None:
-            raise serializers.ValidationError("Unknown chat bot.")
-        return chat_bot
+            raise exceptions.NotFound({"chat_bot_id": [UNKNOWN_CHAT_BOT]})
+        return {**attrs, "chat_bot_id": chat_bot}
 
 
 class ChannelUpdateSerializer(serializers.Serializer):
@@ -130,17 +176,19 @@ class ChannelUpdateSerializer(serializers.Serializer):
     url = url_field()
     is_active = StrictBooleanField(required=False)
     chat_bot_id = ObjectIdField(
-        required=False, help_text="Cannot change; accepted only if equal to the current, else a 400 naming this field."
+        required=False,
+        help_text="Cannot change; accepted only if equal to the current, else a 409 naming this field.",
     )
 
     def validate_url(self, value: str) -> str:
         return _check_url(value)
 
-    def validate_chat_bot_id(self, value: Any) -> Any:
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Once the body is valid: another bot's id conflicts with the channel's state (409).
         channel: Channel = self.context["channel"]
-        if value != channel.chat_bot_id:
-            raise serializers.ValidationError("A channel cannot move to another bot.")
-        return value
+        if "chat_bot_id" in attrs and attrs["chat_bot_id"] != channel.chat_bot_id:
+            raise ChannelBotConflict({"chat_bot_id": [BOT_CANNOT_CHANGE]})
+        return attrs
 
     def to_representation(self, instance: Channel) -> dict[str, Any]:
         # The browsable API's PUT/PATCH forms start from the channel's current values, which
@@ -163,7 +211,7 @@ class ChannelFilterSerializer(serializers.Serializer):
 MAX_SIGNING_OVERLAP_MINUTES = 7 * 24 * 60
 
 
-class ChannelCreatedSerializer(ChannelSerializer):
+class ChannelCreatedSerializer(ChannelWithTokenSerializer):
     signing_secret = serializers.CharField(
         read_only=True,
         help_text="`whsec_…`: replies carry Standard Webhooks `webhook-signature` headers made with it. "

@@ -11,12 +11,15 @@ from rest_framework.response import Response
 
 from channels_app.models import Channel
 from channels_app.serializers import (
+    BOT_CANNOT_CHANGE,
+    UNKNOWN_CHAT_BOT,
     ChannelCreatedSerializer,
     ChannelCreateSerializer,
     ChannelFilterSerializer,
     ChannelSerializer,
     ChannelSigningSecretSerializer,
     ChannelUpdateSerializer,
+    ChannelWithTokenSerializer,
     SigningSecretRotateSerializer,
 )
 from channels_app.services import (
@@ -50,16 +53,28 @@ _SIGNING_SECRET_EXAMPLE = "whsec_MfKQ9r1GKG8pQ8b1wF8mYy1Zl0Kq3Yw6u0bU9mJp2aE="  
 _CREATED_EXAMPLE = {**_CHANNEL_EXAMPLE, "signing_secret": _SIGNING_SECRET_EXAMPLE}
 _DETAIL = [OBJECT_ID_PATH_PARAMETER]
 _WRITE_ERRORS = {400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS}
-# A well-formed chat_bot_id of no bot is refused like any invalid field.
 _CREATE_BAD_REQUEST = OpenApiResponse(
     response=BAD_REQUEST.response,
-    description="Invalid input, or a `chat_bot_id` of no existing bot: the field at fault is named.",
+    description="Invalid input: the field at fault is named.",
     examples=[
-        OpenApiExample("Unknown bot", value={"chat_bot_id": ["Unknown chat bot."]}, response_only=True),
         OpenApiExample("Control character", value={"name": [str(CONTROL_CHARACTERS_MESSAGE)]}, response_only=True),
         OpenApiExample("Not a string", value={"name": ["Must be a string."]}, response_only=True),
     ],
 )
+# A valid body whose chat_bot_id is well formed but no bot's: what it refers to is not found.
+_UNKNOWN_BOT = OpenApiResponse(
+    response=NOT_FOUND.response,
+    description="The body is valid, but `chat_bot_id` is no existing bot's id: the field is named.",
+    examples=[OpenApiExample("Unknown bot", value={"chat_bot_id": [UNKNOWN_CHAT_BOT]}, response_only=True)],
+)
+_UPDATE_ERRORS = {
+    **_WRITE_ERRORS,
+    409: OpenApiResponse(
+        response=CONFLICT.response,
+        description="The body is valid, but its `chat_bot_id` is not the channel's bot: a channel cannot move.",
+        examples=[OpenApiExample("Another bot", value={"chat_bot_id": [BOT_CANNOT_CHANGE]}, response_only=True)],
+    ),
+}
 
 
 # What the browsable API's form for each write draws (see get_serializer_class).
@@ -75,13 +90,15 @@ _FORM_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
     list=extend_schema(
         summary="List channels",
         description="A plain JSON array, newest first (the existing contract). Giving `limit` or `offset` "
-        "switches to a paginated envelope `{count, next, previous, results}`.",
+        "switches to a paginated envelope `{count, next, previous, results}`. `token` only for users who may "
+        "change channels.",
         parameters=[ChannelFilterSerializer],
         responses={200: ChannelSerializer(many=True), 400: BAD_REQUEST, **AUTH_ERRORS},
         examples=[OpenApiExample("Channels", value=_CHANNEL_EXAMPLE, response_only=True)],
     ),
     retrieve=extend_schema(
         summary="Get a channel",
+        description="`token` only for users who may change channels.",
         parameters=_DETAIL,
         responses={200: ChannelSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
         examples=[OpenApiExample("Channel", value=_CHANNEL_EXAMPLE, response_only=True)],
@@ -129,10 +146,10 @@ class ChannelViewSet(
     @extend_schema(
         summary="Create a channel",
         description="The server generates the channel's `token` and its `signing_secret` (Standard Webhooks; "
-        "shown in this response only). An unknown `chat_bot_id` is a 400. URLs that "
+        "shown in this response only). A `chat_bot_id` of no existing bot is a 404 naming the field. URLs that "
         "resolve to private or loopback addresses are refused unless `CHANNEL_ALLOW_PRIVATE_URLS` is set.",
         request=ChannelCreateSerializer,
-        responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS},
+        responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS, 404: _UNKNOWN_BOT},
         examples=[
             OpenApiExample(
                 "Create",
@@ -157,10 +174,10 @@ class ChannelViewSet(
     @extend_schema(
         summary="Replace a channel's name, url and is_active",
         description="`name` and `url` are required; `is_active` left out stays as it is. The bot cannot change: "
-        "a `chat_bot_id` equal to the current one is accepted, any other is a 400.",
+        "a `chat_bot_id` equal to the current one is accepted, any other is a 409.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,
-        responses={200: ChannelSerializer, **_WRITE_ERRORS},
+        responses={200: ChannelWithTokenSerializer, **_UPDATE_ERRORS},
         examples=[
             OpenApiExample(
                 "Update",
@@ -174,10 +191,10 @@ class ChannelViewSet(
 
     @extend_schema(
         summary="Change some of a channel's name, url and is_active",
-        description="Only the fields given change.",
+        description="Only the fields given change; a `chat_bot_id` other than the current one is a 409.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,
-        responses={200: ChannelSerializer, **_WRITE_ERRORS},
+        responses={200: ChannelWithTokenSerializer, **_UPDATE_ERRORS},
         examples=[OpenApiExample("Deactivate", value={"is_active": False}, request_only=True)],
     )
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -189,7 +206,7 @@ class ChannelViewSet(
         channel = channel_update(
             channel=channel, name=data.get("name"), url=data.get("url"), is_active=data.get("is_active")
         )
-        return Response(ChannelSerializer(channel).data)
+        return Response(ChannelWithTokenSerializer(channel).data)
 
     @extend_schema(
         summary="Rotate a channel's token",
@@ -197,14 +214,14 @@ class ChannelViewSet(
         "employees' messages are delivered with the new token from now on.",
         parameters=_DETAIL,
         request=None,
-        responses={200: ChannelSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+        responses={200: ChannelWithTokenSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
         examples=[OpenApiExample("Rotated", value=_CHANNEL_EXAMPLE, response_only=True)],
     )
     @action(detail=True, methods=["post"])
     def rotate_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         channel = self.get_object()
         channel_rotate_token(channel=channel)
-        return Response(ChannelSerializer(channel).data)
+        return Response(ChannelWithTokenSerializer(channel).data)
 
     @extend_schema(
         summary="Rotate a channel's signing secret",

@@ -8,7 +8,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -18,7 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from core.api_tokens import api_token_create, api_tokens_revoke
+from core.api_tokens import api_token_create_by, api_token_users, api_tokens_revoke
 from core.models import ApiToken
 from core.reveal import reveal_put, reveal_take
 
@@ -45,12 +44,18 @@ class ApiTokenAddForm(forms.ModelForm):
             "expires_at": _("Blank: the token does not expire. It can be revoked at any time."),
         }
 
+    # Set by ApiTokenAdmin.get_form: the signed-in user, whose rights bound the choices.
+    actor: Any = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The API takes staff users only (core.permissions): a token of anyone else is useless.
+        # A key acts as its user: the choices are the staff users (the API takes no others,
+        # core.permissions) the signed-in user may act as (core.api_tokens), so a forged
+        # choice is an invalid one.
         users: Any = self.fields["user"]
-        user_model: Any = get_user_model()
-        users.queryset = user_model._default_manager.filter(is_active=True, is_staff=True)
+        users.queryset = api_token_users(actor=self.actor)
+        if users.queryset.count() == 1:
+            users.initial = self.actor.pk
 
     def clean_expires_at(self) -> Any:
         expires_at = self.cleaned_data.get("expires_at")
@@ -90,7 +95,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
-            kwargs["form"] = ApiTokenAddForm
+            kwargs["form"] = type("ApiTokenAddForm", (ApiTokenAddForm,), {"actor": request.user})
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
@@ -118,8 +123,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
             # The name alone: a full save would write back a revocation or a use read before it.
             obj.save(update_fields=["name"])
             return
-        created, key = api_token_create(
-            user=form.cleaned_data["user"], name=form.cleaned_data["name"], expires_at=form.cleaned_data["expires_at"]
+        created, key = api_token_create_by(
+            actor=request.user,
+            user=form.cleaned_data["user"],
+            name=form.cleaned_data["name"],
+            expires_at=form.cleaned_data["expires_at"],
         )
         admin_object_adopt(obj, created)
         obj._plain_key = key  # type: ignore[attr-defined]

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Q
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core.caching import LookupCache
@@ -37,12 +39,54 @@ def api_token_create(
     *, user: Any, name: str = "", expires_at: datetime | None = None, key: str | None = None
 ) -> tuple[ApiToken, str]:
     """Makes a token for `user`. Returns it with its key in plaintext: the only time the key
-    exists. `key` is for carrying over an existing key (the migration of DRF's tokens)."""
+    exists. `key` is for carrying over an existing key (the migration of DRF's tokens). No
+    check of who asks: for the command line and migrations; requests go through
+    `api_token_create_by`."""
     key = key or generate_api_token_key()
     token = ApiToken.objects.create(
         user=user, name=name, key_hash=hash_secret(key), prefix=display_prefix(key), expires_at=expires_at
     )
     return token, key
+
+
+# Who may make a token for someone else: a key acts as its user, so making one for another
+# user is acting as them, which only a user who may already change that user can do.
+CHANGE_USER_PERMISSION = "auth.change_user"
+
+
+def api_token_user_allowed(*, actor: Any, user: Any) -> bool:
+    """Whether `actor` may make a token that acts as `user`: themselves; any staff user if a
+    superuser; with `auth.change_user`, a staff user who is no superuser and holds no permission
+    the actor lacks. Never anyone with more rights than the actor."""
+    if not (actor.is_active and actor.is_staff and user.is_active and user.is_staff):
+        return False
+    if actor.is_superuser or actor.pk == user.pk:
+        return True
+    if user.is_superuser or not actor.has_perm(CHANGE_USER_PERMISSION):
+        return False
+    return bool(user.get_all_permissions() <= actor.get_all_permissions())
+
+
+def api_token_users(*, actor: Any) -> QuerySet[Any]:
+    """The users `actor` may make a token for (`api_token_user_allowed`), for a form's choices."""
+    user_model: Any = get_user_model()  # the project's User (AbstractBaseUser has no is_staff)
+    staff = user_model._default_manager.filter(is_active=True, is_staff=True)
+    if actor.is_superuser:
+        return staff
+    if not actor.has_perm(CHANGE_USER_PERMISSION):
+        return staff.filter(pk=actor.pk)
+    allowed = [user.pk for user in staff.filter(is_superuser=False) if api_token_user_allowed(actor=actor, user=user)]
+    return staff.filter(pk__in=[actor.pk, *allowed])
+
+
+def api_token_create_by(
+    *, actor: Any, user: Any, name: str = "", expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """`api_token_create` on behalf of `actor` (the admin, any endpoint that makes tokens):
+    refused with PermissionDenied unless `api_token_user_allowed`."""
+    if not api_token_user_allowed(actor=actor, user=user):
+        raise PermissionDenied("You may not make an API token for this user.")
+    return api_token_create(user=user, name=name, expires_at=expires_at)
 
 
 def api_token_by_key(key: str) -> ApiToken | None:

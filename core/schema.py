@@ -4,7 +4,8 @@ postprocessing hooks (SPECTACULAR_SETTINGS['POSTPROCESSING_HOOKS']) so that no v
 - one error component, `Error`, for every error response, and every status the server can
   answer an operation with (`error_responses`);
 - links from the operations that create or list objects to the operations that take their ids
-  (`id_links`), so that a client generator, or a stateful fuzzer, can follow them.
+  (`id_links`), so that a client generator, or a stateful fuzzer, can follow them; and from each
+  operation on one object to the other operations on it.
 """
 
 from __future__ import annotations
@@ -225,8 +226,18 @@ def _answer_fields(result: dict[str, Any], response: dict[str, Any]) -> tuple[st
     return prefix, set(schema.get("properties", {}))
 
 
+# Paths under one collection's `{id}` that answer with an object of another: a channel's
+# history and a dialogue's messages are a dialogue (their `id` is the dialogue's).
+ANSWERS_OF: dict[str, str] = {
+    "/api/channels/{id}/dialogue/": "/api/dialogues/",
+    "/api/dialogues/{id}/messages/": "/api/dialogues/",
+}
+
+
 def _own_collection(path: str) -> str | None:
     """The collection whose objects this path answers with: itself, or its `{id}/`."""
+    if path in ANSWERS_OF:
+        return ANSWERS_OF[path]
     for collection in ID_NAMES:
         if path in (collection, f"{collection}{{id}}/"):
             return collection
@@ -265,7 +276,10 @@ def _source(
 def id_links(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """For every answer that carries ids (what a create, a list or a read returns), a link to
     every other operation that takes one of them: in its path (`{id}`), a query parameter or
-    its body. A link fills what it can; the rest is the client's."""
+    its body. A link fills what it can; the rest is the client's. An operation on one object
+    (`<collection>{id}/...`) also links to the other operations on that object, with the id it
+    was called with (`$request.path.id`), whatever its answer carries: an operator's message
+    leads to its dialogue."""
     operations = _operations(result)
     for path, method, operation in operations:
         own = _own_collection(path)
@@ -279,7 +293,7 @@ def id_links(result: dict[str, Any], generator: Any, request: Any, public: bool)
             for target_path, target_method, target in operations:
                 if (target_path, target_method) == (path, method) or "operationId" not in target:
                     continue
-                link = _link(result, target_path, target, own=own, prefix=prefix, fields=fields)
+                link = _link(result, target_path, target, own=own, prefix=prefix, fields=fields, source_path=path)
                 if link:
                     links[target["operationId"]] = link
             if links:
@@ -288,7 +302,14 @@ def id_links(result: dict[str, Any], generator: Any, request: Any, public: bool)
 
 
 def _link(
-    result: dict[str, Any], path: str, operation: dict[str, Any], *, own: str | None, prefix: str, fields: set[str]
+    result: dict[str, Any],
+    path: str,
+    operation: dict[str, Any],
+    *,
+    own: str | None,
+    prefix: str,
+    fields: set[str],
+    source_path: str,
 ) -> dict[str, Any] | None:
     link: dict[str, Any] = {"operationId": operation["operationId"]}
     parameters: dict[str, str] = {}
@@ -298,6 +319,9 @@ def _link(
         if detail is None:
             return None
         expression = _source(detail, "id", own=own, prefix=prefix, fields=fields, primary_only=True)
+        if expression is None and _detail_collection(source_path) == detail:
+            # Another operation on the object the source was called on.
+            expression = "$request.path.id"
         if expression is None:
             return None
         parameters["path.id"] = expression

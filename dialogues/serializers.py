@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 
 from core.serializers import BaseModelSerializer, ObjectIdField, StrictCharField
 from dialogues.models import ID_MAX_LENGTH, Dialogue, Message
@@ -70,7 +70,7 @@ class HistoryQuerySerializer(serializers.Serializer):
         required=False,
         max_length=ID_MAX_LENGTH,
         help_text="A message_id: the page of messages just older than it. A message_id that is not in the "
-        "dialogue is a 400 naming this parameter.",
+        "dialogue is a 404 naming this parameter.",
     )
     after = StrictCharField(
         required=False,
@@ -87,16 +87,18 @@ class HistoryQuerySerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "before" in attrs and "after" in attrs:
-            raise serializers.ValidationError({"after": ["Give either before or after, not both."]})
+        # A well-formed cursor that names no message of the dialogue: what it refers to is not
+        # found (404, naming the parameter), as for an unknown id in a path.
         dialogue = self.context.get("dialogue")
         for name in ("before", "after"):
             if name not in attrs:
                 continue
             message = message_by_message_id(dialogue=dialogue, message_id=attrs[name]) if dialogue else None
             if message is None:
-                raise serializers.ValidationError({name: ["No message with this message_id in the dialogue."]})
+                raise exceptions.NotFound({name: ["No message with this message_id in the dialogue."]})
             attrs[name] = message
+        if "before" in attrs and "after" in attrs:
+            raise serializers.ValidationError({"after": ["Give either before or after, not both."]})
         return attrs
 
 

@@ -22,6 +22,7 @@ from core.api import (
     validated,
 )
 from core.pagination import KeysetCursorPagination
+from core.permissions import StaffModelPermissions
 from dialogues.models import Dialogue
 from dialogues.selectors import (
     DialoguePosition,
@@ -136,12 +137,22 @@ CHANNEL_HISTORY_EXAMPLE = {
 }
 
 
+class ChannelDialoguePermissions(StaffModelPermissions):
+    """The channel's history is a dialogue's transcript: it needs the dialogue's view
+    permission, as `/api/dialogues/{id}/messages` does, besides the channel's."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user: Any = request.user
+        return super().has_permission(request, view) and bool(user.has_perm("dialogues.view_dialogue"))
+
+
 class ChannelDialogueView(ObjectIdLookupMixin, generics.GenericAPIView):
     """`GET /api/channels/{id}/dialogue`: the existing contract's history of a channel. It
     returns a dialogue, so it lives here, with the dialogues (the channel app knows nothing of
     them)."""
 
     queryset = Channel.objects.all()
+    permission_classes = [ChannelDialoguePermissions]
 
     @extend_schema(
         operation_id="channels_dialogue_retrieve",
@@ -149,7 +160,8 @@ class ChannelDialogueView(ObjectIdLookupMixin, generics.GenericAPIView):
         summary="The channel's dialogue",
         description="The dialogue whose chat_id is this channel's id, oldest message first. Without a cursor: "
         "the latest `limit` messages. Page back with `before=<first message_id>`, forward with "
-        "`after=<last message_id>`. An empty `message_list` (and `id: null`) when nothing was said yet.",
+        "`after=<last message_id>`. An empty `message_list` (and `id: null`) when nothing was said yet. Needs "
+        "the permissions to view channels and dialogues.",
         parameters=[OBJECT_ID_PATH_PARAMETER, HistoryQuerySerializer],
         responses={200: DialogueHistorySerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
         examples=[OpenApiExample("History", value=CHANNEL_HISTORY_EXAMPLE, response_only=True)],

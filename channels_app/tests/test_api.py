@@ -139,7 +139,11 @@ def test_put_accepts_an_echoed_body_but_not_another_bot(api_client: APIClient) -
     assert api_client.put(f"/api/channels/{channel.pk}", {**echoed, "name": "Same"}, format="json").status_code == 200
     moved = {**echoed, "chat_bot_id": str(ChatBotFactory().pk)}
     response = api_client.put(f"/api/channels/{channel.pk}", moved, format="json")
-    assert response.status_code == 400 and "chat_bot_id" in response.json()
+    # A valid body that the channel's state refuses: a conflict, naming the field.
+    assert response.status_code == 409
+    assert response.json() == {"chat_bot_id": ["A channel cannot move to another bot."]}
+    patched = api_client.patch(f"/api/channels/{channel.pk}", {"chat_bot_id": moved["chat_bot_id"]}, format="json")
+    assert patched.status_code == 409
     assert Channel.objects.get(pk=channel.pk).chat_bot_id == channel.chat_bot_id
 
 
@@ -157,7 +161,6 @@ def test_put_needs_name_and_url(api_client: APIClient) -> None:
         ({"chat_bot_id": "not-an-id"}, "chat_bot_id"),
         ({"chat_bot_id": 12}, "chat_bot_id"),
         ({"chat_bot_id": None}, "chat_bot_id"),
-        ({"chat_bot_id": MISSING_ID}, "chat_bot_id"),
         ({"url": "/relative/path"}, "url"),
         ({"url": "ftp://files.example/h"}, "url"),
         ({"url": "https://"}, "url"),
@@ -177,6 +180,18 @@ def test_bad_create_input_is_400_naming_the_field(api_client: APIClient, overrid
     response = api_client.post("/api/channels/", _create_body(**overrides), format="json")
     assert response.status_code == 400
     assert field in response.json()
+    assert Channel.objects.count() == 0
+
+
+def test_a_well_formed_unknown_bot_is_404_naming_the_field(api_client: APIClient) -> None:
+    """The schema accepts any well-formed id; that it names no bot is a 404 (documented), as for
+    an unknown id in a path, not a 400 for a body the schema calls valid."""
+    response = api_client.post("/api/channels/", _create_body(chat_bot_id=MISSING_ID), format="json")
+    assert response.status_code == 404
+    assert response.json() == {"chat_bot_id": ["Unknown chat bot."]}
+    # A body also invalid in form is a 400 first.
+    bad = api_client.post("/api/channels/", _create_body(chat_bot_id=MISSING_ID, name=""), format="json")
+    assert bad.status_code == 400 and "name" in bad.json()
     assert Channel.objects.count() == 0
 
 
@@ -293,8 +308,6 @@ def test_dialogue_cursor_paging(api_client: APIClient) -> None:
 @pytest.mark.parametrize(
     ("query", "field"),
     [
-        ("before=unknown", "before"),
-        ("after=unknown", "after"),
         ("before=m0&after=m0", "after"),
         ("limit=0", "limit"),
         ("limit=abc", "limit"),
@@ -308,6 +321,15 @@ def test_bad_dialogue_queries_are_400(api_client: APIClient, query: str, field: 
     response = api_client.get(f"/api/channels/{dialogue.channel_id}/dialogue?{query}")
     assert response.status_code == 400
     assert field in response.json()
+
+
+@pytest.mark.parametrize(("query", "field"), [("before=unknown", "before"), ("after=unknown", "after")])
+def test_a_dialogue_cursor_of_no_message_is_404_naming_it(api_client: APIClient, query: str, field: str) -> None:
+    dialogue = DialogueFactory()
+    MessageFactory(dialogue=dialogue, message_id="m0")
+    response = api_client.get(f"/api/channels/{dialogue.channel_id}/dialogue?{query}")
+    assert response.status_code == 404
+    assert response.json() == {field: ["No message with this message_id in the dialogue."]}
 
 
 def test_anonymous_is_401(anon_client: APIClient) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
+from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client, override_settings
@@ -22,9 +24,10 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from core.api_tokens import API_TOKEN_PREFIX, api_token_create
+from core.api_tokens import API_TOKEN_PREFIX, api_token_create, api_token_create_by
 from core.caching import lookup_caches_clear
 from core.models import ApiToken
+from core.tests.factories import api_token_key as api_token_key_for
 from core.throttling import ApiRateThrottle
 
 pytestmark = pytest.mark.django_db
@@ -307,3 +310,82 @@ def test_the_migration_hashes_drf_tokens_and_drops_their_plaintext(staff_user: A
     # Run again (the collection gone): nothing happens.
     migration.hash_drf_tokens(django_apps, editor)
     assert ApiToken.objects.count() == 1
+
+
+# --- who may make a token for whom -------------------------------------------------------
+
+
+def _staff(django_user_model: Any, name: str, *codenames: str, superuser: bool = False) -> Any:
+    user = django_user_model.objects.create_user(
+        username=name, password="pass-12345-x", is_staff=True, is_superuser=superuser
+    )
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return django_user_model.objects.get(pk=user.pk)  # no permission cache
+
+
+def _choices(client: Client) -> set[str]:
+    page = client.get(reverse("admin:core_apitoken_add"))
+    assert page.status_code == 200
+    return {str(value) for value, _label in page.context["adminform"].form.fields["user"].choices if value}
+
+
+def test_admin_add_lets_a_token_clerk_make_tokens_only_for_themselves(
+    client: Client, staff_user: Any, django_user_model: Any
+) -> None:
+    """The bug: `add_apitoken` offered every staff user, superusers included, and the key acted
+    as the one picked."""
+    colleague = _staff(django_user_model, "colleague", "view_chatbot", "add_chatbot")
+    clerk = _staff(django_user_model, "clerk", "add_apitoken", "view_apitoken")
+    client.force_login(clerk)
+
+    assert _choices(client) == {str(clerk.pk)}
+    for other in (staff_user, colleague):  # a forged POST: an invalid choice, nothing made
+        refused = _add(client, other)
+        assert refused.status_code == 200
+        assert "user" in refused.context["adminform"].form.errors
+    assert not ApiToken.objects.exists()
+
+    added = _add(client, clerk)
+    assert added.status_code == 302
+    token = ApiToken.objects.get()
+    assert token.user == clerk
+    key = str(client.get(added["Location"]).context["key"])
+    # The key acts as the clerk, who may not read bots, not as a superuser who may.
+    assert _get(key).status_code == 403
+    assert _get(api_token_key_for(staff_user)).status_code == 200
+
+
+def test_with_change_user_a_token_only_for_users_with_no_more_rights(
+    client: Client, staff_user: Any, django_user_model: Any
+) -> None:
+    manager = _staff(django_user_model, "manager", "add_apitoken", "view_apitoken", "change_user", "view_chatbot")
+    lesser = _staff(django_user_model, "lesser", "view_chatbot")
+    greater = _staff(django_user_model, "greater", "view_chatbot", "delete_chatbot")
+    other_superuser = _staff(django_user_model, "root2", superuser=True)
+    client.force_login(manager)
+
+    assert _choices(client) == {str(manager.pk), str(lesser.pk)}
+    for other in (greater, other_superuser, staff_user):
+        assert _add(client, other).status_code == 200
+    assert not ApiToken.objects.exists()
+    assert _add(client, lesser).status_code == 302
+    assert ApiToken.objects.get().user == lesser
+
+
+def test_a_superuser_may_make_a_token_for_any_staff_user(
+    admin_client: Client, staff_user: Any, django_user_model: Any
+) -> None:
+    colleague = _staff(django_user_model, "colleague", "view_chatbot")
+    other_superuser = _staff(django_user_model, "root2", superuser=True)
+    assert {str(staff_user.pk), str(colleague.pk), str(other_superuser.pk)} <= _choices(admin_client)
+    assert _add(admin_client, other_superuser).status_code == 302
+    assert ApiToken.objects.get().user == other_superuser
+
+
+def test_the_service_refuses_a_token_for_someone_with_more_rights(staff_user: Any, django_user_model: Any) -> None:
+    clerk = _staff(django_user_model, "clerk", "add_apitoken", "change_user")
+    with pytest.raises(PermissionDenied):
+        api_token_create_by(actor=clerk, user=staff_user, name="escalation")
+    assert not ApiToken.objects.exists()
+    token, _key = api_token_create_by(actor=clerk, user=clerk, name="mine")
+    assert token.user == clerk

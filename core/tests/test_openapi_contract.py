@@ -126,3 +126,31 @@ def test_created_and_listed_ids_link_to_the_operations_that_take_them(schema: di
 
     webhook = _links(schema, "/api/webhook/new_message", "post", "200")
     assert webhook["dialogues_retrieve"]["parameters"] == {"path.id": "$response.body#/dialogue_id"}
+
+
+def test_a_history_and_an_operation_on_one_object_link_to_that_object(schema: dict[str, Any]) -> None:
+    """A channel's history answers with its dialogue's id; an operator's message (whose answer
+    names no dialogue) leads back to its dialogue through the id it was posted to."""
+    dialogue_ops = _operation_ids_under(schema, "/api/dialogues/{id}/")
+    history = _links(schema, "/api/channels/{id}/dialogue/", "get", "200")
+    assert dialogue_ops <= set(history)
+    assert history["dialogues_retrieve"]["parameters"] == {"path.id": "$response.body#/id"}
+    written = _links(schema, "/api/dialogues/{id}/messages/", "post", "201")
+    assert dialogue_ops - {"dialogues_messages_create"} <= set(written)
+    assert written["dialogues_retrieve"]["parameters"] == {"path.id": "$request.path.id"}
+
+
+def _component(schema: dict[str, Any], path: str, method: str, status: str) -> dict[str, Any]:
+    ref = schema["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+
+def test_the_schema_says_when_a_channel_token_is_absent_and_what_an_unknown_bot_gets(schema: dict[str, Any]) -> None:
+    read = _component(schema, "/api/channels/{id}/", "get", "200")
+    assert "token" in read["properties"] and "token" not in read["required"]
+    assert "token" in _component(schema, "/api/channels/", "post", "201")["required"]
+    assert "token" in _component(schema, "/api/channels/{id}/rotate_token/", "post", "200")["required"]
+    create = schema["paths"]["/api/channels/"]["post"]["responses"]
+    assert "chat_bot_id" in create["404"]["content"]["application/json"]["examples"]["UnknownBot"]["value"]
+    update = schema["paths"]["/api/channels/{id}/"]["patch"]["responses"]
+    assert "chat_bot_id" in update["409"]["content"]["application/json"]["examples"]["AnotherBot"]["value"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.test import Client
 from rest_framework.test import APIClient
 
 from channels_app.models import Channel
@@ -110,3 +111,53 @@ def test_a_superuser_may_do_everything(api_client: APIClient) -> None:
     assert api_client.get("/api/channels/").status_code == 200
     assert api_client.post(f"/api/channels/{channel.pk}/rotate_token").status_code == 200
     assert api_client.delete(f"/api/channels/{channel.pk}").status_code == 204
+
+
+# --- secrets and transcripts by permission --------------------------------------------------
+
+
+def test_a_channel_token_only_for_those_who_may_change_the_channel(django_user_model: Any) -> None:
+    """The bug: view-only staff read every channel's token in the list, the detail and the
+    browsable API, which the admin hides from them."""
+    channel = ChannelFactory()
+    token = channel.settings.token
+    viewer = _client(_user(django_user_model, "view_channel", name="viewer"))
+    listed = viewer.get("/api/channels/")
+    assert listed.status_code == 200
+    assert [set(item) for item in listed.json()] == [{"id", "name", "chat_bot_id", "url", "is_active"}]
+    page = viewer.get("/api/channels/?limit=10").json()
+    assert "token" not in page["results"][0]
+    detail = viewer.get(f"/api/channels/{channel.pk}")
+    assert detail.status_code == 200 and "token" not in detail.json()
+    for response in (listed, detail):
+        assert token not in response.content.decode()
+
+    editor = _client(_user(django_user_model, "view_channel", "change_channel", name="editor"))
+    assert editor.get("/api/channels/").json()[0]["token"] == token
+    assert editor.get(f"/api/channels/{channel.pk}").json()["token"] == token
+    assert editor.patch(f"/api/channels/{channel.pk}", {"name": "X"}, format="json").json()["token"] == token
+
+
+def test_the_browsable_api_shows_no_token_to_a_viewer(django_user_model: Any) -> None:
+    channel = ChannelFactory()
+    token = channel.settings.token
+    viewer = Client()
+    viewer.force_login(_user(django_user_model, "view_channel", name="viewer"))
+    for url in ("/api/channels/", f"/api/channels/{channel.pk}"):
+        page = viewer.get(url, HTTP_ACCEPT="text/html")
+        assert page.status_code == 200 and "text/html" in page["Content-Type"]
+        html = page.content.decode()
+        assert channel.name in html and token not in html
+    editor = Client()
+    editor.force_login(_user(django_user_model, "view_channel", "change_channel", name="editor"))
+    assert token in editor.get(f"/api/channels/{channel.pk}", HTTP_ACCEPT="text/html").content.decode()
+
+
+def test_the_create_answer_shows_its_creator_the_new_token(django_user_model: Any) -> None:
+    """Like the signing secret: a secret made by this request is shown to whoever made it."""
+    bot = ChatBotFactory()
+    client = _client(_user(django_user_model, "add_channel"))
+    body = {"name": "Web", "chat_bot_id": str(bot.pk), "url": "https://a.example/h"}
+    created = client.post("/api/channels/", body, format="json").json()
+    assert created["token"] == Channel.objects.get(pk=created["id"]).settings.token
+    assert created["signing_secret"]

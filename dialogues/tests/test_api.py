@@ -5,10 +5,12 @@ import time
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
 from channels_app.tests.factories import ChannelFactory
+from core.tests.factories import api_token_key
 from dialogues.documents import message_document
 from dialogues.models import Dialogue, Message
 from dialogues.tests.factories import DialogueFactory, MessageFactory
@@ -169,3 +171,43 @@ def test_paging_a_dialogue_of_ten_thousand_messages(api_client: APIClient, monke
     stats = plan["executionStats"]
     assert stats["totalKeysExamined"] <= 250 and stats["totalDocsExamined"] <= 250, stats
     assert "message_dialogue_order" in str(plan["queryPlanner"]["winningPlan"])
+
+
+def test_a_history_cursor_of_no_message_is_404_naming_it(api_client: APIClient) -> None:
+    """Any string is a well-formed cursor (the schema says so): one that names no message of the
+    dialogue is not found, not a 400 for input the schema calls valid."""
+    message = MessageFactory()
+    dialogue = message.dialogue
+    for query, name in (("before=nope", "before"), ("after=nope", "after")):
+        response = api_client.get(f"/api/dialogues/{dialogue.pk}/messages?{query}")
+        assert response.status_code == 404
+        assert response.json() == {name: ["No message with this message_id in the dialogue."]}
+    both = api_client.get(
+        f"/api/dialogues/{dialogue.pk}/messages?before={message.message_id}&after={message.message_id}"
+    )
+    assert both.status_code == 400 and "after" in both.json()
+
+
+def _staff_client(django_user_model: Any, name: str, *codenames: str) -> APIClient:
+    user = django_user_model.objects.create_user(username=name, password="pass-12345-x", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_key(user)}")
+    return client
+
+
+def test_a_channels_transcript_needs_the_dialogue_view_permission(django_user_model: Any) -> None:
+    """The bug: `view_channel` alone read whole transcripts through the channel's history,
+    which `/api/dialogues/` refuses that user."""
+    channel = ChannelFactory()
+    dialogue = DialogueFactory(channel=channel, chat_bot=channel.chat_bot, chat_id=str(channel.pk))
+    MessageFactory(dialogue=dialogue, text="my card number is 4111")
+    channel_only = _staff_client(django_user_model, "channel_only", "view_channel")
+    refused = channel_only.get(f"/api/channels/{channel.pk}/dialogue")
+    assert refused.status_code == 403 and "4111" not in refused.content.decode()
+    assert channel_only.get(f"/api/dialogues/{dialogue.pk}/messages").status_code == 403
+
+    both = _staff_client(django_user_model, "both", "view_channel", "view_dialogue")
+    history = both.get(f"/api/channels/{channel.pk}/dialogue")
+    assert history.status_code == 200
+    assert [m["text"] for m in history.json()["message_list"]] == ["my card number is 4111"]
