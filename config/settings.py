@@ -247,11 +247,22 @@ SPECTACULAR_SETTINGS = {
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["debug", "info", "warning", "error", "critical"]).upper()
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"])
+# A `logging.config.dictConfig` file (.json or .toml) merged over the defaults: more handlers
+# (a rotating file, syslog, a JSON file for a log shipper), levels per logger (README, "Logging").
+# A relative path is taken from the project folder.
+LOG_CONFIG = env_str("LOG_CONFIG", "")
 LOGGING_CONFIG = None  # configured below, after the values are validated
 
-from config.logging import configure_logging  # noqa: E402
+from config.logging import LogConfigError, configure_logging  # noqa: E402
 
-configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+try:
+    configure_logging(
+        level=LOG_LEVEL, fmt=LOG_FORMAT, config_file=str(BASE_DIR / LOG_CONFIG) if LOG_CONFIG else ""
+    )
+except LogConfigError as _error:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(str(_error)) from None
 
 # --- The platform -----------------------------------------------------------------------
 # The webhook stores the message and answers at once; the worker (`manage.py run_worker`,
