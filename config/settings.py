@@ -97,7 +97,13 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------
-MONGO_URL = env_mongo_url("MONGO_URL", "mongodb://localhost:27017")
+# Unset: the embedded server `make run` started for this checkout, whose URL it records in
+# .data/mongo-url (devtools/run.py), so `manage.py` in a second terminal reaches the same
+# database; without one, the usual local MongoDB.
+_local_mongo_url = BASE_DIR / ".data" / "mongo-url"
+MONGO_URL = env_mongo_url(
+    "MONGO_URL", _local_mongo_url.read_text().strip() if _local_mongo_url.is_file() else "mongodb://localhost:27017"
+)
 MONGO_DB_NAME = env_str("MONGO_DB_NAME", "chatbot")
 # pymongo waits 30 s for a server by default; an outage must answer 503 within seconds.
 MONGO_TIMEOUT_MS = env_int("MONGO_TIMEOUT_MS", 3000, minimum=100)
