@@ -23,7 +23,7 @@ from chatbots.tests.factories import ChatBotFactory
 from config.logging import configure_logging
 from core.request_context import reset_request_id, set_request_id
 from core.tests.test_log_forging import FORGED_FIELDS, fields
-from core.tests.test_settings import run_check
+from core.tests.test_settings import ROOT, run_check
 
 REVEAL_KEY = "one-time-reveal-key-4f7c1a"
 
@@ -190,3 +190,14 @@ def test_a_bad_file_stops_start_up_with_one_line_naming_it(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"configuration error: LOG_CONFIG {file}: ")
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize("example", ["logging.example.toml", "logging.example.json"])
+def test_the_documented_examples_apply(tmp_path: Path, log_config: Callable[[str, str], None], example: str) -> None:
+    text = (ROOT / "deploy" / example).read_text().replace("/var/log/chatbots", str(tmp_path))
+    log_config(text, Path(example).suffix)
+    logging.getLogger("worker").warning("example %s", "a\u202eb")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    [written] = list(tmp_path.glob("app.*"))
+    assert "example a\\u202eb" in written.read_text()
