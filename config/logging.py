@@ -310,7 +310,9 @@ def configure_logging(*, level: str, fmt: str, config_file: str = "") -> None:
             raise
         # Back to the defaults, so whatever reports this error is logged sanely.
         logging.config.dictConfig(build_config(level=level, fmt=fmt))
-        raise LogConfigError(f"LOG_CONFIG {config_file}: not a valid logging configuration ({_one_line(exc)})") from None
+        raise LogConfigError(
+            f"LOG_CONFIG {config_file}: not a valid logging configuration ({_one_line(exc)})"
+        ) from None
     for handler in _all_handlers():
         formatter = handler.formatter or logging.Formatter()
         if not isinstance(formatter, _SAFE_FORMATTERS):

@@ -262,9 +262,7 @@ LOGGING_CONFIG = None  # configured below, after the values are validated
 from config.logging import LogConfigError, configure_logging  # noqa: E402
 
 try:
-    configure_logging(
-        level=LOG_LEVEL, fmt=LOG_FORMAT, config_file=str(BASE_DIR / LOG_CONFIG) if LOG_CONFIG else ""
-    )
+    configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT, config_file=str(BASE_DIR / LOG_CONFIG) if LOG_CONFIG else "")
 except LogConfigError as _error:
     from django.core.exceptions import ImproperlyConfigured
 

@@ -161,7 +161,10 @@ def test_the_default_console_logs_a_server_error_without_its_query_string() -> N
 
 
 def test_a_json_file_sets_levels_per_logger(tmp_path: Path, log_config: Callable[[str, str], None]) -> None:
-    log_config(json.dumps({"version": 1, "loggers": {"worker": {"level": "DEBUG"}, "django.request": {"level": "WARNING"}}}), ".json")
+    log_config(
+        json.dumps({"version": 1, "loggers": {"worker": {"level": "DEBUG"}, "django.request": {"level": "WARNING"}}}),
+        ".json",
+    )
     assert logging.getLogger("worker").level == logging.DEBUG
     assert logging.getLogger("django.request").level == logging.WARNING
     assert [h.name for h in logging.getLogger().handlers] == ["console"]

@@ -108,7 +108,7 @@ def test_a_webhook_with_forged_ids_logs_one_line(log_lines: io.StringIO) -> None
 # --- values that look like fields, bidirectional controls ------------------------------
 
 FORGED_FIELDS = "m1 outcome=duplicate status=500"
-BIDI = ["\u061c", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]  # fmt: skip
+BIDI = ["\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
 
 
 def fields(line: str) -> dict[str, list[str]]:
@@ -141,7 +141,12 @@ def test_bidirectional_controls_are_escaped() -> None:
 def test_a_webhook_message_id_cannot_forge_the_outcome_or_the_status(log_lines: io.StringIO) -> None:
     bot = ChatBotFactory()
     channel = ChannelFactory(chat_bot=bot)
-    body = {"message_id": FORGED_FIELDS + "\u202e", "chat_id": str(channel.pk), "text": "Hi", "message_sender": "customer"}
+    body = {
+        "message_id": FORGED_FIELDS + "\u202e",
+        "chat_id": str(channel.pk),
+        "text": "Hi",
+        "message_sender": "customer",
+    }
     response = APIClient().post(
         "/api/webhook/new_message", body, format="json", headers={"x-chatbot_auth_token": f"Bearer {bot.plain_secret}"}
     )
