@@ -97,7 +97,13 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------
-MONGO_URL = env_mongo_url("MONGO_URL", "mongodb://localhost:27017")
+# Unset: the embedded server `make run` started for this checkout, whose URL it records in
+# .data/mongo-url (devtools/run.py), so `manage.py` in a second terminal reaches the same
+# database; without one, the usual local MongoDB.
+_local_mongo_url = BASE_DIR / ".data" / "mongo-url"
+MONGO_URL = env_mongo_url(
+    "MONGO_URL", _local_mongo_url.read_text().strip() if _local_mongo_url.is_file() else "mongodb://localhost:27017"
+)
 MONGO_DB_NAME = env_str("MONGO_DB_NAME", "chatbot")
 # pymongo waits 30 s for a server by default; an outage must answer 503 within seconds.
 MONGO_TIMEOUT_MS = env_int("MONGO_TIMEOUT_MS", 3000, minimum=100)
@@ -256,11 +262,20 @@ SPECTACULAR_SETTINGS = {
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["debug", "info", "warning", "error", "critical"]).upper()
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"])
+# A `logging.config.dictConfig` file (.json or .toml) merged over the defaults: more handlers
+# (a rotating file, syslog, a JSON file for a log shipper), levels per logger (README, "Logging").
+# A relative path is taken from the project folder.
+LOG_CONFIG = env_str("LOG_CONFIG", "")
 LOGGING_CONFIG = None  # configured below, after the values are validated
 
-from config.logging import configure_logging  # noqa: E402
+from config.logging import LogConfigError, configure_logging  # noqa: E402
 
-configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+try:
+    configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT, config_file=str(BASE_DIR / LOG_CONFIG) if LOG_CONFIG else "")
+except LogConfigError as _error:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(str(_error)) from None
 
 # --- The platform -----------------------------------------------------------------------
 # The webhook stores the message and answers at once; the worker (`manage.py run_worker`,

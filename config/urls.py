@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from core import redoc
 from core import views as core_views
 from dialogues.selectors import scrape_collectors
 
@@ -25,6 +26,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    # ReDoc's script without the logo it would load from cdn.redoc.ly (templates/drf_spectacular/redoc.html).
+    path("api/redoc/redoc.standalone.js", redoc.redoc_script, name="redoc-script"),
     path("docs", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
     path("docs/", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
     path("api-auth/", include("rest_framework.urls")),

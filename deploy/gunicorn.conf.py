@@ -61,6 +61,9 @@ header_map = "dangerous"
 # (tests, benchmarks, the hosts of `make scale`) would fight over it, and nothing uses it.
 control_socket_disable = True
 accesslog = "-" if os.environ.get("SERVER_ACCESS_LOG", "").lower() in ("1", "true") else None
+# gunicorn's default line, with the path without its query string (`%(U)s`, not the request
+# line `%(r)s`) and no referer: a URL's query can carry a one-time key or a token.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 # Request lines up to gunicorn's maximum: a URL the app finds too long is then answered by the
 # app, as JSON (core.middleware.UrlLengthLimitMiddleware, 4096 bytes), rather than by
 # gunicorn's HTML 414 at its default 4094-byte line.

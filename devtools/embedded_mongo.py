@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pymongo import MongoClient
@@ -24,6 +25,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def ping(url: str, timeout_ms: int = 500) -> bool:
@@ -147,3 +157,64 @@ def env_with_url(url: str) -> dict[str, str]:
     env = dict(os.environ)
     env_set(env, "MONGO_URL", url)
     return env
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    pid: int
+    host: str
+    port: int
+
+
+def _option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args[:-1] else None
+
+
+def server_serving(storage: Path) -> RunningServer | None:
+    """The secantusd process of this machine whose data folder is `storage`, found by its
+    command line (Linux's /proc), whoever started it: a server is known by its data, never by
+    a port that anything else could be listening on."""
+    wanted = storage.resolve()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = [arg.decode(errors="replace") for arg in (entry / "cmdline").read_bytes().split(b"\0") if arg]
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        # `secantusd-py` is a Python script: its name is the first or the second argument.
+        if not any(Path(arg).name.startswith("secantusd") for arg in args[:2]):
+            continue
+        path, port, host = _option(args, "--storage-path"), _option(args, "--port"), _option(args, "--host")
+        if not path or path == ":memory:" or not port or not port.isdigit():
+            continue
+        try:
+            folder = Path(path) if Path(path).is_absolute() else Path(os.readlink(entry / "cwd")) / path
+        except OSError:
+            continue
+        if folder.resolve() == wanted:
+            host = host or "127.0.0.1"
+            return RunningServer(pid=int(entry.name), host="127.0.0.1" if host == "0.0.0.0" else host, port=int(port))  # noqa: S104
+    return None
+
+
+# `make run` writes the URL of its embedded server here (in its data folder), and the settings
+# read it when MONGO_URL is unset, so `manage.py` in a second terminal reaches the same database.
+URL_RECORD = "mongo-url"
+
+
+def recorded_url(data: Path) -> str | None:
+    try:
+        return (data / URL_RECORD).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def record_url(data: Path, url: str) -> None:
+    data.mkdir(parents=True, exist_ok=True)
+    temporary = data / f".{URL_RECORD}.{os.getpid()}"
+    temporary.write_text(url + "\n")
+    temporary.replace(data / URL_RECORD)

@@ -10,16 +10,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from core.env import env_normalize
-from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, ping, url_for
+from devtools.embedded_mongo import (
+    EmbeddedMongo,
+    die_with_parent,
+    free_port,
+    ping,
+    port_is_free,
+    record_url,
+    recorded_url,
+    server_serving,
+    url_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
-DEFAULT_PORT = 27017
 
 
 def say(message: str) -> None:
@@ -134,20 +144,10 @@ def main() -> int:
     if os.environ.get("MONGO_URL"):
         say("Using the database at MONGO_URL")
     else:
-        url = f"mongodb://localhost:{DEFAULT_PORT}/?directConnection=true"
-        if ping(url):
-            say(f"A MongoDB server already answers on localhost:{DEFAULT_PORT}; using it")
-        else:
-            url = url_for(DEFAULT_PORT, host="localhost", app=True)
-            DATA.mkdir(exist_ok=True)
-            say(f"Starting the embedded database (secantusd) on localhost:{DEFAULT_PORT}, data in .data/mongo")
-            embedded = EmbeddedMongo(port=DEFAULT_PORT, storage=str(DATA / "mongo"), log_file=DATA / "secantusd.log")
-            try:
-                embedded.start()
-            except KeyboardInterrupt:
-                embedded.stop()
-                return 130
-        os.environ["MONGO_URL"] = url
+        try:
+            os.environ["MONGO_URL"], embedded = local_database(DATA)
+        except KeyboardInterrupt:
+            return 130
 
     # Inherited by gunicorn and the worker (and the worker again when it is restarted, so
     # its counts carry on).
@@ -194,6 +194,43 @@ def main() -> int:
         if embedded:
             say("Stopping the embedded database")
             embedded.stop()
+
+
+def local_database(data: Path, *, wait_s: float = 30.0) -> tuple[str, EmbeddedMongo | None]:
+    """This checkout's own embedded server, known by its data folder (`data`/mongo): the one
+    already serving that folder (another `make run` of this checkout), or a new one on a free
+    port. Never whatever answers on a well-known port: that may be another checkout's. Its URL
+    is recorded in `data` for `manage.py` in a second terminal (config/settings.py). Returns the
+    app's URL and the server started here (None when it was already running)."""
+    storage = data / "mongo"
+    running = server_serving(storage)
+    if running is not None:
+        url = url_for(running.port, host=running.host, app=True)
+        deadline = time.monotonic() + wait_s
+        while not ping(url, timeout_ms=300):
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"error: secantusd (pid {running.pid}) holds {storage} but does not answer on port "
+                    f"{running.port}; stop it, then run again"
+                )
+            time.sleep(0.2)
+        say(f"This checkout's embedded database already runs (pid {running.pid}, port {running.port}); using it")
+        record_url(data, url)
+        return url, None
+    # The port of the last run when it is free (a stable address for your own tools), else any.
+    previous = urlsplit(recorded_url(data) or "").port
+    port = previous if previous and port_is_free(previous) else free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    say(f"Starting the embedded database (secantusd) on 127.0.0.1:{port}, data in {storage}")
+    embedded = EmbeddedMongo(port=port, storage=str(storage), log_file=data / "secantusd.log")
+    try:
+        embedded.start()
+    except BaseException:
+        embedded.stop()
+        raise
+    url = embedded.app_url
+    record_url(data, url)
+    return url, embedded
 
 
 def start_worker() -> subprocess.Popen[bytes]:

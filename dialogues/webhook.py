@@ -62,6 +62,9 @@ class PayloadTooLarge(ApplicationError):
     status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 
+MALFORMED_BODY = "Malformed request body: it could not be read as sent (Transfer-Encoding or Content-Length)"
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -83,22 +86,28 @@ def request_secret(request: Request) -> str:
 
 def _read_body(django_request: Any, limit: int) -> bytes:
     meta = django_request.META
-    if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
-        # A chunked body has no Content-Length, so Django's request stream reads it as empty.
-        # The WSGI server (gunicorn) decodes the chunks; read from it directly, bounded.
-        stream = meta.get("wsgi.input")
-        if stream is None:
-            return b""
-        chunks: list[bytes] = []
-        size = 0
-        while size < limit:
-            chunk = stream.read(min(64 * 1024, limit - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    return django_request.read(limit)
+    try:
+        if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # A chunked body has no Content-Length, so Django's request stream reads it as empty.
+            # The WSGI server (gunicorn) decodes the chunks; read from it directly, bounded.
+            stream = meta.get("wsgi.input")
+            if stream is None:
+                return b""
+            chunks: list[bytes] = []
+            size = 0
+            while size < limit:
+                chunk = stream.read(min(64 * 1024, limit - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+        return bytes(django_request.read(limit))
+    except Exception:
+        # The server could not decode the body: a malformed chunk size or terminator, a body
+        # shorter than announced, a client gone mid-body. gunicorn raises its own parse errors
+        # (not OSError) from the stream; whatever the server, the body is unreadable: a 400.
+        raise ApplicationError(MALFORMED_BODY) from None
 
 
 def request_json_object(request: Request) -> dict[str, Any]:

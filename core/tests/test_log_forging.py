@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import shlex
 import sys
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from rest_framework.test import APIClient
 
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
-from config.logging import TEXT_FORMAT, RequestIdFilter, TextFormatter, escape_control_characters
+from config.logging import TEXT_FORMAT, JsonFormatter, RequestIdFilter, TextFormatter, escape_control_characters
 
 FORGED = "x\r\n2026-11-24 12:00:00,000 WARNING [-] django.security: Admin password changed\x1b[2K"
 LINE_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \[")
@@ -49,7 +50,7 @@ def test_a_forged_line_in_the_message_its_arguments_or_extras_stays_on_one_line(
 
 def test_extras_keep_their_key_value_shape() -> None:
     line = TextFormatter("%(levelname)s %(message)s").format(_record("webhook", chat_id="c\n1", status=200))
-    assert line == "INFO webhook chat_id=c\\n1 status=200"
+    assert line == 'INFO webhook chat_id="c\\n1" status=200'
 
 
 def test_a_traceback_follows_on_indented_lines_and_cannot_start_a_line_either() -> None:
@@ -102,3 +103,58 @@ def test_a_webhook_with_forged_ids_logs_one_line(log_lines: io.StringIO) -> None
     assert not any("django.security" in line.split(": ", 1)[0] for line in lines)
     assert "\x1b" not in log_lines.getvalue() and "\r" not in log_lines.getvalue()
     assert any("\\r\\n2026-11-24" in line for line in webhook_lines)
+
+
+# --- values that look like fields, bidirectional controls ------------------------------
+
+FORGED_FIELDS = "m1 outcome=duplicate status=500"
+BIDI = ["\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
+
+
+def fields(line: str) -> dict[str, list[str]]:
+    """The line's `key=value` fields as a logfmt reader sees them (double quotes, backslash
+    escapes), each key with every value it was given."""
+    found: dict[str, list[str]] = {}
+    for token in shlex.split(line.split(": ", 1)[1]):
+        key, sep, value = token.partition("=")
+        if sep:
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_a_value_with_spaces_or_equals_signs_stays_one_field() -> None:
+    line = TextFormatter(TEXT_FORMAT).format(_record("webhook", message_id=FORGED_FIELDS, outcome="stored", status=200))
+    assert fields(line) == {"message_id": [FORGED_FIELDS], "outcome": ["stored"], "status": ["200"]}
+    quoted = TextFormatter(TEXT_FORMAT).format(_record("webhook", chat_id='a "b" \\c', empty=""))
+    assert fields(quoted) == {"chat_id": ['a "b" \\c'], "empty": [""]}
+
+
+def test_bidirectional_controls_are_escaped() -> None:
+    for char in BIDI:
+        line = TextFormatter(TEXT_FORMAT).format(_record("chat %s", f"a{char}b", chat_id=f"c{char}d"))
+        assert char not in line
+        assert f"a\\u{ord(char):04x}b" in line and f"chat_id=c\\u{ord(char):04x}d" in line
+        assert char not in JsonFormatter().format(_record("chat %s", f"a{char}b", chat_id=f"c{char}d"))
+
+
+@pytest.mark.django_db
+def test_a_webhook_message_id_cannot_forge_the_outcome_or_the_status(log_lines: io.StringIO) -> None:
+    bot = ChatBotFactory()
+    channel = ChannelFactory(chat_bot=bot)
+    body = {
+        "message_id": FORGED_FIELDS + "\u202e",
+        "chat_id": str(channel.pk),
+        "text": "Hi",
+        "message_sender": "customer",
+    }
+    response = APIClient().post(
+        "/api/webhook/new_message", body, format="json", headers={"x-chatbot_auth_token": f"Bearer {bot.plain_secret}"}
+    )
+    assert response.status_code == 200
+
+    [line] = [line for line in log_lines.getvalue().splitlines() if " dialogues.webhook: webhook" in line]
+    logged = fields(line)
+    assert logged["message_id"] == [FORGED_FIELDS + "\\u202e"]
+    assert len(logged["outcome"]) == 1 and logged["outcome"] != ["duplicate"]
+    assert logged["status"] == ["200"]
+    assert "\u202e" not in log_lines.getvalue()

@@ -3,6 +3,8 @@ way of the routes below it."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -60,7 +62,7 @@ def test_docs_pages_name_no_other_host(client: Client, path: str) -> None:
     """Scripts, styles, icons from this server (drf-spectacular-sidecar); ReDoc without the
     Google Fonts drf-spectacular's template links. The browser test checks what is fetched."""
     page = client.get(path).content.decode()
-    assert "/static/drf_spectacular_sidecar/" in page
+    assert "/static/drf_spectacular_sidecar/" in page or '<script src="/api/redoc/redoc.standalone.js">' in page
     assert "fonts.googleapis.com" not in page
     assert "https://" not in page and "http://" not in page
 
@@ -69,3 +71,17 @@ def test_redoc_page_keeps_the_browser_on_this_server(client: Client) -> None:
     page = client.get("/api/redoc/").content.decode()
     assert '<meta http-equiv="Content-Security-Policy" content="default-src \'self\';' in page
     assert "img-src 'self' data: blob:;" in page
+
+
+def test_redoc_script_names_no_other_host_to_load(client: Client) -> None:
+    """ReDoc's sidebar logo came from cdn.redoc.ly: its address is taken out of the bundle."""
+    response = client.get("/api/redoc/redoc.standalone.js")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/javascript")
+    script = response.content
+    assert b"Redoc" in script and len(script) > 100_000
+    assert b"cdn.redoc.ly" not in script
+    compressed = client.get("/api/redoc/redoc.standalone.js", headers={"Accept-Encoding": "gzip"})
+    assert compressed["Content-Encoding"] == "gzip" and gzip.decompress(compressed.content) == script
+    again = client.get("/api/redoc/redoc.standalone.js", headers={"If-None-Match": response["ETag"]})
+    assert again.status_code == 304

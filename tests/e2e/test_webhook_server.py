@@ -148,3 +148,32 @@ def test_chunked_body_is_read_through_the_server(live_server_process: LiveServer
     assert response.status == 200, answer
     assert answer["message_id"] == "chunked-1" and answer["reply_pending"] is True
     assert Message.objects.get(message_id="chunked-1").text == "hi"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"zz\r\n{}\r\n0\r\n\r\n",  # a chunk size that is not hexadecimal
+        b"5\r\n{}{}{}{}\r\n0\r\n\r\n",  # a chunk longer than its size, no terminator where due
+        b"5\r\n{}",  # the body ends inside a chunk
+    ],
+    ids=["bad-size", "bad-terminator", "cut-short"],
+)
+def test_malformed_chunked_body_with_the_right_secret_is_a_400(live_server_process: LiveServer, chunks: bytes) -> None:
+    """gunicorn raises its own parse errors from the body stream; the webhook answers them as
+    a malformed body (400 JSON), never a 500 with a traceback in the log."""
+    bot = ChatBotFactory()
+    head = [f"POST {WEBHOOK} HTTP/1.1", f"Host: 127.0.0.1:{live_server_process.port}",
+            "Content-Type: application/json", "Transfer-Encoding: chunked", "Connection: close",
+            f"x-chatbot_auth_token: Bearer {bot.plain_secret}"]  # fmt: skip
+    with socket.create_connection(("127.0.0.1", live_server_process.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + chunks)
+        sock.shutdown(socket.SHUT_WR)  # the client has sent all it will
+        received = []
+        while chunk := sock.recv(65536):
+            received.append(chunk)
+    answer_head, _, payload = b"".join(received).partition(b"\r\n\r\n")
+    assert int(answer_head.split(b" ", 2)[1]) == 400, answer_head + payload
+    assert b"application/json" in answer_head.lower()
+    assert json.loads(payload)["detail"].startswith("Malformed request body")
+    assert "Traceback" not in live_server_process.log_text()
