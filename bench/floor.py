@@ -27,9 +27,11 @@ authentication, validation, logging, the bulkheads (in-memory counters) and the 
 (no database work while a channel succeeds), the channel's "last delivery" note (a write per
 channel every 5 s), the 1-second cache refreshes and the worker's housekeeping (1 s / 10 s).
 
-Keep this in step with dialogues/ingest.py, dialogues/store.py, worker/loop.py and
-worker/pipeline.py: the app's end-to-end throughput is reported as a fraction of this floor
-(`make bench` records a hash of those files with its results).
+The constants (batch sizes, delays, the lease) are imported from the modules that own them;
+Django is loaded for that only. Keep the rest in step with dialogues/ingest.py,
+dialogues/store.py, worker/loop.py and worker/pipeline.py: the app's end-to-end throughput is
+reported as a fraction of this floor (`make bench` records a hash of those files with its
+results).
 
 `python -m bench.floor worker --url U --db D --bot B --threads T` runs the floor's worker until
 SIGTERM, then prints its counts as one JSON line.

@@ -11,7 +11,7 @@ from django.utils import timezone
 from channels_app.models import Channel, DeliveryState
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
-from tests.support.receiver import ChannelReceiver, Reply
+from devtools.receiver import ChannelReceiver, Reply
 
 pytestmark = pytest.mark.django_db
 
