@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 
 from core.caching import lookup_caches_clear
 from core.tests.factories import api_token_key
+from devtools.receiver import ChannelReceiver
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 from worker.loop import Worker
 
 

@@ -134,7 +134,7 @@ class Stack:
 
         receiver_log = open(self.out_dir / "receiver.log", "wb")  # noqa: SIM115
         self.receiver = subprocess.Popen(
-            [sys.executable, "-m", "bench.receiver", "--port", str(self.receiver_port)],
+            [sys.executable, "-m", "devtools.receiver", "--port", str(self.receiver_port)],
             cwd=ROOT,
             stdout=receiver_log,
             stderr=subprocess.STDOUT,

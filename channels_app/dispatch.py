@@ -4,41 +4,35 @@ One call is one attempt (`channel_attempt`). Retrying belongs to the worker, so 
 never raises for a network or HTTP problem: it returns an `AttemptOutcome` that says whether
 a retry could help (`permanent`) and what the channel asked for (`retry_after_s`).
 
-Each attempt has one deadline for all of it: connecting, sending, the status line and headers,
-and the body, of which at most 64 KiB is read. requests' and urllib3's timeouts bound each
-socket operation, not their sum, so a channel that trickles a byte every half second would
-never trip them; a watchdog thread shuts the attempt's socket down at the deadline instead,
-which ends whatever read or write is blocked on it at once.
+Each attempt has one deadline for all of it, and of the answer's body at most 64 KiB is read;
+the deadline's mechanics (clock, watchdog, guarded pools) are `channels_app.outgoing_http`'s.
+This module holds the rules: headers, signatures, payloads, and which answer is final.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import logging
-import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
-from urllib3 import ProxyManager
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from channels_app.services import is_public_address, url_targets_non_public_address, validate_channel_url
-from core.caching import LookupCache
+from channels_app.outgoing_http import (
+    AttemptClock,
+    PrivateAddressRefused,
+    clocked,
+    http_session,
+    private_url_refused_cached,
+    retry_after_s,
+)
+from channels_app.services import validate_channel_url
 from core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -83,247 +77,6 @@ class AttemptOutcome:
     # The channel's Retry-After, on 429 and 503 only.
     retry_after_s: float | None
     elapsed_ms: float
-
-
-# --- Where a delivery may connect ------------------------------------------------------------
-#
-# A channel URL whose host is or resolves to an address that is not globally routable is
-# refused before the request (`private_url_refused_cached`). The host may resolve differently
-# a moment later, when the connection is made (DNS rebinding), so the address actually
-# connected to is checked too, before a byte is sent. Through a proxy, the proxy connects.
-
-
-class PrivateAddressRefused(Exception):
-    def __init__(self, address: str):
-        super().__init__(address)
-        self.address = address
-
-
-# --- One deadline per attempt ----------------------------------------------------------------
-
-
-class _AttemptClock:
-    """One attempt's deadline and the sockets it uses. They are kept as duplicates of their
-    file descriptors: those stay valid whatever urllib3 does with its own socket objects (the
-    TLS wrap detaches the plain socket; an error closes it), so a late shutdown can never hit
-    a descriptor number the process has since reused for something else."""
-
-    def __init__(self, deadline: float):
-        self.deadline = deadline
-        self.expired = False
-        self._done = False
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def watch(self, sock: socket.socket) -> None:
-        try:
-            dup = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
-        except OSError:
-            return
-        with self._lock:
-            if self._done:
-                dup.close()
-                return
-            self._socks.append(dup)
-            if self.expired:
-                _shutdown(dup)
-
-    def expire(self) -> None:
-        """At the deadline (the watchdog's thread)."""
-        with self._lock:
-            if self._done:
-                return
-            self.expired = True
-            for sock in self._socks:
-                _shutdown(sock)
-
-    def finish(self) -> None:
-        """The attempt's I/O is over: from here on the deadline touches nothing. Called before
-        a connection goes back to the pool, so it can never cut another attempt's request."""
-        with self._lock:
-            self._done = True
-            socks, self._socks = self._socks, []
-        for sock in socks:
-            sock.close()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed by the peer or by urllib3
-
-
-class _Watchdog:
-    """One daemon thread that expires attempt clocks at their deadlines (a timer thread per
-    attempt would do the same at the cost of a thread per attempt)."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _AttemptClock]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def arm(self, clock: _AttemptClock) -> None:
-        with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="delivery-deadlines", daemon=True)
-                self._thread.start()
-            heapq.heappush(self._heap, (clock.deadline, next(self._seq), clock))
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = []
-                while self._heap and self._heap[0][0] <= now:
-                    due.append(heapq.heappop(self._heap)[2])
-                if not due:
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
-                    continue
-            for clock in due:
-                clock.expire()
-
-
-_watchdog = _Watchdog()
-# A forked child (a gunicorn worker) has no watchdog thread and must not inherit a lock
-# another thread held at the fork.
-os.register_at_fork(after_in_child=_watchdog._reset)
-
-# The attempt the current thread is making, for the connection hooks below: requests gives
-# no way to pass it down to urllib3's connections.
-_current = threading.local()
-
-
-def _current_clock() -> _AttemptClock | None:
-    return getattr(_current, "clock", None)
-
-
-class _PeerAddressGuard:
-    proxy: Any
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
-        if self.proxy is None and not settings.CHANNEL_ALLOW_PRIVATE_URLS:
-            address = sock.getpeername()[0]
-            if not is_public_address(address):
-                sock.close()
-                raise PrivateAddressRefused(address)
-        if (clock := _current_clock()) is not None:
-            clock.watch(sock)
-        return sock
-
-
-class _GuardedHTTPConnection(_PeerAddressGuard, HTTPConnection):
-    pass
-
-
-class _GuardedHTTPSConnection(_PeerAddressGuard, HTTPSConnection):
-    pass
-
-
-class _ClockedPool:
-    """A pooled (kept-alive) connection taken for an attempt is watched by its clock; the
-    attempt lets go of it before the connection goes back."""
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
-        if conn.sock is not None and (clock := _current_clock()) is not None:
-            clock.watch(conn.sock)
-        return conn
-
-    def _put_conn(self, conn: Any) -> None:
-        if (clock := _current_clock()) is not None:
-            clock.finish()
-        super()._put_conn(conn)  # type: ignore[misc]
-
-
-class _GuardedHTTPPool(_ClockedPool, HTTPConnectionPool):
-    ConnectionCls = _GuardedHTTPConnection
-
-
-class _GuardedHTTPSPool(_ClockedPool, HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
-_POOL_CLASSES = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
-
-
-class GuardedAdapter(HTTPAdapter):
-    """requests' adapter whose connections check the address they reached and are bounded by
-    the attempt's deadline."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if type(manager) is ProxyManager:  # not SOCKS, whose pools are its own
-            manager.pool_classes_by_scheme = _POOL_CLASSES
-        return manager
-
-
-_session: requests.Session | None = None
-_session_lock = threading.Lock()
-
-
-def http_session() -> requests.Session:
-    """Created on first use, so every gunicorn worker (forked) has its own connection pool."""
-    global _session
-    if _session is None:
-        with _session_lock:
-            if _session is None:
-                session = requests.Session()
-                # Retries are the worker's (counted, recorded, spaced out), never urllib3's.
-                adapter = GuardedAdapter(pool_connections=32, pool_maxsize=64, max_retries=0)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                _session = session
-    return _session
-
-
-PRIVATE_CACHE_TTL_S = 10.0
-# Whether a host resolves to a non-public address, by host name.
-_private_hosts = LookupCache(maxsize=4096, ttl_s=lambda: PRIVATE_CACHE_TTL_S)
-
-
-def private_url_refused_cached(url: str) -> bool:
-    """`channels_app.services.url_targets_non_public_address` unless private URLs are allowed,
-    with the DNS answer kept for a few seconds: without it every attempt would pay a resolver
-    round trip."""
-    if settings.CHANNEL_ALLOW_PRIVATE_URLS:
-        return False
-    host = urlsplit(url).hostname or ""
-    refused = _private_hosts.get(host)
-    if refused is None:
-        refused = url_targets_non_public_address(url)
-        _private_hosts.set(host, refused)
-    return bool(refused)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 # --- Signatures (Standard Webhooks) ------------------------------------------------------------
@@ -386,7 +139,7 @@ def channel_attempt(
     if signing_secrets:
         # After the caller's headers: a signature is ours to make, never overridden.
         headers.update(signature_headers(msg_id=idempotency_key, body=body, secrets=signing_secrets))
-    clock = _AttemptClock(started + deadline_s)
+    clock = AttemptClock(started + deadline_s)
     status: int | None = None
     try:
         status = _post(url=url, headers=headers, body=body, clock=clock, deadline_s=deadline_s)
@@ -419,7 +172,7 @@ def channel_attempt(
     return outcome
 
 
-def _post(*, url: str, headers: dict[str, str], body: bytes, clock: _AttemptClock, deadline_s: float) -> int:
+def _post(*, url: str, headers: dict[str, str], body: bytes, clock: AttemptClock, deadline_s: float) -> int:
     """One POST within the clock's deadline. Returns the 2xx status or raises TransportError."""
     try:
         validate_channel_url(url)
@@ -430,16 +183,12 @@ def _post(*, url: str, headers: dict[str, str], body: bytes, clock: _AttemptCloc
     remaining = clock.deadline - time.monotonic()
     if remaining <= 0:  # the resolver took it all
         raise TransportError(f"Timed out after {deadline_s:g} s")
-    _watchdog.arm(clock)
-    _current.clock = clock
-    try:
+    with clocked(clock):
         return _exchange(url=url, headers=headers, body=body, clock=clock, remaining=remaining, deadline_s=deadline_s)
-    finally:
-        _current.clock = None
 
 
 def _exchange(
-    *, url: str, headers: dict[str, str], body: bytes, clock: _AttemptClock, remaining: float, deadline_s: float
+    *, url: str, headers: dict[str, str], body: bytes, clock: AttemptClock, remaining: float, deadline_s: float
 ) -> int:
     # Per-operation timeouts as well, so that nothing waits on the watchdog when it need not.
     timeout = (min(settings.CHANNEL_CONNECT_TIMEOUT_S, remaining), remaining)
@@ -478,7 +227,7 @@ def _exchange(
             f"Received status code {status} (redirects are not followed)", permanent=True, status_code=status
         )
     if status in (408, 429) or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+        retry_after = retry_after_s(response.headers) if status in (429, 503) else None
         raise TransportError(f"Received status code {status}", status_code=status, retry_after_s=retry_after)
     raise TransportError(f"Received status code {status}", permanent=True, status_code=status)
 
@@ -504,7 +253,7 @@ _INVALID_REQUEST = (
 )
 
 
-def _request_error(exc: Exception, *, clock: _AttemptClock, connect_s: float, deadline_s: float) -> TransportError:
+def _request_error(exc: Exception, *, clock: AttemptClock, connect_s: float, deadline_s: float) -> TransportError:
     if clock.expired or isinstance(exc, requests.exceptions.ReadTimeout):
         return TransportError(f"Timed out after {deadline_s:g} s")
     if isinstance(exc, requests.exceptions.ConnectTimeout):

@@ -20,7 +20,6 @@ self-hosted chat templates accept a system message only first.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ import openai
 from django.conf import settings
 from openai.types.chat import ChatCompletion
 
+from channels_app.outgoing_http import retry_after_s
 from chatbots.models import ChatBot
 from llm.types import HistoryItem, LLMError, LLMReply
 
@@ -170,8 +170,9 @@ def _error(exc: openai.APIError, *, model: str, base_url: str, api_key: str) -> 
         return LLMError(f"The LLM call failed: {type(exc).__name__}")
     status = exc.status_code
     detail = _server_detail(exc, api_key)
+    # OpenAI sends its own retry-after-ms besides Retry-After.
+    retry_after = retry_after_s(exc.response.headers, retry_after_ms=True)
     if status == 429:
-        retry_after = retry_after_s(exc.response.headers)
         if exc.code == "insufficient_quota":
             text = "The LLM account is out of quota (429)"
         else:
@@ -180,7 +181,7 @@ def _error(exc: openai.APIError, *, model: str, base_url: str, api_key: str) -> 
             text += f", retry after {retry_after:g} s"
         return LLMError(text, retry_after_s=retry_after)
     if status >= 500 or status in (408, 409):
-        return LLMError(f"The LLM server failed ({status})", retry_after_s=retry_after_s(exc.response.headers))
+        return LLMError(f"The LLM server failed ({status})", retry_after_s=retry_after)
     if status == 401:
         return LLMError("The LLM server refused the API key (401)", retryable=False)
     if status == 403:
@@ -208,29 +209,6 @@ def _host(base_url: str) -> str:
     # Host and port only: a URL may carry credentials (user:password@host) or a key in its query.
     parts = urlsplit(base_url)
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-def retry_after_s(headers: Any) -> float | None:
-    """Retry-After (seconds or an HTTP date), or OpenAI's retry-after-ms. None if absent or
-    unreadable."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _int_or_none(value: object) -> int | None:

@@ -119,7 +119,8 @@ class Cluster:
         subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=self.env,
                        check=True)  # fmt: skip
         self.rx = self.net.add_host("rx", 20)
-        receiver = [sys.executable, "-m", "scale.receiver", "--host", self.rx.address, "--port", str(RECEIVER_PORT)]
+        receiver = [sys.executable, "-m", "devtools.receiver", "--host", self.rx.address, "--port", str(RECEIVER_PORT),
+                    "--keep-requests"]  # fmt: skip
         self.rx.start("receiver", receiver, env=self.env, log=self.work / "receiver.log", cwd=ROOT)
         for number in range(1, self.args.hosts + 1):
             host = self.net.add_host(f"h{number}", 10 + number)

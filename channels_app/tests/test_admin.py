@@ -13,7 +13,7 @@ from channels_app.models import Channel, DeliveryState
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from core.db_routing import OPERATORS_DB
-from tests.support.receiver import ChannelReceiver, Reply
+from devtools.receiver import ChannelReceiver, Reply
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,8 @@ import responses
 from django.test import override_settings
 
 import channels_app.dispatch as dispatch
-from channels_app.dispatch import AttemptOutcome, channel_attempt, parse_retry_after
+import channels_app.outgoing_http as outgoing_http
+from channels_app.dispatch import AttemptOutcome, channel_attempt
 
 URL = "https://channel.example.com/hook"
 TOKEN = "tok-secret-4711"
@@ -36,7 +37,7 @@ def attempt(url: str = URL, **kwargs: object) -> AttemptOutcome:
 
 @pytest.fixture(autouse=True)
 def fresh_private_cache() -> None:
-    dispatch._private_hosts.clear()
+    outgoing_http._private_hosts.clear()
 
 
 # --- Unit tests against `responses` ------------------------------------------------------
@@ -257,19 +258,6 @@ def test_test_payload_is_a_marked_reply() -> None:
     assert dispatch.test_payload(channel_id="ch-9")["message_id"] != payload["message_id"]
 
 
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("5") == 5.0
-    assert parse_retry_after(" 2.5 ") == 2.5
-    assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("") is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("nan") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= parse_retry_after(future) <= 31  # type: ignore[operator]
-
-
 # --- Against real sockets on 127.0.0.1 ---------------------------------------------------
 #
 # A raw TCP server, so that a test controls every byte (and its timing) the "channel" sends.
@@ -359,8 +347,8 @@ def serve() -> Iterator[Serve]:
     for server in servers:
         server.stop()
     # Pooled keep-alive connections to these servers must not outlive them.
-    dispatch.http_session().close()
-    dispatch._session = None
+    outgoing_http.http_session().close()
+    outgoing_http._session = None
 
 
 def answer_ok(conn: socket.socket, server: RawServer) -> None:
@@ -571,7 +559,7 @@ def test_an_address_that_turns_private_at_connect_time_gets_nothing(
         checked.append(url)
         return False
 
-    monkeypatch.setattr(dispatch, "url_targets_non_public_address", looks_public)
+    monkeypatch.setattr(outgoing_http, "url_targets_non_public_address", looks_public)
     server = serve(answer_ok)
 
     outcome = attempt(url=server.url)

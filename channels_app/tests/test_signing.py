@@ -28,7 +28,7 @@ from channels_app.services import (
 )
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
-from tests.support.receiver import ChannelReceiver
+from devtools.receiver import ChannelReceiver
 
 URL = "https://channel.example.com/hook"
 TOKEN = "tok-secret-4711"

@@ -24,11 +24,11 @@ from chatbots.tests.factories import ChatBotFactory
 from config.admin_site import activity_chart
 from core.caching import lookup_caches_clear
 from core.mongo import mongo_collection
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.documents import message_document
 from dialogues.models import Message
 from dialogues.selectors import HourActivity
 from tests.support.chat_completions import ChatCompletionsServer, ChatReply, error_body
-from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
 from core.caching import lookup_caches_clear
-from tests.support.receiver import ChannelReceiver
+from devtools.receiver import ChannelReceiver
 
 WEBHOOK_URL = "/api/webhook/new_message"
 

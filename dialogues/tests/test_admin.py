@@ -14,10 +14,10 @@ from django.utils import timezone
 from channels_app.models import Channel, DeliveryState
 from channels_app.tests.factories import ChannelFactory
 from core.db_routing import OPERATORS_DB
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Delivery, Dialogue, Message
 from dialogues.tests.conftest import customer_message
 from dialogues.tests.factories import DialogueFactory, MessageFactory
-from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = pytest.mark.django_db
 

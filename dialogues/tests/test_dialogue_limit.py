@@ -15,10 +15,10 @@ from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
+from devtools.receiver import ChannelReceiver
 from dialogues.models import Dialogue, Message
 from dialogues.store import counters_collection
 from dialogues.tests.conftest import WEBHOOK_URL, PostWebhook, customer_message
-from tests.support.receiver import ChannelReceiver
 
 pytestmark = pytest.mark.django_db
 

@@ -18,10 +18,10 @@ from rest_framework.test import APIClient
 from channels_app.models import Channel
 from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
 from dialogues.store import dialogues_collection, utcnow
 from dialogues.tests.conftest import customer_message
-from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = pytest.mark.django_db
 

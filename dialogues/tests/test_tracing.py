@@ -22,10 +22,10 @@ from core.tracing import (
     traceparent_parse,
     tracestate_clean,
 )
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Message
 from dialogues.tests.conftest import customer_message
 from tests.support.chat_completions import ChatCompletionsServer
-from tests.support.receiver import ChannelReceiver, Reply
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

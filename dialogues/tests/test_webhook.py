@@ -14,9 +14,9 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.services import chatbot_rotate_secret
 from chatbots.tests.factories import ChatBotFactory
 from core.caching import lookup_caches_clear
+from devtools.receiver import Reply
 from dialogues.models import Dialogue, Message
 from dialogues.tests.conftest import WEBHOOK_URL, customer_message
-from tests.support.receiver import Reply
 
 pytestmark = pytest.mark.django_db
 

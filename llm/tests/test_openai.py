@@ -11,7 +11,7 @@ import pytest
 
 from chatbots.models import ChatBot
 from llm.client import HistoryItem, LLMError, LLMReply, llm_pool, llm_reply_generate
-from llm.openai_backend import EMPLOYEE_PREFIX, max_tokens_field, retry_after_s
+from llm.openai_backend import EMPLOYEE_PREFIX, max_tokens_field
 from llm.tests.conftest import API_KEY
 from tests.support.chat_completions import ChatCompletionsServer, ChatReply, completion_body, error_body
 
@@ -126,6 +126,18 @@ def test_429_with_retry_after_is_retryable_then_the_next_call_succeeds(llm_serve
 def test_429_retry_after_ms_is_read_too(llm_server: ChatCompletionsServer) -> None:
     llm_server.then(ChatReply(status=429, headers={"retry-after-ms": "1500"}, body=error_body("slow down")))
     assert _fail().retry_after_s == 1.5
+
+
+def test_429_unreadable_retry_after_is_no_answer(llm_server: ChatCompletionsServer) -> None:
+    """NaN and infinity are not a wait: the worker's own backoff applies, and an unreadable
+    retry-after-ms leaves Retry-After to answer."""
+    llm_server.then(
+        ChatReply(status=429, headers={"Retry-After": "nan"}, body=error_body("slow down")),
+        ChatReply(status=429, headers={"retry-after-ms": "inf", "Retry-After": "2"}, body=error_body("slow down")),
+    )
+    first, second = _fail(), _fail()
+    assert first.retryable and first.retry_after_s is None
+    assert second.retryable and second.retry_after_s == 2.0
 
 
 def test_500_is_retryable_and_not_retried_by_the_sdk(llm_server: ChatCompletionsServer) -> None:
@@ -265,13 +277,3 @@ def test_the_key_appears_in_no_log_line_and_no_error(
         assert API_KEY not in record.getMessage()
         assert API_KEY not in str(record.__dict__)
     assert not [message for message in messages if API_KEY in message]
-
-
-def test_retry_after_forms() -> None:
-    assert retry_after_s({"retry-after": "3"}) == 3.0
-    assert retry_after_s({"retry-after": "0.5"}) == 0.5
-    assert retry_after_s({"retry-after-ms": "250"}) == 0.25
-    assert retry_after_s({}) is None
-    assert retry_after_s({"retry-after": "soon"}) is None
-    in_a_minute = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))
-    assert 55 <= (retry_after_s({"retry-after": in_a_minute}) or 0) <= 61

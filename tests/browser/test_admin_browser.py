@@ -13,9 +13,9 @@ import requests
 
 from channels_app.models import Channel
 from chatbots.models import ChatBot
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Delivery, Message
 from tests.support.live_server import LiveServer, WorkerProcess
-from tests.support.receiver import ChannelReceiver, Reply
 
 PASSWORD = "operator-pass-123"  # the `staff_user` fixture's
 

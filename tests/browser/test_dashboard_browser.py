@@ -20,10 +20,10 @@ from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from core.mongo import mongo_collection
+from devtools.receiver import ChannelReceiver
 from dialogues.documents import message_document
 from dialogues.models import Dialogue, Message
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 
 PASSWORD = "operator-pass-123"  # the `staff_user` fixture's
 

@@ -11,10 +11,10 @@ import pytest
 
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
+from devtools.receiver import ChannelReceiver
 from dialogues.models import Dialogue, Message
 from tests.browser.test_admin_browser import PASSWORD, post_webhook, wait_until
 from tests.support.live_server import LiveServer, WorkerProcess
-from tests.support.receiver import ChannelReceiver
 
 
 @pytest.mark.e2e

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
+from devtools.receiver import ChannelReceiver
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

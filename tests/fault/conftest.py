@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import pytest
 import requests
 from django.conf import settings
 
+from devtools.receiver import ChannelReceiver
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK = "/api/webhook/new_message"
@@ -79,13 +78,7 @@ def fire_together(count: int, call: Callable[[int], Any]) -> list[Any]:
 def receiver_on_port(port: int) -> ChannelReceiver:
     """A ChannelReceiver listening on a given port: a channel that was down comes back where
     it was."""
-    receiver = ChannelReceiver()
-    handler = receiver.server.RequestHandlerClass
-    receiver.server.server_close()
-    receiver.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    receiver.server.daemon_threads = True
-    receiver.thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    return receiver.start()
+    return ChannelReceiver(port=port).start()
 
 
 def manage(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

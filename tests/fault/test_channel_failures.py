@@ -11,10 +11,10 @@ from channels_app.models import DeliveryState
 from channels_app.tests.factories import ChannelFactory
 from core.caching import lookup_caches_clear
 from devtools.embedded_mongo import free_port
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Message
 from tests.fault.conftest import manage, post_webhook, receiver_on_port
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver, Reply
 from worker.loop import Worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

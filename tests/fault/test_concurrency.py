@@ -10,10 +10,10 @@ import pytest
 
 from channels_app.tests.factories import ChannelFactory
 from core.caching import lookup_caches_clear
+from devtools.receiver import ChannelReceiver
 from dialogues.models import Dialogue, Message
 from tests.fault.conftest import fire_together, post_webhook
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 from worker.loop import Worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -27,9 +27,9 @@ import requests
 from pymongo import MongoClient
 
 from devtools.embedded_mongo import EmbeddedMongo
+from devtools.receiver import ChannelReceiver
 from tests.fault.conftest import SEED_HEADER, WEBHOOK, fire_together, manage
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -14,10 +14,10 @@ from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.models import ChatBot
 from core.tests.factories import api_token_key
+from devtools.receiver import ChannelReceiver
 from dialogues.models import Dialogue, Message
 from tests.fault.conftest import SEED_HEADER, WEBHOOK
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -26,9 +26,9 @@ from schemathesis.engine import from_schema as engine_from_schema
 
 from channels_app.tests.factories import ChannelFactory
 from core.tests.factories import api_token_key
+from devtools.receiver import ChannelReceiver
 from tests.fault.conftest import post_webhook
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

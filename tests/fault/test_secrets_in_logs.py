@@ -10,9 +10,9 @@ import pytest
 import requests
 
 from core.tests.factories import api_token_key
+from devtools.receiver import ChannelReceiver, Reply
 from tests.fault.conftest import SEED_HEADER, WEBHOOK, manage
 from tests.support.live_server import LiveServer, WorkerProcess
-from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -17,10 +17,10 @@ from django.conf import settings
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from devtools.embedded_mongo import free_port
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Message
 from tests.fault.conftest import SEED_HEADER, WEBHOOK, receiver_on_port
 from tests.support.live_server import LiveServer
-from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

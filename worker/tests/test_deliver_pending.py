@@ -22,11 +22,11 @@ from channels_app.services import channel_set_active
 from channels_app.tests.factories import ChannelFactory
 from core.caching import lookup_caches_clear
 from devtools.embedded_mongo import EmbeddedMongo
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
 from dialogues.store import dialogue_claim_next, dialogues_collection, utcnow
 from dialogues.tests.conftest import customer_message
 from tests.support.live_server import WorkerProcess
-from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = pytest.mark.django_db
 

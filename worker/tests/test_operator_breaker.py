@@ -15,10 +15,10 @@ from django.urls import reverse
 
 from channels_app.models import Channel
 from channels_app.services import channel_test_request
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Message
 from dialogues.store import dialogues_collection, utcnow
 from dialogues.tests.conftest import customer_message
-from tests.support.receiver import ChannelReceiver, Reply
 
 pytestmark = pytest.mark.django_db
 

@@ -15,6 +15,7 @@ from django.test import override_settings
 from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
 from dialogues.store import (
     dialogue_claim_next,
@@ -26,7 +27,6 @@ from dialogues.store import (
     utcnow,
 )
 from dialogues.tests.conftest import customer_message
-from tests.support.receiver import ChannelReceiver, Reply
 from worker.loop import Worker
 
 pytestmark = pytest.mark.django_db

@@ -17,11 +17,11 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from channels_app.models import Channel
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
 from dialogues.services_operators import dialogue_pause
 from dialogues.store import dialogues_collection, due_later_make_now, messages_collection, utcnow
 from dialogues.tests.conftest import customer_message
-from tests.support.receiver import ChannelReceiver, Reply
 from worker.loop import Worker
 
 pytestmark = pytest.mark.django_db
