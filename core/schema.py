@@ -17,7 +17,7 @@ from typing import Any
 from rest_framework import serializers
 
 from core import pagination
-from core.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_S
+from core.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_S, read_too_slow_message
 from core.middleware import MAX_URL_BYTES, URL_TOO_LONG
 
 ERROR_COMPONENT = "Error"
@@ -110,6 +110,11 @@ _STANDARD_ERRORS: dict[str, dict[str, Any]] = {
         "longer than 8190 bytes is refused by the HTTP server itself, with its own (not JSON) 414.",
         "content": _example(URL_TOO_LONG),
     },
+    "422": {
+        "description": "The read took longer than its time limit (`MONGO_READ_TIMEOUT_MS`): narrow it "
+        "with a filter or a smaller page, or follow the cursor. The database itself is fine.",
+        "content": _example(read_too_slow_message()),
+    },
     "503": {
         "description": "The database did not answer in time; try again after `Retry-After` seconds.",
         "headers": {
@@ -140,7 +145,8 @@ def _statuses(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     if operation.get("requestBody") or any(p.get("in") == "query" for p in operation.get("parameters", [])):
         statuses.append("400")
     if schemes & MANAGEMENT_SCHEMES:
-        statuses += ["401", "403"]
+        # Management reads run under their own time limit (core.db_routing).
+        statuses += ["401", "403", "422"]
     if "{" in path:
         statuses.append("404")
     if method in _WRITES and schemes & MANAGEMENT_SCHEMES:
@@ -154,8 +160,9 @@ def _statuses(path: str, method: str, operation: dict[str, Any]) -> list[str]:
 def error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """Every error response in the `Error` shape, and every status the server answers with
     documented: 400 where there is input, 401/403 behind the management API's auth, 404 on a
-    path with an id, 409 and 415 on its writes (a unique index; DRF's parsers), 413 where there
-    is a body, 414, 429 and 503 everywhere."""
+    path with an id, 409 and 415 on its writes (a unique index; DRF's parsers), 422 on the
+    management API (a read over its time limit), 413 where there is a body, 414, 429 and 503
+    everywhere."""
     components = result.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas[ERROR_COMPONENT] = copy.deepcopy(ERROR_SCHEMA)
