@@ -19,7 +19,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # An exact path, before the apps' includes (whose routes all have something after `api/`).
     path("api/", core_views.api_root, name="api-root"),
-    path("api/webhook/", include("dialogues.webhook_urls")),
+    path("api/webhook/", include("dialogues.webhook.urls")),
     path("api/", include("chatbots.urls")),
     path("api/", include("channels_app.urls")),
     path("api/", include("dialogues.urls")),

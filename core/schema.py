@@ -36,7 +36,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 # The security schemes of the management API (as drf-spectacular names them).
 MANAGEMENT_SCHEMES = {"tokenAuth", "cookieAuth"}
-# The webhook's: the bot's secret, in either header (see dialogues.webhook.request_secret).
+# The webhook's: the bot's secret, in either header (see dialogues.webhook.parsing.request_secret).
 WEBHOOK_SECURITY_SCHEMES: dict[str, Any] = {
     "chatbotSecretHeader": {
         "type": "apiKey",
