@@ -28,17 +28,9 @@ from core.errors import Conflict, NotFound
 from core.tokens import hash_secret
 from dialogues.documents import message_document
 from dialogues.models import Message
-from dialogues.store import (
-    dialogue_count_adjust,
-    message_find,
-    message_insert,
-    reply_find,
-    utcnow,
-)
-
-# The webhook's reservation is the hand-off-aware one; bound under the name the rest of the
-# code base (and its outage tests) know the webhook's first database write by.
-from dialogues.store import dialogue_reserve_handoff as dialogue_reserve
+from dialogues.store.collections import utcnow
+from dialogues.store.messages import message_find, message_insert, reply_find
+from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve
 
 SENDER_CUSTOMER = "customer"
 SENDER_EMPLOYEE = "employee"
@@ -157,7 +149,7 @@ def webhook_message_process(
     is_customer = message_sender == SENDER_CUSTOMER
     # A customer message reserves its own position and its reply's, and makes the dialogue
     # due, unless the bot is paused in the dialogue: then only its own, and nothing is owed.
-    # Decided by the reservation itself (see `dialogues.store.dialogue_reserve_handoff`).
+    # Decided by the reservation itself (see `dialogues.store.reservation.dialogue_reserve`).
     pause_minutes = 0 if is_customer else int(chat_bot.pause_after_employee_minutes or 0)
     slot = dialogue_reserve(
         chat_bot_id=chat_bot.pk,

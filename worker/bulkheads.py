@@ -29,7 +29,7 @@ from pymongo.collection import Collection
 from channels_app.models import Channel
 from core.caching import LookupCache
 from core.mongo import mongo_collection
-from dialogues.store import utcnow
+from dialogues.store.collections import utcnow
 
 logger = logging.getLogger("worker.bulkheads")
 

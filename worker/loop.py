@@ -37,19 +37,16 @@ from channels_app.models import Channel
 from channels_app.services import channel_signing_secrets
 from core.errors import is_database_outage
 from core.mongo import mongo_collection
-from dialogues.store import (
+from dialogues.store.claims import (
     DialogueClaim,
-    channel_owed_due_now,
     dialogue_claim,
     dialogue_release,
     dialogues_defer,
     dialogues_due,
     dialogues_waiting,
-    orphans_wake,
-    parked_dialogues,
-    parked_resume,
-    utcnow,
 )
+from dialogues.store.collections import utcnow
+from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_dialogues, parked_resume
 from worker.bulkheads import Slots, breaker_closed
 from worker.pipeline import dialogue_process
 

@@ -41,20 +41,14 @@ from dialogues.documents import message_document
 from dialogues.ingest import channel_cached
 from dialogues.models import Message
 from dialogues.selectors import message_created_at
-from dialogues.store import (
-    DialogueClaim,
-    dialogue_before,
-    dialogue_count_adjust,
-    dialogue_force_used,
-    dialogue_handoff_seq,
-    dialogue_lease,
-    dialogue_release,
-    dialogue_renew,
-    dialogue_window,
+from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_lease, dialogue_release, dialogue_renew
+from dialogues.store.collections import utcnow
+from dialogues.store.handoff import dialogue_handoff_seq
+from dialogues.store.messages import dialogue_before, dialogue_window, reply_find
+from dialogues.store.replies import (
     replies_park,
     reply_cancel,
     reply_fence,
-    reply_find,
     reply_outcome_is,
     reply_record,
     reply_record_over_cancel,
@@ -64,8 +58,8 @@ from dialogues.store import (
     user_message_pause,
     user_message_retry_later,
     users_mark_replied,
-    utcnow,
 )
+from dialogues.store.reservation import dialogue_count_adjust
 from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
 from worker.bulkheads import Slots, breaker_probe_claim, breaker_record, breaker_wait_until, channel_note
 
