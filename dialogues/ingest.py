@@ -21,6 +21,7 @@ from bson.errors import InvalidId
 from django.conf import settings
 
 from channels_app.models import Channel, DeliveryState
+from channels_app.selectors import channel_cached
 from chatbots.models import ChatBot
 from chatbots.services import chatbot_authenticate
 from core.caching import LookupCache
@@ -42,7 +43,6 @@ IGNORED_LLM_FAILED = "llm_failed"
 WAIT_POLL_S = 0.02
 
 _bots_by_secret_hash = LookupCache()
-_channels_by_id = LookupCache()
 
 
 def webhook_bot_authenticate(*, secret: str) -> ChatBot | None:
@@ -50,11 +50,6 @@ def webhook_bot_authenticate(*, secret: str) -> ChatBot | None:
     if not secret:
         return None
     return _bots_by_secret_hash.get_or_load(hash_secret(secret), lambda: chatbot_authenticate(secret=secret))
-
-
-def channel_cached(channel_id: ObjectId) -> Channel | None:
-    """The channel, read at most once per AUTH_CACHE_TTL_S per process."""
-    return _channels_by_id.get_or_load(str(channel_id), lambda: Channel.objects.filter(pk=channel_id).first())
 
 
 def webhook_channel_resolve(*, chat_bot: ChatBot, channel_ref: str) -> Channel:

@@ -29,16 +29,17 @@ from django.conf import settings
 from django.db import DatabaseError
 from pymongo.errors import PyMongoError
 
+from channels_app.breaker import breaker_probe_claim, breaker_record, breaker_wait_until
 from channels_app.dispatch import channel_attempt, reply_payload
 from channels_app.models import Channel, DeliveryState
-from channels_app.services import channel_signing_secrets
+from channels_app.selectors import channel_cached
+from channels_app.services import channel_delivery_note, channel_signing_secrets
 from chatbots.models import ChatBot
+from chatbots.selectors import chatbot_cached
 from core import metrics
-from core.caching import LookupCache
 from core.errors import is_database_outage
 from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
 from dialogues.documents import message_document
-from dialogues.ingest import channel_cached
 from dialogues.models import Message
 from dialogues.selectors import message_created_at
 from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_lease, dialogue_release, dialogue_renew
@@ -61,7 +62,7 @@ from dialogues.store.replies import (
 )
 from dialogues.store.reservation import dialogue_count_adjust
 from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
-from worker.bulkheads import Slots, breaker_probe_claim, breaker_record, breaker_wait_until, channel_note
+from worker.bulkheads import Slots
 
 logger = logging.getLogger("worker")
 
@@ -83,13 +84,6 @@ REPLY_ID_NAMESPACE = uuid.UUID("5b7c1f0e-3d52-4f4b-9a55-0d6a2b9e8c31")
 
 def reply_message_id(*, dialogue_id: ObjectId, in_reply_to: str) -> str:
     return str(uuid.uuid5(REPLY_ID_NAMESPACE, f"{dialogue_id}/{in_reply_to}"))
-
-
-_bots = LookupCache()
-
-
-def bot_cached(chat_bot_id: ObjectId) -> ChatBot | None:
-    return _bots.get_or_load(str(chat_bot_id), lambda: ChatBot.objects.filter(pk=chat_bot_id).first())
 
 
 def backoff(attempts: int, *, base_s: float, max_s: float, retry_after_s: float | None = None) -> timedelta:
@@ -163,7 +157,7 @@ def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
             # Everything owed here goes through the channel (a reply is not generated before it
             # could be sent): nothing moves before one of its slots frees, so nothing is read.
             return Step("wait", bounce=True, until=utcnow() + SLOT_RETRY)
-        bot = bot_cached(claim.chat_bot_id)
+        bot = chatbot_cached(claim.chat_bot_id)
         context = llm_context_size(bot)
         limit = context + HISTORY_SLACK + BATCH
         window = dialogue_window(
@@ -565,7 +559,7 @@ def _deliver(
             delivered_at=now,
             acked_at_load=lambda: message_created_at(dialogue_id=claim.dialogue_id, message_id=message["in_reply_to"]),
         )
-    channel_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
+    channel_delivery_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
     if values["delivery_state"] == DeliveryState.FAILED.value:
         return Step("wait", until=values["next_attempt_at"])
     return None

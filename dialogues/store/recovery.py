@@ -11,9 +11,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 
+from channels_app.breaker import breakers_probe_now
 from channels_app.models import DeliveryState
 from core.errors import Conflict
-from core.mongo import mongo_collection
 from dialogues.models import Message
 from dialogues.store.claims import claim_free, dialogue_wake
 from dialogues.store.collections import (
@@ -86,9 +86,7 @@ def due_later_make_now() -> int:
     message waiting for its next attempt, becomes due at once, and every open channel breaker
     lets its probe through now."""
     now = utcnow()
-    mongo_collection("channels_app_channel").update_many(
-        {"breaker_open_until": {"$gt": now}}, {"$set": {"breaker_open_until": now}}
-    )
+    breakers_probe_now()
     messages_collection().update_many(
         {"delivery_state": {"$in": RETRYABLE_STATES}, "next_attempt_at": {"$gt": now}},
         {"$set": {"next_attempt_at": now}},
