@@ -16,10 +16,6 @@ from django.conf import settings
 from dialogues.store.collections import EPOCH, dialogues_collection, utcnow
 
 
-def new_claim_token() -> str:
-    return secrets.token_hex(8)
-
-
 def claim_free(now: datetime) -> dict[str, Any]:
     """The match of a dialogue nobody holds."""
     return {"claim_until": {"$lt": now}}
@@ -105,7 +101,7 @@ def dialogue_claim(doc: dict[str, Any]) -> DialogueClaim | None:
     another worker was first. (Not a findAndModify: the embedded server scans the whole
     collection for those.)"""
     now = utcnow()
-    token = new_claim_token()
+    token = secrets.token_hex(8)
     result = dialogues_collection().update_one(
         {"_id": doc["_id"], **claim_free(now)},
         {"$set": {"claim_until": now + dialogue_lease(), "claim_token": token}},
