@@ -38,7 +38,8 @@ from core.env import env_normalize
 MODES = ["load", "floor", "scenarios", "growth", "diagnose"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
 # reported (other people edit the tree while the benchmark runs).
-PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store.py", "worker/loop.py", "worker/pipeline.py",
+PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py", "dialogues/store/replies.py", "worker/loop.py",  # noqa: E501
+                  "worker/pipeline.py", "channels_app/breaker.py",
                   "worker/bulkheads.py", "channels_app/dispatch.py", "llm/client.py", "bench/floor.py"]  # fmt: skip
 
 

@@ -87,7 +87,9 @@ _django_setup()
 
 from django.conf import settings  # noqa: E402
 
-from dialogues.store import EPOCH, OWED_STATES, RESERVE_TRIES, WORK_DUE_DELAY, dialogue_lease  # noqa: E402
+from dialogues.store.claims import dialogue_lease  # noqa: E402
+from dialogues.store.collections import EPOCH, OWED_STATES  # noqa: E402
+from dialogues.store.reservation import RESERVE_TRIES, WORK_DUE_DELAY  # noqa: E402
 from worker.pipeline import (  # noqa: E402
     BATCH,
     HISTORY_SLACK,
@@ -185,7 +187,7 @@ class FloorIngest:
 # --- the worker ----------------------------------------------------------------------------------
 
 CLAIM_PROJECTION = {"chat_bot_id": 1, "channel_id": 1, "chat_id": 1, "last_seq": 1, "done_seq": 1,
-                    "last_message_at": 1, "voids": 1}  # dialogues.store._CLAIM_PROJECTION  # fmt: skip
+                    "last_message_at": 1, "voids": 1}  # dialogues.store.claims.CLAIM_PROJECTION  # fmt: skip
 
 
 class Claim:
@@ -326,7 +328,7 @@ class FloorWorker:
         return self.dialogues.update_one(match, update).matched_count == 1
 
     def mark_replied(self, claim: Claim) -> None:
-        """dialogues.store.users_mark_replied: one write per claim, not one per reply."""
+        """dialogues.store.replies.users_mark_replied: one write per claim, not one per reply."""
         if claim.replied:
             self.messages.update_many(
                 {"_id": {"$in": claim.replied}, "reply_state": "awaiting"},

@@ -32,25 +32,20 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from pymongo.errors import PyMongoError
 
-from channels_app.dispatch import channel_attempt, test_payload
-from channels_app.models import Channel
-from channels_app.services import channel_signing_secrets
+from channels_app.selectors import channels_active_ids
+from channels_app.services import channel_owed_wake_requests_take, channel_test_requests_take, channel_test_send
 from core.errors import is_database_outage
-from core.mongo import mongo_collection
-from dialogues.store import (
+from dialogues.store.claims import (
     DialogueClaim,
-    channel_owed_due_now,
     dialogue_claim,
     dialogue_release,
     dialogues_defer,
     dialogues_due,
     dialogues_waiting,
-    orphans_wake,
-    parked_dialogues,
-    parked_resume,
-    utcnow,
 )
-from worker.bulkheads import Slots, breaker_closed
+from dialogues.store.collections import utcnow
+from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_dialogues, parked_resume
+from worker.bulkheads import Slots
 from worker.pipeline import dialogue_process
 
 logger = logging.getLogger("worker")
@@ -232,14 +227,8 @@ class Worker:
 
     def send_test_messages(self) -> None:
         """The admin's "send test message" requests, each sent once, on the pool."""
-        channels = mongo_collection(Channel._meta.db_table)
-        for doc in list(channels.find({"test_requested_at": {"$exists": True}}, {"test_requested_at": 1}).limit(100)):
-            taken = channels.update_one(
-                {"_id": doc["_id"], "test_requested_at": doc["test_requested_at"]},
-                {"$unset": {"test_requested_at": ""}},
-            )
-            if taken.modified_count == 1:  # this worker sends it, no other
-                self._submit(channel_test_send, doc["_id"])
+        for channel_id in channel_test_requests_take():
+            self._submit(channel_test_deliver, channel_id)
 
     # --- for tests and `deliver_pending` ---------------------------------------------------------
 
@@ -291,8 +280,7 @@ def resume_parked() -> int:
     parked = parked_dialogues()
     if not parked:
         return 0
-    channel_ids = list({doc["channel_id"] for doc in parked})
-    active = list(Channel.objects.filter(pk__in=channel_ids, is_active=True).values_list("pk", flat=True))
+    active = channels_active_ids(channel_ids=list({doc["channel_id"] for doc in parked}))
     woken = parked_resume(channel_ids=active)
     if woken:
         logger.info("worker: resumed %d parked dialogue(s)", woken)
@@ -302,44 +290,15 @@ def resume_parked() -> int:
 def channels_reachable_again() -> int:
     """Channels whose breaker an operator closed (`channels_app.services.channel_breaker_close`):
     what they are owed is retried now. Each request is taken by one worker."""
-    channels = mongo_collection(Channel._meta.db_table)
-    woken = 0
-    for doc in list(channels.find({"owed_wake_requested_at": {"$exists": True}}, {"owed_wake_requested_at": 1})):
-        taken = channels.update_one(
-            {"_id": doc["_id"], "owed_wake_requested_at": doc["owed_wake_requested_at"]},
-            {"$unset": {"owed_wake_requested_at": ""}},
-        )
-        if taken.modified_count == 1:
-            # A cached copy of the channel that still shows it open is checked against the
-            # database before anything waits on it (`breaker_wait_until`).
-            woken += channel_owed_due_now(channel_id=doc["_id"])
-    return woken
+    # A cached copy of the channel that still shows it open is checked against the database
+    # before anything waits on it (`channels_app.breaker.breaker_wait_until`).
+    return sum(channel_owed_due_now(channel_id=channel_id) for channel_id in channel_owed_wake_requests_take())
 
 
-def channel_test_send(channel_id: ObjectId) -> None:
-    channel = Channel.objects.filter(pk=channel_id).first()
-    if channel is None:
-        return
-    outcome = channel_attempt(
-        url=channel.settings.url,
-        token=channel.settings.token,
-        payload=(payload := test_payload(channel_id=str(channel.pk))),
-        idempotency_key=payload["message_id"],
-        signing_secrets=channel_signing_secrets(channel=channel),
-        log_context={"channel": str(channel.pk), "test": True},
-    )
-    if outcome.ok:
-        result = f"HTTP {outcome.status_code} in {outcome.elapsed_ms:.0f} ms"
-    else:
-        result = outcome.error
-    Channel.objects.filter(pk=channel_id).update(
-        last_test_at=utcnow(), last_test_ok=outcome.ok, last_test_result=result[:500]
-    )
-    if outcome.ok:
-        # The channel answers again: its breaker closes now (not at the end of its cooldown),
-        # and what it is owed is retried now.
-        breaker_closed(channel.pk)
-        woken = channel_owed_due_now(channel_id=channel.pk)
+def channel_test_deliver(channel_id: ObjectId) -> None:
+    """Sends a requested test message; delivered, what the channel is owed is retried now."""
+    if channel_test_send(channel_id=channel_id):
+        woken = channel_owed_due_now(channel_id=channel_id)
         logger.info(
-            "worker: test message delivered; breaker closed", extra={"channel": str(channel.pk), "woken": woken}
+            "worker: test message delivered; breaker closed", extra={"channel": str(channel_id), "woken": woken}
         )

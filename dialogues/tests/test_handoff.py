@@ -20,7 +20,7 @@ from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
-from dialogues.store import dialogues_collection, utcnow
+from dialogues.store.collections import dialogues_collection, utcnow
 from dialogues.tests.conftest import customer_message
 
 pytestmark = pytest.mark.django_db

@@ -12,14 +12,10 @@ from channels_app.tests.factories import ChannelFactory
 from dialogues.documents import message_document
 from dialogues.ingest import WebhookResult, webhook_message_process
 from dialogues.models import Dialogue, Message
-from dialogues.store import (
-    dialogue_reserve,
-    dialogues_collection,
-    due_later_make_now,
-    messages_collection,
-    reply_store,
-    utcnow,
-)
+from dialogues.store.collections import dialogues_collection, messages_collection, utcnow
+from dialogues.store.recovery import due_later_make_now
+from dialogues.store.replies import reply_store
+from dialogues.store.reservation import dialogue_reserve
 from llm.client import HistoryItem, mock_llm_call
 
 pytestmark = pytest.mark.django_db

@@ -24,7 +24,7 @@ from core.caching import lookup_caches_clear
 from devtools.embedded_mongo import EmbeddedMongo
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
-from dialogues.store import dialogue_claim_next, dialogues_collection, utcnow
+from dialogues.store.collections import dialogues_collection, utcnow
 from dialogues.tests.conftest import customer_message
 from tests.support.live_server import WorkerProcess
 
@@ -133,10 +133,10 @@ def test_llm_error_leaves_the_message_awaiting_and_a_later_run_generates_it(chan
     assert Dialogue.objects.get().message_count == 2
 
 
-def test_a_dialogue_another_worker_holds_is_left_alone(channel, post_webhook, receiver) -> None:
+def test_a_dialogue_another_worker_holds_is_left_alone(claim_next, channel, post_webhook, receiver) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     time.sleep(0.01)  # the dialogue is due a few milliseconds after the webhook
-    held = dialogue_claim_next()
+    held = claim_next()
     assert held is not None
 
     assert deliver_pending().startswith("made 0 waiting dialogue(s) due; worked on 0 dialogue(s)")

@@ -17,7 +17,7 @@ from channels_app.models import Channel
 from channels_app.services import channel_test_request
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Message
-from dialogues.store import dialogues_collection, utcnow
+from dialogues.store.collections import dialogues_collection, utcnow
 from dialogues.tests.conftest import customer_message
 
 pytestmark = pytest.mark.django_db

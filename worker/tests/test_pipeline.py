@@ -17,15 +17,9 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
-from dialogues.store import (
-    dialogue_claim_next,
-    dialogues_collection,
-    messages_collection,
-    orphans_wake,
-    reply_fence,
-    reply_record,
-    utcnow,
-)
+from dialogues.store.collections import dialogues_collection, messages_collection, utcnow
+from dialogues.store.recovery import orphans_wake
+from dialogues.store.replies import reply_fence, reply_record
 from dialogues.tests.conftest import customer_message
 from worker.loop import Worker
 
@@ -101,7 +95,7 @@ def test_a_healthy_reply_is_stored_once_with_its_outcome(channel, post_webhook, 
 
 
 def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_key(
-    channel, post_webhook, receiver, drain, monkeypatch
+    claim_next, channel, post_webhook, receiver, drain, monkeypatch
 ) -> None:
     import worker.pipeline
 
@@ -113,7 +107,7 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
 
     with monkeypatch.context() as patch:
         patch.setattr(worker.pipeline, "reply_store", die)
-        claim = dialogue_claim_next()
+        claim = claim_next()
         assert claim is not None
         with pytest.raises(SystemExit):
             worker.pipeline.dialogue_process(claim, slots=worker.pipeline.Slots())
@@ -133,13 +127,13 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
 
 
 def test_a_pass_that_fails_after_the_post_leaves_the_message_owed(
-    channel, post_webhook, receiver, drain, worker, monkeypatch
+    claim_next, channel, post_webhook, receiver, drain, worker, monkeypatch
 ) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     _due_now()
     with monkeypatch.context() as patch:
         patch.setattr("worker.pipeline.reply_store", lambda **kwargs: 1 / 0)
-        claim = dialogue_claim_next()
+        claim = claim_next()
         assert claim is not None
         worker._run_one(claim)  # logs the error and gives the dialogue back for a later try
     user = Message.objects.get(message_id="m-1")
@@ -253,7 +247,7 @@ def test_a_reply_parked_after_failing_resumes_when_its_channel_is_back(channel, 
     assert reply.delivery_state == "delivered" and len(receiver.requests) == 2
 
 
-def test_a_stale_holders_outcome_is_refused(channel, post_webhook, receiver, drain) -> None:
+def test_a_stale_holders_outcome_is_refused(claim_next, channel, post_webhook, receiver, drain) -> None:
     receiver.then(Reply(status=503))
     post_webhook(customer_message(channel, message_id="m-1"))
     drain()
@@ -262,7 +256,7 @@ def test_a_stale_holders_outcome_is_refused(channel, post_webhook, receiver, dra
     # The stale holder's lease expired; a new holder claims the dialogue and fences the reply.
     dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
     Message.objects.filter(pk=reply.pk).update(next_attempt_at=None)
-    claim = dialogue_claim_next()
+    claim = claim_next()
     assert claim is not None and claim.token != stale_token
     assert reply_fence(reply={"_id": reply.pk}, token=claim.token)
     assert reply_record(reply_id=reply.pk, token=claim.token, values={"delivery_state": "delivered"})
@@ -272,14 +266,14 @@ def test_a_stale_holders_outcome_is_refused(channel, post_webhook, receiver, dra
     assert reply.delivery_state == "delivered" and reply.delivery_attempts == 2
 
 
-def test_a_claim_is_exclusive_until_it_expires(channel, post_webhook) -> None:
+def test_a_claim_is_exclusive_until_it_expires(claim_next, channel, post_webhook) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     _due_now()
-    first = dialogue_claim_next()
+    first = claim_next()
     assert first is not None
-    assert dialogue_claim_next() is None
+    assert claim_next() is None
     dialogues_collection().update_one({"_id": first.dialogue_id}, {"$set": {"claim_until": utcnow()}})
-    second = dialogue_claim_next()
+    second = claim_next()
     assert second is not None and second.token != first.token
 
 
@@ -450,7 +444,7 @@ def test_webhook_can_wait_for_the_outcome(channel, post_webhook, receiver) -> No
 
 
 def test_redeliver_from_the_admin_hands_work_to_the_worker(channel, post_webhook, receiver, drain) -> None:
-    from dialogues.store import reply_redeliver_request
+    from dialogues.store.recovery import reply_redeliver_request
 
     with override_settings(DELIVERY_MAX_ATTEMPTS=1):
         receiver.then(Reply(status=500))

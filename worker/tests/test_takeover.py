@@ -20,7 +20,8 @@ from channels_app.models import Channel
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
 from dialogues.services_operators import dialogue_pause
-from dialogues.store import dialogues_collection, due_later_make_now, messages_collection, utcnow
+from dialogues.store.collections import dialogues_collection, messages_collection, utcnow
+from dialogues.store.recovery import due_later_make_now
 from dialogues.tests.conftest import customer_message
 from worker.loop import Worker
 
