@@ -38,9 +38,11 @@ from core.env import env_normalize
 MODES = ["load", "floor", "scenarios", "growth", "diagnose"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
 # reported (other people edit the tree while the benchmark runs).
-PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py", "dialogues/store/replies.py", "worker/loop.py",  # noqa: E501
-                  "worker/pipeline.py", "channels_app/breaker.py",
-                  "worker/bulkheads.py", "channels_app/dispatch.py", "llm/client.py", "bench/floor.py"]  # fmt: skip
+PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py",
+                  "dialogues/store/replies.py", "dialogues/store/messages.py", "worker/loop.py",
+                  "worker/pipeline.py", "channels_app/breaker.py", "worker/bulkheads.py",
+                  "channels_app/dispatch.py", "channels_app/outgoing_http.py", "llm/client.py",
+                  "bench/floor.py"]  # fmt: skip
 
 
 def _split(total: int, parts: int) -> list[int]:

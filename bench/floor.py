@@ -3,7 +3,7 @@
 The same database operations as the app, written with pymongo (the same documents, from
 dialogues.documents), and the same POST with requests:
 
-- ingest (dialogues/ingest.py + dialogues/store.py), from T threads in the benchmark's process,
+- ingest (dialogues/ingest.py + dialogues/store/), from T threads in the benchmark's process,
   as the load generator's requests would be: the dialogue's reservation (a compare-and-set
   `update_one` on its `last_seq`, which also sets `work_due_at`; on a conflict, one read of
   `last_seq` and another try; the dialogue found or created on its first message) and the
@@ -29,7 +29,7 @@ channel every 5 s), the 1-second cache refreshes and the worker's housekeeping (
 
 The constants (batch sizes, delays, the lease) are imported from the modules that own them;
 Django is loaded for that only. Keep the rest in step with dialogues/ingest.py,
-dialogues/store.py, worker/loop.py and worker/pipeline.py: the app's end-to-end throughput is
+dialogues/store/, worker/loop.py and worker/pipeline.py: the app's end-to-end throughput is
 reported as a fraction of this floor (`make bench` records a hash of those files with its
 results).
 
@@ -279,7 +279,7 @@ class FloorWorker:
                 self.in_flight.discard(claim.dialogue_id)
             self.wake.set()
 
-    # dialogues/store.py
+    # dialogues/store/claims.py
     def due(self, *, limit: int) -> list[dict[str, Any]]:
         now = _now()
         query = {"work_due_at": {"$lte": now}, "claim_until": {"$lt": now}}

@@ -114,7 +114,7 @@ register_bot_count(name="channel_count", label=_("channels"), counter=channel_co
 
 
 def channel_breaker_is_open(channel: Channel) -> bool:
-    # As the worker (`worker.bulkheads`) and the dashboard's open breakers read it.
+    # As the worker (`channels_app.breaker`) and the dashboard's open breakers read it.
     return channel.breaker_open_until is not None and channel.consecutive_failures > 0
 
 
