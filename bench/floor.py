@@ -64,6 +64,7 @@ from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
 
 from bench.stats import clock
+from core.datetimes import aware
 from dialogues.documents import message_document
 
 
@@ -107,10 +108,6 @@ LEASE = dialogue_lease()
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def mock_llm(history: list[dict[str, str]]) -> str:
@@ -340,7 +337,7 @@ class FloorWorker:
         if claim.last_message_at is None:
             return None
         now = _now()
-        if _aware(claim.last_message_at) + UNFILLED_GRACE <= now:
+        if aware(claim.last_message_at) + UNFILLED_GRACE <= now:
             return None
         return now + UNFILLED_RECHECK
 

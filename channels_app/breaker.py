@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -19,6 +19,7 @@ from pymongo.collection import Collection
 
 from channels_app.models import Channel
 from core.caching import LookupCache
+from core.datetimes import aware
 from core.mongo import mongo_collection
 
 logger = logging.getLogger("channels_app.breaker")
@@ -42,10 +43,6 @@ _failing: set[ObjectId] = set()
 _failing_lock = threading.Lock()
 
 
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
 def breaker_wait_until(channel: Channel) -> datetime | None:
     """When the channel's breaker is open, the time its probe is due; None when closed.
 
@@ -59,7 +56,7 @@ def breaker_wait_until(channel: Channel) -> datetime | None:
     until = channel.breaker_open_until
     if until is None or channel.consecutive_failures < settings.WORKER_BREAKER_THRESHOLD:
         return None
-    if _aware(until) <= now:
+    if aware(until) <= now:
         return until  # its probe is due: `breaker_probe_claim` reads the database anyway
     current = (
         channels_collection().find_one({"_id": channel.pk}, {"breaker_open_until": 1, "consecutive_failures": 1}) or {}

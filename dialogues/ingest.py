@@ -19,6 +19,7 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from django.conf import settings
+from django.utils import timezone
 
 from channels_app.models import Channel, DeliveryState
 from channels_app.selectors import channel_cached
@@ -29,7 +30,6 @@ from core.errors import Conflict, NotFound
 from core.tokens import hash_secret
 from dialogues.documents import message_document
 from dialogues.models import Message
-from dialogues.store.collections import utcnow
 from dialogues.store.messages import message_find, message_insert, reply_find
 from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve
 
@@ -154,7 +154,7 @@ def webhook_message_process(
         owes_work=is_customer,
         paused_reserve=1 if is_customer else None,
         # An employee writing from the channel takes the dialogue over for a while (per bot).
-        pause_until=utcnow() + timedelta(minutes=pause_minutes) if pause_minutes > 0 else None,
+        pause_until=timezone.now() + timedelta(minutes=pause_minutes) if pause_minutes > 0 else None,
     )
     result = WebhookResult(message_id=message_id, dialogue_id=str(slot.dialogue_id))
     if is_customer:
@@ -168,7 +168,7 @@ def webhook_message_process(
         message_id=message_id,
         role=(Message.Role.USER if is_customer else Message.Role.EMPLOYEE).value,
         text=text,
-        created_at=utcnow(),
+        created_at=timezone.now(),
         seq=slot.first_seq,
         reply_state=reply_state.value,
         traceparent=traceparent or None,

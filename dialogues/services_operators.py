@@ -22,13 +22,13 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 
 from channels_app.models import DeliveryState
 from chatbots.models import PAUSE_MAX_MINUTES
 from core.errors import ApplicationError, NotFound
 from dialogues.documents import message_document
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
-from dialogues.store.collections import utcnow
 from dialogues.store.handoff import dialogue_pause_set, dialogue_paused_until, dialogue_take_over
 from dialogues.store.messages import message_insert
 from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve_existing
@@ -47,7 +47,7 @@ def dialogue_pause(*, dialogue: Dialogue, minutes: int | None = None) -> Dialogu
     an operator's explicit choice wins, shorter or longer."""
     if minutes is not None and not 1 <= minutes <= PAUSE_MAX_MINUTES:
         raise ApplicationError(f"minutes must be between 1 and {PAUSE_MAX_MINUTES}")
-    until = PAUSED_INDEFINITELY if minutes is None else utcnow() + timedelta(minutes=minutes)
+    until = PAUSED_INDEFINITELY if minutes is None else timezone.now() + timedelta(minutes=minutes)
     if dialogue_take_over(dialogue_id=dialogue.pk, until=until) is None:
         raise NotFound("Not found.")
     return _refreshed(dialogue)
@@ -75,7 +75,7 @@ def operator_message_send(*, dialogue: Dialogue, author: AbstractBaseUser | Anon
         dialogue_id=dialogue.pk,
         reserve=1,
         owes_work=True,
-        pause_until=utcnow() + timedelta(minutes=minutes) if minutes > 0 else None,
+        pause_until=timezone.now() + timedelta(minutes=minutes) if minutes > 0 else None,
     )
     if slot is None:
         raise NotFound("Not found.")
@@ -88,7 +88,7 @@ def operator_message_send(*, dialogue: Dialogue, author: AbstractBaseUser | Anon
             message_id=str(uuid.uuid4()),
             role=Message.Role.EMPLOYEE.value,
             text=text,
-            created_at=utcnow(),
+            created_at=timezone.now(),
             seq=slot.first_seq,
             delivery_state=DeliveryState.PENDING.value,
         ),

@@ -30,6 +30,7 @@ from typing import Any
 from bson import ObjectId
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 from pymongo.errors import PyMongoError
 
 from channels_app.selectors import channels_active_ids
@@ -43,7 +44,6 @@ from dialogues.store.claims import (
     dialogues_due,
     dialogues_waiting,
 )
-from dialogues.store.collections import utcnow
 from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_dialogues, parked_resume
 from worker.bulkheads import Slots
 from worker.pipeline import dialogue_process
@@ -166,7 +166,7 @@ class Worker:
         for key in fresh_channels + fresh_bots:
             span = min(DEFER_MAX_S, max(DEFER_S, now - self._saturated_since[key]))
             self._deferred[key] = now + span * 0.9
-            until = utcnow() + timedelta(seconds=span)
+            until = timezone.now() + timedelta(seconds=span)
             if key in fresh_channels:
                 dialogues_defer(channel_ids=[key], bot_ids=[], until=until)
             else:
@@ -201,7 +201,7 @@ class Worker:
             # Give it back for a later try, if the database lets us; otherwise its lease
             # expires and it comes back by itself.
             try:
-                dialogue_release(claim, done_seq=claim.done_seq, due_at=utcnow() + _retry_delay(exc))
+                dialogue_release(claim, done_seq=claim.done_seq, due_at=timezone.now() + _retry_delay(exc))
             except (DatabaseError, PyMongoError):
                 pass
         finally:

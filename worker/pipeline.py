@@ -21,13 +21,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils import timezone
 from pymongo.errors import PyMongoError
 
 from channels_app.breaker import breaker_probe_claim, breaker_record, breaker_wait_until
@@ -38,13 +39,13 @@ from channels_app.services import channel_delivery_note, channel_signing_secrets
 from chatbots.models import ChatBot
 from chatbots.selectors import chatbot_cached
 from core import metrics
+from core.datetimes import aware
 from core.errors import is_database_outage
 from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
 from dialogues.documents import message_document
 from dialogues.models import Message
 from dialogues.selectors import message_created_at
 from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_lease, dialogue_release, dialogue_renew
-from dialogues.store.collections import utcnow
 from dialogues.store.handoff import dialogue_handoff_seq
 from dialogues.store.messages import dialogue_before, dialogue_window, reply_find
 from dialogues.store.replies import (
@@ -140,7 +141,7 @@ def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
     if step.kind is StepKind.LOST:
         logger.warning("dialogue claim lost", extra={"dialogue": str(claim.dialogue_id)})
         # Given back in case it is still ours after all (the release is fenced by the token).
-        dialogue_release(claim, done_seq=claim.done_seq, due_at=utcnow())
+        dialogue_release(claim, done_seq=claim.done_seq, due_at=timezone.now())
         return step
     if step.kind is StepKind.PARK:
         replies_park(dialogue_id=claim.dialogue_id, reason=step.reason)
@@ -178,16 +179,16 @@ def _pass(claim: DialogueClaim, *, slots: Slots) -> bool:
         raise Stop(Step(StepKind.PARK, reason="The channel is inactive"))
     until = breaker_wait_until(channel)
     settle = claim.force_seq > claim.done_seq or claim.handoff_seq > claim.done_seq
-    if until is not None and _aware(until) > utcnow() and not settle:
+    if until is not None and aware(until) > timezone.now() and not settle:
         # Nothing can reach the channel before then: no reply is generated (or delivered)
         # meanwhile, so a broken channel costs the LLM and the database nothing. Unless an
         # operator asked to redeliver now (`force_seq`: that gets its one attempt), or took
         # the dialogue over (`handoff_seq`: what the bot owed is settled now, unsent).
-        raise _wait(_aware(until))
+        raise _wait(aware(until))
     if not slots.channel_free(channel.pk):
         # Everything owed here goes through the channel (a reply is not generated before it
         # could be sent): nothing moves before one of its slots frees, so nothing is read.
-        raise _wait(utcnow() + SLOT_RETRY, bounce=True)
+        raise _wait(timezone.now() + SLOT_RETRY, bounce=True)
     bot = chatbot_cached(claim.chat_bot_id)
     context = llm_context_size(bot)
     limit = context + HISTORY_SLACK + BATCH
@@ -208,10 +209,6 @@ def _tail_unfilled(claim: DialogueClaim) -> datetime | None:
     if all(seq in claim.voids for seq in range(claim.done_seq + 1, claim.last_seq + 1)):
         return None
     return _unfilled_wait(claim)
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _walk(
@@ -268,7 +265,7 @@ def _walk(
         elif awaiting:
             if not slots.channel_free(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
-                raise _wait(utcnow() + SLOT_RETRY, bounce=True)
+                raise _wait(timezone.now() + SLOT_RETRY, bounce=True)
             trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
             with trace_bound(trace):
                 outcome = _generate(
@@ -309,8 +306,8 @@ def _unfilled_wait(claim: DialogueClaim) -> datetime | None:
     insert is most likely a millisecond away); after UNFILLED_GRACE it is given up."""
     if claim.last_message_at is None:
         return None
-    now = utcnow()
-    if _aware(claim.last_message_at) + UNFILLED_GRACE <= now:
+    now = timezone.now()
+    if aware(claim.last_message_at) + UNFILLED_GRACE <= now:
         return None
     return now + UNFILLED_RECHECK
 
@@ -332,10 +329,10 @@ def _generate(
 ) -> dict[str, Any] | None:
     """The reply to one customer message, not stored yet (`_deliver` stores it with its first
     outcome); None when no reply will ever come. Raises `Stop` when the dialogue must wait."""
-    now = utcnow()
+    now = timezone.now()
     next_at = user.get("next_attempt_at")
-    if next_at is not None and _aware(next_at) > now:
-        raise _wait(_aware(next_at))
+    if next_at is not None and aware(next_at) > now:
+        raise _wait(aware(next_at))
     known = [*history, user]
     if len(_history_items(known, context=context)) < context:
         # Empty positions (duplicates, replies never made) left the read short: the older
@@ -371,7 +368,7 @@ def _generate(
             },
         )
         if error.retryable and attempts < settings.LLM_MAX_ATTEMPTS:
-            at = utcnow() + backoff(
+            at = timezone.now() + backoff(
                 attempts, base_s=LLM_RETRY_BASE_S, max_s=LLM_RETRY_MAX_S, retry_after_s=error.retry_after_s
             )
             user_message_retry_later(message_id=user["_id"], attempts=attempts, at=at, error=error.message)
@@ -393,7 +390,7 @@ def _generate(
         message_id=reply_message_id(dialogue_id=claim.dialogue_id, in_reply_to=user["message_id"]),
         role=Message.Role.ASSISTANT.value,
         text=answer.text,
-        created_at=utcnow(),
+        created_at=timezone.now(),
         in_reply_to=user["message_id"],
         # The position reserved next to the message it answers.
         seq=int(user["seq"]) + 1,
@@ -467,16 +464,16 @@ def _deliver(
     write. A crash between the POST and that insert leaves the customer message awaiting;
     the next holder generates the reply again under the same id, so the channel sees the
     same idempotency key twice."""
-    now = utcnow()
+    now = timezone.now()
     next_at = message.get("next_attempt_at")
-    if next_at is not None and _aware(next_at) > now:
-        raise _wait(_aware(next_at))
+    if next_at is not None and aware(next_at) > now:
+        raise _wait(aware(next_at))
     # "Redeliver now": one attempt through an open breaker (no probe to win either).
     forced = 0 < int(message.get("seq") or 0) <= claim.force_seq
     until = breaker_wait_until(channel)
     if until is not None and not forced:
-        if _aware(until) > now:
-            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(_aware(until)))
+        if aware(until) > now:
+            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(aware(until)))
         later = breaker_probe_claim(channel)
         if later is not None:
             return _store_waiting(claim, reply=message, answers=answers, stop=_wait(later, bounce=True))
@@ -516,7 +513,7 @@ def _deliver(
                 "attempts_before": done,
             },
         )
-    now = utcnow()
+    now = timezone.now()
     attempts = done + 1
     values: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error[:500]}
     if outcome.ok:

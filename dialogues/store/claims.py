@@ -12,8 +12,9 @@ from typing import Any
 
 from bson import ObjectId
 from django.conf import settings
+from django.utils import timezone
 
-from dialogues.store.collections import EPOCH, dialogues_collection, utcnow
+from dialogues.store.collections import EPOCH, dialogues_collection
 
 
 def claim_free(now: datetime) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def dialogues_due(
 ) -> list[dict[str, Any]]:
     """Up to `limit` dialogues due and free, longest due first, skipping the given channels and
     bots (their bulkheads are full): one read on the sparse index of due dialogues."""
-    now = utcnow()
+    now = timezone.now()
     query: dict[str, Any] = {"work_due_at": {"$lte": now}, **claim_free(now)}
     if exclude_channels:
         query["channel_id"] = {"$nin": exclude_channels}
@@ -100,7 +101,7 @@ def dialogue_claim(doc: dict[str, Any]) -> DialogueClaim | None:
     is still free, so of any number of workers on any hosts exactly one gets it. None when
     another worker was first. (Not a findAndModify: the embedded server scans the whole
     collection for those.)"""
-    now = utcnow()
+    now = timezone.now()
     token = secrets.token_hex(8)
     result = dialogues_collection().update_one(
         {"_id": doc["_id"], **claim_free(now)},
@@ -122,7 +123,7 @@ def dialogues_defer(*, channel_ids: list[ObjectId], bot_ids: list[ObjectId], unt
     ordered by time, not by tenant)."""
     if not channel_ids and not bot_ids:
         return 0
-    now = utcnow()
+    now = timezone.now()
     modified = 0
     # One update per kind of tenant, not an `$or` of both: the embedded server scans the whole
     # collection for a top-level `$or`, where each of these reads the due index.
@@ -142,7 +143,7 @@ def dialogue_renew(claim: DialogueClaim) -> bool:
     collection = dialogues_collection()
     renewed = collection.update_one(
         {"_id": claim.dialogue_id, "claim_token": claim.token},
-        {"$set": {"claim_until": utcnow() + dialogue_lease()}},
+        {"$set": {"claim_until": timezone.now() + dialogue_lease()}},
     )
     if renewed.matched_count != 1:
         return False
@@ -187,7 +188,7 @@ def dialogue_release(
         match["last_seq"] = claim.last_seq
         unset.update(work_due_at="", parked="")
     else:
-        sets["work_due_at"] = utcnow()
+        sets["work_due_at"] = timezone.now()
     update["$set"] = sets
     update["$unset"] = unset
     return dialogues_collection().update_one(match, update).matched_count == 1
@@ -200,7 +201,7 @@ def dialogue_wake(
     `from_seq`: a message at that position is owed again, so the worker looks there too.
     `force`: what is owed up to that position gets one attempt even through an open breaker."""
     update: dict[str, Any] = {
-        "$set": {"work_due_at": when or utcnow()},
+        "$set": {"work_due_at": when or timezone.now()},
         "$unset": {"parked": ""},
         "$max": {"claim_until": EPOCH},
     }

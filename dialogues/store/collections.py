@@ -21,10 +21,6 @@ OWED_STATES = [*RETRYABLE_STATES, DeliveryState.PARKED.value]
 CANCELLABLE_STATES = [*OWED_STATES, DeliveryState.DEAD.value]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def messages_collection() -> Any:
     return mongo_collection(Message._meta.db_table)
 

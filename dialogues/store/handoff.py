@@ -5,12 +5,13 @@ is reserved (`reservation.dialogue_reserve`); a take-over settles what was reser
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
 
 from channels_app.models import DeliveryState
+from core.datetimes import aware
 from dialogues.models import Message
 from dialogues.store.claims import dialogue_wake
 from dialogues.store.collections import CANCELLABLE_STATES, dialogues_collection, messages_collection
@@ -63,9 +64,7 @@ def dialogue_take_over(*, dialogue_id: ObjectId, until: datetime) -> int | None:
 def dialogue_paused_until(*, dialogue_id: ObjectId) -> datetime | None:
     doc = dialogues_collection().find_one({"_id": dialogue_id}, {"paused_until": 1})
     value = doc.get("paused_until") if doc else None
-    if value is not None and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
+    return aware(value) if value is not None else None
 
 
 def dialogue_handoff_seq(*, dialogue_id: ObjectId) -> int:

@@ -5,14 +5,16 @@ is owed while nobody is about to work on them (orphans), and the operators' "del
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
+from django.utils import timezone
 from pymongo import UpdateOne
 
 from channels_app.breaker import breakers_probe_now
 from channels_app.models import DeliveryState
+from core.datetimes import aware
 from core.errors import Conflict
 from dialogues.models import Message
 from dialogues.store.claims import claim_free, dialogue_wake
@@ -22,7 +24,6 @@ from dialogues.store.collections import (
     RETRYABLE_STATES,
     dialogues_collection,
     messages_collection,
-    utcnow,
 )
 
 
@@ -34,7 +35,7 @@ def parked_resume(*, channel_ids: list[ObjectId]) -> int:
     """Wakes the parked dialogues of channels that can take replies again."""
     if not channel_ids:
         return 0
-    now = utcnow()
+    now = timezone.now()
     messages_collection().update_many(
         {"channel_id": {"$in": channel_ids}, "delivery_state": DeliveryState.PARKED.value},
         {"$set": {"delivery_state": DeliveryState.PENDING.value, "next_attempt_at": None}},
@@ -50,7 +51,7 @@ def orphans_wake(*, older_than: timedelta = timedelta(seconds=10), limit: int = 
     """The recovery path: customer messages still awaiting a reply that nobody is about to
     work on (a release raced an insert, a crash left the dialogue's bookkeeping behind). Their
     dialogues are marked due again from their position."""
-    cutoff = utcnow() - older_than
+    cutoff = timezone.now() - older_than
     # On the (reply_state, created_at) index; the retry time is checked here, not in the
     # query: an `$or` there makes the embedded server scan every message (98 ms at 5,000).
     docs = (
@@ -64,13 +65,13 @@ def orphans_wake(*, older_than: timedelta = timedelta(seconds=10), limit: int = 
     lowest: dict[ObjectId, int] = {}
     for doc in docs:
         retry_at = doc.get("next_attempt_at")
-        if retry_at is not None and retry_at.replace(tzinfo=UTC) >= cutoff:
+        if retry_at is not None and aware(retry_at) >= cutoff:
             continue  # waiting for its LLM retry
         seq = int(doc.get("seq") or 0)
         lowest[doc["dialogue_id"]] = min(seq, lowest.get(doc["dialogue_id"], seq))
     if not lowest:
         return 0
-    now = utcnow()
+    now = timezone.now()
     requests = [
         UpdateOne(
             {"_id": dialogue_id, "parked": {"$exists": False}, **claim_free(now)},
@@ -85,7 +86,7 @@ def due_later_make_now() -> int:
     """`deliver_pending`'s "now": every dialogue waiting for a backoff, and every reply and
     message waiting for its next attempt, becomes due at once, and every open channel breaker
     lets its probe through now."""
-    now = utcnow()
+    now = timezone.now()
     breakers_probe_now()
     messages_collection().update_many(
         {"delivery_state": {"$in": RETRYABLE_STATES}, "next_attempt_at": {"$gt": now}},
@@ -144,7 +145,7 @@ def reply_redeliver_request(*, message: Message) -> int:
 def channel_owed_due_now(*, channel_id: ObjectId) -> int:
     """The channel is reachable again (a test message went through, or an operator closed its
     breaker): what it is owed is retried now rather than at the end of each backoff."""
-    now = utcnow()
+    now = timezone.now()
     # Equality on the index's first field and a range on its second (an `$in` there scans).
     messages_collection().update_many(
         {"delivery_state": DeliveryState.FAILED.value, "next_attempt_at": {"$gt": now}, "channel_id": channel_id},

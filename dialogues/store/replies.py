@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
+from django.utils import timezone
 
 from channels_app.models import DeliveryState
 from dialogues.models import Message
 from dialogues.store.claims import dialogue_lease
-from dialogues.store.collections import CANCELLABLE_STATES, OWED_STATES, RETRYABLE_STATES, messages_collection, utcnow
+from dialogues.store.collections import CANCELLABLE_STATES, OWED_STATES, RETRYABLE_STATES, messages_collection
 from dialogues.store.messages import message_insert
 
 ERROR_MAX_LENGTH = 500
@@ -81,7 +82,7 @@ def reply_fence(*, reply: dict[str, Any], token: str) -> bool:
     holder's record is refused from now on). False when it is no longer owed."""
     result = messages_collection().update_one(
         {"_id": reply["_id"], "delivery_state": {"$in": OWED_STATES}},
-        {"$set": {"claim_token": token, "claimed_until": utcnow() + dialogue_lease()}},
+        {"$set": {"claim_token": token, "claimed_until": timezone.now() + dialogue_lease()}},
     )
     if result.matched_count != 1:
         return False

@@ -15,14 +15,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
+from django.utils import timezone
 from pymongo.errors import DuplicateKeyError
 
 from core.caching import LookupCache
-from dialogues.store.collections import EPOCH, dialogues_collection, utcnow
+from core.datetimes import aware
+from dialogues.store.collections import EPOCH, dialogues_collection
 from dialogues.store.counters import dialogue_counter_give_back, dialogue_counter_take
 
 WORK_DUE_DELAY = timedelta(milliseconds=5)
@@ -80,8 +82,7 @@ def _active_at(now: datetime) -> dict[str, Any]:
 def is_paused(paused_until: datetime | None, *, now: datetime | None = None) -> bool:
     if paused_until is None:
         return False
-    when = paused_until if paused_until.tzinfo is not None else paused_until.replace(tzinfo=UTC)
-    return when > (now or utcnow())
+    return aware(paused_until) > (now or timezone.now())
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def _reservation(
 ) -> tuple[dict[str, Any], dict[str, Any], DialogueSlot]:
     """The update that reserves positions in the dialogue as `view` shows it (see
     `dialogue_reserve`)."""
-    now = utcnow()
+    now = timezone.now()
     gated = paused_reserve is not None
     paused = gated and is_paused(view.get("paused_until"), now=now)
     count = paused_reserve if paused and paused_reserve is not None else reserve
@@ -240,7 +241,7 @@ def _dialogue_find_or_create(key: dict[str, Any]) -> dict[str, Any]:
         if counted:
             dialogue_counter_take(chat_bot_id=key["chat_bot_id"])
         created = None
-        now = utcnow()
+        now = timezone.now()
         try:
             result = collection.update_one(
                 key,
@@ -275,7 +276,7 @@ def dialogue_count_adjust(*, dialogue_id: ObjectId, added: int, voids: list[int]
     if added:
         update["$inc"] = {"message_count": added}
         if added > 0:
-            update["$max"] = {"last_message_at": utcnow()}
+            update["$max"] = {"last_message_at": timezone.now()}
     if voids:
         update["$addToSet"] = {"voids": {"$each": voids}}
     if update:

@@ -6,9 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
+from django.utils import timezone
 
 from channels_app.models import Channel
-from dialogues.store.collections import dialogues_collection, utcnow
+from dialogues.store.collections import dialogues_collection
 from dialogues.store.handoff import dialogue_take_over
 from dialogues.store.reservation import (
     DialogueSlot,
@@ -47,7 +48,7 @@ def test_a_compare_and_set_on_a_missing_dialogue_writes_nothing(channel: Channel
     won = dialogue_compare_and_set(dialogue_id=ObjectId(), write=lambda view: calls.append(view) or ({}, {}, None))
     assert won is None and calls == []
     assert dialogue_reserve_existing(dialogue_id=ObjectId(), reserve=1, owes_work=True) is None
-    assert dialogue_take_over(dialogue_id=ObjectId(), until=utcnow()) is None
+    assert dialogue_take_over(dialogue_id=ObjectId(), until=timezone.now()) is None
 
 
 def test_reservations_from_a_stale_view_take_the_next_positions(channel: Channel) -> None:
@@ -72,7 +73,7 @@ def test_a_paused_dialogue_seen_as_active_is_reserved_as_paused(channel: Channel
     # Paused by another process: the cached view says active, the update's match finds it paused.
     dialogues_collection().update_one(
         {"_id": first.dialogue_id},
-        {"$set": {"paused_until": utcnow() + timedelta(hours=1)}, "$unset": {"work_due_at": ""}},
+        {"$set": {"paused_until": timezone.now() + timedelta(hours=1)}, "$unset": {"work_due_at": ""}},
     )
     second = _reserve(channel, owes_work=True, paused_reserve=1)
     assert second.paused and second.reserved == 1 and second.first_seq == 3
@@ -81,7 +82,7 @@ def test_a_paused_dialogue_seen_as_active_is_reserved_as_paused(channel: Channel
 
 def test_a_take_over_marks_every_position_reserved_so_far(channel: Channel) -> None:
     slot = _reserve(channel, reserve=4, owes_work=False)
-    assert dialogue_take_over(dialogue_id=slot.dialogue_id, until=utcnow() + timedelta(hours=1)) == 4
+    assert dialogue_take_over(dialogue_id=slot.dialogue_id, until=timezone.now() + timedelta(hours=1)) == 4
     after = _reserve(channel, owes_work=True, paused_reserve=1)
     assert after.paused and after.first_seq == 5
     assert dialogues_collection().find_one({"_id": slot.dialogue_id})["handoff_seq"] == 4

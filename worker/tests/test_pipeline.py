@@ -11,13 +11,14 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.test import override_settings
+from django.utils import timezone
 
 from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
-from dialogues.store.collections import dialogues_collection, messages_collection, utcnow
+from dialogues.store.collections import dialogues_collection, messages_collection
 from dialogues.store.recovery import orphans_wake
 from dialogues.store.replies import reply_fence, reply_record
 from dialogues.tests.conftest import customer_message
@@ -55,7 +56,7 @@ def test_webhook_acknowledges_and_the_worker_delivers_once_with_an_idempotency_k
     assert Message.objects.get(message_id="m-1").reply_state == "replied"
     dialogue = dialogues_collection().find_one({"_id": reply.dialogue_id})
     assert "work_due_at" not in dialogue and "claim_token" not in dialogue
-    assert dialogue["claim_until"] < utcnow().replace(tzinfo=None)  # free
+    assert dialogue["claim_until"] < timezone.now().replace(tzinfo=None)  # free
 
     drain()  # nothing is owed any more: nothing is sent again
     assert len(receiver.requests) == 1
@@ -64,7 +65,7 @@ def test_webhook_acknowledges_and_the_worker_delivers_once_with_an_idempotency_k
 def _due_now() -> None:
     """A message is due WORK_DUE_DELAY (5 ms) after its reservation: a claim right after the
     webhook may come too early."""
-    dialogues_collection().update_many({"work_due_at": {"$exists": True}}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_many({"work_due_at": {"$exists": True}}, {"$set": {"work_due_at": timezone.now()}})
 
 
 def _server_writes(collection: str) -> dict[str, int]:
@@ -116,7 +117,7 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
     assert Message.objects.get(message_id="m-1").reply_state == "awaiting"
 
     # Its lease runs out; the next holder generates the reply again and sends it under the same id.
-    dialogues_collection().update_one({"_id": claim.dialogue_id}, {"$set": {"claim_until": utcnow()}})
+    dialogues_collection().update_one({"_id": claim.dialogue_id}, {"$set": {"claim_until": timezone.now()}})
     drain()
     first, second = receiver.requests
     assert second.headers["webhook-id"] == first.headers["webhook-id"]
@@ -186,8 +187,8 @@ def test_a_failed_reply_holds_back_later_replies_of_its_chat_only(channel, post_
     assert failed.delivery_state == "failed" and failed.next_attempt_at is not None
     receiver.default = Reply(status=200)
 
-    Message.objects.filter(pk=failed.pk).update(next_attempt_at=utcnow() - timedelta(seconds=1))
-    dialogues_collection().update_one({"_id": failed.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+    Message.objects.filter(pk=failed.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    dialogues_collection().update_one({"_id": failed.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
     drain()
     hook = [r for r in receiver.requests if r.path == "/hook"]
     assert [r.json["in_reply_to"] for r in hook] == ["a-1", "a-1", "a-2"]
@@ -237,7 +238,7 @@ def test_a_reply_parked_after_failing_resumes_when_its_channel_is_back(channel, 
     Channel.objects.filter(pk=channel.pk).update(is_active=False)
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     Message.objects.filter(pk=reply.pk).update(next_attempt_at=None)
-    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
     drain()
     reply.refresh_from_db()
     assert reply.delivery_state == "parked" and reply.last_error == "The channel is inactive"
@@ -254,7 +255,7 @@ def test_a_stale_holders_outcome_is_refused(claim_next, channel, post_webhook, r
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     stale_token = reply.claim_token
     # The stale holder's lease expired; a new holder claims the dialogue and fences the reply.
-    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
     Message.objects.filter(pk=reply.pk).update(next_attempt_at=None)
     claim = claim_next()
     assert claim is not None and claim.token != stale_token
@@ -272,7 +273,7 @@ def test_a_claim_is_exclusive_until_it_expires(claim_next, channel, post_webhook
     first = claim_next()
     assert first is not None
     assert claim_next() is None
-    dialogues_collection().update_one({"_id": first.dialogue_id}, {"$set": {"claim_until": utcnow()}})
+    dialogues_collection().update_one({"_id": first.dialogue_id}, {"$set": {"claim_until": timezone.now()}})
     second = claim_next()
     assert second is not None and second.token != first.token
 
@@ -288,8 +289,8 @@ def test_llm_errors_are_retried_then_the_fallback_text_is_sent(channel, post_web
         drain()
         user = Message.objects.get(message_id="m-1")
         assert user.reply_state == "awaiting" and user.llm_attempts == 1 and user.next_attempt_at
-        Message.objects.filter(pk=user.pk).update(next_attempt_at=utcnow())
-        dialogues_collection().update_one({"_id": user.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+        Message.objects.filter(pk=user.pk).update(next_attempt_at=timezone.now())
+        dialogues_collection().update_one({"_id": user.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
         drain()
     assert failing_calls() >= 2
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
@@ -319,23 +320,23 @@ def test_breaker_opens_after_failures_in_a_row_and_a_probe_closes_it(bot, post_w
                                       channel_id=str(channel.pk)))  # fmt: skip
     for _ in range(10):
         Message.objects.filter(role="ASSISTANT").update(next_attempt_at=None)
-        dialogues_collection().update_many({"parked": {"$exists": False}}, {"$set": {"work_due_at": utcnow()}})
+        dialogues_collection().update_many({"parked": {"$exists": False}}, {"$set": {"work_due_at": timezone.now()}})
         drain()
     channel.refresh_from_db()
     # Attempts in flight (or retried) before the third failure was recorded count too; once
     # open, nothing more is sent.
-    assert 3 <= channel.consecutive_failures <= 10 and channel.breaker_open_until > utcnow()
+    assert 3 <= channel.consecutive_failures <= 10 and channel.breaker_open_until > timezone.now()
     assert len(receiver.requests) == channel.consecutive_failures
     for _ in range(3):
         Message.objects.filter(role="ASSISTANT").update(next_attempt_at=None)
-        dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+        dialogues_collection().update_many({}, {"$set": {"work_due_at": timezone.now()}})
         drain()
     assert len(receiver.requests) == channel.consecutive_failures  # nothing while it is open
 
     receiver.default = Reply(status=200)
-    Channel.objects.filter(pk=channel.pk).update(breaker_open_until=utcnow() - timedelta(seconds=1))
+    Channel.objects.filter(pk=channel.pk).update(breaker_open_until=timezone.now() - timedelta(seconds=1))
     Message.objects.filter(role="ASSISTANT").update(next_attempt_at=None)
-    dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_many({}, {"$set": {"work_due_at": timezone.now()}})
     deadline = time.monotonic() + 10
     while (
         time.monotonic() < deadline and Message.objects.filter(role="ASSISTANT", delivery_state="delivered").count() < 5
@@ -417,7 +418,7 @@ def test_a_reserved_position_still_being_written_is_waited_for(channel, post_web
     late.update(_id=None, message_id="m-2", seq=3)
     del late["_id"]
     messages_collection().insert_one(late)
-    dialogues_collection().update_one({"_id": dialogue.pk}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_one({"_id": dialogue.pk}, {"$set": {"work_due_at": timezone.now()}})
     drain()
     assert [r.json["in_reply_to"] for r in receiver.requests] == ["m-1", "m-2", "m-3"]
 
@@ -464,7 +465,7 @@ def test_test_message_is_sent_by_the_worker(channel, receiver, drain) -> None:
     from django.db import connection
 
     connection.get_collection("channels_app_channel").update_one(
-        {"_id": channel.pk}, {"$set": {"test_requested_at": utcnow()}}
+        {"_id": channel.pk}, {"$set": {"test_requested_at": timezone.now()}}
     )
     drain()
     deadline = time.monotonic() + 5
@@ -497,7 +498,7 @@ def test_a_tenant_at_its_limit_is_set_aside_for_longer_the_longer_it_stays_there
                                       channel_id=str(target.pk)))  # fmt: skip
 
     def due_in(of: Channel) -> list[float]:
-        now = utcnow()
+        now = timezone.now()
         return [(doc["work_due_at"].replace(tzinfo=now.tzinfo) - now).total_seconds()
                 for doc in dialogues_collection().find({"channel_id": of.pk})]  # fmt: skip
 
@@ -538,7 +539,7 @@ def test_a_pass_whose_end_was_lost_never_posts_a_stored_reply_again(
     # What the lost end would have written is missing: every customer message still awaiting,
     # the dialogue's position back at the start, and it is due again (as the sweep leaves it).
     messages_collection().update_many({"role": "USER"}, {"$set": {"reply_state": "awaiting"}})
-    dialogues_collection().update_many({}, {"$set": {"done_seq": 0, "work_due_at": utcnow()}})
+    dialogues_collection().update_many({}, {"$set": {"done_seq": 0, "work_due_at": timezone.now()}})
     drain()
     repeated = [r.json["in_reply_to"] for r in receiver.requests[count:]]
     assert repeated == []
