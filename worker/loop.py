@@ -4,12 +4,12 @@ How it learns of new work: a tight indexed poll. The webhook marks a dialogue du
 (`work_due_at`) in the same update that reserves the message's position, and the worker's
 claim is a read of the sparse index of due dialogues, sorted by due time, then an update by
 `_id` per dialogue that matches only while it is free. While there is work, the next claims
-follow at once; when there is none, the worker looks again every WORKER_POLL_MS (25 ms).
-Measured on the embedded server: 0.4 ms of its CPU per empty look, whatever the number of
-dialogues (1.6 % of its core at 25 ms), against 0.56 ms per insert that a change stream
-costs it (about 8 % at 70 messages/s). The database is the
-only hand-off, so any number of workers on any hosts share the work, and a worker that
-dies loses nothing: its leases expire and another worker picks the dialogues up.
+follow at once; when there is none, the worker looks again every WORKER_POLL_MS. An empty
+look reads an index and costs the same whatever the number of dialogues; a change stream
+would cost the database on every insert instead (README, "How a reply is made: the worker").
+The database is the only hand-off, so any number of workers on any hosts share the work,
+and a worker that dies loses nothing: its leases expire and another worker picks the
+dialogues up.
 
 Besides the queue, every second: parked dialogues whose channel is active again are woken,
 "send test message" requests are sent, and (every 10 s) customer messages whose reply is

@@ -99,8 +99,7 @@ def dialogues_due(
 def dialogue_claim(doc: dict[str, Any]) -> DialogueClaim | None:
     """Claims a dialogue read by `dialogues_due`: an update by `_id` that only matches while it
     is still free, so of any number of workers on any hosts exactly one gets it. None when
-    another worker was first. (Not a findAndModify: the embedded server scans the whole
-    collection for those.)"""
+    another worker was first. (Not a findAndModify: README, "Known quirks".)"""
     now = timezone.now()
     token = secrets.token_hex(8)
     result = dialogues_collection().update_one(
@@ -125,8 +124,8 @@ def dialogues_defer(*, channel_ids: list[ObjectId], bot_ids: list[ObjectId], unt
         return 0
     now = timezone.now()
     modified = 0
-    # One update per kind of tenant, not an `$or` of both: the embedded server scans the whole
-    # collection for a top-level `$or`, where each of these reads the due index.
+    # One update per kind of tenant, not an `$or` of both: each reads the due index (README,
+    # "Known quirks": a top-level `$or` is a scan there).
     for tenant_field, ids in (("channel_id", channel_ids), ("chat_bot_id", bot_ids)):
         if ids:
             result = dialogues_collection().update_many(

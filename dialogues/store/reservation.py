@@ -50,9 +50,8 @@ def dialogue_compare_and_set[T](
     `dialogue_id`. `when_gone`: the view to go on with when the dialogue no longer exists
     (created again); without it, or when it gives None, the result is None.
 
-    Returns the view the update won on and `write`'s result for it. Not a
-    `find_one_and_update`: the embedded server runs every findAndModify as a scan of the whole
-    collection, while an update by `_id` is an index look-up."""
+    Returns the view the update won on and `write`'s result for it. An update by `_id`, not a
+    `find_one_and_update` (README, "Known quirks")."""
     collection = dialogues_collection()
     view = seen
     for _ in range(RESERVE_TRIES):
