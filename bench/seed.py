@@ -187,6 +187,8 @@ def seed(db: Database, *, tenants: list[tuple[ObjectId, ObjectId]], dialogues: i
                 dialogue = {"_id": ObjectId(), "chat_bot_id": bot, "channel_id": channel, "chat_id": chat_id,
                             "created_at": created, "last_message_at": created, "message_count": 0, "last_seq": 0,
                             "claim_until": EPOCH}  # fmt: skip
+                if _is_paused(index):
+                    dialogue["paused_until"] = PAUSED_INDEFINITELY
                 new_dialogues.append(dialogue)
             else:
                 dialogue["last_message_at"] = dialogue["last_message_at"].replace(tzinfo=UTC)
@@ -204,8 +206,6 @@ def seed(db: Database, *, tenants: list[tuple[ObjectId, ObjectId]], dialogues: i
         futures += _insert(db, messages_coll.name, pending, pool)
         for dialogue in new_dialogues:
             dialogue["done_seq"] = dialogue["last_seq"]
-            if _is_paused(own.get(dialogue["chat_id"], dialogue_index(dialogue))):
-                dialogue["paused_until"] = PAUSED_INDEFINITELY
         futures += _insert(db, dialogues_coll.name, new_dialogues, pool)
         for future in futures:
             future.result()
@@ -234,10 +234,6 @@ def seed(db: Database, *, tenants: list[tuple[ObjectId, ObjectId]], dialogues: i
         messages=sum(int(d["message_count"]) for d in [*existing.values(), *new_dialogues]),
         seconds=round(time.monotonic() - started, 1),
     )  # fmt: skip
-
-
-def dialogue_index(dialogue: dict[str, Any]) -> int:
-    return int(dialogue["chat_id"][len(PREFIX) :])
 
 
 def _note_channels(db: Database, tenants: list[tuple[ObjectId, ObjectId]], *, now: datetime) -> None:
