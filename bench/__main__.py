@@ -339,11 +339,12 @@ def main(argv: list[str]) -> int:
                 f"admin and API page {args.scale_samples} times while the webhook takes {args.growth_rate:g} "
                 f"msg/s", flush=True)  # fmt: skip
             seeding = seed_client(stack.mongo.url)
+            results["data_scale"] = {}
             try:
-                results["data_scale"] = run_data_scale(
+                run_data_scale(
                     stack, seeding[DB_NAME], dialogues=args.scale_dialogues, sizes=args.scale_sizes,
                     rate=args.growth_rate, samples=args.scale_samples, baseline_s=args.scale_baseline_s,
-                    say=lambda text: print(text, flush=True),
+                    say=lambda text: print(text, flush=True), result=results["data_scale"],
                 )  # fmt: skip
             finally:
                 seeding.close()

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urljoin
 
 import requests
 from bson import ObjectId
@@ -35,6 +35,7 @@ WEBHOOK_P99_RATIO_TARGET = 2.0
 SLOW_MS = 2000.0
 SLOW_SAMPLES = 3
 REQUEST_TIMEOUT_S = 30.0
+RELATED_OPTIONS = 2
 
 
 # --- finding the pages -------------------------------------------------------------------
@@ -73,15 +74,26 @@ def changelists(dashboard_html: str) -> list[str]:
     return seen
 
 
-def list_variants(changelist_html: str) -> dict[str, list[str]]:
+def list_variants(changelist_html: str, *, prefer: set[str] | frozenset[str] = frozenset()) -> dict[str, list[str]]:
     """A list's query strings: each filter option (from the filter panel, "All" left out:
-    it is the list itself) and each sortable column, ascending and descending (`?o=N`)."""
+    it is the list itself) and each sortable column, ascending and descending (`?o=N`).
+    Options that pick one object by id (a bot, a channel) are one query each, whatever the
+    object: RELATED_OPTIONS of them are kept, those naming an id in `prefer` first."""
     panel = re.search(r'<nav id="changelist-filter".*?</nav>', changelist_html, re.S)
-    filters = []
+    filters: list[str] = []
+    by_object: dict[str, list[str]] = {}
     if panel:
         for href in _hrefs(panel.group(0)):
-            if href.startswith("?") and href != "?" and href not in filters:
+            if not href.startswith("?") or href == "?" or href in filters:
+                continue
+            query = parse_qs(href[1:])
+            if len(query) == 1 and all(re.fullmatch(r"[0-9a-f]{24}", v) for v in next(iter(query.values()))):
+                by_object.setdefault(next(iter(query)), []).append(href)
+            else:
                 filters.append(href)
+    for options in by_object.values():
+        options.sort(key=lambda href: not any(p in href for p in prefer))
+        filters += options[:RELATED_OPTIONS]
     columns = sorted({int(n) for n in re.findall(r'<th[^>]*class="sortable[^"]*".*?href="\?o=(\d+)"',
                                                   changelist_html, re.S)})  # fmt: skip
     orderings = [f"?o={n}" for n in columns] + [f"?o=-{n}" for n in columns]
@@ -89,14 +101,14 @@ def list_variants(changelist_html: str) -> dict[str, list[str]]:
     return {"filters": filters, "orderings": orderings, "search": ["?q=" + chat_id_of(1)] if searchable else []}
 
 
-def discover(stack: Stack, session: requests.Session) -> list[dict[str, str]]:
+def discover(stack: Stack, session: requests.Session, *, prefer: set[str]) -> list[dict[str, str]]:
     """Every admin list page to time: the lists, their filter options, searches and orderings."""
     dashboard = session.get(stack.app_url + "/admin/", timeout=REQUEST_TIMEOUT_S)
     pages = []
     for path in changelists(dashboard.text):
         page = session.get(stack.app_url + path, timeout=REQUEST_TIMEOUT_S)
         pages.append({"name": f"admin {path}", "path": path, "kind": "admin"})
-        for kind, queries in list_variants(page.text).items():
+        for kind, queries in list_variants(page.text, prefer=prefer).items():
             for query in queries:
                 pages.append({"name": f"admin {path}{query}", "path": path + query, "kind": "admin", "variant": kind})
     return pages
@@ -231,9 +243,11 @@ def _webhook(sent: Sent | None) -> dict[str, Any]:
 
 def run_data_scale(
     stack: Stack, db: Database, *, dialogues: int, sizes: list[int], rate: float, samples: int, baseline_s: float,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    """Fills `result` as it goes (what was measured stays if the run stops early)."""
     started = time.monotonic()
+    result = {} if result is None else result
     # The seeded tenants: three bots with two channels each, the last channel inactive.
     tenants: list[tuple[ObjectId, ObjectId]] = []
     for b in range(3):
@@ -247,10 +261,10 @@ def run_data_scale(
                                              path="/hook/data-scale") for i in range(4)]  # fmt: skip
     session = admin_session(stack)
     api = requests.Session()
-    list_pages = discover(stack, session)
+    list_pages = discover(stack, session, prefer={str(i) for tenant in tenants[:2] for i in tenant})
     admin_lists = [p["path"] for p in list_pages if "variant" not in p]
     say(f"    {len(list_pages)} admin list pages found ({len(admin_lists)} lists)")
-    result: dict[str, Any] = {"rate": rate, "samples": samples, "dialogues": dialogues, "sizes": []}
+    result.update(rate=rate, samples=samples, dialogues=dialogues, sizes=[], pages_found=len(list_pages))
     for size in sizes:
         seeded = seed(db, tenants=tenants, dialogues=dialogues, messages=size)
         say(f"    seeded {seeded.dialogues_added} dialogues and {seeded.messages_added} messages in "
@@ -301,6 +315,8 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     checks = []
     for size in result.get("sizes") or []:
         n = size["messages"]
+        if not size["pages"]:
+            continue
         pages = size["pages"]
         slow = [p for p in pages if p.get("p95") is None or p["p95"] > PAGE_P95_TARGET_MS]
         failed = [p for p in pages if not p.get("ok")]
@@ -332,6 +348,8 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render(result: dict[str, Any], table: Callable[[list[str], list[list[Any]]], str]) -> str:
+    if not result.get("sizes"):
+        return "\nDATA AT SCALE: nothing measured"
     out = [f"\nDATA AT SCALE (pages timed one request at a time, {result['samples']} each, fewer when the first "
            f"is over {SLOW_MS:g} ms or not a 200; webhook at {result['rate']:g} msg/s throughout; ms)"]  # fmt: skip
     for size in result["sizes"]:
