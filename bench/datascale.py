@@ -25,7 +25,7 @@ from pymongo.database import Database
 from bench.seed import chat_id_of, seed
 from bench.stack import USERNAME, Stack
 from bench.stats import percentile, summarize
-from bench.workload import Sent, drive_at_rate, message_body
+from bench.workload import Sent, drive_at_rate, message_body, wait_for_replies
 
 PAGE_P95_TARGET_MS = 500.0
 GROWTH_RATIO_TARGET = 1.5
@@ -36,6 +36,7 @@ SLOW_MS = 2000.0
 SLOW_SAMPLES = 3
 REQUEST_TIMEOUT_S = 30.0
 RELATED_OPTIONS = 2
+TRAFFIC_PATH = "/hook/data-scale"
 
 
 # --- finding the pages -------------------------------------------------------------------
@@ -233,6 +234,22 @@ class Traffic:
         self._loop.close()
 
 
+def settle(stack: Stack, *, expected: int, timeout_s: float = 180.0) -> float:
+    """Waits until the traffic's `expected` replies have arrived and /readyz answers 200
+    three times in a row (or `timeout_s`); returns the seconds it took."""
+    started = time.monotonic()
+    if expected:
+        wait_for_replies(stack, path=TRAFFIC_PATH, expected=expected, stall_s=30.0)
+    ready = 0
+    while ready < 3 and time.monotonic() - started < timeout_s:
+        try:
+            ready = ready + 1 if requests.get(stack.app_url + "/readyz", timeout=5).status_code == 200 else 0
+        except requests.RequestException:
+            ready = 0
+        time.sleep(0.5)
+    return round(time.monotonic() - started, 1)
+
+
 def _webhook(sent: Sent | None) -> dict[str, Any]:
     if sent is None:
         return {"messages": 0}
@@ -258,22 +275,26 @@ def run_data_scale(
     stack.set_channel_active(str(tenants[-1][1]), False)
     traffic_bot, secret = stack.create_bot("bench data-scale traffic")
     traffic_channels = [stack.create_channel(bot_id=traffic_bot, name=f"data-scale traffic {i}",
-                                             path="/hook/data-scale") for i in range(4)]  # fmt: skip
+                                             path=TRAFFIC_PATH) for i in range(4)]  # fmt: skip
     session = admin_session(stack)
     api = requests.Session()
     list_pages = discover(stack, session, prefer={str(i) for tenant in tenants[:2] for i in tenant})
     admin_lists = [p["path"] for p in list_pages if "variant" not in p]
     say(f"    {len(list_pages)} admin list pages found ({len(admin_lists)} lists)")
     result.update(rate=rate, samples=samples, dialogues=dialogues, sizes=[], pages_found=len(list_pages))
+    acked = 0
     for size in sizes:
         seeded = seed(db, tenants=tenants, dialogues=dialogues, messages=size)
         say(f"    seeded {seeded.dialogues_added} dialogues and {seeded.messages_added} messages in "
             f"{seeded.seconds} s ({seeded.dialogues} dialogues, {seeded.messages} messages)")  # fmt: skip
         pages = list_pages + detail_pages(db, admin_lists=admin_lists, seeded_bot=tenants[0][0])
-        time.sleep(2.0)  # the inserts settle; they are not what is measured
+        # The previous size's traffic answered and the app ready again, so that this size's
+        # baseline is not the previous reads' aftermath.
+        settle_s = settle(stack, expected=acked)
         with Traffic(stack, secret=secret, channel_ids=traffic_channels, rate=rate) as alone:
             time.sleep(baseline_s)
         baseline = _webhook(alone.sent)
+        acked += len(alone.sent.acks) if alone.sent else 0
         say(f"    webhook alone at {rate:g}/s: p50 {baseline['latency_ms']['p50']} ms, p99 "
             f"{baseline['latency_ms']['p99']} ms, 503s {baseline['status_503']}")  # fmt: skip
         timed = []
@@ -282,12 +303,14 @@ def run_data_scale(
             for page in pages:
                 timed.append(time_page(stack, page, api if page["kind"] == "api" else session, samples))
         reads = _webhook(during.sent)
+        acked += len(during.sent.acks) if during.sent else 0
         failing = sum(1 for t in timed if not t.get("ok"))
         say(f"    {len(timed)} pages in {time.monotonic() - reads_started:.0f} s, {failing} not all 200; webhook "
             f"during reads: p50 {reads['latency_ms']['p50']} ms, p99 {reads['latency_ms']['p99']} ms, 503s "
             f"{reads['status_503']}")  # fmt: skip
         result["sizes"].append({"messages": seeded.messages, "dialogues": seeded.dialogues,
                                 "seed_s": seeded.seconds, "seeded_messages": seeded.messages_added,
+                                "settle_s": settle_s,
                                 "webhook_alone": baseline, "webhook_during_reads": reads, "pages": timed})  # fmt: skip
     result["duration_s"] = round(time.monotonic() - started, 1)
     return result
@@ -354,7 +377,7 @@ def render(result: dict[str, Any], table: Callable[[list[str], list[list[Any]]],
            f"is over {SLOW_MS:g} ms or not a 200; webhook at {result['rate']:g} msg/s throughout; ms)"]  # fmt: skip
     for size in result["sizes"]:
         out.append(f"\n{size['messages']} messages in {size['dialogues']} dialogues (seeded {size['seeded_messages']} "
-                   f"in {size['seed_s']} s)")  # fmt: skip
+                   f"in {size['seed_s']} s; settled in {size.get('settle_s', '-')} s before the baseline)")  # fmt: skip
         out.append(table(
             ["page", "n", "p50", "p95", "status codes", ""],
             [[p["name"], p["samples"], p.get("p50", "-"), p.get("p95", "-"),
