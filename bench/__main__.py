@@ -1,7 +1,7 @@
 """`make bench`: ingest and end-to-end load, the floor, two scenarios and growth, on a fresh
 stack started for this run.
 
-    make bench                                  # everything, under 10 minutes on 2 cores
+    make bench                                  # everything: under 10 minutes on 2 cores, plus data at scale (about 30)
     make bench ARGS="--quick"                   # a smoke test in about a minute
     make bench ARGS="--mode load --messages 5000 --channels 16 --concurrency 16,64"
     make bench ARGS="--mode floor --floor-threads 2,4"
