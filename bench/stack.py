@@ -74,6 +74,8 @@ class Stack:
         self.extra_processes: dict[str, int] = {}
         self.receiver: subprocess.Popen[bytes] | None = None
         self.api_token = ""
+        # The superuser's password, for the admin's pages (bench.datascale signs in with it).
+        self.password = ""
         self.env: dict[str, str] = {}
 
     @property
@@ -115,7 +117,7 @@ class Stack:
         )
         self.env.pop("DJANGO_DEBUG", None)
         self._manage("migrate", "--no-input", "-v", "0")
-        password = secrets.token_urlsafe(16)
+        password = self.password = secrets.token_urlsafe(16)
         self._manage(
             "createsuperuser",
             "--noinput",
