@@ -10,6 +10,10 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
@@ -103,6 +107,48 @@ class WindowListAdmin(admin.ModelAdmin):
         self, request: HttpRequest, changelist: WindowChangeList, *, cursor: str | None, count: int
     ) -> WindowPage:
         raise NotImplementedError
+
+
+# --- Users and groups: their permission pickers without a join -------------------------
+#
+# Django's user and group forms list permissions with `select_related("content_type")`, which
+# the embedded server answers with an empty content type (README "Known quirks": the nested
+# `$project` of a `$lookup`), so each label raised and the pages answered 500. The content
+# types are read by id instead, from ContentType's own per-process cache.
+
+
+def permission_label(permission: Permission) -> str:
+    return f"{ContentType.objects.get_for_id(permission.content_type_id)} | {permission.name}"
+
+
+def permissions_without_join(field: Any) -> None:
+    if field is not None:
+        field.queryset = Permission.objects.order_by("content_type_id", "codename")
+        field.label_from_instance = permission_label
+
+
+class PlatformUserChangeForm(UserChangeForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        permissions_without_join(self.fields.get("user_permissions"))
+
+
+class PlatformUserAdmin(UserAdmin):
+    form = PlatformUserChangeForm
+
+
+class PlatformGroupAdmin(GroupAdmin):
+    def formfield_for_manytomany(self, db_field: Any, request: Any = None, **kwargs: Any) -> Any:
+        field = admin.ModelAdmin.formfield_for_manytomany(self, db_field, request, **kwargs)
+        if db_field.name == "permissions":
+            permissions_without_join(field)
+        return field
+
+
+for _model, _model_admin in ((User, PlatformUserAdmin), (Group, PlatformGroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _model_admin)
 
 
 REVEAL_NAMESPACE = "api-token"
