@@ -80,7 +80,7 @@ class DialogueChangeList(WindowChangeList):
         super().get_results(request)
         rows: list[Dialogue] = list(self.result_list)
         last = dialogue_last_messages(rows)
-        problems = dialogue_problem_counts([row.pk for row in rows])
+        problems = dialogue_problem_counts(rows)
         names = related_names(rows)
         for row in rows:
             row.last_message_doc = last.get(row.pk)  # type: ignore[attr-defined]

@@ -308,18 +308,29 @@ def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str
     return found
 
 
-def dialogue_problem_counts(dialogue_ids: list[ObjectId]) -> dict[ObjectId, int]:
-    """Failed and dead replies per dialogue of a page: one read led by the dialogue (the
-    dialogue's own index: the page's messages, never every undelivered reply)."""
-    if not dialogue_ids:
-        return {}
+# A dialogue up to this long has its problems counted on its own index (a read of its
+# messages); a longer one on the delivery index (a read of the undelivered replies).
+PROBLEMS_BY_DIALOGUE_MAX = 500
+
+
+def dialogue_problem_counts(dialogues: list[Dialogue]) -> dict[ObjectId, int]:
+    """Failed and dead replies per dialogue of a page. The page's short dialogues in one read
+    led by the dialogue (their messages, whatever the collection's size); the long ones, if
+    any, in one read led by the delivery state (the undelivered replies, never a long
+    dialogue's whole history)."""
+    short = [d.pk for d in dialogues if d.message_count <= PROBLEMS_BY_DIALOGUE_MAX]
+    long = [d.pk for d in dialogues if d.message_count > PROBLEMS_BY_DIALOGUE_MAX]
+    collection = mongo_collection(Message._meta.db_table)
     counts: dict[ObjectId, int] = {}
-    docs = mongo_collection(Message._meta.db_table).find(
-        {"dialogue_id": {"$in": dialogue_ids}, "delivery_state": {"$in": PROBLEM_STATES}},
-        {"dialogue_id": 1},
-    )
-    for doc in docs:
-        counts[doc["dialogue_id"]] = counts.get(doc["dialogue_id"], 0) + 1
+    queries = []
+    if short:
+        # The fields in this order: the embedded server serves a filter by its first field's index.
+        queries.append({"dialogue_id": {"$in": short}, "delivery_state": {"$in": PROBLEM_STATES}})
+    for state in PROBLEM_STATES if long else []:
+        queries.append({"delivery_state": state, "dialogue_id": {"$in": long}})
+    for query in queries:
+        for doc in collection.find(query, {"dialogue_id": 1}):
+            counts[doc["dialogue_id"]] = counts.get(doc["dialogue_id"], 0) + 1
     return counts
 
 
