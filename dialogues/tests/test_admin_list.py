@@ -307,3 +307,78 @@ def test_redeliver_button_needs_the_change_permission(client: Client, django_use
     assert client.post(reverse("admin:dialogues_delivery_redeliver", args=[dead.pk])).status_code == 403
     dead.refresh_from_db()
     assert dead.delivery_state == DeliveryState.DEAD
+
+
+def delivered_list(client: Client, query: dict[str, str] | None = None) -> list[object]:
+    response = client.get(reverse(DELIVERIES), query or {})
+    assert response.status_code == 200
+    return [m.pk for m in response.context["cl"].result_list]
+
+
+def test_delivery_list_is_newest_first_and_filters_searches_and_pages(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = DialogueFactory(), DialogueFactory()
+    base = timezone.now() - timedelta(hours=2)
+    made = []
+    for i, (dialogue, state) in enumerate(
+        [(first, DeliveryState.FAILED), (first, DeliveryState.PENDING), (second, DeliveryState.DEAD),
+         (second, DeliveryState.FAILED), (first, DeliveryState.PARKED)]
+    ):  # fmt: skip
+        made.append(
+            say(
+                dialogue,
+                f"reply {i}",
+                role=Message.Role.ASSISTANT,
+                delivery_state=state,
+                message_id=f"r-{i}",
+                created_at=base + timedelta(minutes=i),
+            )  # fmt: skip
+        )
+    say(first, "fine", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DELIVERED, message_id="r-ok")
+    newest_first = [m.pk for m in reversed(made)]
+    assert delivered_list(admin_client) == newest_first
+    assert delivered_list(admin_client, {"state": "failed"}) == [made[3].pk, made[0].pk]
+    assert delivered_list(admin_client, {"state": "owed"}) == [made[3].pk, made[1].pk, made[0].pk]
+    assert delivered_list(admin_client, {"channel__id__exact": str(second.channel_id)}) == [made[3].pk, made[2].pk]
+    assert delivered_list(admin_client, {"chat_bot__id__exact": str(first.chat_bot_id)}) == [
+        made[4].pk, made[1].pk, made[0].pk,
+    ]  # fmt: skip
+    assert delivered_list(admin_client, {"dialogue__id__exact": str(second.pk)}) == [made[3].pk, made[2].pk]
+    assert delivered_list(admin_client, {"q": "r-3"}) == [made[3].pk]
+    assert delivered_list(admin_client, {"q": "r-"}) == newest_first  # the start of a message id
+    assert delivered_list(admin_client, {"q": "eply"}) == []
+    Message.objects.filter(pk=made[3].pk).update(claimed_until=timezone.now() + timedelta(seconds=30))
+    assert delivered_list(admin_client, {"state": "in_flight"}) == [made[3].pk]
+
+    # Two to a page: the next page starts where the last one ended.
+    monkeypatch.setattr(dialogues_admin.DeliveryAdmin, "list_per_page", 2)
+    seen: list[object] = []
+    query: dict[str, str] = {}
+    for _page in range(5):
+        response = admin_client.get(reverse(DELIVERIES), query)
+        seen += [m.pk for m in response.context["cl"].result_list]
+        next_url = response.context["cl"].next_page_url
+        if not next_url:
+            break
+        assert "Next page" in response.content.decode()
+        query = dict(pair.split("=") for pair in next_url.lstrip("?").split("&"))
+    assert seen == newest_first
+
+
+def test_delivery_list_counts_nothing_and_joins_nothing(admin_client: Client) -> None:
+    dialogue = DialogueFactory()
+    for i in range(3):
+        say(
+            dialogue, f"reply {i}", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED, message_id=f"r{i}"
+        )
+    queries = (
+        {}, {"state": "failed"}, {"state": "in_flight"}, {"state": "owed"}, {"q": "r1"},
+        {"channel__id__exact": str(dialogue.channel_id)}, {"chat_bot__id__exact": str(dialogue.chat_bot_id)},
+        {"o": "3"},
+    )  # fmt: skip
+    for query in queries:
+        with commands_seen() as seen:
+            response = admin_client.get(reverse(DELIVERIES), query)
+        assert response.status_code == 200
+        assert_bounded_reads(seen)
