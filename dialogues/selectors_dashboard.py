@@ -102,7 +102,7 @@ def _in_flight(now: datetime, cap: int) -> int:
     return found
 
 
-def _pipeline_summary(now: datetime) -> dict[str, Any]:
+def _pipeline_counts(now: datetime) -> dict[str, int]:
     backlog = backlog_counts(cap=COUNT_CAP, now=now)
     return {
         "not_generated": backlog["awaiting_reply"],
@@ -111,15 +111,18 @@ def _pipeline_summary(now: datetime) -> dict[str, Any]:
         "parked": backlog["parked"],
         "dead": backlog["dead"],
         "no_reply": backlog["llm_failed"],
-        "cap": COUNT_CAP,
-        "open_breakers": open_breakers(),
     }
 
 
 def pipeline_summary(*, now: datetime | None = None) -> dict[str, Any]:
     """The reply pipeline at a glance, for the Deliveries screen: counts by state (each up to
-    COUNT_CAP, on an index) and the channels whose breaker is open."""
-    return _pipeline_summary(now or timezone.now())
+    COUNT_CAP, on an index; cached ADMIN_DASHBOARD_CACHE_S per process) and the channels
+    whose breaker is open (read each time: an operator closing one sees it go)."""
+    if now is not None:
+        counts = _pipeline_counts(now)
+    else:
+        counts = _dashboard_cache.get_or_load("pipeline", lambda: _pipeline_counts(timezone.now()))
+    return {**counts, "cap": COUNT_CAP, "open_breakers": open_breakers()}
 
 
 @dataclass(frozen=True)
