@@ -97,7 +97,7 @@ class WindowListAdmin(admin.ModelAdmin):
     list_select_related = False
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-    sortable_by: Any = ()
+    sortable_by = ()
     change_list_template = "admin/core/window_change_list.html"
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:

@@ -154,7 +154,7 @@ def _paused_docs(now: datetime) -> tuple[list[dict[str, Any]], bool]:
 
 def _problem_places(
     filters: DialogueFilters, position: DialoguePosition | None, count: int, now: datetime
-) -> list[DialoguePosition]:
+) -> list[tuple[ObjectId, DialoguePosition]]:
     """Dialogues with failed or dead replies, by their latest such reply, newest first (the
     replies are read newest first on the (delivery_state, created_at) index, in windows). The
     position is that of the reply the previous page ended with."""
@@ -178,7 +178,7 @@ def _problem_places(
             seen[doc["dialogue_id"]] = DialoguePosition(_as_utc(doc["created_at"]), doc["_id"])
         if len(seen) > count:
             break
-    return list(seen.items())  # type: ignore[return-value]
+    return list(seen.items())
 
 
 def dialogue_ids_with_problems(*, limit: int = CANDIDATES_LIMIT) -> list[ObjectId]:
@@ -210,7 +210,7 @@ def dialogue_list_page(
     position = DialoguePosition(*decoded) if decoded is not None else None
     cut = False
     if filters.problems:
-        pairs: list[tuple[ObjectId, DialoguePosition]] = _problem_places(filters, position, count, now)  # type: ignore[assignment]
+        pairs = _problem_places(filters, position, count, now)
         kept = {doc["_id"] for doc in _dialogue_docs(pk for pk, _place in pairs) if _keeps(doc, filters, now)}
         more = len(pairs) > count
         pairs = [(pk, place) for pk, place in pairs[:count] if pk in kept]
@@ -322,7 +322,7 @@ def dialogue_problem_counts(dialogues: list[Dialogue]) -> dict[ObjectId, int]:
     long = [d.pk for d in dialogues if d.message_count > PROBLEMS_BY_DIALOGUE_MAX]
     collection = mongo_collection(Message._meta.db_table)
     counts: dict[ObjectId, int] = {}
-    queries = []
+    queries: list[dict[str, Any]] = []
     if short:
         # The fields in this order: the embedded server serves a filter by its first field's index.
         queries.append({"dialogue_id": {"$in": short}, "delivery_state": {"$in": PROBLEM_STATES}})
