@@ -35,6 +35,7 @@ from dialogues.selectors_lists import (
     UNDELIVERED_STATES,
     DeliveryFilters,
     DialogueFilters,
+    delivery_by_pk,
     delivery_list_page,
     dialogue_chat_ids,
     dialogue_last_messages,
@@ -493,6 +494,9 @@ class DeliveryAdmin(WindowListAdmin, ReadOnlyAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Delivery | None:
+        return delivery_by_pk(object_id) if from_field is None else super().get_object(request, object_id, from_field)
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # The dialogue list links a dialogue's failed replies here.

@@ -486,3 +486,16 @@ def message_by_pk_in_dialogue(*, dialogue: Dialogue, pk: ObjectId) -> Message | 
 
 def messages_by_ids(ids: list[Any]) -> list[Message]:
     return list(Message.objects.filter(pk__in=ids))
+
+
+def delivery_by_pk(pk: object) -> Delivery | None:
+    """A reply not yet delivered, by its id: read by `_id` alone, then checked (the proxy's
+    manager would make the filter an `$and`, which the embedded server answers with a scan)."""
+    try:
+        oid = ObjectId(str(pk))
+    except (InvalidId, TypeError):
+        return None
+    found = Delivery._base_manager.filter(pk=oid).first()
+    if found is None or found.role not in DELIVERY_ROLES or found.delivery_state not in UNDELIVERED_STATES:
+        return None
+    return found

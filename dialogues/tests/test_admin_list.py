@@ -382,3 +382,17 @@ def test_delivery_list_counts_nothing_and_joins_nothing(admin_client: Client) ->
             response = admin_client.get(reverse(DELIVERIES), query)
         assert response.status_code == 200
         assert_bounded_reads(seen)
+
+
+def test_delivery_page_reads_the_reply_by_id_alone(admin_client: Client) -> None:
+    dialogue = DialogueFactory()
+    failed = say(dialogue, "x", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED, message_id="f")
+    delivered = say(dialogue, "y", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DELIVERED, message_id="d")
+    with commands_seen() as seen:
+        response = admin_client.get(reverse("admin:dialogues_delivery_change", args=[failed.pk]))
+    assert response.status_code == 200
+    reads = [q["sql"] for q in seen.captured_queries if Message._meta.db_table in q["sql"]]
+    assert reads and not any("$and" in sql for sql in reads)  # an `$and` with the _id is a scan
+    # A delivered reply is not one of these pages.
+    response = admin_client.get(reverse("admin:dialogues_delivery_change", args=[delivered.pk]))
+    assert response.status_code == 302
