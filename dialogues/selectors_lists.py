@@ -163,10 +163,13 @@ def _problem_places(
     )
     before = (position.last_message_at, position.id) if position and position.last_message_at else None
     replies = sorted(
-        (
-            doc
-            for state in PROBLEM_STATES
-            for doc in _state_recent(state, wanted, before, (count + 1) * 2, now, channel_id=filters.channel_id)
+        _recent(
+            PROBLEM_STATES,
+            _delivery_channels(channel_id=filters.channel_id, chat_bot_id=filters.chat_bot_id),
+            wanted,
+            before,
+            (count + 1) * 2,
+            now,
         ),
         key=_delivery_order,
         reverse=True,
@@ -388,30 +391,51 @@ def _delivery_order(doc: dict[str, Any]) -> tuple[datetime, ObjectId]:
     return _as_utc(doc["created_at"]) or datetime.min.replace(tzinfo=UTC), doc["_id"]
 
 
-def _state_recent(
-    state: str,
+def _delivery_channels(*, channel_id: ObjectId | None, chat_bot_id: ObjectId | None) -> list[ObjectId | None]:
+    """The channels to read replies of, each on its own index: the one filtered, or a bot's
+    (merged), or any (None)."""
+    if channel_id is not None or chat_bot_id is None:
+        return [channel_id]
+    bot_channels = list(
+        Channel.objects.filter(chat_bot_id=chat_bot_id).values_list("pk", flat=True)[: BOT_CHANNELS_MERGED + 1]
+    )
+    # Past that many, the bot is checked on what the state's index reads.
+    return list(bot_channels) if len(bot_channels) <= BOT_CHANNELS_MERGED else [None]
+
+
+def _recent(
+    states: Iterable[str],
+    channels: Iterable[ObjectId | None],
     filters: DeliveryFilters,
     before: tuple[datetime, ObjectId] | None,
     count: int,
     now: datetime,
-    *,
-    channel_id: ObjectId | None = None,
 ) -> list[dict[str, Any]]:
-    """The `count` newest replies in `state` (of `channel_id`) older than `before` that the
-    filters keep: windows of created_at on the (delivery_state, created_at) index, or
-    (channel, delivery_state, created_at) for a channel, widening 3 times at each step, so a
-    read sorts one window's replies rather than all of them."""
-    lead: dict[str, Any] = {"channel_id": channel_id} if channel_id is not None else {}
+    """At least `count` of the newest replies older than `before` that the filters keep (all
+    of them if fewer), in each of `states` (of each of `channels`; None: any channel): windows
+    of created_at on the (delivery_state, created_at) index, or (channel, delivery_state,
+    created_at) for a channel, widening 3 times at each step, all states and channels in step.
+    A window that holds `count` of them holds every newer one, and a read sorts one window's
+    replies rather than all of them."""
     collection = mongo_collection(Message._meta.db_table)
     sort = [("created_at", DESCENDING), ("_id", DESCENDING)]
-    found: list[dict[str, Any]] = []
+    pairs = [(channel, state) for channel in channels for state in states]
+    # Where the filters may drop rows (a claim, a bot checked here), a window is read whole: a
+    # limit would stop at the same rows in every wider window.
+    checked_here = filters.in_flight or (filters.chat_bot_id is not None and None in channels)
+    limit = 0 if checked_here else count
 
     def read(when: dict[str, Any] | datetime, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        # The index's fields first, in its order: the embedded server takes the first field's.
-        query: dict[str, Any] = {**lead, "delivery_state": state, "created_at": when, **(extra or {})}
-        docs = collection.find(query, _DELIVERY_PROJECTION, sort=sort, limit=count * 4)
-        return [doc for doc in docs if _delivery_keeps(doc, filters, now)]
+        docs: list[dict[str, Any]] = []
+        for channel, state in pairs:
+            # The index's fields first, in its order: the embedded server takes the first field's.
+            lead: dict[str, Any] = {"channel_id": channel} if channel is not None else {}
+            query = {**lead, "delivery_state": state, "created_at": when, **(extra or {})}
+            found = collection.find(query, _DELIVERY_PROJECTION, sort=sort, limit=limit)
+            docs.extend(doc for doc in found if _delivery_keeps(doc, filters, now))
+        return docs
 
+    found: list[dict[str, Any]] = []
     if before is not None:
         found.extend(read(before[0], {"_id": {"$lt": before[1]}}))
         if len(found) >= count:
@@ -420,7 +444,7 @@ def _state_recent(
     upper = {"$lt": start} if before is not None else {}
     for span in RECENT_WINDOWS:
         docs = read({"$gte": start - span, **upper})
-        if len(docs) >= count:
+        if len(found) + len(docs) >= count:
             return found + docs
     return found + read({"$gte": datetime(1970, 1, 1, tzinfo=UTC), **upper})
 
@@ -446,22 +470,8 @@ def delivery_list_page(
         cut = len(docs) >= CANDIDATES_LIMIT
         docs = [doc for doc in docs if _delivery_keeps(doc, filters, now)]
     else:
-        channels: list[ObjectId | None] = [filters.channel_id]
-        if filters.channel_id is None and filters.chat_bot_id is not None:
-            # A bot's replies channel by channel (each on its channel's index), merged.
-            bot_channels = list(
-                Channel.objects.filter(chat_bot_id=filters.chat_bot_id).values_list("pk", flat=True)[
-                    : BOT_CHANNELS_MERGED + 1
-                ]
-            )
-            if len(bot_channels) <= BOT_CHANNELS_MERGED:
-                channels = list(bot_channels)
-        docs = [
-            doc
-            for channel in channels
-            for state in filters.states
-            for doc in _state_recent(state, filters, before, count + 1, now, channel_id=channel)
-        ]
+        channels = _delivery_channels(channel_id=filters.channel_id, chat_bot_id=filters.chat_bot_id)
+        docs = _recent(filters.states, channels, filters, before, count + 1, now)
     ordered = sorted(docs, key=_delivery_order, reverse=True)
     if before is not None:
         ordered = [doc for doc in ordered if _delivery_order(doc) < before]
