@@ -26,6 +26,9 @@ SEARCH_LIMIT = 200
 # The "paused" and "delivery problems" filters read at most this many candidates (both are
 # rare states); past it the page says so.
 CANDIDATES_LIMIT = 2000
+# A Deliveries filter checked on the rows read (in flight; a bot of very many channels) looks
+# at most this many of the newest replies; past it the page says so.
+CHECKED_SCAN_LIMIT = 500
 # A filter checked on the rows read (the bot answering, in flight) reads at most this many
 # batches of a page before it stops and says so.
 WALK_BATCHES = 20
@@ -410,6 +413,7 @@ def _recent(
     before: tuple[datetime, ObjectId] | None,
     count: int,
     now: datetime,
+    cut: list[bool] | None = None,
 ) -> list[dict[str, Any]]:
     """At least `count` of the newest replies older than `before` that the filters keep (all
     of them if fewer), in each of `states` (of each of `channels`; None: any channel): windows
@@ -424,16 +428,28 @@ def _recent(
     # limit would stop at the same rows in every wider window.
     checked_here = filters.in_flight or (filters.chat_bot_id is not None and None in channels)
     limit = 0 if checked_here else count
+    scanned = 0
 
     def read(when: dict[str, Any] | datetime, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        nonlocal scanned
         docs: list[dict[str, Any]] = []
         for channel, state in pairs:
             # The index's fields first, in its order: the embedded server takes the first field's.
             lead: dict[str, Any] = {"channel_id": channel} if channel is not None else {}
             query = {**lead, "delivery_state": state, "created_at": when, **(extra or {})}
-            found = collection.find(query, _DELIVERY_PROJECTION, sort=sort, limit=limit)
-            docs.extend(doc for doc in found if _delivery_keeps(doc, filters, now))
+            for doc in collection.find(query, _DELIVERY_PROJECTION, sort=sort, limit=limit):
+                scanned += 1
+                if _delivery_keeps(doc, filters, now):
+                    docs.append(doc)
         return docs
+
+    def spent() -> bool:
+        # Rows checked here: at most CHECKED_SCAN_LIMIT of the newest are looked at.
+        if checked_here and scanned >= CHECKED_SCAN_LIMIT:
+            if cut is not None:
+                cut.append(True)
+            return True
+        return False
 
     found: list[dict[str, Any]] = []
     if before is not None:
@@ -444,7 +460,7 @@ def _recent(
     upper = {"$lt": start} if before is not None else {}
     for span in RECENT_WINDOWS:
         docs = read({"$gte": start - span, **upper})
-        if len(found) + len(docs) >= count:
+        if len(found) + len(docs) >= count or spent():
             return found + docs
     return found + read({"$gte": datetime(1970, 1, 1, tzinfo=UTC), **upper})
 
@@ -471,7 +487,9 @@ def delivery_list_page(
         docs = [doc for doc in docs if _delivery_keeps(doc, filters, now)]
     else:
         channels = _delivery_channels(channel_id=filters.channel_id, chat_bot_id=filters.chat_bot_id)
-        docs = _recent(filters.states, channels, filters, before, count + 1, now)
+        stopped: list[bool] = []
+        docs = _recent(filters.states, channels, filters, before, count + 1, now, stopped)
+        cut = bool(stopped)
     ordered = sorted(docs, key=_delivery_order, reverse=True)
     if before is not None:
         ordered = [doc for doc in ordered if _delivery_order(doc) < before]
