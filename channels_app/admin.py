@@ -14,6 +14,7 @@ from bson.errors import InvalidId
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -35,6 +36,7 @@ from channels_app.services import (
     channel_url_check,
 )
 from chatbots.admin import register_bot_count, register_bot_inline
+from chatbots.selectors import chatbot_labels
 from core.admin import admin_object_adopt
 from core.errors import ApplicationError, Conflict
 from core.reveal import reveal_put, reveal_take
@@ -134,6 +136,19 @@ class DeliveryStateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ChannelChangeList(ChangeList):
+    """The page's bots in one read by id, instead of a join (`list_select_related` makes the
+    ORM `$lookup` every channel's bot before it matches)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        rows: list[Channel] = list(self.result_list)
+        bots = chatbot_labels(row.chat_bot_id for row in rows)
+        for row in rows:
+            row.bot_label = bots.get(row.chat_bot_id, (str(row.chat_bot_id), ""))  # type: ignore[attr-defined]
+        self.result_list = rows
+
+
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
@@ -148,7 +163,8 @@ class ChannelAdmin(admin.ModelAdmin):
         "breaker",
         "last_test",
     )
-    list_select_related = ("chat_bot",)
+    # No join: the page's bots are read by id (`ChannelChangeList`).
+    list_select_related = False
     list_filter = ("chat_bot", "is_active", DeliveryStateFilter)
     search_fields = ("name", "settings__url")
     search_help_text = _("Name, part of the URL, or the channel id.")
@@ -191,10 +207,14 @@ class ChannelAdmin(admin.ModelAdmin):
         # What integrators send as `chat_id`.
         return format_html('<code class="chat-id">{}</code>', obj.pk)
 
-    @admin.display(description=_("chat bot"), ordering="chat_bot__name")
+    @admin.display(description=_("chat bot"), ordering="chat_bot")
     def bot_display(self, obj: Channel) -> str:
         # The prefix tells apart bots that share a name.
-        return format_html('{} <span class="quiet">({}…)</span>', obj.chat_bot.name, obj.chat_bot.secret_prefix)
+        name, prefix = getattr(obj, "bot_label", None) or (obj.chat_bot.name, obj.chat_bot.secret_prefix)
+        return format_html('{} <span class="quiet">({}…)</span>', name, prefix)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ChannelChangeList
 
     @admin.display(description=_("URL"), ordering="settings__url")
     def url_display(self, obj: Channel) -> str:

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
-from dialogues.selectors import Dashboard, HourActivity, dashboard_summary
+from dialogues.selectors_dashboard import COUNT_CAP, Dashboard, HourActivity, dashboard_summary
 
 # The activity chart, drawn on the server as SVG: no script, no library, no CDN.
 CHART_WIDTH = 960
@@ -99,8 +99,13 @@ def activity_chart(hours: list[HourActivity]) -> dict[str, Any]:
     }
 
 
+def capped(count: int) -> str:
+    """A count read up to COUNT_CAP: "1000+" once it reaches it."""
+    return f"{COUNT_CAP}+" if count >= COUNT_CAP else str(count)
+
+
 def dashboard_context(dashboard: Dashboard) -> dict[str, Any]:
-    backlog = dashboard.backlog
+    backlog = {key: capped(value) for key, value in dashboard.backlog.items()}
     return {
         "dashboard": dashboard,
         "chart": activity_chart(dashboard.hours),
@@ -112,7 +117,7 @@ def dashboard_context(dashboard: Dashboard) -> dict[str, Any]:
             ("dead", _("Dead"), backlog["dead"], "dead"),
             ("llm_failed", _("No reply (LLM failed)"), backlog["llm_failed"], ""),
         ],
-        "replies_failing": backlog["failed"] + backlog["dead"] > 0,
+        "replies_failing": dashboard.backlog["failed"] + dashboard.backlog["dead"] > 0,
     }
 
 
@@ -124,7 +129,7 @@ class PlatformAdminSite(AdminSite):
     site_url = None
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
-        """The usual app list, under the platform's health at a glance (dialogues.selectors,
+        """The usual app list, under the platform's health at a glance (dialogues.selectors_dashboard,
         cached ADMIN_DASHBOARD_CACHE_S, so the page stays fast however often it is loaded)."""
         context = {**dashboard_context(dashboard_summary()), **(extra_context or {})}
         return super().index(request, context)

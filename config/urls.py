@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core import redoc
 from core import views as core_views
-from dialogues.selectors import scrape_collectors
+from dialogues.metrics import scrape_collectors
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),

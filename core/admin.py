@@ -4,11 +4,18 @@ an action, and added with the key shown once, on a page reached by POST/redirect
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -29,6 +36,119 @@ def admin_object_adopt(obj: Any, created: Any) -> None:
         setattr(obj, field.attname, getattr(created, field.attname))
     obj._state.adding = False
     obj._state.db = created._state.db
+
+
+# --- Lists read as one bounded window ---------------------------------------------------
+#
+# Django's changelist counts every matching document (its paginator) and lets any column
+# sort the whole collection. A list that can grow with the traffic reads instead one page
+# through an index, in one fixed order, and links only to the first page and the next one:
+# the next page starts where this one ends (`?cursor=`), so any page costs what the first
+# does, whatever the collection's size.
+
+CURSOR_VAR = "cursor"
+
+
+@dataclass(frozen=True)
+class WindowPage:
+    rows: list[Any]
+    next_cursor: str | None  # where the next page starts; None on the last page
+    note: str = ""  # shown under the list, e.g. why a search stopped early
+
+
+class WindowChangeList(ChangeList):
+    """A changelist whose rows come from `model_admin.window_page(request, changelist,
+    cursor=..., count=...)`. The filters' querysets are still built, for the actions
+    ("select all" acts on them), but never counted or listed here."""
+
+    def get_filters_params(self, params: Any = None) -> Any:
+        lookup = super().get_filters_params(params)
+        lookup.pop(CURSOR_VAR, None)
+        return lookup
+
+    def get_query_string(self, new_params: Any = None, remove: Any = None) -> str:
+        # A new filter, search or ordering starts from the first page.
+        if not (new_params and CURSOR_VAR in new_params):
+            remove = [*(remove or []), CURSOR_VAR]
+        return super().get_query_string(new_params, remove)
+
+    def get_results(self, request: HttpRequest) -> None:
+        cursor = request.GET.get(CURSOR_VAR) or None
+        page: WindowPage = self.model_admin.window_page(  # type: ignore[attr-defined]
+            request, self, cursor=cursor, count=self.list_per_page
+        )
+        self.result_list = page.rows
+        self.result_count = len(page.rows)
+        self.full_result_count = None
+        self.show_full_result_count = False
+        self.show_admin_actions = True
+        self.can_show_all = False
+        self.multi_page = False  # Django's page numbers; ours are the links below
+        self.paginator = Paginator(page.rows, max(1, self.list_per_page))
+        self.window_note = page.note
+        self.next_page_url = self.get_query_string({CURSOR_VAR: page.next_cursor}) if page.next_cursor else ""
+        self.first_page_url = self.get_query_string(remove=[CURSOR_VAR]) if cursor else ""
+
+
+class WindowListAdmin(admin.ModelAdmin):
+    """A list read through `window_page`: no count (`show_full_result_count`, no facets), no
+    join, and only the orderings `window_page` reads off an index (`sortable_by`)."""
+
+    list_select_related = False
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    sortable_by = ()
+    change_list_template = "admin/core/window_change_list.html"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return WindowChangeList
+
+    def window_page(
+        self, request: HttpRequest, changelist: WindowChangeList, *, cursor: str | None, count: int
+    ) -> WindowPage:
+        raise NotImplementedError
+
+
+# --- Users and groups: their permission pickers without a join -------------------------
+#
+# Django's user and group forms list permissions with `select_related("content_type")`, which
+# the embedded server answers with an empty content type (README "Known quirks": the nested
+# `$project` of a `$lookup`), so each label raised and the pages answered 500. The content
+# types are read by id instead, from ContentType's own per-process cache.
+
+
+def permission_label(permission: Permission) -> str:
+    return f"{ContentType.objects.get_for_id(permission.content_type_id)} | {permission.name}"
+
+
+def permissions_without_join(field: Any) -> None:
+    if field is not None:
+        field.queryset = Permission.objects.order_by("content_type_id", "codename")
+        field.label_from_instance = permission_label
+
+
+class PlatformUserChangeForm(UserChangeForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        permissions_without_join(self.fields.get("user_permissions"))
+
+
+class PlatformUserAdmin(UserAdmin):
+    form = PlatformUserChangeForm
+
+
+class PlatformGroupAdmin(GroupAdmin):
+    def formfield_for_manytomany(self, db_field: Any, request: Any = None, **kwargs: Any) -> Any:
+        field = admin.ModelAdmin.formfield_for_manytomany(self, db_field, request, **kwargs)
+        if db_field.name == "permissions":
+            permissions_without_join(field)
+        return field
+
+
+for _model, _model_admin in ((User, PlatformUserAdmin), (Group, PlatformGroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _model_admin)
 
 
 REVEAL_NAMESPACE = "api-token"

@@ -5,8 +5,15 @@ zone, and pymongo returns naive values unless the client is tz-aware. The clock 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import overload
 
 
-def aware(when: datetime) -> datetime:
-    """`when` as an aware UTC datetime (a naive value is taken as UTC)."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+@overload
+def aware(when: datetime) -> datetime: ...
+@overload
+def aware(when: None) -> None: ...
+def aware(when: datetime | None) -> datetime | None:
+    """`when` as an aware UTC datetime (a naive value is taken as UTC); None stays None."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=UTC)

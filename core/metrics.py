@@ -10,7 +10,7 @@ the directory there); without it each process counts on its own (manage.py comma
 in-process tests).
 
 What no process writes (the backlog, the open breakers) is read from the database when
-scraped, by collectors that the app owning the data provides (dialogues.selectors) and
+scraped, by collectors that the app owning the data provides (dialogues.metrics) and
 config/urls.py hands to the view, so this module imports nothing above `core`.
 """
 

@@ -5,8 +5,6 @@ through the same services as the API (`dialogues.services_operators`)."""
 
 from __future__ import annotations
 
-import re
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,20 +19,32 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
-from django.utils.functional import lazy
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_POST
-from pymongo.errors import ExecutionTimeout
 
-from channels_app.models import Channel, DeliveryState
-from chatbots.models import ChatBot
+from channels_app.models import DeliveryState
+from core.admin import WindowChangeList, WindowListAdmin, WindowPage
 from core.errors import ApplicationError
-from core.mongo import mongo_collection
 from dialogues.models import Delivery, Dialogue, Message
-from dialogues.selectors import dialogue_transcript, dialogues_by_pause, message_page, pipeline_summary
+from dialogues.selectors import dialogue_transcript, message_page
+from dialogues.selectors_dashboard import pipeline_summary
+from dialogues.selectors_lists import (
+    UNDELIVERED_STATES,
+    DeliveryFilters,
+    DialogueFilters,
+    delivery_by_pk,
+    delivery_list_page,
+    dialogue_chat_ids,
+    dialogue_last_messages,
+    dialogue_list_page,
+    dialogue_problem_counts,
+    message_by_pk_in_dialogue,
+    messages_by_ids,
+    related_names,
+)
 from dialogues.services_operators import dialogue_pause, dialogue_resume, operator_message_send
 from dialogues.store.recovery import reply_redeliver_request
 
@@ -42,23 +52,9 @@ HISTORY_PAGE_SIZE = 100
 # Admin views are methods: Django's view decorators applied to them.
 post_only = method_decorator(require_POST)
 get_only = method_decorator(require_GET)
-# A message_id search looks at most this many matches (message ids repeat across dialogues).
-MESSAGE_ID_SEARCH_LIMIT = 1000
-# Text search in the dialogue list: an escaped, case-insensitive regex over the messages of
-# the last TEXT_SEARCH_DAYS (an `_id` range: ObjectIds start with their creation time, and
-# `_id` is indexed), stopped by the server after TEXT_SEARCH_BUDGET_MS (`max_time_ms`) and by
-# us at TEXT_SEARCH_DIALOGUES dialogues. MongoDB reads only the window's messages; the
-# embedded server reads the whole collection for any range (about 2 s per 100,000 messages).
-# Past a few hundred thousand messages in the window, use a MongoDB text index or Atlas
-# Search (see the README).
-TEXT_SEARCH_DAYS = 30
-TEXT_SEARCH_BUDGET_MS = 3000
-TEXT_SEARCH_DIALOGUES = 1000
 PREVIEW_CHARS = 80
-# The last message of a dialogue sits at one of the last few positions (`seq`) it handed out:
-# a customer message reserves its own and its reply's, and duplicates leave gaps.
-PREVIEW_SEQ_WINDOWS = (4, 32)
-PROBLEM_STATES = [DeliveryState.FAILED.value, DeliveryState.DEAD.value]
+# How far back the "last message" filter looks, by its choices.
+ACTIVE_SINCE_DAYS = {"today": 0, "7d": 7, "30d": 30}
 
 
 def datetime_display(value: datetime | None) -> str:
@@ -68,86 +64,24 @@ def datetime_display(value: datetime | None) -> str:
     return formats.date_format(timezone.localtime(value), "DATETIME_FORMAT")
 
 
-def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str, Any]]:
-    """The last message of each dialogue of a list page: per row one read of at most a few
-    index entries (dialogue equal, `seq` from a few below the dialogue's last), so a page costs
-    the same whatever the dialogues' lengths.
-
-    One query per row, on purpose: every batched form tried on the embedded server scans
-    (at 100,000 messages, 100 rows: `$in` on dialogue and seq 9 s, `$in` on dialogue alone
-    reads every message of the page's dialogues, `$unionWith` 142 s; a top-level `$or` scans
-    too), while 100 point reads take 0.06 s. On MongoDB proper one `$in` query would do."""
-    found: dict[ObjectId, dict[str, Any]] = {}
-    collection = mongo_collection(Message._meta.db_table)
-    projection = {"dialogue_id": 1, "seq": 1, "text": 1, "role": 1, "created_at": 1}
-    for dialogue in dialogues:
-        for window in PREVIEW_SEQ_WINDOWS:
-            if not dialogue.last_seq:
-                break
-            docs = list(
-                collection.find(
-                    {"dialogue_id": dialogue.pk, "seq": {"$gte": max(dialogue.last_seq - window + 1, 0)}},
-                    projection,
-                ).limit(window)
-            )
-            if docs:
-                found[dialogue.pk] = max(docs, key=lambda doc: doc.get("seq") or 0)
-                break
-    return found
+def object_id_param(request: HttpRequest, name: str) -> ObjectId | None:
+    value = request.GET.get(name) or ""
+    return ObjectId(value) if ObjectId.is_valid(value) else None
 
 
-def dialogue_problem_counts(dialogue_ids: list[ObjectId]) -> dict[ObjectId, int]:
-    """Failed and dead replies per dialogue, for a page of dialogues: one aggregation, on
-    the delivery index (only undelivered replies are read, never a dialogue's history)."""
-    if not dialogue_ids:
-        return {}
-    rows = mongo_collection(Message._meta.db_table).aggregate(
-        [
-            {"$match": {"delivery_state": {"$in": PROBLEM_STATES}, "dialogue_id": {"$in": dialogue_ids}}},
-            {"$group": {"_id": "$dialogue_id", "n": {"$sum": 1}}},
-        ]
-    )
-    return {row["_id"]: row["n"] for row in rows}
+def cut_short_note() -> str:
+    return str(_("Only the first matches were read: narrow the list with the filters or a longer search."))
 
 
-def dialogues_with_problems() -> list[ObjectId]:
-    query = {"delivery_state": {"$in": PROBLEM_STATES}}
-    return list(mongo_collection(Message._meta.db_table).distinct("dialogue_id", query))
-
-
-def dialogue_ids_by_text(term: str, *, now: datetime | None = None) -> tuple[list[ObjectId], bool]:
-    """Dialogues whose recent messages contain `term` (case-insensitive, taken literally),
-    and whether the search was cut short by its time budget or its cap."""
-    since = ObjectId.from_datetime((now or timezone.now()) - timedelta(days=TEXT_SEARCH_DAYS))
-    cursor = (
-        mongo_collection(Message._meta.db_table)
-        .find({"_id": {"$gte": since}, "text": {"$regex": re.escape(term), "$options": "i"}}, {"dialogue_id": 1})
-        .max_time_ms(TEXT_SEARCH_BUDGET_MS)
-        .batch_size(500)
-    )
-    found: dict[ObjectId, None] = {}
-    deadline = time.monotonic() + TEXT_SEARCH_BUDGET_MS / 1000
-    try:
-        for doc in cursor:
-            found[doc["dialogue_id"]] = None
-            if len(found) >= TEXT_SEARCH_DIALOGUES or time.monotonic() > deadline:
-                return list(found), True
-    except ExecutionTimeout:
-        return list(found), True
-    finally:
-        cursor.close()
-    return list(found), False
-
-
-class DialogueChangeList(ChangeList):
+class DialogueChangeList(WindowChangeList):
     """Fills each row's last message (a bounded index read per row, see
-    `dialogue_last_messages`) and delivery problems (one query for the page)."""
+    `dialogue_last_messages`), delivery problems and names (one query each for the page)."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         rows: list[Dialogue] = list(self.result_list)
         last = dialogue_last_messages(rows)
-        problems = dialogue_problem_counts([row.pk for row in rows])
+        problems = dialogue_problem_counts(rows)
         names = related_names(rows)
         for row in rows:
             row.last_message_doc = last.get(row.pk)  # type: ignore[attr-defined]
@@ -157,27 +91,14 @@ class DialogueChangeList(ChangeList):
         self.result_list = rows
 
 
-def related_names(rows: list[Any]) -> dict[ObjectId, str]:
-    """The bots' and channels' names of a list page, by id (two small reads), instead of a
-    join: `list_select_related` makes the ORM `$lookup` over every row before its `$match`."""
-    bots = {row.chat_bot_id for row in rows}
-    channels = {row.channel_id for row in rows}
-    return {
-        **dict(ChatBot.objects.filter(pk__in=list(bots)).values_list("pk", "name")),
-        **dict(Channel.objects.filter(pk__in=list(channels)).values_list("pk", "name")),
-    }
-
-
-class DeliveryChangeList(ChangeList):
+class DeliveryChangeList(WindowChangeList):
     """The page's channels and dialogues by id, not joined."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         rows: list[Delivery] = list(self.result_list)
         names = related_names(rows)
-        chats = dict(
-            Dialogue.objects.filter(pk__in=list({row.dialogue_id for row in rows})).values_list("pk", "chat_id")
-        )
+        chats = dialogue_chat_ids(row.dialogue_id for row in rows)
         for row in rows:
             row.channel_label = names.get(row.channel_id, str(row.channel_id))  # type: ignore[attr-defined]
             row.chat_label = chats.get(row.dialogue_id, str(row.dialogue_id))  # type: ignore[attr-defined]
@@ -203,9 +124,7 @@ class PausedFilter(admin.SimpleListFilter):
         return [("yes", _("paused (an operator has taken over)")), ("no", _("answering"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Dialogue]) -> QuerySet[Dialogue]:
-        value = self.value()
-        if value in ("yes", "no"):
-            return dialogues_by_pause(queryset, paused=value == "yes")
+        # Read by `dialogue_list_page` (DialogueAdmin.window_page); the list has no actions.
         return queryset
 
 
@@ -217,33 +136,47 @@ class ProblemsFilter(admin.SimpleListFilter):
         return [("yes", _("has failed or dead replies"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Dialogue]) -> QuerySet[Dialogue]:
-        if self.value() == "yes":
-            return queryset.filter(pk__in=dialogues_with_problems())
+        # Read by `dialogue_list_page` (DialogueAdmin.window_page); the list has no actions.
         return queryset
 
 
+class ActiveSinceFilter(admin.SimpleListFilter):
+    """A lower bound on the last message time: the list's own order, cut where it passes it."""
+
+    title = _("last message")
+    parameter_name = "active"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
+        return [("today", _("Today")), ("7d", _("Past 7 days")), ("30d", _("Past 30 days"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Dialogue]) -> QuerySet[Dialogue]:
+        # Read by `dialogue_list_page` (DialogueAdmin.window_page); the list has no actions.
+        return queryset
+
+
+def active_since(value: str | None, *, now: datetime | None = None) -> datetime | None:
+    if value not in ACTIVE_SINCE_DAYS:
+        return None
+    today = timezone.localtime(now or timezone.now()).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=ACTIVE_SINCE_DAYS[value])
+
+
 @admin.register(Dialogue)
-class DialogueAdmin(ReadOnlyAdmin):
+class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
     list_display = (
         "customer_chat_id", "bot_name", "channel_name", "bot_state", "last_message", "message_count", "problems",
     )  # fmt: skip
     list_display_links = ("customer_chat_id",)
-    # No join (see `related_names`), and no count of every dialogue on each page.
-    list_select_related = False
-    show_full_result_count = False
-    list_filter = (PausedFilter, ProblemsFilter, ("last_message_at", admin.DateFieldListFilter), "chat_bot", "channel")
+    # Read by `dialogue_list_page` (core.admin.WindowListAdmin): most recently active first,
+    # the one order an index serves; no join, no count.
+    list_filter = (PausedFilter, ProblemsFilter, ActiveSinceFilter, "chat_bot", "channel")
+    # Each row reads its last message (`dialogue_last_messages`): the page's cost is its rows'.
+    list_per_page = 50
     search_fields = ("chat_id",)
-    # Lazy, so each request gets its own language.
-    search_help_text = lazy(
-        lambda: str(
-            _(
-                "Words from the messages of the last %(days)d days (case-insensitive), an exact chat id, "
-                "or the message id of any message in the dialogue."
-            )
-            % {"days": TEXT_SEARCH_DAYS}
-        ),
-        str,
-    )()
+    search_help_text = _(
+        "The start of a customer chat id or of a message id (case-sensitive), or a dialogue id. "
+        "A channel's or a bot's dialogues: use the filters."
+    )
     fields = ("id", "chat_bot", "channel", "chat_id", "message_count", "created_at", "last_message_at")
     readonly_fields = fields
     # Extends the history page (templates/admin/dialogues/dialogue/change_form.html) with the
@@ -256,19 +189,34 @@ class DialogueAdmin(ReadOnlyAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return DialogueChangeList
 
-    @admin.display(description=_("customer chat id"), ordering="chat_id")
+    def window_page(
+        self, request: HttpRequest, changelist: WindowChangeList, *, cursor: str | None, count: int
+    ) -> WindowPage:
+        paused = request.GET.get(PausedFilter.parameter_name)
+        filters = DialogueFilters(
+            chat_bot_id=object_id_param(request, "chat_bot__id__exact"),
+            channel_id=object_id_param(request, "channel__id__exact"),
+            paused={"yes": True, "no": False}.get(paused or ""),
+            problems=request.GET.get(ProblemsFilter.parameter_name) == "yes",
+            since=active_since(request.GET.get(ActiveSinceFilter.parameter_name)),
+            search=changelist.query.strip(),
+        )
+        page = dialogue_list_page(filters=filters, cursor=cursor, count=count)
+        return WindowPage(rows=page.rows, next_cursor=page.next_cursor, note=cut_short_note() if page.cut_short else "")
+
+    @admin.display(description=_("customer chat id"))
     def customer_chat_id(self, obj: Dialogue) -> str:
         return obj.chat_id
 
-    @admin.display(description=_("bot"), ordering="chat_bot")
+    @admin.display(description=_("bot"))
     def bot_name(self, obj: Dialogue) -> str:
         return getattr(obj, "bot_name", None) or obj.chat_bot.name
 
-    @admin.display(description=_("channel"), ordering="channel")
+    @admin.display(description=_("channel"))
     def channel_name(self, obj: Dialogue) -> str:
         return getattr(obj, "channel_name", None) or obj.channel.name
 
-    @admin.display(description=_("last message"), ordering="last_message_at")
+    @admin.display(description=_("last message"))
     def last_message(self, obj: Dialogue) -> str:
         doc = getattr(obj, "last_message_doc", None)
         when = datetime_display(obj.last_message_at)
@@ -394,30 +342,8 @@ class DialogueAdmin(ReadOnlyAdmin):
         return self._fragment(request, self._dialogue(request, object_id))
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Dialogue], search_term: str) -> Any:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        # Ids match exactly (both fields are indexed; ids are pasted, not typed); words match
-        # the recent messages' text within a time budget. The dialogues are then found by
-        # `_id` alone: a top-level `$or` would make the embedded server scan them all.
-        ids: dict[Any, None] = dict.fromkeys(
-            Dialogue.objects.filter(chat_id=term).values_list("pk", flat=True)[:MESSAGE_ID_SEARCH_LIMIT]
-        )
-        ids.update(
-            dict.fromkeys(
-                Message.objects.filter(message_id=term).values_list("dialogue_id", flat=True)[:MESSAGE_ID_SEARCH_LIMIT]
-            )
-        )
-        by_text, cut_short = dialogue_ids_by_text(term)
-        ids.update(dict.fromkeys(by_text))
-        if cut_short:
-            self.message_user(
-                request,
-                _("The text search stopped early (its time budget or %(cap)d dialogues): narrow it with the filters.")
-                % {"cap": TEXT_SEARCH_DIALOGUES},
-                messages.WARNING,
-            )
-        return queryset.filter(pk__in=list(ids)), False
+        # Searched by `dialogue_list_page` (`window_page`); the list has no actions.
+        return queryset, False
 
     def render_change_form(
         self, request: HttpRequest, context: dict[str, Any], add: bool = False, change: bool = False,
@@ -458,10 +384,7 @@ class DialogueAdmin(ReadOnlyAdmin):
             pk = ObjectId(value)
         except (InvalidId, TypeError):
             return None
-        # By _id alone, then checked: with the dialogue in the filter the embedded server
-        # scans the dialogue's messages instead of using the _id index.
-        message = Message.objects.filter(pk=pk).first()
-        return message if message is not None and message.dialogue_id == dialogue.pk else None
+        return message_by_pk_in_dialogue(dialogue=dialogue, pk=pk)
 
 
 IN_FLIGHT = "in_flight"
@@ -503,7 +426,7 @@ def truncated(text: str, chars: int) -> str:
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
+class DeliveryAdmin(WindowListAdmin, ReadOnlyAdmin):
     # Narrow enough for a 1366 px screen with the sidebar: long text is cut (whole in the
     # tooltip), times wrap (dialogues/admin_lists.css), the state and actions stay in view.
     list_display = (
@@ -516,11 +439,13 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "last_result",
         "next_attempt",
     )
-    # No join (see `DeliveryChangeList`), and no count of every reply on each page.
-    list_select_related = False
-    show_full_result_count = False
+    # Read by `delivery_list_page` (core.admin.WindowListAdmin): newest first, the one order
+    # an index serves; no join (see `DeliveryChangeList`), no count.
     list_filter = (DeliveryStateFilter, "chat_bot", "channel")
+    list_per_page = 50
     ordering = ("-created_at",)
+    search_fields = ("message_id",)
+    search_help_text = _("The start of the reply's message id (case-sensitive).")
     actions = ("redeliver_now",)
     change_list_template = "admin/dialogues/delivery/change_list.html"
     change_form_template = "admin/dialogues/delivery/redeliver_change_form.html"
@@ -537,6 +462,28 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return DeliveryChangeList
 
+    def window_page(
+        self, request: HttpRequest, changelist: WindowChangeList, *, cursor: str | None, count: int
+    ) -> WindowPage:
+        value = request.GET.get(DeliveryStateFilter.parameter_name) or ""
+        owed = (DeliveryState.PENDING.value, DeliveryState.FAILED.value)
+        states = owed if value in (OWED, IN_FLIGHT) else (value,) if value in UNDELIVERED_STATES else None
+        filters = DeliveryFilters(
+            **({"states": states} if states else {}),
+            in_flight=value == IN_FLIGHT,
+            chat_bot_id=object_id_param(request, "chat_bot__id__exact"),
+            channel_id=object_id_param(request, "channel__id__exact"),
+            dialogue_id=object_id_param(request, "dialogue__id__exact"),
+            search=changelist.query.strip(),
+        )
+        page = delivery_list_page(filters=filters, cursor=cursor, count=count)
+        return WindowPage(rows=page.rows, next_cursor=page.next_cursor, note=cut_short_note() if page.cut_short else "")
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Delivery], search_term: str) -> Any:
+        # For actions only (the list searches in `delivery_list_page`): a prefix, not `icontains`.
+        term = search_term.strip()
+        return (queryset.filter(message_id__startswith=term) if term else queryset), False
+
     def get_urls(self) -> list[URLPattern]:
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
@@ -547,6 +494,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Delivery | None:
+        return delivery_by_pk(object_id) if from_field is None else super().get_object(request, object_id, from_field)
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # The dialogue list links a dialogue's failed replies here.
@@ -592,19 +542,19 @@ class DeliveryAdmin(ReadOnlyAdmin):
             self.message_user(request, text, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:dialogues_delivery_change", args=[reply.pk]))
 
-    @admin.display(description=_("created"), ordering="created_at")
+    @admin.display(description=_("created"))
     def created(self, obj: Delivery) -> str:
         return datetime_display(obj.created_at)
 
-    @admin.display(description=_("channel"), ordering="channel")
+    @admin.display(description=_("channel"))
     def channel_name(self, obj: Delivery) -> str:
         return truncated(getattr(obj, "channel_label", None) or obj.channel.name, 24)
 
-    @admin.display(description=_("attempts"), ordering="delivery_attempts")
+    @admin.display(description=_("attempts"))
     def attempts(self, obj: Delivery) -> int:
         return obj.delivery_attempts
 
-    @admin.display(description=_("next attempt"), ordering="next_attempt_at")
+    @admin.display(description=_("next attempt"))
     def next_attempt(self, obj: Delivery) -> str:
         return datetime_display(obj.next_attempt_at)
 
@@ -633,7 +583,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         rows are selected."""
         ids = list(queryset.values_list("pk", flat=True))
         handed = 0
-        for message in Message.objects.filter(pk__in=ids):
+        for message in messages_by_ids(ids):
             try:
                 reply_redeliver_request(message=message)
             except ApplicationError as exc:  # delivered meanwhile

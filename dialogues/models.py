@@ -65,6 +65,8 @@ class Dialogue(models.Model):
             models.Index(fields=["chat_id"], name="dialogue_chat_id"),
             models.Index(fields=["channel", "-last_message_at"], name="dialogue_channel_recent"),
             models.Index(fields=["-last_message_at"], name="dialogue_recent"),
+            # The admin's "paused" filter: only paused dialogues lie past now.
+            models.Index(fields=["paused_until"], name="dialogue_paused"),
         ]
 
     def __str__(self) -> str:
@@ -194,6 +196,10 @@ class Message(models.Model):
             models.Index(fields=["dialogue", "created_at", "id"], name="message_dialogue_order"),
             models.Index(fields=["dialogue", "seq"], name="message_dialogue_seq"),
             models.Index(fields=["delivery_state", "next_attempt_at"], name="message_delivery_queue"),
+            # The admin's Deliveries list, newest first, read in windows of created_at per state.
+            models.Index(fields=["delivery_state", "created_at"], name="message_delivery_recent"),
+            # The same, for one channel's replies.
+            models.Index(fields=["channel", "delivery_state", "created_at"], name="message_channel_delivery"),
             models.Index(fields=["reply_state", "created_at"], name="message_reply_queue"),
             models.Index(fields=["message_id"], name="message_message_id"),
         ]

@@ -4,24 +4,19 @@ a hundred thousand, and never loads the dialogue whole."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from django.conf import settings
 from django.db.models import Lookup, QuerySet
 from django.utils import timezone
 from django_mongodb_backend.query_utils import process_lhs, process_rhs
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from pymongo import ASCENDING, DESCENDING
 
-from channels_app.models import Channel, DeliveryState
-from core.caching import LookupCache
-from core.metrics import gauge_family
+from channels_app.models import Channel
+from core.datetimes import aware
 from core.mongo import mongo_collection
 from dialogues.models import Dialogue, Message
 from dialogues.store.messages import message_find
@@ -54,10 +49,10 @@ def dialogue_list(
 
 
 # A page of dialogues, most recently active first, is read from windows of `last_message_at`
-# ending at the page's start and widening 12 times at each step, then from all that is older:
+# ending at the page's start and widening 3 times at each step, then from all that is older:
 # a server that sorts in memory (the embedded one does) sorts one window's dialogues rather
 # than all of them. Exact: a window holding enough dialogues holds every newer one.
-RECENT_WINDOWS = [timedelta(minutes=5) * 12**step for step in range(6)]
+RECENT_WINDOWS = [timedelta(minutes=5) * 3**step for step in range(11)]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -81,12 +76,6 @@ def _dialogue_query(*, channel_id: object | None, chat_bot_id: object | None, wh
     if chat_bot_id is not None:
         query["chat_bot_id"] = chat_bot_id
     return query
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 # Up to this many channels, a bot's dialogues are read channel by channel (`dialogue_keyset`).
@@ -148,7 +137,7 @@ def dialogue_keyset(
             sort=sort,
             limit=count - len(found),
         )
-        found.extend(DialoguePosition(_as_utc(doc.get("last_message_at")), doc["_id"]) for doc in docs)
+        found.extend(DialoguePosition(aware(doc.get("last_message_at")), doc["_id"]) for doc in docs)
         return len(found) >= count
 
     def window(when: dict[str, Any]) -> bool:
@@ -207,7 +196,7 @@ def _chat_keyset(
         {"chat_id": chat_id}, projection={"_id": 1, "last_message_at": 1, "chat_bot_id": 1, "channel_id": 1}
     )
     places = [
-        DialoguePosition(_as_utc(doc.get("last_message_at")), doc["_id"])
+        DialoguePosition(aware(doc.get("last_message_at")), doc["_id"])
         for doc in docs
         if (chat_bot_id is None or doc.get("chat_bot_id") == chat_bot_id)
         and (channel_id is None or doc.get("channel_id") == channel_id)
@@ -310,27 +299,6 @@ def message_page(
     return MessagePage(messages=[by_id[pk] for pk in ids if pk in by_id], has_more=has_more)
 
 
-def pipeline_summary() -> dict[str, Any]:
-    """The reply pipeline at a glance, for the Deliveries screen: counts by state (each an
-    indexed count) and the channels whose breaker is open."""
-    now = timezone.now()
-    messages = Message.objects
-    owed_states = [DeliveryState.PENDING, DeliveryState.FAILED]
-    return {
-        "not_generated": messages.filter(reply_state=Message.ReplyState.AWAITING).count(),
-        "owed": messages.filter(delivery_state__in=owed_states).count(),
-        "in_flight": messages.filter(delivery_state__in=owed_states, claimed_until__gt=now).count(),
-        "parked": messages.filter(delivery_state=DeliveryState.PARKED).count(),
-        "dead": messages.filter(delivery_state=DeliveryState.DEAD).count(),
-        "no_reply": messages.filter(reply_state=Message.ReplyState.FAILED).count(),
-        "open_breakers": list(
-            Channel.objects.filter(breaker_open_until__isnull=False, consecutive_failures__gt=0)
-            .order_by("breaker_open_until")
-            .values("pk", "name", "consecutive_failures", "breaker_open_until")[:50]
-        ),
-    }
-
-
 # --- Hand-off ----------------------------------------------------------------------------
 
 
@@ -372,257 +340,9 @@ def dialogue_transcript(*, dialogue: Dialogue, limit: int = TRANSCRIPT_SIZE) -> 
     return message_page(dialogue=dialogue, limit=limit).messages
 
 
-# --- Health at a glance: /metrics' scrape-time gauges and the admin's dashboard ------------
-# Each message count is an equality on the first field of an index (delivery_state or
-# reply_state); the open breakers are a read of the channels (a small collection). All cached
-# per process (METRICS_SCRAPE_CACHE_S for scrapes, ADMIN_DASHBOARD_CACHE_S for the
-# dashboard), so neither a scraper nor a reloading operator can load the database.
-
-_scrape_cache = LookupCache(maxsize=16, ttl_s=lambda: settings.METRICS_SCRAPE_CACHE_S)
-_dashboard_cache = LookupCache(maxsize=16, ttl_s=lambda: settings.ADMIN_DASHBOARD_CACHE_S)
-# The dashboard's completed hours change only when a reply of theirs is delivered, fails or
-# dies later: they are read again every minute, the current hour every ADMIN_DASHBOARD_CACHE_S
-# (a day of messages read every 10 s would hold the process's one database connection).
-_past_hours_cache = LookupCache(maxsize=4, ttl_s=lambda: 60.0)
-
-DASHBOARD_HOURS = 24
-SLOWEST_CHANNELS = 5
-# Delivery time (reply stored -> channel accepted it) is counted in these buckets, in seconds,
-# by the database; a channel's p95 is interpolated within its bucket, as Prometheus does.
-DELIVERY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-
-
-def backlog_counts() -> dict[str, int]:
-    """Messages by where they wait: `awaiting_reply` (no reply generated yet), replies
-    `pending` or `failed` (owed; the worker retries), `parked`, `dead`, and customer messages
-    the LLM failed (`llm_failed`). Each one indexed count."""
-    messages = Message.objects
-    return {
-        "awaiting_reply": messages.filter(reply_state=Message.ReplyState.AWAITING).count(),
-        "pending": messages.filter(delivery_state=DeliveryState.PENDING).count(),
-        "failed": messages.filter(delivery_state=DeliveryState.FAILED).count(),
-        "parked": messages.filter(delivery_state=DeliveryState.PARKED).count(),
-        "dead": messages.filter(delivery_state=DeliveryState.DEAD).count(),
-        "llm_failed": messages.filter(reply_state=Message.ReplyState.FAILED).count(),
-    }
-
-
-def _open_breakers_filter() -> QuerySet[Channel]:
-    # As the Deliveries screen lists them (pipeline_summary).
-    return Channel.objects.filter(breaker_open_until__isnull=False, consecutive_failures__gt=0)
-
-
-def open_breakers(*, limit: int = 50) -> list[dict[str, Any]]:
-    rows = _open_breakers_filter().order_by("breaker_open_until")
-    return [dict(row) for row in rows.values("pk", "name", "consecutive_failures", "breaker_open_until")[:limit]]
-
-
-class BacklogCollector(Collector):
-    """`chatbots_backlog{state}`, read when scraped (cached METRICS_SCRAPE_CACHE_S)."""
-
-    def collect(self) -> Iterator[Metric]:
-        counts = _scrape_cache.get_or_load("backlog", backlog_counts)
-        yield gauge_family("chatbots_backlog", "Messages waiting, by state.", counts, label="state")
-
-
-class OpenBreakersCollector(Collector):
-    """`chatbots_breakers_open`: channels nothing is sent to until their probe."""
-
-    def collect(self) -> Iterator[Metric]:
-        count = _scrape_cache.get_or_load("breakers", lambda: {"open": _open_breakers_filter().count()})
-        family = GaugeMetricFamily("chatbots_breakers_open", "Channels whose circuit breaker is open.")
-        family.add_metric([], count["open"])
-        yield family
-
-
-def scrape_collectors() -> list[Collector]:
-    return [BacklogCollector(), OpenBreakersCollector()]
-
-
 def message_created_at(*, dialogue_id: ObjectId, message_id: str) -> datetime | None:
     """When a message arrived, by the unique (dialogue, message_id) index."""
     found = mongo_collection(Message._meta.db_table).find_one(
         {"dialogue_id": dialogue_id, "message_id": message_id}, projection={"created_at": 1, "_id": 0}
     )
     return None if found is None else found.get("created_at")
-
-
-@dataclass(frozen=True)
-class HourActivity:
-    hour: datetime  # its start, UTC
-    messages_in: int  # customer messages that arrived
-    delivered: int  # replies delivered to their channels
-    failures: int  # replies of that hour now failing or dead, customer messages the LLM failed
-
-
-@dataclass(frozen=True)
-class ChannelDeliveryTime:
-    channel_id: ObjectId
-    name: str
-    delivered: int
-    p95_s: float  # reply stored -> delivered, interpolated within its bucket
-    beyond_s: float | None  # set instead when the p95 lies past the last bucket
-
-
-@dataclass(frozen=True)
-class Dashboard:
-    hours: list[HourActivity]  # oldest first, the current (partial) hour last
-    backlog: dict[str, int]
-    open_breakers: list[dict[str, Any]]
-    slowest_channels: list[ChannelDeliveryTime]
-
-
-@dataclass
-class _Tally:
-    messages_in: Counter[datetime]
-    delivered: Counter[datetime]
-    failures: Counter[datetime]
-    delivery_buckets: dict[ObjectId, Counter[int]]
-
-    def add(self, other: _Tally) -> _Tally:
-        buckets = {key: Counter(value) for key, value in self.delivery_buckets.items()}
-        for key, value in other.delivery_buckets.items():
-            buckets.setdefault(key, Counter()).update(value)
-        return _Tally(
-            self.messages_in + other.messages_in,
-            self.delivered + other.delivered,
-            self.failures + other.failures,
-            buckets,
-        )
-
-
-def _hour(when: datetime) -> datetime:
-    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _tally(*, start: datetime, end: datetime | None) -> _Tally:
-    """The messages that arrived in [start, end), counted by the database in one bounded
-    aggregation per reply state: an equality on reply_state and a range on created_at, the
-    (reply_state, created_at) index. (With `$in` over the states instead, the embedded server
-    scans the whole collection.)"""
-    span: dict[str, Any] = {"$gte": start}
-    if end is not None:
-        span["$lt"] = end  # $lt, not $lte: see README, known quirks
-    took_ms = {"$subtract": ["$delivered_at", "$created_at"]}
-    bucket = {
-        "$switch": {
-            "branches": [
-                {"case": {"$lte": [took_ms, bound * 1000]}, "then": index}
-                for index, bound in enumerate(DELIVERY_BUCKETS_S)
-            ],
-            "default": len(DELIVERY_BUCKETS_S),
-        }
-    }
-    tally = _Tally(Counter(), Counter(), Counter(), {})
-    collection = mongo_collection(Message._meta.db_table)
-    for reply_state in Message.ReplyState.values:
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"reply_state": reply_state, "created_at": span}},
-            {
-                "$facet": {
-                    "arrived": [
-                        {
-                            "$group": {
-                                "_id": {
-                                    "hour": {"$dateTrunc": {"date": "$created_at", "unit": "hour"}},
-                                    "role": "$role",
-                                    "delivery_state": "$delivery_state",
-                                },
-                                "n": {"$sum": 1},
-                            }
-                        }
-                    ],
-                    "delivered": [
-                        {"$match": {"delivery_state": DeliveryState.DELIVERED.value, "delivered_at": {"$ne": None}}},
-                        {
-                            "$group": {
-                                "_id": {
-                                    "hour": {"$dateTrunc": {"date": "$delivered_at", "unit": "hour"}},
-                                    "channel_id": "$channel_id",
-                                    "bucket": bucket,
-                                },
-                                "n": {"$sum": 1},
-                            }
-                        },
-                    ],
-                }
-            },
-        ]
-        for result in collection.aggregate(pipeline):
-            for row in result["arrived"]:
-                key, count = row["_id"], int(row["n"])
-                hour = _hour(key["hour"])
-                if key["role"] == Message.Role.USER:
-                    tally.messages_in[hour] += count
-                    if reply_state == Message.ReplyState.FAILED:
-                        tally.failures[hour] += count
-                elif key.get("delivery_state") in (DeliveryState.FAILED, DeliveryState.DEAD):
-                    tally.failures[hour] += count
-            for row in result["delivered"]:
-                key, count = row["_id"], int(row["n"])
-                tally.delivered[_hour(key["hour"])] += count
-                tally.delivery_buckets.setdefault(key["channel_id"], Counter())[int(key["bucket"])] += count
-    return tally
-
-
-def _p95(buckets: Counter[int]) -> tuple[float, float | None]:
-    """(p95 in seconds, interpolated linearly within its bucket; or, past the last bucket,
-    (its bound, its bound))."""
-    total = sum(buckets.values())
-    rank = 0.95 * total
-    seen = 0
-    for index, bound in enumerate(DELIVERY_BUCKETS_S):
-        count = buckets.get(index, 0)
-        if count and seen + count >= rank:
-            lower = DELIVERY_BUCKETS_S[index - 1] if index else 0.0
-            return lower + (bound - lower) * (rank - seen) / count, None
-        seen += count
-    return DELIVERY_BUCKETS_S[-1], DELIVERY_BUCKETS_S[-1]
-
-
-def _slowest(buckets: dict[ObjectId, Counter[int]], *, limit: int) -> list[ChannelDeliveryTime]:
-    ranked = sorted(((_p95(counts), key, counts) for key, counts in buckets.items()), key=lambda row: -row[0][0])
-    top = ranked[:limit]
-    names = dict(Channel.objects.filter(pk__in=[key for _, key, _ in top]).values_list("pk", "name"))
-    return [
-        ChannelDeliveryTime(
-            channel_id=key,
-            name=names.get(key, str(key)),
-            delivered=sum(counts.values()),
-            p95_s=p95,
-            beyond_s=beyond,
-        )
-        for (p95, beyond), key, counts in top
-    ]
-
-
-def _dashboard(now: datetime) -> Dashboard:
-    current = _hour(now)
-    since = current - timedelta(hours=DASHBOARD_HOURS - 1)
-    past = _past_hours_cache.get_or_load(current, lambda: _tally(start=since, end=current))
-    tally = past.add(_tally(start=current, end=None))
-    hours = [current - timedelta(hours=back) for back in range(DASHBOARD_HOURS - 1, -1, -1)]
-    return Dashboard(
-        hours=[
-            HourActivity(
-                hour=hour,
-                messages_in=tally.messages_in[hour],
-                delivered=tally.delivered[hour],
-                failures=tally.failures[hour],
-            )
-            for hour in hours
-        ],
-        backlog=backlog_counts(),
-        open_breakers=open_breakers(),
-        slowest_channels=_slowest(tally.delivery_buckets, limit=SLOWEST_CHANNELS),
-    )
-
-
-def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
-    """The admin index's numbers: the last 24 hours by the hour (UTC), the backlog, the open
-    breakers and the channels slowest to accept their replies (p95 over the same 24 hours).
-    Cached ADMIN_DASHBOARD_CACHE_S per process."""
-    if now is not None:
-        return _dashboard(now)
-    return _dashboard_cache.get_or_load("dashboard", lambda: _dashboard(timezone.now()))

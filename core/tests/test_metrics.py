@@ -27,7 +27,7 @@ from core.mongo import mongo_collection
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.documents import message_document
 from dialogues.models import Message
-from dialogues.selectors import HourActivity
+from dialogues.selectors_dashboard import HourActivity
 from tests.support.chat_completions import ChatCompletionsServer, ChatReply, error_body
 
 pytestmark = pytest.mark.django_db

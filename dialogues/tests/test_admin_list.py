@@ -4,13 +4,15 @@ stays bounded), and the Deliveries screen's per-reply "Redeliver now"."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from bson import ObjectId
 from django.db import connection, connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -44,6 +46,21 @@ def say(dialogue: Dialogue, text: str, *, role: str = Message.Role.USER, **field
     )
     dialogue.refresh_from_db()
     return message
+
+
+@contextmanager
+def commands_seen() -> Iterator[CaptureQueriesContext]:
+    """What the admin's requests send to the database (they use the operators' connection)."""
+    with CaptureQueriesContext(connections[OPERATORS_DB]) as captured:
+        yield captured
+
+
+def assert_bounded_reads(captured: CaptureQueriesContext) -> None:
+    """No join and no count of a whole collection: each read is a page's worth."""
+    sent = "\n".join(query["sql"] for query in captured.captured_queries)
+    assert sent
+    assert "$lookup" not in sent
+    assert "__count" not in sent  # the ORM's count(), which the admin's paginator calls
 
 
 def listed(client: Client, query: dict[str, str] | None = None) -> set[object]:
@@ -153,52 +170,79 @@ def test_dialogue_list_filters_by_bot_channel_date_and_failed_replies(admin_clie
     assert listed(admin_client, {"problems": "yes"}) == {failing.pk}
     assert listed(admin_client, {"chat_bot__id__exact": str(quiet.chat_bot_id)}) == {quiet.pk}
     assert listed(admin_client, {"channel__id__exact": str(failing.channel_id)}) == {failing.pk}
-    # What the date filter's "Past 7 days" link sends (aware datetimes).
-    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    week = {
-        "last_message_at__gte": str(today - timedelta(days=7)),
-        "last_message_at__lt": str(today + timedelta(days=1)),
-    }
+    assert listed(admin_client, {"channel__id__exact": str(failing.channel_id), "problems": "yes"}) == {failing.pk}
+    assert listed(admin_client, {"channel__id__exact": str(quiet.channel_id), "problems": "yes"}) == set()
     assert "Past 7 days" in admin_client.get(reverse(DIALOGUES)).content.decode()
-    assert listed(admin_client, week) == {failing.pk, quiet.pk}
-    assert listed(admin_client, {**week, "problems": "yes"}) == {failing.pk}
+    assert listed(admin_client, {"active": "7d"}) == {failing.pk, quiet.pk}
+    assert listed(admin_client, {"active": "30d", "problems": "yes"}) == {failing.pk}
+    assert listed(admin_client) == {failing.pk, quiet.pk, old.pk}
 
 
-def test_dialogue_search_finds_words_in_messages_case_insensitively(admin_client: Client) -> None:
-    wanted, other = DialogueFactory(chat_id="c-1"), DialogueFactory(chat_id="c-2")
+def test_dialogue_list_filters_by_pause(admin_client: Client) -> None:
+    paused, answering, resumed = DialogueFactory(), DialogueFactory(), DialogueFactory()
+    for dialogue in (paused, answering, resumed):
+        say(dialogue, "hi")
+    now = timezone.now()
+    Dialogue.objects.filter(pk=paused.pk).update(paused_until=now + timedelta(minutes=30))
+    Dialogue.objects.filter(pk=resumed.pk).update(paused_until=now - timedelta(minutes=1))
+    assert listed(admin_client, {"paused": "yes"}) == {paused.pk}
+    assert listed(admin_client, {"paused": "no"}) == {answering.pk, resumed.pk}
+    assert listed(admin_client, {"paused": "yes", "channel__id__exact": str(answering.channel_id)}) == set()
+
+
+def test_dialogue_search_matches_the_start_of_chat_ids_and_message_ids(admin_client: Client) -> None:
+    wanted, other = DialogueFactory(chat_id="customer-17"), DialogueFactory(chat_id="c-2")
     say(wanted, "Where is my ORDER #42?")
-    say(other, "Just browsing")
-    say(other, "a.b", message_id="exact-id")
-    assert listed(admin_client, {"q": "order"}) == {wanted.pk}
-    assert listed(admin_client, {"q": "order #42?"}) == {wanted.pk}  # regex characters taken literally
+    say(other, "a.b", message_id="wamid.HBgL-1")
+    assert listed(admin_client, {"q": "customer-17"}) == {wanted.pk}
+    assert listed(admin_client, {"q": "customer-"}) == {wanted.pk}  # the start of a chat id
+    assert listed(admin_client, {"q": "wamid.HB"}) == {other.pk}  # the start of a message id
+    assert listed(admin_client, {"q": "wamid.HBgL-1"}) == {other.pk}
+    assert listed(admin_client, {"q": str(other.pk)}) == {other.pk}  # a dialogue id
+    # Not a text search, and regex characters are taken literally.
+    assert listed(admin_client, {"q": "ORDER"}) == set()
     assert listed(admin_client, {"q": ".*"}) == set()
-    assert listed(admin_client, {"q": "a.b"}) == {other.pk}
-    assert listed(admin_client, {"q": "axb"}) == set()
-    # Exact ids as before: the customer's chat id and any message's id.
-    assert listed(admin_client, {"q": "c-1"}) == {wanted.pk}
-    assert listed(admin_client, {"q": "exact-id"}) == {other.pk}
-    assert listed(admin_client, {"q": "nothing like it"}) == set()
+    assert listed(admin_client, {"q": "ustomer"}) == set()
+    page = admin_client.get(reverse(DIALOGUES)).content.decode()
+    assert "The start of a customer chat id or of a message id" in page
 
 
-def test_dialogue_search_reads_only_the_recent_messages(admin_client: Client) -> None:
-    dialogue = DialogueFactory()
-    message = say(dialogue, "an ancient order")
-    # Written before the search window: its _id says when it was made.
-    old_id = ObjectId.from_datetime(timezone.now() - timedelta(days=dialogues_admin.TEXT_SEARCH_DAYS + 1))
-    collection = connection.get_collection(Message._meta.db_table)  # type: ignore[attr-defined]
-    doc = collection.find_one({"_id": message.pk})
-    collection.delete_one({"_id": message.pk})
-    collection.insert_one({**doc, "_id": old_id})
-    assert listed(admin_client, {"q": "ancient"}) == set()
+def test_dialogue_list_pages_on_with_next_page_links_in_its_order(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dialogues_admin.DialogueAdmin, "list_per_page", 3)
+    base = timezone.now() - timedelta(hours=3)
+    dialogues = []
+    for i in range(7):
+        dialogue = DialogueFactory(chat_id=f"p-{i}")
+        Dialogue.objects.filter(pk=dialogue.pk).update(last_message_at=base + timedelta(minutes=i))
+        dialogues.append(dialogue.pk)
+    newest_first = list(reversed(dialogues))
+    seen: list[object] = []
+    url = reverse(DIALOGUES)
+    query: dict[str, str] = {}
+    for _page in range(4):
+        response = admin_client.get(url, query)
+        assert response.status_code == 200
+        seen += [d.pk for d in response.context["cl"].result_list]
+        next_url = response.context["cl"].next_page_url
+        if not next_url:
+            break
+        query = {key: value for key, value in (pair.split("=") for pair in next_url.lstrip("?").split("&"))}
+    assert seen == newest_first
 
 
-def test_dialogue_search_stops_at_its_budget_and_says_so(admin_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    for i in range(5):
-        say(DialogueFactory(chat_id=f"many-{i}"), "same words")
-    monkeypatch.setattr(dialogues_admin, "TEXT_SEARCH_DIALOGUES", 2)
-    response = admin_client.get(reverse(DIALOGUES), {"q": "same words"})
-    assert len(response.context["cl"].result_list) == 2
-    assert "The text search stopped early" in response.content.decode()
+def test_dialogue_list_counts_nothing_and_joins_nothing(admin_client: Client) -> None:
+    for i in range(3):
+        dialogue = DialogueFactory(chat_id=f"c-{i}")
+        say(dialogue, "hi")
+        say(dialogue, "reply", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED)
+    for query in ({}, {"problems": "yes"}, {"paused": "no"}, {"active": "today"}, {"q": "c-1"}, {"o": "1"}):
+        with commands_seen() as seen:
+            response = admin_client.get(reverse(DIALOGUES), query)
+        assert response.status_code == 200
+        assert response.context["cl"].result_list
+        assert_bounded_reads(seen)
 
 
 # --- Deliveries ----------------------------------------------------------------------
@@ -260,3 +304,92 @@ def test_redeliver_button_needs_the_change_permission(client: Client, django_use
     assert client.post(reverse("admin:dialogues_delivery_redeliver", args=[dead.pk])).status_code == 403
     dead.refresh_from_db()
     assert dead.delivery_state == DeliveryState.DEAD
+
+
+def delivered_list(client: Client, query: dict[str, str] | None = None) -> list[object]:
+    response = client.get(reverse(DELIVERIES), query or {})
+    assert response.status_code == 200
+    return [m.pk for m in response.context["cl"].result_list]
+
+
+def test_delivery_list_is_newest_first_and_filters_searches_and_pages(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = DialogueFactory(), DialogueFactory()
+    base = timezone.now() - timedelta(hours=2)
+    made = []
+    for i, (dialogue, state) in enumerate(
+        [(first, DeliveryState.FAILED), (first, DeliveryState.PENDING), (second, DeliveryState.DEAD),
+         (second, DeliveryState.FAILED), (first, DeliveryState.PARKED)]
+    ):  # fmt: skip
+        made.append(
+            say(
+                dialogue,
+                f"reply {i}",
+                role=Message.Role.ASSISTANT,
+                delivery_state=state,
+                message_id=f"r-{i}",
+                created_at=base + timedelta(minutes=i),
+            )  # fmt: skip
+        )
+    say(first, "fine", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DELIVERED, message_id="r-ok")
+    newest_first = [m.pk for m in reversed(made)]
+    assert delivered_list(admin_client) == newest_first
+    assert delivered_list(admin_client, {"state": "failed"}) == [made[3].pk, made[0].pk]
+    assert delivered_list(admin_client, {"state": "owed"}) == [made[3].pk, made[1].pk, made[0].pk]
+    assert delivered_list(admin_client, {"channel__id__exact": str(second.channel_id)}) == [made[3].pk, made[2].pk]
+    assert delivered_list(admin_client, {"chat_bot__id__exact": str(first.chat_bot_id)}) == [
+        made[4].pk, made[1].pk, made[0].pk,
+    ]  # fmt: skip
+    assert delivered_list(admin_client, {"dialogue__id__exact": str(second.pk)}) == [made[3].pk, made[2].pk]
+    assert delivered_list(admin_client, {"q": "r-3"}) == [made[3].pk]
+    assert delivered_list(admin_client, {"q": "r-"}) == newest_first  # the start of a message id
+    assert delivered_list(admin_client, {"q": "eply"}) == []
+    Message.objects.filter(pk=made[3].pk).update(claimed_until=timezone.now() + timedelta(seconds=30))
+    assert delivered_list(admin_client, {"state": "in_flight"}) == [made[3].pk]
+
+    # Two to a page: the next page starts where the last one ended.
+    monkeypatch.setattr(dialogues_admin.DeliveryAdmin, "list_per_page", 2)
+    seen: list[object] = []
+    query: dict[str, str] = {}
+    for _page in range(5):
+        response = admin_client.get(reverse(DELIVERIES), query)
+        seen += [m.pk for m in response.context["cl"].result_list]
+        next_url = response.context["cl"].next_page_url
+        if not next_url:
+            break
+        assert "Next page" in response.content.decode()
+        query = dict(pair.split("=") for pair in next_url.lstrip("?").split("&"))
+    assert seen == newest_first
+
+
+def test_delivery_list_counts_nothing_and_joins_nothing(admin_client: Client) -> None:
+    dialogue = DialogueFactory()
+    for i in range(3):
+        say(
+            dialogue, f"reply {i}", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED, message_id=f"r{i}"
+        )
+    queries = (
+        {}, {"state": "failed"}, {"state": "in_flight"}, {"state": "owed"}, {"q": "r1"},
+        {"channel__id__exact": str(dialogue.channel_id)}, {"chat_bot__id__exact": str(dialogue.chat_bot_id)},
+        {"o": "3"},
+    )  # fmt: skip
+    for query in queries:
+        with commands_seen() as seen:
+            response = admin_client.get(reverse(DELIVERIES), query)
+        assert response.status_code == 200
+        assert_bounded_reads(seen)
+
+
+def test_delivery_page_reads_the_reply_by_id_alone(admin_client: Client) -> None:
+    dialogue = DialogueFactory()
+    failed = say(dialogue, "x", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED, message_id="f")
+    delivered = say(dialogue, "y", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DELIVERED, message_id="d")
+    with commands_seen() as seen:
+        response = admin_client.get(reverse("admin:dialogues_delivery_change", args=[failed.pk]))
+    assert response.status_code == 200
+    reads = [q["sql"] for q in seen.captured_queries if Message._meta.db_table in q["sql"]]
+    assert reads and not any("$and" in sql for sql in reads)  # an `$and` with the _id is a scan
+    # A delivered reply is not one of these pages.
+    response = admin_client.get(reverse("admin:dialogues_delivery_change", args=[delivered.pk]))
+    assert response.status_code == 302

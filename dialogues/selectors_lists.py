@@ -1,0 +1,524 @@
+"""Reads behind the operators' list pages (the admin's Dialogues and Deliveries). Each page is
+one bounded read through an index, in one fixed order, continued by keyset: a page costs the
+same at any size of the collections. No count of the whole list, no join, no sort of more than
+a window (the embedded server sorts in memory what a query selects, README "Known quirks")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from django.utils import timezone
+from pymongo import DESCENDING
+
+from channels_app.models import Channel, DeliveryState
+from chatbots.models import ChatBot
+from core.datetimes import aware
+from core.mongo import mongo_collection
+from dialogues.models import Delivery, Dialogue, Message
+from dialogues.selectors import BOT_CHANNELS_MERGED, RECENT_WINDOWS, DialoguePosition, _list_order, dialogue_keyset
+
+# A search reads at most this many index entries per field it looks in.
+SEARCH_LIMIT = 200
+# The "paused" and "delivery problems" filters read at most this many candidates (both are
+# rare states); past it the page says so.
+CANDIDATES_LIMIT = 2000
+# A Deliveries filter checked on the rows read (in flight; a bot of very many channels) looks
+# at most this many of the newest replies; past it the page says so.
+CHECKED_SCAN_LIMIT = 500
+# A filter checked on the rows read (the bot answering, in flight) reads at most this many
+# batches of a page before it stops and says so.
+WALK_BATCHES = 20
+PROBLEM_STATES = [DeliveryState.FAILED.value, DeliveryState.DEAD.value]
+UNDELIVERED_STATES = [
+    DeliveryState.PENDING.value,
+    DeliveryState.FAILED.value,
+    DeliveryState.DEAD.value,
+    DeliveryState.PARKED.value,
+]
+DELIVERY_ROLES = {Message.Role.ASSISTANT.value, Message.Role.EMPLOYEE.value}
+
+
+# --- Cursors: where a page ends, in the URL ------------------------------------------
+
+
+def position_encode(when: datetime | None, pk: ObjectId) -> str:
+    stamp = "" if when is None else str(int(when.timestamp() * 1_000_000))
+    return f"{stamp}_{pk}"
+
+
+def position_decode(cursor: str | None) -> tuple[datetime | None, ObjectId] | None:
+    """(time, id) from `position_encode`, or None for a malformed cursor (the first page)."""
+    if not cursor or "_" not in cursor:
+        return None
+    stamp, _sep, pk = cursor.partition("_")
+    try:
+        when = datetime.fromtimestamp(int(stamp) / 1_000_000, tz=UTC) if stamp else None
+        return when, ObjectId(pk)
+    except (ValueError, OverflowError, InvalidId, TypeError):
+        return None
+
+
+# --- Dialogues ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialogueFilters:
+    chat_bot_id: ObjectId | None = None
+    channel_id: ObjectId | None = None
+    paused: bool | None = None  # True: the bot is paused now; False: answering now
+    problems: bool = False  # has failed or dead replies
+    since: datetime | None = None  # last message at or after
+    search: str = ""
+
+
+@dataclass(frozen=True)
+class ListPage:
+    rows: list[Any]
+    next_cursor: str | None
+    cut_short: bool = False  # a bounded read stopped before it had looked at everything
+
+
+_DIALOGUE_PROJECTION = {"_id": 1, "last_message_at": 1, "paused_until": 1, "chat_bot_id": 1, "channel_id": 1}
+
+
+def _dialogue_docs(ids: Iterable[ObjectId]) -> list[dict[str, Any]]:
+    wanted = list(ids)
+    if not wanted:
+        return []
+    return list(
+        mongo_collection(Dialogue._meta.db_table).find(
+            {"_id": {"$in": wanted}},
+            {"_id": 1, "last_message_at": 1, "paused_until": 1, "chat_bot_id": 1, "channel_id": 1},
+        )
+    )
+
+
+def _place(doc: dict[str, Any]) -> DialoguePosition:
+    return DialoguePosition(aware(doc.get("last_message_at")), doc["_id"])
+
+
+def _keeps(doc: dict[str, Any], filters: DialogueFilters, now: datetime) -> bool:
+    if filters.chat_bot_id is not None and doc.get("chat_bot_id") != filters.chat_bot_id:
+        return False
+    if filters.channel_id is not None and doc.get("channel_id") != filters.channel_id:
+        return False
+    if filters.paused is not None:
+        until = aware(doc.get("paused_until"))
+        if (until is not None and until > now) != filters.paused:
+            return False
+    if filters.since is not None:
+        when = aware(doc.get("last_message_at"))
+        if when is None or when < filters.since:
+            return False
+    return True
+
+
+def dialogue_ids_by_search(term: str) -> tuple[list[ObjectId], bool]:
+    """Dialogues a search names: a dialogue id, or the start of a customer chat id or of a
+    message id (case-sensitive), each a range on its own index, at most SEARCH_LIMIT each.
+    Also whether a limit was reached."""
+    term = term.strip()
+    if not term:
+        return [], False
+    found: dict[ObjectId, None] = {}
+    if ObjectId.is_valid(term):
+        found[ObjectId(term)] = None
+    # A prefix as a string range: [term, term + the highest code point).
+    prefix = {"$gte": term, "$lt": term + "\U0010ffff"}
+    chats = list(mongo_collection(Dialogue._meta.db_table).find({"chat_id": prefix}, {"_id": 1}).limit(SEARCH_LIMIT))
+    found.update(dict.fromkeys(doc["_id"] for doc in chats))
+    messages = list(
+        mongo_collection(Message._meta.db_table).find({"message_id": prefix}, {"dialogue_id": 1}).limit(SEARCH_LIMIT)
+    )
+    found.update(dict.fromkeys(doc["dialogue_id"] for doc in messages))
+    return list(found), len(chats) >= SEARCH_LIMIT or len(messages) >= SEARCH_LIMIT
+
+
+def _paused_docs(now: datetime) -> tuple[list[dict[str, Any]], bool]:
+    # The `dialogue_paused` index: only paused dialogues lie past `now`. Read whole (a rare
+    # state), with what the page needs, in one query.
+    docs = list(
+        mongo_collection(Dialogue._meta.db_table)
+        .find({"paused_until": {"$gt": now}}, _DIALOGUE_PROJECTION)
+        .limit(CANDIDATES_LIMIT)
+    )
+    return docs, len(docs) >= CANDIDATES_LIMIT
+
+
+def _problem_places(
+    filters: DialogueFilters, position: DialoguePosition | None, count: int, now: datetime
+) -> list[tuple[ObjectId, DialoguePosition]]:
+    """Dialogues with failed or dead replies, by their latest such reply, newest first (the
+    replies are read newest first on the (delivery_state, created_at) index, in windows). The
+    position is that of the reply the previous page ended with."""
+    wanted = DeliveryFilters(
+        states=tuple(PROBLEM_STATES), chat_bot_id=filters.chat_bot_id, channel_id=filters.channel_id
+    )
+    before = (position.last_message_at, position.id) if position and position.last_message_at else None
+    replies = sorted(
+        _recent(
+            PROBLEM_STATES,
+            _delivery_channels(channel_id=filters.channel_id, chat_bot_id=filters.chat_bot_id),
+            wanted,
+            before,
+            (count + 1) * 2,
+            now,
+        ),
+        key=_delivery_order,
+        reverse=True,
+    )
+    seen: dict[ObjectId, DialoguePosition] = {}
+    for doc in replies:
+        if doc["dialogue_id"] not in seen:
+            # The place of the dialogue in this list is that of its latest problem reply.
+            seen[doc["dialogue_id"]] = DialoguePosition(aware(doc["created_at"]), doc["_id"])
+        if len(seen) > count:
+            break
+    return list(seen.items())
+
+
+def dialogue_ids_with_problems(*, limit: int = CANDIDATES_LIMIT) -> list[ObjectId]:
+    """Dialogues with failed or dead replies: one equality per state on the delivery index, at
+    most `limit` replies each."""
+    found: dict[ObjectId, None] = {}
+    collection = mongo_collection(Message._meta.db_table)
+    for state in PROBLEM_STATES:
+        docs = collection.find({"delivery_state": state}, {"dialogue_id": 1}).limit(limit)
+        found.update(dict.fromkeys(doc["dialogue_id"] for doc in docs))
+    return list(found)
+
+
+def _page_of(places: list[DialoguePosition], position: DialoguePosition | None, count: int) -> list[DialoguePosition]:
+    ordered = sorted(places, key=_list_order, reverse=True)
+    if position is not None:
+        mark = _list_order(position)
+        ordered = [place for place in ordered if _list_order(place) < mark]
+    return ordered[: count + 1]
+
+
+def dialogue_list_page(
+    *, filters: DialogueFilters, cursor: str | None, count: int, now: datetime | None = None
+) -> ListPage:
+    """One page of the dialogue list, most recently active first (`-last_message_at`, `-id`);
+    with `problems`, by their latest failed or dead reply instead."""
+    now = now or timezone.now()
+    decoded = position_decode(cursor)
+    position = DialoguePosition(*decoded) if decoded is not None else None
+    cut = False
+    if filters.problems:
+        pairs = _problem_places(filters, position, count, now)
+        kept = {doc["_id"] for doc in _dialogue_docs(pk for pk, _place in pairs) if _keeps(doc, filters, now)}
+        more = len(pairs) > count
+        pairs = [(pk, place) for pk, place in pairs[:count] if pk in kept]
+        rows = _dialogues_in_order([pk for pk, _place in pairs])
+        last = pairs[-1][1] if pairs else None
+        next_cursor = position_encode(last.last_message_at, last.id) if more and last is not None else None
+        return ListPage(rows=rows, next_cursor=next_cursor)
+    if filters.search or filters.paused is True:
+        # A bounded set, read whole, then filtered and ordered here.
+        if filters.search:
+            ids, cut = dialogue_ids_by_search(filters.search)
+            docs = _dialogue_docs(ids)
+        else:
+            docs, cut = _paused_docs(now)
+        docs = [doc for doc in docs if _keeps(doc, filters, now)]
+        places = _page_of([_place(doc) for doc in docs], position, count)
+    else:
+        walked = _walk(filters, position, count, now)
+        cut = walked.cut
+        places = list(walked[: count + 1])
+    more = len(places) > count
+    places = places[:count]
+    rows = _dialogues_in_order([place.id for place in places])
+    next_cursor = position_encode(places[-1].last_message_at, places[-1].id) if more and places else None
+    return ListPage(rows=rows, next_cursor=next_cursor, cut_short=cut)
+
+
+class _Walked(list[DialoguePosition]):
+    cut = False
+
+
+def _walk(filters: DialogueFilters, position: DialoguePosition | None, count: int, now: datetime) -> _Walked:
+    """The keyset of the whole list (`dialogue_keyset`, by bot or channel), batch by batch,
+    keeping the dialogues the other filters accept."""
+    kept = _Walked()
+    checks = filters.paused is not None or filters.since is not None
+    for _batch in range(WALK_BATCHES):
+        places = dialogue_keyset(
+            chat_bot_id=filters.chat_bot_id, channel_id=filters.channel_id, position=position, count=count + 1, now=now
+        )
+        if not places:
+            return kept
+        if not checks:
+            kept.extend(places)
+            return kept
+        docs = {doc["_id"]: doc for doc in _dialogue_docs(place.id for place in places)}
+        for place in places:
+            doc = docs.get(place.id)
+            if doc is not None and _keeps(doc, filters, now):
+                kept.append(place)
+        if len(kept) > count or len(places) <= count:
+            return kept
+        if filters.since is not None and (places[-1].last_message_at or filters.since) < filters.since:
+            return kept  # the list's order: everything further is older still
+        position = places[-1]
+    kept.cut = True
+    return kept
+
+
+def _dialogues_in_order(ids: list[ObjectId]) -> list[Dialogue]:
+    by_id = {dialogue.pk: dialogue for dialogue in Dialogue.objects.filter(pk__in=ids)}
+    return [by_id[pk] for pk in ids if pk in by_id]
+
+
+# The last message of each dialogue of a list page sits at one of the last few positions
+# (`seq`) it handed out: a customer message reserves its own and its reply's, and duplicates
+# leave gaps.
+PREVIEW_SEQ_WINDOWS = (4, 32)
+
+
+def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str, Any]]:
+    """The last message of each dialogue of a list page: per row one read of at most a few
+    index entries (dialogue equal, `seq` from a few below the dialogue's last), so a page costs
+    the same whatever the dialogues' lengths.
+
+    One query per row, on purpose: every batched form tried on the embedded server scans
+    (`$in` on dialogue and seq, `$unionWith`, a top-level `$or`), while point reads stay a
+    few index entries each. On MongoDB proper one `$in` query would do."""
+    found: dict[ObjectId, dict[str, Any]] = {}
+    collection = mongo_collection(Message._meta.db_table)
+    projection = {"dialogue_id": 1, "seq": 1, "text": 1, "role": 1, "created_at": 1}
+    for dialogue in dialogues:
+        for window in PREVIEW_SEQ_WINDOWS:
+            if not dialogue.last_seq:
+                break
+            docs = list(
+                collection.find(
+                    {"dialogue_id": dialogue.pk, "seq": {"$gte": max(dialogue.last_seq - window + 1, 0)}},
+                    projection,
+                ).limit(window)
+            )
+            if docs:
+                found[dialogue.pk] = max(docs, key=lambda doc: doc.get("seq") or 0)
+                break
+    return found
+
+
+# A dialogue up to this long has its problems counted on its own index (a read of its
+# messages); a longer one on the delivery index (a read of the undelivered replies).
+PROBLEMS_BY_DIALOGUE_MAX = 500
+
+
+def dialogue_problem_counts(dialogues: list[Dialogue]) -> dict[ObjectId, int]:
+    """Failed and dead replies per dialogue of a page. The page's short dialogues in one read
+    led by the dialogue (their messages, whatever the collection's size); the long ones, if
+    any, in one read led by the delivery state (the undelivered replies, never a long
+    dialogue's whole history)."""
+    short = [d.pk for d in dialogues if d.message_count <= PROBLEMS_BY_DIALOGUE_MAX]
+    long = [d.pk for d in dialogues if d.message_count > PROBLEMS_BY_DIALOGUE_MAX]
+    collection = mongo_collection(Message._meta.db_table)
+    counts: dict[ObjectId, int] = {}
+    queries: list[dict[str, Any]] = []
+    if short:
+        # The fields in this order: the embedded server serves a filter by its first field's index.
+        queries.append({"dialogue_id": {"$in": short}, "delivery_state": {"$in": PROBLEM_STATES}})
+    for state in PROBLEM_STATES if long else []:
+        queries.append({"delivery_state": state, "dialogue_id": {"$in": long}})
+    for query in queries:
+        for doc in collection.find(query, {"dialogue_id": 1}):
+            counts[doc["dialogue_id"]] = counts.get(doc["dialogue_id"], 0) + 1
+    return counts
+
+
+def related_names(rows: list[Any]) -> dict[ObjectId, str]:
+    """The bots' and channels' names of a list page, by id (two small reads), instead of a
+    join: `list_select_related` makes the ORM `$lookup` over every row before its `$match`."""
+    bots = {row.chat_bot_id for row in rows}
+    channels = {row.channel_id for row in rows}
+    return {
+        **dict(ChatBot.objects.filter(pk__in=list(bots)).values_list("pk", "name")),
+        **dict(Channel.objects.filter(pk__in=list(channels)).values_list("pk", "name")),
+    }
+
+
+def dialogue_chat_ids(dialogue_ids: Iterable[ObjectId]) -> dict[ObjectId, str]:
+    return dict(Dialogue.objects.filter(pk__in=list(set(dialogue_ids))).values_list("pk", "chat_id"))
+
+
+# --- Deliveries (replies not delivered yet) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryFilters:
+    states: tuple[str, ...] = tuple(UNDELIVERED_STATES)
+    in_flight: bool = False  # claimed by a worker now
+    chat_bot_id: ObjectId | None = None
+    channel_id: ObjectId | None = None
+    dialogue_id: ObjectId | None = None
+    search: str = ""
+
+
+def _delivery_keeps(doc: dict[str, Any], filters: DeliveryFilters, now: datetime) -> bool:
+    if doc.get("role") not in DELIVERY_ROLES or doc.get("delivery_state") not in filters.states:
+        return False
+    if filters.chat_bot_id is not None and doc.get("chat_bot_id") != filters.chat_bot_id:
+        return False
+    if filters.channel_id is not None and doc.get("channel_id") != filters.channel_id:
+        return False
+    if filters.dialogue_id is not None and doc.get("dialogue_id") != filters.dialogue_id:
+        return False
+    if filters.in_flight:
+        claimed = aware(doc.get("claimed_until"))
+        if claimed is None or claimed <= now:
+            return False
+    return True
+
+
+_DELIVERY_PROJECTION = {
+    "_id": 1, "created_at": 1, "role": 1, "delivery_state": 1, "chat_bot_id": 1, "channel_id": 1,
+    "dialogue_id": 1, "claimed_until": 1,
+}  # fmt: skip
+
+
+def _delivery_order(doc: dict[str, Any]) -> tuple[datetime, ObjectId]:
+    return aware(doc["created_at"]) or datetime.min.replace(tzinfo=UTC), doc["_id"]
+
+
+def _delivery_channels(*, channel_id: ObjectId | None, chat_bot_id: ObjectId | None) -> list[ObjectId | None]:
+    """The channels to read replies of, each on its own index: the one filtered, or a bot's
+    (merged), or any (None)."""
+    if channel_id is not None or chat_bot_id is None:
+        return [channel_id]
+    bot_channels = list(
+        Channel.objects.filter(chat_bot_id=chat_bot_id).values_list("pk", flat=True)[: BOT_CHANNELS_MERGED + 1]
+    )
+    # Past that many, the bot is checked on what the state's index reads.
+    return list(bot_channels) if len(bot_channels) <= BOT_CHANNELS_MERGED else [None]
+
+
+def _recent(
+    states: Iterable[str],
+    channels: Iterable[ObjectId | None],
+    filters: DeliveryFilters,
+    before: tuple[datetime, ObjectId] | None,
+    count: int,
+    now: datetime,
+    cut: list[bool] | None = None,
+) -> list[dict[str, Any]]:
+    """At least `count` of the newest replies older than `before` that the filters keep (all
+    of them if fewer), in each of `states` (of each of `channels`; None: any channel): windows
+    of created_at on the (delivery_state, created_at) index, or (channel, delivery_state,
+    created_at) for a channel, widening 3 times at each step, all states and channels in step.
+    A window that holds `count` of them holds every newer one, and a read sorts one window's
+    replies rather than all of them."""
+    collection = mongo_collection(Message._meta.db_table)
+    sort = [("created_at", DESCENDING), ("_id", DESCENDING)]
+    pairs = [(channel, state) for channel in channels for state in states]
+    # Where the filters may drop rows (a claim, a bot checked here), a window is read whole: a
+    # limit would stop at the same rows in every wider window.
+    checked_here = filters.in_flight or (filters.chat_bot_id is not None and None in channels)
+    limit = 0 if checked_here else count
+    scanned = 0
+
+    def read(when: dict[str, Any] | datetime, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        nonlocal scanned
+        docs: list[dict[str, Any]] = []
+        for channel, state in pairs:
+            # The index's fields first, in its order: the embedded server takes the first field's.
+            lead: dict[str, Any] = {"channel_id": channel} if channel is not None else {}
+            query = {**lead, "delivery_state": state, "created_at": when, **(extra or {})}
+            for doc in collection.find(query, _DELIVERY_PROJECTION, sort=sort, limit=limit):
+                scanned += 1
+                if _delivery_keeps(doc, filters, now):
+                    docs.append(doc)
+        return docs
+
+    def spent() -> bool:
+        # Rows checked here: at most CHECKED_SCAN_LIMIT of the newest are looked at.
+        if checked_here and scanned >= CHECKED_SCAN_LIMIT:
+            if cut is not None:
+                cut.append(True)
+            return True
+        return False
+
+    found: list[dict[str, Any]] = []
+    if before is not None:
+        found.extend(read(before[0], {"_id": {"$lt": before[1]}}))
+        if len(found) >= count:
+            return found
+    start = before[0] if before is not None else now
+    upper = {"$lt": start} if before is not None else {}
+    for span in RECENT_WINDOWS:
+        docs = read({"$gte": start - span, **upper})
+        if len(found) + len(docs) >= count or spent():
+            return found + docs
+    return found + read({"$gte": datetime(1970, 1, 1, tzinfo=UTC), **upper})
+
+
+def delivery_list_page(
+    *, filters: DeliveryFilters, cursor: str | None, count: int, now: datetime | None = None
+) -> ListPage:
+    """One page of the undelivered replies, newest first (`-created_at`, `-id`)."""
+    now = now or timezone.now()
+    decoded = position_decode(cursor)
+    before = (decoded[0], decoded[1]) if decoded is not None and decoded[0] is not None else None
+    collection = mongo_collection(Message._meta.db_table)
+    cut = False
+    if filters.search or filters.dialogue_id is not None:
+        # A bounded set, read whole and ordered here: a message id's prefix (its index), or
+        # one dialogue's messages (its index).
+        if filters.search:
+            term = filters.search.strip()
+            query: dict[str, Any] = {"message_id": {"$gte": term, "$lt": term + "\U0010ffff"}}
+        else:
+            query = {"dialogue_id": filters.dialogue_id}
+        docs = list(collection.find(query, _DELIVERY_PROJECTION).limit(CANDIDATES_LIMIT))
+        cut = len(docs) >= CANDIDATES_LIMIT
+        docs = [doc for doc in docs if _delivery_keeps(doc, filters, now)]
+    else:
+        channels = _delivery_channels(channel_id=filters.channel_id, chat_bot_id=filters.chat_bot_id)
+        stopped: list[bool] = []
+        docs = _recent(filters.states, channels, filters, before, count + 1, now, stopped)
+        cut = bool(stopped)
+    ordered = sorted(docs, key=_delivery_order, reverse=True)
+    if before is not None:
+        ordered = [doc for doc in ordered if _delivery_order(doc) < before]
+    page = ordered[: count + 1]
+    more = len(page) > count
+    page = page[:count]
+    ids = [doc["_id"] for doc in page]
+    # Delivery (the proxy) by _id alone: its manager's filters would make the query an `$and`.
+    by_id = {message.pk: message for message in Delivery._base_manager.filter(pk__in=ids)}
+    rows = [by_id[pk] for pk in ids if pk in by_id]
+    last = page[-1] if page else None
+    next_cursor = position_encode(aware(last["created_at"]), last["_id"]) if more and last is not None else None
+    return ListPage(rows=rows, next_cursor=next_cursor, cut_short=cut)
+
+
+def message_by_pk_in_dialogue(*, dialogue: Dialogue, pk: ObjectId) -> Message | None:
+    """A message of `dialogue` by its id: read by `_id` alone, then checked (with the dialogue
+    in the filter the embedded server scans the dialogue's messages instead of using `_id`)."""
+    message = Message.objects.filter(pk=pk).first()
+    return message if message is not None and message.dialogue_id == dialogue.pk else None
+
+
+def messages_by_ids(ids: list[Any]) -> list[Message]:
+    return list(Message.objects.filter(pk__in=ids))
+
+
+def delivery_by_pk(pk: object) -> Delivery | None:
+    """A reply not yet delivered, by its id: read by `_id` alone, then checked (the proxy's
+    manager would make the filter an `$and`, which the embedded server answers with a scan)."""
+    try:
+        oid = ObjectId(str(pk))
+    except (InvalidId, TypeError):
+        return None
+    found = Delivery._base_manager.filter(pk=oid).first()
+    if found is None or found.role not in DELIVERY_ROLES or found.delivery_state not in UNDELIVERED_STATES:
+        return None
+    return found
