@@ -375,7 +375,9 @@ def _generate(
             raise _wait(at)
         fallback = (bot.fallback_text if bot is not None else "").strip()
         if not fallback:
-            user_message_give_up(message_id=user["_id"], attempts=attempts, error=error.message)
+            user_message_give_up(
+                message_id=user["_id"], chat_bot_id=claim.chat_bot_id, attempts=attempts, error=error.message
+            )
             # Its reply's place was counted when the message came in.
             dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1)
             return None
@@ -542,7 +544,11 @@ def _deliver(
         # Not delivered, and taken over since it was sent: it is not tried again.
         cancelled = recorded and not outcome.ok and _taken_over(claim, reply=message)
     else:
-        recorded = _persist(lambda: reply_record(reply_id=message["_id"], token=claim.token, values=values))
+        recorded = _persist(
+            lambda: reply_record(
+                reply_id=message["_id"], chat_bot_id=claim.chat_bot_id, token=claim.token, values=values
+            )
+        )
         if not recorded:
             # A write that timed out may still have landed (a hung database runs it when it
             # wakes up): then the reply carries our outcome and our token.

@@ -18,6 +18,7 @@ from dialogues.models import Message
 from dialogues.store.claims import dialogue_lease
 from dialogues.store.collections import CANCELLABLE_STATES, OWED_STATES, RETRYABLE_STATES, messages_collection
 from dialogues.store.messages import message_insert
+from dialogues.store.usage import usage_add, usage_of_reply
 
 ERROR_MAX_LENGTH = 500
 
@@ -26,8 +27,11 @@ def reply_store(*, reply: dict[str, Any]) -> bool:
     """Stores a generated reply. False when a reply to that message already exists (a holder
     whose lease expired stored it first). The customer message is marked replied later, for
     the whole pass at once (`users_mark_replied`): until then a reply next to an awaiting
-    message is what says it is replied."""
-    return message_insert(reply)
+    message is what says it is replied. Counted in the bot's LLM usage when stored."""
+    stored = message_insert(reply)
+    if stored:
+        usage_of_reply(reply)
+    return stored
 
 
 def users_mark_replied(*, message_ids: list[ObjectId]) -> None:
@@ -56,8 +60,10 @@ def user_message_retry_later(*, message_id: ObjectId, attempts: int, at: datetim
     )
 
 
-def user_message_give_up(*, message_id: ObjectId, attempts: int, error: str) -> None:
-    _user_message_set(
+def user_message_give_up(*, message_id: ObjectId, chat_bot_id: ObjectId, attempts: int, error: str) -> None:
+    """The LLM failed for good and there is no fallback text: the message stays unanswered
+    (counted as a failure in the bot's LLM usage)."""
+    given_up = _user_message_set(
         message_id=message_id,
         values={
             "reply_state": Message.ReplyState.FAILED.value,
@@ -66,6 +72,8 @@ def user_message_give_up(*, message_id: ObjectId, attempts: int, error: str) -> 
             "last_error": error[:ERROR_MAX_LENGTH],
         },
     )
+    if given_up:
+        usage_add(chat_bot_id=chat_bot_id, when=timezone.now(), failures=1)
 
 
 def user_message_pause(*, message_id: ObjectId) -> bool:
@@ -98,10 +106,14 @@ def _reply_record_where(*, reply_id: ObjectId, token: str, state: Any, values: d
     return result.matched_count == 1
 
 
-def reply_record(*, reply_id: ObjectId, token: str, values: dict[str, Any]) -> bool:
+def reply_record(*, reply_id: ObjectId, chat_bot_id: ObjectId, token: str, values: dict[str, Any]) -> bool:
     """Records one attempt's outcome, only if `token` still fences the reply. False: a newer
-    holder owns it, and this outcome is dropped."""
-    return _reply_record_where(reply_id=reply_id, token=token, state={"$in": OWED_STATES}, values=values)
+    holder owns it, and this outcome is dropped. A reply gone dead counts as a failure in the
+    bot's LLM usage."""
+    recorded = _reply_record_where(reply_id=reply_id, token=token, state={"$in": OWED_STATES}, values=values)
+    if recorded and values.get("delivery_state") == DeliveryState.DEAD.value:
+        usage_add(chat_bot_id=chat_bot_id, when=timezone.now(), failures=1)
+    return recorded
 
 
 def reply_record_over_cancel(*, reply_id: ObjectId, token: str, values: dict[str, Any]) -> bool:

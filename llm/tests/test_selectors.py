@@ -6,8 +6,13 @@ from typing import Any, cast
 import pytest
 from bson import ObjectId
 from django.db import connection
+from django.utils import timezone
 
+from dialogues.documents import message_document
 from dialogues.models import Message
+from dialogues.store.collections import messages_collection
+from dialogues.store.replies import reply_record, reply_store, user_message_give_up
+from dialogues.store.usage import usage_rebuild
 from llm.selectors import DayUsage, chatbot_llm_usage_by_day
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +78,8 @@ def test_usage_is_grouped_by_utc_day_newest_first_with_every_day_present() -> No
         _user(other, NOW, "failed"),
     )
 
+    # Messages written before the worker kept the counts: recounted from the messages.
+    usage_rebuild(days=31, now=NOW)
     usage = chatbot_llm_usage_by_day(chat_bot_id=bot, days=30, now=NOW)
 
     assert len(usage) == 30
@@ -92,5 +99,34 @@ def test_a_bot_without_messages_has_thirty_empty_days() -> None:
 def test_every_day_of_the_window_is_counted() -> None:
     bot = ObjectId()
     _insert(*[_reply(bot, NOW - timedelta(days=n % 30), 1, 1) for n in range(90)])
+    usage_rebuild(days=30, now=NOW)
     usage = chatbot_llm_usage_by_day(chat_bot_id=bot, now=NOW)
     assert all((day.replies, day.tokens, day.failures) == (3, 6, 0) for day in usage)
+
+
+def test_the_worker_counts_replies_tokens_and_failures_as_it_writes_them() -> None:
+    bot, dialogue = ObjectId(), ObjectId()
+    now = timezone.now()
+
+    def reply(n: int, state: str) -> dict[str, Any]:
+        return message_document(
+            dialogue_id=dialogue, chat_bot_id=bot, channel_id=ObjectId(), message_id=f"r-{n}",
+            role=Message.Role.ASSISTANT.value, text="hi", created_at=now, in_reply_to=f"m-{n}", seq=2 * n,
+            delivery_state=state, claim_token="t", llm={"prompt_tokens": 10, "completion_tokens": 5},
+        )  # fmt: skip
+
+    first, second = reply(1, "pending"), reply(2, "dead")
+    assert reply_store(reply=first) and reply_store(reply=second)
+    assert not reply_store(reply={**first, "_id": ObjectId()})  # the same reply again: not counted twice
+    assert reply_record(reply_id=first["_id"], chat_bot_id=bot, token="t", values={"delivery_state": "dead"})
+    customer = message_document(
+        dialogue_id=dialogue, chat_bot_id=bot, channel_id=ObjectId(), message_id="m-9",
+        role=Message.Role.USER.value, text="hello", created_at=now, seq=9,
+        reply_state=Message.ReplyState.AWAITING.value,
+    )  # fmt: skip
+    messages_collection().insert_one(customer)
+    user_message_give_up(message_id=customer["_id"], chat_bot_id=bot, attempts=3, error="down")
+    user_message_give_up(message_id=customer["_id"], chat_bot_id=bot, attempts=3, error="down")  # not again
+
+    [today] = chatbot_llm_usage_by_day(chat_bot_id=bot, days=1)
+    assert (today.replies, today.tokens, today.failures) == (2, 30, 3)

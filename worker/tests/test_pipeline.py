@@ -260,9 +260,13 @@ def test_a_stale_holders_outcome_is_refused(claim_next, channel, post_webhook, r
     claim = claim_next()
     assert claim is not None and claim.token != stale_token
     assert reply_fence(reply={"_id": reply.pk}, token=claim.token)
-    assert reply_record(reply_id=reply.pk, token=claim.token, values={"delivery_state": "delivered"})
+    assert reply_record(
+        reply_id=reply.pk, chat_bot_id=reply.chat_bot_id, token=claim.token, values={"delivery_state": "delivered"}
+    )
     # The stale holder's late outcome would have said "failed": it is refused.
-    assert not reply_record(reply_id=reply.pk, token=stale_token, values={"delivery_state": "failed"})
+    assert not reply_record(
+        reply_id=reply.pk, chat_bot_id=reply.chat_bot_id, token=stale_token, values={"delivery_state": "failed"}
+    )
     reply.refresh_from_db()
     assert reply.delivery_state == "delivered" and reply.delivery_attempts == 2
 
