@@ -58,6 +58,7 @@ from typing import Any
 import django
 import requests
 from bson import ObjectId
+from cryptography.fernet import Fernet
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -70,17 +71,23 @@ from dialogues.documents import message_document
 def _django_setup() -> None:
     """The app's constants come from the modules that own them, which need Django's settings and
     app registry; nothing else of the framework is used. Loading the settings needs a secret
-    key, which the floor never uses: when none is set, a throwaway one is lent for the load
+    key (and an encryption key), which the floor never uses: when none is set, a throwaway one is lent for the load
     only, so that no process started later inherits it."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    lent = "DJANGO_SECRET_KEY" not in os.environ
-    if lent:
-        os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+    lent = {
+        name: value
+        for name, value in (
+            ("DJANGO_SECRET_KEY", secrets.token_urlsafe(50)),
+            ("SECRETS_ENCRYPTION_KEYS", Fernet.generate_key().decode()),
+        )
+        if name not in os.environ
+    }
+    os.environ.update(lent)
     try:
         django.setup()
     finally:
-        if lent:
-            del os.environ["DJANGO_SECRET_KEY"]
+        for name in lent:
+            del os.environ[name]
 
 
 _django_setup()

@@ -5,6 +5,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django_mongodb_backend.fields import ObjectIdField
 
+from core.fields import EncryptedCharField
 from core.models import TimeStampedModel
 from core.validators import validate_no_control_characters
 
@@ -62,7 +63,7 @@ class ChatBot(TimeStampedModel):
     # Signed inbound webhooks (Standard Webhooks). With `require_signed_webhooks`, every message
     # a channel sends the webhook must carry a `webhook-signature` made with this secret
     # (`whsec_<base64>`), within 5 minutes of its `webhook-timestamp`, and a `webhook-id` not
-    # seen before. Kept as it is, like the channels' signing secrets: verifying an HMAC needs
+    # seen before. Stored encrypted, like the channels' signing secrets: verifying an HMAC needs
     # the secret itself, so it cannot be hashed. Shown once, when made, never logged. After a
     # rotation with an overlap, signatures made with the previous one are accepted until
     # `previous_webhook_signing_secret_until`.
@@ -74,10 +75,10 @@ class ChatBot(TimeStampedModel):
             "webhook signing secret."
         ),
     )
-    webhook_signing_secret = models.CharField(
+    webhook_signing_secret = EncryptedCharField(
         _("webhook signing secret"), max_length=128, blank=True, default="", editable=False
     )
-    previous_webhook_signing_secret = models.CharField(
+    previous_webhook_signing_secret = EncryptedCharField(
         _("previous webhook signing secret"), max_length=128, blank=True, default="", editable=False
     )
     previous_webhook_signing_secret_until = models.DateTimeField(

@@ -13,6 +13,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chatbots.models import ChatBot, SignedWebhookId
 from core.errors import ApplicationError, Conflict, NotFound
+from core.fields import encrypted_compare_and_set
 from core.mongo import mongo_collection
 from core.tokens import (
     display_prefix,
@@ -160,7 +161,10 @@ def chatbot_webhook_signing_secret_rotate(*, chat_bot: ChatBot, overlap_s: float
     new, fields = signing_secret_rotation(
         field="webhook_signing_secret", old=old, overlap_s=overlap_s, now=timezone.now()
     )
-    if not ChatBot.objects.filter(pk=chat_bot.pk, webhook_signing_secret=old).update(**fields):
+    swapped = encrypted_compare_and_set(
+        model=ChatBot, pk=chat_bot.pk, field="webhook_signing_secret", expected=old, values=fields
+    )
+    if not swapped:
         if not ChatBot.objects.filter(pk=chat_bot.pk).exists():
             raise NotFound("Not found.")
         raise Conflict("The webhook signing secret was rotated at the same time by another request; try again")
