@@ -32,6 +32,9 @@ class ChatBot(TimeStampedModel):
 
     # The LLM, per bot. Blank or null means the platform's default (settings in brackets).
     system_prompt = models.TextField(_("system prompt"), blank=True, default="")
+    # An `llm.LLMProvider` (an id, not a foreign key: `llm` sits above this app). None: the
+    # platform's default provider (LLM_BACKEND, OPENAI_*).
+    llm_provider_id = ObjectIdField(_("LLM provider"), null=True, blank=True, default=None)
     llm_model = models.CharField(_("LLM model"), max_length=200, blank=True, default="")  # LLM_MODEL
     temperature = models.FloatField(
         _("temperature"), null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
