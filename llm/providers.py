@@ -7,6 +7,7 @@ OpenAI client gets it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from chatbots.models import ChatBot
 from core.caching import LookupCache
 from core.errors import Conflict
 from llm.models import LLMProvider
-from llm.types import LLMError
+from llm.types import LLMError, LLMReply
 
 PROVIDER_FIELDS = frozenset(
     {"name", "base_url", "api_key", "max_concurrent", "requests_per_minute", "tokens_per_minute"}
@@ -55,6 +56,30 @@ def llm_provider_for(chat_bot: ChatBot | None) -> ProviderTarget | None:
     if provider is None:
         raise LLMError(PROVIDER_MISSING, retryable=False)
     return ProviderTarget(name=provider.name, base_url=provider.base_url, api_key=provider.api_key)
+
+
+TEST_MESSAGE = "Reply with the single word OK."
+TEST_TIMEOUT_S = 10.0
+
+
+def llm_provider_test(*, provider: LLMProvider, model: str) -> LLMReply:
+    """One short call to the provider's server with its key ("Test connection"): the reply
+    with its latency, or LLMError (whose message never holds the key)."""
+    from llm.openai_backend import openai_reply
+
+    target = ProviderTarget(name=provider.name, base_url=provider.base_url, api_key=provider.api_key)
+    bot = ChatBot(name=provider.name, llm_model=model, max_output_tokens=16)
+    return openai_reply(
+        chat_bot=bot,
+        history=[{"role": "USER", "text": TEST_MESSAGE}],
+        deadline=time.monotonic() + TEST_TIMEOUT_S,
+        provider=target,
+    )
+
+
+def llm_provider_forget(*, provider_id: ObjectId) -> None:
+    """Drops this process's cached copy (the others see a change within AUTH_CACHE_TTL_S)."""
+    _providers_by_id.discard(str(provider_id))
 
 
 def _check(fields: dict[str, Any]) -> None:
