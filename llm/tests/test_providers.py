@@ -4,6 +4,7 @@ naming none keep the platform's default. The key is stored encrypted and never s
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 
@@ -71,8 +72,12 @@ def test_each_bot_is_answered_by_its_providers_server_with_its_key_and_the_rest_
 
 @pytest.mark.django_db
 def test_the_worker_delivers_the_providers_answer(
-    server_a: ChatCompletionsServer, receiver: ChannelReceiver, drain: Callable[[], None]
+    server_a: ChatCompletionsServer,
+    receiver: ChannelReceiver,
+    drain: Callable[[], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     provider = llm_provider_create(name="A", base_url=server_a.base_url, api_key=KEY_A)
     server_a.then(ChatReply(text="The provider's answer"))
     bot = ChatBotFactory(llm_provider_id=provider.pk)
@@ -86,6 +91,31 @@ def test_the_worker_delivers_the_providers_answer(
     [request] = receiver.requests
     assert request.json["text"] == "The provider's answer" and request.json["in_reply_to"] == "m-1"
     assert [r.bearer for r in server_a.requests] == [KEY_A]
+    assert KEY_A not in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_providers_key_survives_an_encryption_key_rotation(server_a: ChatCompletionsServer) -> None:
+    from cryptography.fernet import Fernet
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    from core.caching import lookup_caches_clear
+
+    old_key, new_key = settings.SECRETS_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
+    provider = llm_provider_create(name="A", base_url=server_a.base_url, api_key=KEY_A)
+    bot = ChatBotFactory(llm_provider_id=provider.pk)
+
+    with override_settings(SECRETS_ENCRYPTION_KEYS=[new_key, old_key]):
+        lookup_caches_clear()
+        assert LLMProvider.objects.get(pk=provider.pk).api_key == KEY_A
+        call_command("secrets_reencrypt", stdout=io.StringIO())
+    with override_settings(SECRETS_ENCRYPTION_KEYS=[new_key]):
+        lookup_caches_clear()
+        llm_reply_generate(chat_bot=bot, history=[{"role": "USER", "text": "hi"}])
+    assert [r.bearer for r in server_a.requests] == [KEY_A]
+    assert Fernet(new_key).decrypt(_raw_key(provider)[len(PREFIX) :].encode()).decode() == KEY_A
 
 
 @pytest.mark.django_db
