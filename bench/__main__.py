@@ -1,11 +1,12 @@
 """`make bench`: ingest and end-to-end load, the floor, two scenarios and growth, on a fresh
 stack started for this run.
 
-    make bench                                  # everything, under 10 minutes on 2 cores
+    make bench                                  # everything: under 10 minutes on 2 cores, plus data at scale (about 30)
     make bench ARGS="--quick"                   # a smoke test in about a minute
     make bench ARGS="--mode load --messages 5000 --channels 16 --concurrency 16,64"
     make bench ARGS="--mode floor --floor-threads 2,4"
     make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
+    make bench ARGS="--mode scale-data"         # every admin and API page at 100,000 and 250,000 messages
 
 The app is served exactly as `make run` serves it (gunicorn with SERVER_WORKERS x
 SERVER_THREADS, and the worker beside it); results go to bench-results/<timestamp>/
@@ -35,11 +36,14 @@ from bench.stack import DB_NAME, ROOT, Stack
 from bench.workload import FloorRun, LoadRun, warm_up
 from core.env import env_normalize
 
-MODES = ["load", "floor", "scenarios", "growth", "diagnose"]
+MODES = ["load", "floor", "scenarios", "growth", "diagnose", "scale-data"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
 # reported (other people edit the tree while the benchmark runs).
-PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store.py", "worker/loop.py", "worker/pipeline.py",
-                  "worker/bulkheads.py", "channels_app/dispatch.py", "llm/client.py", "bench/floor.py"]  # fmt: skip
+PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py",
+                  "dialogues/store/replies.py", "dialogues/store/messages.py", "worker/loop.py",
+                  "worker/pipeline.py", "channels_app/breaker.py", "worker/bulkheads.py",
+                  "channels_app/dispatch.py", "channels_app/outgoing_http.py", "llm/client.py",
+                  "bench/floor.py"]  # fmt: skip
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -77,6 +81,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--growth-messages", type=int, help="messages sent at each size (default 200)")
     parser.add_argument("--diagnose-messages", type=int, help="messages of the diagnostic phase (default 600)")
     parser.add_argument("--growth-rate", type=float, default=20.0, help="messages/s at each size (default 20)")
+    parser.add_argument("--scale-dialogues", type=int, help="dialogues seeded for scale-data (default 25000)")
+    parser.add_argument("--scale-sizes", type=_ints, help="messages seeded, one size after the other (default "
+                        "100000,250000)")  # fmt: skip
+    parser.add_argument("--scale-samples", type=int, help="requests per page at each size (default 10)")
+    parser.add_argument("--scale-baseline-s", type=float, help="seconds of webhook traffic alone (default 20)")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test of the benchmark itself")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles during the C=16 load")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed too")
@@ -96,6 +105,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.growth_sizes = args.growth_sizes or ([10, 1000] if quick else [10, 1000, 10000])
     args.growth_messages = args.growth_messages or (30 if quick else 200)
     args.diagnose_messages = args.diagnose_messages or (100 if quick else 600)
+    args.scale_dialogues = args.scale_dialogues or (500 if quick else 25_000)
+    args.scale_sizes = args.scale_sizes or ([2000, 5000] if quick else [100_000, 250_000])
+    args.scale_samples = args.scale_samples or (3 if quick else 10)
+    args.scale_baseline_s = args.scale_baseline_s or (5.0 if quick else 20.0)
     return args
 
 
@@ -321,6 +334,23 @@ def main(argv: list[str]) -> int:
                   f"every operation counted by purpose through a proxy", flush=True)  # fmt: skip
             results["diagnosis"] = diagnose(stack, counters, messages=args.diagnose_messages, channels=args.channels,
                                             concurrency=paired_c, floor_threads=floor_t)  # fmt: skip
+        if "scale-data" in modes:
+            from bench.datascale import run_data_scale
+            from bench.seed import seed_client
+
+            say(f"==> data at scale: {args.scale_dialogues} dialogues, sizes {args.scale_sizes} messages, every "
+                f"admin and API page {args.scale_samples} times while the webhook takes {args.growth_rate:g} "
+                f"msg/s", flush=True)  # fmt: skip
+            seeding = seed_client(stack.mongo.url)
+            results["data_scale"] = {}
+            try:
+                run_data_scale(
+                    stack, seeding[DB_NAME], dialogues=args.scale_dialogues, sizes=args.scale_sizes,
+                    rate=args.growth_rate, samples=args.scale_samples, baseline_s=args.scale_baseline_s,
+                    say=lambda text: print(text, flush=True), result=results["data_scale"],
+                )  # fmt: skip
+            finally:
+                seeding.close()
         counters.close()
         client.close()
     except (Exception, KeyboardInterrupt, SystemExit) as exc:  # noqa: BLE001 - keep what was measured

@@ -3,7 +3,7 @@
 The same database operations as the app, written with pymongo (the same documents, from
 dialogues.documents), and the same POST with requests:
 
-- ingest (dialogues/ingest.py + dialogues/store.py), from T threads in the benchmark's process,
+- ingest (dialogues/ingest.py + dialogues/store/), from T threads in the benchmark's process,
   as the load generator's requests would be: the dialogue's reservation (a compare-and-set
   `update_one` on its `last_seq`, which also sets `work_due_at`; on a conflict, one read of
   `last_seq` and another try; the dialogue found or created on its first message) and the
@@ -29,7 +29,7 @@ channel every 5 s), the 1-second cache refreshes and the worker's housekeeping (
 
 The constants (batch sizes, delays, the lease) are imported from the modules that own them;
 Django is loaded for that only. Keep the rest in step with dialogues/ingest.py,
-dialogues/store.py, worker/loop.py and worker/pipeline.py: the app's end-to-end throughput is
+dialogues/store/, worker/loop.py and worker/pipeline.py: the app's end-to-end throughput is
 reported as a fraction of this floor (`make bench` records a hash of those files with its
 results).
 
@@ -65,6 +65,7 @@ from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
 
 from bench.stats import clock
+from core.datetimes import aware
 from dialogues.documents import message_document
 
 
@@ -94,7 +95,10 @@ _django_setup()
 
 from django.conf import settings  # noqa: E402
 
-from dialogues.store import EPOCH, OWED_STATES, RESERVE_TRIES, WORK_DUE_DELAY, dialogue_lease  # noqa: E402
+from core.crypto import secret_decrypt  # noqa: E402
+from dialogues.store.claims import dialogue_lease  # noqa: E402
+from dialogues.store.collections import EPOCH, OWED_STATES  # noqa: E402
+from dialogues.store.reservation import RESERVE_TRIES, WORK_DUE_DELAY  # noqa: E402
 from worker.pipeline import (  # noqa: E402
     BATCH,
     HISTORY_SLACK,
@@ -112,10 +116,6 @@ LEASE = dialogue_lease()
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def mock_llm(history: list[dict[str, str]]) -> str:
@@ -192,7 +192,7 @@ class FloorIngest:
 # --- the worker ----------------------------------------------------------------------------------
 
 CLAIM_PROJECTION = {"chat_bot_id": 1, "channel_id": 1, "chat_id": 1, "last_seq": 1, "done_seq": 1,
-                    "last_message_at": 1, "voids": 1}  # dialogues.store._CLAIM_PROJECTION  # fmt: skip
+                    "last_message_at": 1, "voids": 1}  # dialogues.store.claims.CLAIM_PROJECTION  # fmt: skip
 
 
 class Claim:
@@ -284,7 +284,7 @@ class FloorWorker:
                 self.in_flight.discard(claim.dialogue_id)
             self.wake.set()
 
-    # dialogues/store.py
+    # dialogues/store/claims.py
     def due(self, *, limit: int) -> list[dict[str, Any]]:
         now = _now()
         query = {"work_due_at": {"$lte": now}, "claim_until": {"$lt": now}}
@@ -333,7 +333,7 @@ class FloorWorker:
         return self.dialogues.update_one(match, update).matched_count == 1
 
     def mark_replied(self, claim: Claim) -> None:
-        """dialogues.store.users_mark_replied: one write per claim, not one per reply."""
+        """dialogues.store.replies.users_mark_replied: one write per claim, not one per reply."""
         if claim.replied:
             self.messages.update_many(
                 {"_id": {"$in": claim.replied}, "reply_state": "awaiting"},
@@ -345,7 +345,7 @@ class FloorWorker:
         if claim.last_message_at is None:
             return None
         now = _now()
-        if _aware(claim.last_message_at) + UNFILLED_GRACE <= now:
+        if aware(claim.last_message_at) + UNFILLED_GRACE <= now:
             return None
         return now + UNFILLED_RECHECK
 
@@ -490,7 +490,9 @@ def worker_main(argv: list[str]) -> int:
     client: MongoClient = MongoClient(args.url)
     db = client[args.db]
     channels = {
-        doc["_id"]: (doc["settings"]["url"], doc["settings"]["token"])
+        # The token is stored encrypted: decrypted with the stack's key, which this process
+        # inherits (bench.stack), as the app's own worker does.
+        doc["_id"]: (doc["settings"]["url"], secret_decrypt(doc["settings"]["token"]))
         for doc in db.channels_app_channel.find({"chat_bot_id": ObjectId(args.bot)})
     }
     worker = FloorWorker(db=db, threads=args.threads, channels=channels)

@@ -107,6 +107,10 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
              "value": f"{large['latency_ms']['p50']} ms vs {small['latency_ms']['p50']} ms (x{ratio:.2f})",
              "met": ratio <= 1.2, "kind": "performance"}
         )  # fmt: skip
+    if results.get("data_scale"):
+        from bench.datascale import check_targets as data_scale_targets
+
+        checks += data_scale_targets(results["data_scale"])
     return checks
 
 
@@ -231,6 +235,10 @@ def render(results: dict[str, Any]) -> str:
               g["latency_ms"]["max"], g["ack_to_receipt_ms"]["p50"], g["ack_to_receipt_ms"]["p99"], g["non_2xx"],
               g["replies_lost"], g["replies_duplicated"]] for g in results["growth"]],
         ))  # fmt: skip
+    if results.get("data_scale"):
+        from bench.datascale import render as render_data_scale
+
+        out.append(render_data_scale(results["data_scale"], table))
     checks = results.get("targets") or []
     if checks:
         out.append("\nTARGETS")

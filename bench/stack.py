@@ -75,6 +75,8 @@ class Stack:
         self.extra_processes: dict[str, int] = {}
         self.receiver: subprocess.Popen[bytes] | None = None
         self.api_token = ""
+        # The superuser's password, for the admin's pages (bench.datascale signs in with it).
+        self.password = ""
         self.env: dict[str, str] = {}
 
     @property
@@ -107,7 +109,11 @@ class Stack:
                 "MONGO_DB_NAME": DB_NAME,
                 "DJANGO_SETTINGS_MODULE": "config.settings",
                 "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
-                "SECRETS_ENCRYPTION_KEYS": os.environ.get("SECRETS_ENCRYPTION_KEYS") or Fernet.generate_key().decode(),
+                # Kept in this process's environment too: the floor's worker (bench.floor), started
+                # from here, decrypts the channels' tokens with it.
+                "SECRETS_ENCRYPTION_KEYS": os.environ.setdefault(
+                    "SECRETS_ENCRYPTION_KEYS", Fernet.generate_key().decode()
+                ),
                 # The receiver listens on 127.0.0.1, which delivery refuses by default.
                 "CHANNEL_ALLOW_PRIVATE_URLS": "true",
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),
@@ -117,7 +123,7 @@ class Stack:
         )
         self.env.pop("DJANGO_DEBUG", None)
         self._manage("migrate", "--no-input", "-v", "0")
-        password = secrets.token_urlsafe(16)
+        password = self.password = secrets.token_urlsafe(16)
         self._manage(
             "createsuperuser",
             "--noinput",

@@ -114,7 +114,7 @@ register_bot_count(name="channel_count", label=_("channels"), counter=channel_co
 
 
 def channel_breaker_is_open(channel: Channel) -> bool:
-    # As the worker (`worker.bulkheads`) and the dashboard's open breakers read it.
+    # As the worker (`channels_app.breaker`) and the dashboard's open breakers read it.
     return channel.breaker_open_until is not None and channel.consecutive_failures > 0
 
 
@@ -264,7 +264,7 @@ class ChannelAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def connect_info(self, request: HttpRequest, channel: Channel) -> dict[str, Any]:
-        """What an integrator needs, as dialogues/webhook.py and channels_app/dispatch.py speak
+        """What an integrator needs, as the webhook (dialogues/webhook) and channels_app/dispatch.py speak
         it (the README's "The webhook" and "Replies to channels")."""
         webhook_url = request.build_absolute_uri(reverse("webhook-new-message"))
         chat_id = str(channel.pk)

@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from bson import ObjectId
 from django.conf import settings
 from django.utils import timezone
 
+from channels_app.breaker import CLOSED, breaker_closed
 from channels_app.models import URL_MAX_LENGTH, Channel, ChannelSettings
 from chatbots.models import ChatBot
 from core.errors import ApplicationError, Conflict, NotFound
@@ -245,9 +249,8 @@ def channel_breaker_close(*, channel: Channel) -> bool:
         {"_id": channel.pk},
         {
             "$set": {
-                "consecutive_failures": 0,
-                "breaker_open_until": None,
-                # Taken by the worker (`worker.loop.channels_reachable_again`).
+                **CLOSED,
+                # Taken by the worker (`channel_owed_wake_requests_take`).
                 "owed_wake_requested_at": timezone.now(),
             }
         },
@@ -258,3 +261,77 @@ def channel_breaker_close(*, channel: Channel) -> bool:
     channel.consecutive_failures = 0
     channel.breaker_open_until = None
     return was_open
+
+
+def channel_owed_wake_requests_take() -> list[ObjectId]:
+    """The channels whose breaker an operator closed (`channel_breaker_close`) since the last
+    look: each request is taken by one caller (the worker, which retries what they are owed)."""
+    return _requests_take("owed_wake_requested_at", limit=None)
+
+
+def channel_test_requests_take(*, limit: int = 100) -> list[ObjectId]:
+    """The channels a test message was asked for (`channel_test_request`): each request is
+    taken by one caller (the worker, which sends it, `channel_test_send`)."""
+    return _requests_take("test_requested_at", limit=limit)
+
+
+def _requests_take(request_field: str, *, limit: int | None) -> list[ObjectId]:
+    channels = mongo_collection(Channel._meta.db_table)
+    found = channels.find({request_field: {"$exists": True}}, {request_field: 1})
+    taken = []
+    for doc in list(found if limit is None else found.limit(limit)):
+        # Matches only the request as read: of several workers one takes it.
+        result = channels.update_one(
+            {"_id": doc["_id"], request_field: doc[request_field]}, {"$unset": {request_field: ""}}
+        )
+        if result.modified_count == 1:
+            taken.append(doc["_id"])
+    return taken
+
+
+def channel_test_send(*, channel_id: ObjectId) -> bool:
+    """Sends the channel a marked test message and records the result in its `last_test_*`
+    fields. Delivered: the channel answers again, so its breaker closes now (not at the end of
+    its cooldown). Returns whether it was delivered."""
+    # Imported here: the dispatcher imports this module's URL rule.
+    from channels_app.dispatch import channel_attempt, test_payload
+
+    channel = Channel.objects.filter(pk=channel_id).first()
+    if channel is None:
+        return False
+    payload = test_payload(channel_id=str(channel.pk))
+    outcome = channel_attempt(
+        url=channel.settings.url,
+        token=channel.settings.token,
+        payload=payload,
+        idempotency_key=payload["message_id"],
+        signing_secrets=channel_signing_secrets(channel=channel),
+        log_context={"channel": str(channel.pk), "test": True},
+    )
+    result = f"HTTP {outcome.status_code} in {outcome.elapsed_ms:.0f} ms" if outcome.ok else outcome.error
+    Channel.objects.filter(pk=channel_id).update(
+        last_test_at=timezone.now(), last_test_ok=outcome.ok, last_test_result=result[:500]
+    )
+    if outcome.ok:
+        breaker_closed(channel.pk)
+    return outcome.ok
+
+
+# The channel's "last delivery" columns are written at most this often per process unless
+# the state changes: on the delivery path they would otherwise cost a write per reply.
+CHANNEL_NOTE_INTERVAL_S = 5.0
+_notes: dict[ObjectId, tuple[str, float]] = {}
+_notes_lock = threading.Lock()
+
+
+def channel_delivery_note(*, channel_id: ObjectId, state: str, when: datetime) -> None:
+    """The channel list's "last delivery" columns, after a delivery attempt."""
+    now = time.monotonic()
+    with _notes_lock:
+        previous = _notes.get(channel_id)
+        if previous and previous[0] == state and now - previous[1] < CHANNEL_NOTE_INTERVAL_S:
+            return
+        _notes[channel_id] = (state, now)
+    mongo_collection(Channel._meta.db_table).update_one(
+        {"_id": channel_id}, {"$set": {"last_delivery_state": state, "last_delivery_at": when}}
+    )

@@ -3,16 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from channels_app import openapi
 from channels_app.models import Channel
 from channels_app.serializers import (
-    BOT_CANNOT_CHANGE,
-    UNKNOWN_CHAT_BOT,
     ChannelCreatedSerializer,
     ChannelCreateSerializer,
     ChannelFilterSerializer,
@@ -29,52 +27,13 @@ from channels_app.services import (
     channel_update,
 )
 from core.api import (
-    AUTH_ERRORS,
-    BAD_REQUEST,
-    CONFLICT,
-    NOT_FOUND,
-    OBJECT_ID_PATH_PARAMETER,
     ObjectIdLookupMixin,
     query_params,
     validated,
 )
 from core.pagination import OptionalLimitOffsetPagination
-from core.serializers import CONTROL_CHARACTERS_MESSAGE
 
-_CHANNEL_EXAMPLE = {
-    "id": "665f1c2e9b1e8a3d4c5b6a80",
-    "name": "Website chat",
-    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
-    "url": "https://chat.example.com/hook",
-    "is_active": True,
-    "token": "kq3F0bq2m7Yt5v0cM1nW8zR4pL6sX9aD2eH7jU3oQ1g",
-}
-_SIGNING_SECRET_EXAMPLE = "whsec_MfKQ9r1GKG8pQ8b1wF8mYy1Zl0Kq3Yw6u0bU9mJp2aE="  # noqa: S105 - an example
-_CREATED_EXAMPLE = {**_CHANNEL_EXAMPLE, "signing_secret": _SIGNING_SECRET_EXAMPLE}
-_DETAIL = [OBJECT_ID_PATH_PARAMETER]
-_WRITE_ERRORS = {400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS}
-_CREATE_BAD_REQUEST = OpenApiResponse(
-    response=BAD_REQUEST.response,
-    description="Invalid input: the field at fault is named.",
-    examples=[
-        OpenApiExample("Control character", value={"name": [str(CONTROL_CHARACTERS_MESSAGE)]}, response_only=True),
-        OpenApiExample("Not a string", value={"name": ["Must be a string."]}, response_only=True),
-    ],
-)
 # A valid body whose chat_bot_id is well formed but no bot's: what it refers to is not found.
-_UNKNOWN_BOT = OpenApiResponse(
-    response=NOT_FOUND.response,
-    description="The body is valid, but `chat_bot_id` is no existing bot's id: the field is named.",
-    examples=[OpenApiExample("Unknown bot", value={"chat_bot_id": [UNKNOWN_CHAT_BOT]}, response_only=True)],
-)
-_UPDATE_ERRORS = {
-    **_WRITE_ERRORS,
-    409: OpenApiResponse(
-        response=CONFLICT.response,
-        description="The body is valid, but its `chat_bot_id` is not the channel's bot: a channel cannot move.",
-        examples=[OpenApiExample("Another bot", value={"chat_bot_id": [BOT_CANNOT_CHANGE]}, response_only=True)],
-    ),
-}
 
 
 # What the browsable API's form for each write draws (see get_serializer_class).
@@ -86,30 +45,7 @@ _FORM_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 }
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="List channels",
-        description="A plain JSON array, newest first (the existing contract). Giving `limit` or `offset` "
-        "switches to a paginated envelope `{count, next, previous, results}`. `token` only for users who may "
-        "change channels.",
-        parameters=[ChannelFilterSerializer],
-        responses={200: ChannelSerializer(many=True), 400: BAD_REQUEST, **AUTH_ERRORS},
-        examples=[OpenApiExample("Channels", value=_CHANNEL_EXAMPLE, response_only=True)],
-    ),
-    retrieve=extend_schema(
-        summary="Get a channel",
-        description="`token` only for users who may change channels.",
-        parameters=_DETAIL,
-        responses={200: ChannelSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
-        examples=[OpenApiExample("Channel", value=_CHANNEL_EXAMPLE, response_only=True)],
-    ),
-    destroy=extend_schema(
-        summary="Delete a channel",
-        description="Deletes the channel with its dialogues and their messages.",
-        parameters=_DETAIL,
-        responses={204: None, 404: NOT_FOUND, **AUTH_ERRORS},
-    ),
-)
+@openapi.channel_schema
 class ChannelViewSet(
     ObjectIdLookupMixin,
     mixins.ListModelMixin,
@@ -143,27 +79,6 @@ class ChannelViewSet(
             channels = channels.filter(is_active=filters["active"])
         return channels
 
-    @extend_schema(
-        summary="Create a channel",
-        description="The server generates the channel's `token` and its `signing_secret` (Standard Webhooks; "
-        "shown in this response only). A `chat_bot_id` of no existing bot is a 404 naming the field. URLs that "
-        "resolve to private or loopback addresses are refused unless `CHANNEL_ALLOW_PRIVATE_URLS` is set.",
-        request=ChannelCreateSerializer,
-        responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS, 404: _UNKNOWN_BOT},
-        examples=[
-            OpenApiExample(
-                "Create",
-                value={
-                    "name": "Website chat",
-                    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
-                    "url": "https://chat.example.com/hook",
-                    "is_active": True,
-                },
-                request_only=True,
-            ),
-            OpenApiExample("Created", value=_CREATED_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated(ChannelCreateSerializer, request.data)
         channel = channel_create(
@@ -171,32 +86,9 @@ class ChannelViewSet(
         )
         return Response(ChannelCreatedSerializer(channel).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(
-        summary="Replace a channel's name, url and is_active",
-        description="`name` and `url` are required; `is_active` left out stays as it is. The bot cannot change: "
-        "a `chat_bot_id` equal to the current one is accepted, any other is a 409.",
-        parameters=_DETAIL,
-        request=ChannelUpdateSerializer,
-        responses={200: ChannelWithTokenSerializer, **_UPDATE_ERRORS},
-        examples=[
-            OpenApiExample(
-                "Update",
-                value={"name": "Website chat", "url": "https://chat.example.com/v2/hook", "is_active": False},
-                request_only=True,
-            )
-        ],
-    )
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self._update(request, partial=False)
 
-    @extend_schema(
-        summary="Change some of a channel's name, url and is_active",
-        description="Only the fields given change; a `chat_bot_id` other than the current one is a 409.",
-        parameters=_DETAIL,
-        request=ChannelUpdateSerializer,
-        responses={200: ChannelWithTokenSerializer, **_UPDATE_ERRORS},
-        examples=[OpenApiExample("Deactivate", value={"is_active": False}, request_only=True)],
-    )
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self._update(request, partial=True)
 
@@ -208,40 +100,12 @@ class ChannelViewSet(
         )
         return Response(ChannelWithTokenSerializer(channel).data)
 
-    @extend_schema(
-        summary="Rotate a channel's token",
-        description="Generates a new token for the channel and returns the channel with it. Bot replies and "
-        "employees' messages are delivered with the new token from now on.",
-        parameters=_DETAIL,
-        request=None,
-        responses={200: ChannelWithTokenSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
-        examples=[OpenApiExample("Rotated", value=_CHANNEL_EXAMPLE, response_only=True)],
-    )
     @action(detail=True, methods=["post"])
     def rotate_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         channel = self.get_object()
         channel_rotate_token(channel=channel)
         return Response(ChannelWithTokenSerializer(channel).data)
 
-    @extend_schema(
-        summary="Rotate a channel's signing secret",
-        description="Generates a new Standard Webhooks signing secret and returns the channel with it (the "
-        "only time it is shown). Until `previous_signing_secret_until` replies carry a signature made with "
-        "the old secret as well (`webhook-signature: v1,<new> v1,<old>`), so the channel can switch without "
-        "rejecting any: for `overlap_minutes`, by default `CHANNEL_SIGNING_OVERLAP_S` (24 h). 0 drops the "
-        "old secret at once. Rotating again within an overlap keeps only the latest old secret.",
-        parameters=_DETAIL,
-        request=SigningSecretRotateSerializer,
-        responses={200: ChannelSigningSecretSerializer, **_WRITE_ERRORS, 409: CONFLICT},
-        examples=[
-            OpenApiExample("Rotate with a one-hour overlap", value={"overlap_minutes": 60}, request_only=True),
-            OpenApiExample(
-                "Rotated",
-                value={**_CREATED_EXAMPLE, "previous_signing_secret_until": "2026-11-25T16:00:00Z"},
-                response_only=True,
-            ),
-        ],
-    )
     @action(detail=True, methods=["post"])
     def rotate_signing_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         channel = self.get_object()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from django.conf import settings
@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from pymongo.errors import PyMongoError
 
 from core.caching import LookupCache
+from core.datetimes import aware
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +122,6 @@ def delivery_attempt_observe(*, outcome: str) -> None:
 _acked_at = LookupCache(maxsize=100_000, ttl_s=lambda: 3 * 3600.0)
 
 
-def _aware(when: datetime) -> datetime:
-    # pymongo hands back naive datetimes, in UTC.
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
 def reply_acked_note(*, reply_id: str, acked_at: datetime) -> None:
     _acked_at.set(reply_id, acked_at)
 
@@ -141,7 +137,7 @@ def ack_to_delivery_observe(
         acked_at = acked_at_load()
     if acked_at is None:
         return
-    ACK_TO_DELIVERY_SECONDS.observe(max(0.0, (_aware(delivered_at) - _aware(acked_at)).total_seconds()))
+    ACK_TO_DELIVERY_SECONDS.observe(max(0.0, (aware(delivered_at) - aware(acked_at)).total_seconds()))
 
 
 def gauge_family(name: str, documentation: str, values: dict[str, float], *, label: str) -> GaugeMetricFamily:

@@ -74,9 +74,9 @@ class DatabaseBreaker:
     that did not answer, the requests after it fail fast instead of waiting too, until the
     database answers a ping.
 
-    Without it, a hung database holds every request for the whole bound: 8 threads serve 8
-    requests per bound, the rest queue in gunicorn for longer and longer, and /healthz
-    queues behind them (measured: p95 5.6 s and /healthz 4.5 s with a 1.5 s bound).
+    Without it, a hung database holds every request for the whole bound: the threads serve
+    one request each per bound, the rest queue in gunicorn for longer and longer, and
+    /healthz queues behind them.
 
     While open, requests run under a deadline that has already passed: any database
     operation raises a timeout at once, before sending anything (pymongo's client-side

@@ -21,11 +21,9 @@ class ModelBackend(backends.ModelBackend):
 
     Django builds `"<app_label>.<codename>"` with `values_list("content_type__app_label", ...)`,
     which django-mongodb-backend turns into a `$lookup` followed by a nested projection
-    (`{"$project": {"django_content_type": {"app_label": 1}}}`). The embedded server (secantusd)
-    reads that nested document as an expression and answers the literal `1`, so every
-    permission came out as `1.view_chatbot`: non-superuser staff had no permission at all, in
-    the admin and in the API. Reading the content type ids and looking the labels up by id is
-    valid on any MongoDB and costs one small query more."""
+    (`{"$project": {"django_content_type": {"app_label": 1}}}`), which the embedded server
+    answers wrongly (README, "Known quirks"). Reading the content type ids and looking the
+    labels up by id is valid on any MongoDB and costs one small query more."""
 
     def _get_permissions(self, user_obj: Any, obj: Any, from_name: str) -> set[str]:
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None:

@@ -2,8 +2,8 @@
 
 One document per (key, window): `{"key", "window", "n", "expires_at"}`, unique on (key, window)
 and TTL-indexed on `expires_at` (`core.models.RateCounter`). A hit is one `update_one` with
-`$inc` and `upsert=True`, then one indexed read of the count (no `find_one_and_update`: the
-embedded server answers it with a full scan). A fixed window lets a client make up to twice
+`$inc` and `upsert=True`, then one indexed read of the count (no `find_one_and_update`: see
+the README's "Known quirks"). A fixed window lets a client make up to twice
 the limit across a window boundary; for brute-force limits that is plenty.
 
 Rates are written as DRF writes them: `"<n>/<period>"`, period `s`, `m`, `h` or `d` (or

@@ -36,7 +36,7 @@ from core.mongo import mongo_collection
 from dialogues.models import Delivery, Dialogue, Message
 from dialogues.selectors import dialogue_transcript, dialogues_by_pause, message_page, pipeline_summary
 from dialogues.services_operators import dialogue_pause, dialogue_resume, operator_message_send
-from dialogues.store import reply_redeliver_request
+from dialogues.store.recovery import reply_redeliver_request
 
 HISTORY_PAGE_SIZE = 100
 # Admin views are methods: Django's view decorators applied to them.

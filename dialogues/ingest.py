@@ -19,8 +19,10 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from django.conf import settings
+from django.utils import timezone
 
 from channels_app.models import Channel, DeliveryState
+from channels_app.selectors import channel_cached
 from chatbots.models import ChatBot
 from chatbots.services import chatbot_authenticate
 from core.caching import LookupCache
@@ -28,17 +30,8 @@ from core.errors import Conflict, NotFound
 from core.tokens import hash_secret
 from dialogues.documents import message_document
 from dialogues.models import Message
-from dialogues.store import (
-    dialogue_count_adjust,
-    message_find,
-    message_insert,
-    reply_find,
-    utcnow,
-)
-
-# The webhook's reservation is the hand-off-aware one; bound under the name the rest of the
-# code base (and its outage tests) know the webhook's first database write by.
-from dialogues.store import dialogue_reserve_handoff as dialogue_reserve
+from dialogues.store.messages import message_find, message_insert, reply_find
+from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve
 
 SENDER_CUSTOMER = "customer"
 SENDER_EMPLOYEE = "employee"
@@ -50,7 +43,6 @@ IGNORED_LLM_FAILED = "llm_failed"
 WAIT_POLL_S = 0.02
 
 _bots_by_secret_hash = LookupCache()
-_channels_by_id = LookupCache()
 
 
 def webhook_bot_authenticate(*, secret: str) -> ChatBot | None:
@@ -58,11 +50,6 @@ def webhook_bot_authenticate(*, secret: str) -> ChatBot | None:
     if not secret:
         return None
     return _bots_by_secret_hash.get_or_load(hash_secret(secret), lambda: chatbot_authenticate(secret=secret))
-
-
-def channel_cached(channel_id: ObjectId) -> Channel | None:
-    """The channel, read at most once per AUTH_CACHE_TTL_S per process."""
-    return _channels_by_id.get_or_load(str(channel_id), lambda: Channel.objects.filter(pk=channel_id).first())
 
 
 def webhook_channel_resolve(*, chat_bot: ChatBot, channel_ref: str) -> Channel:
@@ -157,7 +144,7 @@ def webhook_message_process(
     is_customer = message_sender == SENDER_CUSTOMER
     # A customer message reserves its own position and its reply's, and makes the dialogue
     # due, unless the bot is paused in the dialogue: then only its own, and nothing is owed.
-    # Decided by the reservation itself (see `dialogues.store.dialogue_reserve_handoff`).
+    # Decided by the reservation itself (see `dialogues.store.reservation.dialogue_reserve`).
     pause_minutes = 0 if is_customer else int(chat_bot.pause_after_employee_minutes or 0)
     slot = dialogue_reserve(
         chat_bot_id=chat_bot.pk,
@@ -167,7 +154,7 @@ def webhook_message_process(
         owes_work=is_customer,
         paused_reserve=1 if is_customer else None,
         # An employee writing from the channel takes the dialogue over for a while (per bot).
-        pause_until=utcnow() + timedelta(minutes=pause_minutes) if pause_minutes > 0 else None,
+        pause_until=timezone.now() + timedelta(minutes=pause_minutes) if pause_minutes > 0 else None,
     )
     result = WebhookResult(message_id=message_id, dialogue_id=str(slot.dialogue_id))
     if is_customer:
@@ -181,7 +168,7 @@ def webhook_message_process(
         message_id=message_id,
         role=(Message.Role.USER if is_customer else Message.Role.EMPLOYEE).value,
         text=text,
-        created_at=utcnow(),
+        created_at=timezone.now(),
         seq=slot.first_seq,
         reply_state=reply_state.value,
         traceparent=traceparent or None,

@@ -24,7 +24,8 @@ from core.caching import LookupCache
 from core.metrics import gauge_family
 from core.mongo import mongo_collection
 from dialogues.models import Dialogue, Message
-from dialogues.store import dialogue_id_find, message_find
+from dialogues.store.messages import message_find
+from dialogues.store.reservation import dialogue_id_find
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

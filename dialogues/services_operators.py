@@ -3,12 +3,12 @@ API (`dialogues.views_operators`) and the admin (`dialogues.admin`).
 
 - The bot is paused in a dialogue while `Dialogue.paused_until` lies ahead (see
   `dialogues.models`): customer messages are stored and never answered (decided when each is
-  reserved, `dialogues.store.dialogue_reserve_handoff`). A pause ends by itself when its time
+  reserved, `dialogues.store.reservation.dialogue_reserve`). A pause ends by itself when its time
   is up; "until resumed" is `PAUSED_INDEFINITELY`.
 - Taking over (an operator's pause) also cancels what the bot still owed the chat: its
   replies not yet delivered are never sent (`cancelled`), and customer messages still
   awaiting a reply get none, so nothing of the bot's reaches the customer after the
-  operator's messages (`dialogues.store.dialogue_take_over`).
+  operator's messages (`dialogues.store.handoff.dialogue_take_over`).
 - An operator's message is stored as an EMPLOYEE message with its delivery owed and handed to
   the worker exactly like a bot reply: a position in the dialogue (so it reaches the chat in
   order with the bot's replies), the same fenced delivery, retries, parking and dead state.
@@ -22,21 +22,16 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 
 from channels_app.models import DeliveryState
 from chatbots.models import PAUSE_MAX_MINUTES
 from core.errors import ApplicationError, NotFound
 from dialogues.documents import message_document
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
-from dialogues.store import (
-    dialogue_count_adjust,
-    dialogue_pause_set,
-    dialogue_paused_until,
-    dialogue_reserve_existing,
-    dialogue_take_over,
-    message_insert,
-    utcnow,
-)
+from dialogues.store.handoff import dialogue_pause_set, dialogue_paused_until, dialogue_take_over
+from dialogues.store.messages import message_insert
+from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve_existing
 
 OPERATOR_TEXT_MAX_LENGTH = 32 * 1024
 
@@ -52,7 +47,7 @@ def dialogue_pause(*, dialogue: Dialogue, minutes: int | None = None) -> Dialogu
     an operator's explicit choice wins, shorter or longer."""
     if minutes is not None and not 1 <= minutes <= PAUSE_MAX_MINUTES:
         raise ApplicationError(f"minutes must be between 1 and {PAUSE_MAX_MINUTES}")
-    until = PAUSED_INDEFINITELY if minutes is None else utcnow() + timedelta(minutes=minutes)
+    until = PAUSED_INDEFINITELY if minutes is None else timezone.now() + timedelta(minutes=minutes)
     if dialogue_take_over(dialogue_id=dialogue.pk, until=until) is None:
         raise NotFound("Not found.")
     return _refreshed(dialogue)
@@ -80,7 +75,7 @@ def operator_message_send(*, dialogue: Dialogue, author: AbstractBaseUser | Anon
         dialogue_id=dialogue.pk,
         reserve=1,
         owes_work=True,
-        pause_until=utcnow() + timedelta(minutes=minutes) if minutes > 0 else None,
+        pause_until=timezone.now() + timedelta(minutes=minutes) if minutes > 0 else None,
     )
     if slot is None:
         raise NotFound("Not found.")
@@ -93,7 +88,7 @@ def operator_message_send(*, dialogue: Dialogue, author: AbstractBaseUser | Anon
             message_id=str(uuid.uuid4()),
             role=Message.Role.EMPLOYEE.value,
             text=text,
-            created_at=utcnow(),
+            created_at=timezone.now(),
             seq=slot.first_seq,
             delivery_state=DeliveryState.PENDING.value,
         ),

@@ -5,7 +5,6 @@ from typing import Any
 
 from bson import ObjectId
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import generics, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -13,16 +12,13 @@ from rest_framework.response import Response
 
 from channels_app.models import Channel
 from core.api import (
-    AUTH_ERRORS,
-    BAD_REQUEST,
-    NOT_FOUND,
-    OBJECT_ID_PATH_PARAMETER,
     ObjectIdLookupMixin,
     query_params,
     validated,
 )
 from core.pagination import KeysetCursorPagination
 from core.permissions import StaffModelPermissions
+from dialogues import openapi
 from dialogues.models import Dialogue
 from dialogues.selectors import (
     DialoguePosition,
@@ -64,6 +60,7 @@ def history_response(
 
 # Routed as `dialogues.views_operators.DialogueHandoffViewSet`, which adds the hand-off and
 # documents the reads with it (one schema for one route).
+@openapi.dialogue_schema
 class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Dialogues, read-only: they are written by the webhook."""
 
@@ -90,13 +87,6 @@ class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.Retriev
         )
         return dialogues_by_id([place.id for place in places])
 
-    @extend_schema(
-        summary="A dialogue's messages",
-        description="Oldest first. Without a cursor: the latest `limit` messages. Page back with "
-        "`before=<first message_id>`, forward with `after=<last message_id>`.",
-        parameters=[OBJECT_ID_PATH_PARAMETER, HistoryQuerySerializer],
-        responses={200: DialogueHistorySerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
-    )
     @action(detail=True, methods=["get"])
     def messages(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         dialogue = self.get_object()
@@ -110,33 +100,6 @@ class DialogueViewSet(ObjectIdLookupMixin, mixins.ListModelMixin, mixins.Retriev
         )
 
 
-CHANNEL_HISTORY_EXAMPLE = {
-    "id": "665f1c2e9b1e8a3d4c5b6a81",
-    "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
-    "channel_id": "665f1c2e9b1e8a3d4c5b6a80",
-    "chat_id": "665f1c2e9b1e8a3d4c5b6a80",
-    "message_list": [
-        {
-            "message_id": "m-1",
-            "role": "USER",
-            "text": "Hello!",
-            "created_at": "2025-01-31T12:00:00.000000Z",
-            "in_reply_to": None,
-            "delivery_state": None,
-        },
-        {
-            "message_id": "r-m-1",
-            "role": "ASSISTANT",
-            "text": "Hi, how can I help?",
-            "created_at": "2025-01-31T12:00:01.000000Z",
-            "in_reply_to": "m-1",
-            "delivery_state": "delivered",
-        },
-    ],
-    "has_more": False,
-}
-
-
 class ChannelDialoguePermissions(StaffModelPermissions):
     """The channel's history is a dialogue's transcript: it needs the dialogue's view
     permission, as `/api/dialogues/{id}/messages` does, besides the channel's."""
@@ -146,6 +109,7 @@ class ChannelDialoguePermissions(StaffModelPermissions):
         return super().has_permission(request, view) and bool(user.has_perm("dialogues.view_dialogue"))
 
 
+@openapi.channel_dialogue_schema
 class ChannelDialogueView(ObjectIdLookupMixin, generics.GenericAPIView):
     """`GET /api/channels/{id}/dialogue`: the existing contract's history of a channel. It
     returns a dialogue, so it lives here, with the dialogues (the channel app knows nothing of
@@ -154,18 +118,6 @@ class ChannelDialogueView(ObjectIdLookupMixin, generics.GenericAPIView):
     queryset = Channel.objects.all()
     permission_classes = [ChannelDialoguePermissions]
 
-    @extend_schema(
-        operation_id="channels_dialogue_retrieve",
-        tags=["channels"],
-        summary="The channel's dialogue",
-        description="The dialogue whose chat_id is this channel's id, oldest message first. Without a cursor: "
-        "the latest `limit` messages. Page back with `before=<first message_id>`, forward with "
-        "`after=<last message_id>`. An empty `message_list` (and `id: null`) when nothing was said yet. Needs "
-        "the permissions to view channels and dialogues.",
-        parameters=[OBJECT_ID_PATH_PARAMETER, HistoryQuerySerializer],
-        responses={200: DialogueHistorySerializer, 400: BAD_REQUEST, 404: NOT_FOUND, **AUTH_ERRORS},
-        examples=[OpenApiExample("History", value=CHANNEL_HISTORY_EXAMPLE, response_only=True)],
-    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         channel = self.get_object()
         dialogue = dialogue_for_channel(channel=channel)

@@ -4,12 +4,12 @@ How it learns of new work: a tight indexed poll. The webhook marks a dialogue du
 (`work_due_at`) in the same update that reserves the message's position, and the worker's
 claim is a read of the sparse index of due dialogues, sorted by due time, then an update by
 `_id` per dialogue that matches only while it is free. While there is work, the next claims
-follow at once; when there is none, the worker looks again every WORKER_POLL_MS (25 ms).
-Measured on the embedded server: 0.4 ms of its CPU per empty look, whatever the number of
-dialogues (1.6 % of its core at 25 ms), against 0.56 ms per insert that a change stream
-costs it (about 8 % at 70 messages/s). The database is the
-only hand-off, so any number of workers on any hosts share the work, and a worker that
-dies loses nothing: its leases expire and another worker picks the dialogues up.
+follow at once; when there is none, the worker looks again every WORKER_POLL_MS. An empty
+look reads an index and costs the same whatever the number of dialogues; a change stream
+would cost the database on every insert instead (README, "How a reply is made: the worker").
+The database is the only hand-off, so any number of workers on any hosts share the work,
+and a worker that dies loses nothing: its leases expire and another worker picks the
+dialogues up.
 
 Besides the queue, every second: parked dialogues whose channel is active again are woken,
 "send test message" requests are sent, and (every 10 s) customer messages whose reply is
@@ -30,27 +30,22 @@ from typing import Any
 from bson import ObjectId
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 from pymongo.errors import PyMongoError
 
-from channels_app.dispatch import channel_attempt, test_payload
-from channels_app.models import Channel
-from channels_app.services import channel_signing_secrets
+from channels_app.selectors import channels_active_ids
+from channels_app.services import channel_owed_wake_requests_take, channel_test_requests_take, channel_test_send
 from core.errors import is_database_outage
-from core.mongo import mongo_collection
-from dialogues.store import (
+from dialogues.store.claims import (
     DialogueClaim,
-    channel_owed_due_now,
     dialogue_claim,
     dialogue_release,
     dialogues_defer,
     dialogues_due,
     dialogues_waiting,
-    orphans_wake,
-    parked_dialogues,
-    parked_resume,
-    utcnow,
 )
-from worker.bulkheads import Slots, breaker_closed
+from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_dialogues, parked_resume
+from worker.bulkheads import Slots
 from worker.pipeline import dialogue_process
 
 logger = logging.getLogger("worker")
@@ -171,7 +166,7 @@ class Worker:
         for key in fresh_channels + fresh_bots:
             span = min(DEFER_MAX_S, max(DEFER_S, now - self._saturated_since[key]))
             self._deferred[key] = now + span * 0.9
-            until = utcnow() + timedelta(seconds=span)
+            until = timezone.now() + timedelta(seconds=span)
             if key in fresh_channels:
                 dialogues_defer(channel_ids=[key], bot_ids=[], until=until)
             else:
@@ -206,7 +201,7 @@ class Worker:
             # Give it back for a later try, if the database lets us; otherwise its lease
             # expires and it comes back by itself.
             try:
-                dialogue_release(claim, done_seq=claim.done_seq, due_at=utcnow() + _retry_delay(exc))
+                dialogue_release(claim, done_seq=claim.done_seq, due_at=timezone.now() + _retry_delay(exc))
             except (DatabaseError, PyMongoError):
                 pass
         finally:
@@ -232,14 +227,8 @@ class Worker:
 
     def send_test_messages(self) -> None:
         """The admin's "send test message" requests, each sent once, on the pool."""
-        channels = mongo_collection(Channel._meta.db_table)
-        for doc in list(channels.find({"test_requested_at": {"$exists": True}}, {"test_requested_at": 1}).limit(100)):
-            taken = channels.update_one(
-                {"_id": doc["_id"], "test_requested_at": doc["test_requested_at"]},
-                {"$unset": {"test_requested_at": ""}},
-            )
-            if taken.modified_count == 1:  # this worker sends it, no other
-                self._submit(channel_test_send, doc["_id"])
+        for channel_id in channel_test_requests_take():
+            self._submit(channel_test_deliver, channel_id)
 
     # --- for tests and `deliver_pending` ---------------------------------------------------------
 
@@ -291,8 +280,7 @@ def resume_parked() -> int:
     parked = parked_dialogues()
     if not parked:
         return 0
-    channel_ids = list({doc["channel_id"] for doc in parked})
-    active = list(Channel.objects.filter(pk__in=channel_ids, is_active=True).values_list("pk", flat=True))
+    active = channels_active_ids(channel_ids=list({doc["channel_id"] for doc in parked}))
     woken = parked_resume(channel_ids=active)
     if woken:
         logger.info("worker: resumed %d parked dialogue(s)", woken)
@@ -302,44 +290,15 @@ def resume_parked() -> int:
 def channels_reachable_again() -> int:
     """Channels whose breaker an operator closed (`channels_app.services.channel_breaker_close`):
     what they are owed is retried now. Each request is taken by one worker."""
-    channels = mongo_collection(Channel._meta.db_table)
-    woken = 0
-    for doc in list(channels.find({"owed_wake_requested_at": {"$exists": True}}, {"owed_wake_requested_at": 1})):
-        taken = channels.update_one(
-            {"_id": doc["_id"], "owed_wake_requested_at": doc["owed_wake_requested_at"]},
-            {"$unset": {"owed_wake_requested_at": ""}},
-        )
-        if taken.modified_count == 1:
-            # A cached copy of the channel that still shows it open is checked against the
-            # database before anything waits on it (`breaker_wait_until`).
-            woken += channel_owed_due_now(channel_id=doc["_id"])
-    return woken
+    # A cached copy of the channel that still shows it open is checked against the database
+    # before anything waits on it (`channels_app.breaker.breaker_wait_until`).
+    return sum(channel_owed_due_now(channel_id=channel_id) for channel_id in channel_owed_wake_requests_take())
 
 
-def channel_test_send(channel_id: ObjectId) -> None:
-    channel = Channel.objects.filter(pk=channel_id).first()
-    if channel is None:
-        return
-    outcome = channel_attempt(
-        url=channel.settings.url,
-        token=channel.settings.token,
-        payload=(payload := test_payload(channel_id=str(channel.pk))),
-        idempotency_key=payload["message_id"],
-        signing_secrets=channel_signing_secrets(channel=channel),
-        log_context={"channel": str(channel.pk), "test": True},
-    )
-    if outcome.ok:
-        result = f"HTTP {outcome.status_code} in {outcome.elapsed_ms:.0f} ms"
-    else:
-        result = outcome.error
-    Channel.objects.filter(pk=channel_id).update(
-        last_test_at=utcnow(), last_test_ok=outcome.ok, last_test_result=result[:500]
-    )
-    if outcome.ok:
-        # The channel answers again: its breaker closes now (not at the end of its cooldown),
-        # and what it is owed is retried now.
-        breaker_closed(channel.pk)
-        woken = channel_owed_due_now(channel_id=channel.pk)
+def channel_test_deliver(channel_id: ObjectId) -> None:
+    """Sends a requested test message; delivered, what the channel is owed is retried now."""
+    if channel_test_send(channel_id=channel_id):
+        woken = channel_owed_due_now(channel_id=channel_id)
         logger.info(
-            "worker: test message delivered; breaker closed", extra={"channel": str(channel.pk), "woken": woken}
+            "worker: test message delivered; breaker closed", extra={"channel": str(channel_id), "woken": woken}
         )

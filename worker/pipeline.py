@@ -22,39 +22,36 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils import timezone
 from pymongo.errors import PyMongoError
 
+from channels_app.breaker import breaker_probe_claim, breaker_record, breaker_wait_until
 from channels_app.dispatch import channel_attempt, reply_payload
 from channels_app.models import Channel, DeliveryState
-from channels_app.services import channel_signing_secrets
+from channels_app.selectors import channel_cached
+from channels_app.services import channel_delivery_note, channel_signing_secrets
 from chatbots.models import ChatBot
+from chatbots.selectors import chatbot_cached
 from core import metrics
-from core.caching import LookupCache
+from core.datetimes import aware
 from core.errors import is_database_outage
 from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
 from dialogues.documents import message_document
-from dialogues.ingest import channel_cached
 from dialogues.models import Message
 from dialogues.selectors import message_created_at
-from dialogues.store import (
-    DialogueClaim,
-    dialogue_before,
-    dialogue_count_adjust,
-    dialogue_force_used,
-    dialogue_handoff_seq,
-    dialogue_lease,
-    dialogue_release,
-    dialogue_renew,
-    dialogue_window,
+from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_lease, dialogue_release, dialogue_renew
+from dialogues.store.handoff import dialogue_handoff_seq
+from dialogues.store.messages import dialogue_before, dialogue_window, reply_find
+from dialogues.store.replies import (
     replies_park,
     reply_cancel,
     reply_fence,
-    reply_find,
     reply_outcome_is,
     reply_record,
     reply_record_over_cancel,
@@ -64,10 +61,10 @@ from dialogues.store import (
     user_message_pause,
     user_message_retry_later,
     users_mark_replied,
-    utcnow,
 )
+from dialogues.store.reservation import dialogue_count_adjust
 from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
-from worker.bulkheads import Slots, breaker_probe_claim, breaker_record, breaker_wait_until, channel_note
+from worker.bulkheads import Slots
 
 logger = logging.getLogger("worker")
 
@@ -91,13 +88,6 @@ def reply_message_id(*, dialogue_id: ObjectId, in_reply_to: str) -> str:
     return str(uuid.uuid5(REPLY_ID_NAMESPACE, f"{dialogue_id}/{in_reply_to}"))
 
 
-_bots = LookupCache()
-
-
-def bot_cached(chat_bot_id: ObjectId) -> ChatBot | None:
-    return _bots.get_or_load(str(chat_bot_id), lambda: ChatBot.objects.filter(pk=chat_bot_id).first())
-
-
 def backoff(attempts: int, *, base_s: float, max_s: float, retry_after_s: float | None = None) -> timedelta:
     """Exponential, with jitter so failures do not retry in lockstep; a channel's or LLM's
     Retry-After is honoured up to CHANNEL_RETRY_AFTER_CAP_S."""
@@ -107,19 +97,36 @@ def backoff(attempts: int, *, base_s: float, max_s: float, retry_after_s: float 
     return timedelta(seconds=seconds)
 
 
+class StepKind(StrEnum):
+    SETTLED = "settled"  # nothing owed
+    WAIT = "wait"  # until `until`
+    PARK = "park"  # the channel cannot take anything (`reason`)
+    LOST = "lost"  # the claim
+    REREAD = "reread"  # the dialogue changed under us: read it again
+
+
 @dataclass
 class Step:
     """Where a pass over the dialogue stopped."""
 
-    # "settled" (nothing owed), "wait" (until `until`), "park" (`reason`), "lost" (the claim),
-    # "reread" (the dialogue changed under us: read it again), "cancelled" (the reply just
-    # generated is not sent: an operator took the dialogue over).
-    kind: str
+    kind: StepKind
     until: datetime | None = None
     reason: str = ""
     # A wait of a moment (a tenant's slots taken, a breaker's probe in flight, an insert on
     # its way), not a retry's backoff: `deliver_pending` waits for these.
     bounce: bool = False
+
+
+class Stop(Exception):
+    """Raised wherever a pass has to stop, carrying where; caught in `_work`."""
+
+    def __init__(self, step: Step) -> None:
+        super().__init__(step.kind)
+        self.step = step
+
+
+def _wait(until: datetime, *, bounce: bool = False) -> Stop:
+    return Stop(Step(StepKind.WAIT, until=until, bounce=bounce))
 
 
 def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
@@ -131,63 +138,70 @@ def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
         claim.replied.clear()
         if claim.forced:
             dialogue_force_used(claim)
-    if step.kind == "lost":
+    if step.kind is StepKind.LOST:
         logger.warning("dialogue claim lost", extra={"dialogue": str(claim.dialogue_id)})
         # Given back in case it is still ours after all (the release is fenced by the token).
-        dialogue_release(claim, done_seq=claim.done_seq, due_at=utcnow())
+        dialogue_release(claim, done_seq=claim.done_seq, due_at=timezone.now())
         return step
-    if step.kind == "park":
+    if step.kind is StepKind.PARK:
         replies_park(dialogue_id=claim.dialogue_id, reason=step.reason)
         dialogue_release(claim, done_seq=claim.done_seq, parked=step.reason)
         return step
-    if step.kind == "wait":
+    if step.kind is StepKind.WAIT:
         dialogue_release(claim, done_seq=claim.done_seq, due_at=step.until)
-        return step
     return step
 
 
 def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
+    """Passes over the dialogue until nothing is owed or a pass has to stop (`Stop`)."""
     first = True
     while True:
-        if not first and not dialogue_renew(claim):
-            return Step("lost")
-        first = False
-        channel = channel_cached(claim.channel_id)
-        if channel is None:
-            return Step("park", reason="The channel was deleted")
-        if not channel.is_active:
-            return Step("park", reason="The channel is inactive")
-        until = breaker_wait_until(channel)
-        settle = claim.force_seq > claim.done_seq or claim.handoff_seq > claim.done_seq
-        if until is not None and _aware(until) > utcnow() and not settle:
-            # Nothing can reach the channel before then: no reply is generated (or delivered)
-            # meanwhile, so a broken channel costs the LLM and the database nothing. Unless an
-            # operator asked to redeliver now (`force_seq`: that gets its one attempt), or took
-            # the dialogue over (`handoff_seq`: what the bot owed is settled now, unsent).
-            return Step("wait", until=_aware(until))
-        if not slots.channel_free(channel.pk):
-            # Everything owed here goes through the channel (a reply is not generated before it
-            # could be sent): nothing moves before one of its slots frees, so nothing is read.
-            return Step("wait", bounce=True, until=utcnow() + SLOT_RETRY)
-        bot = bot_cached(claim.chat_bot_id)
-        context = llm_context_size(bot)
-        limit = context + HISTORY_SLACK + BATCH
-        window = dialogue_window(
-            dialogue_id=claim.dialogue_id, from_seq=max(0, claim.done_seq - context - HISTORY_SLACK), limit=limit
-        )
-        step = _walk(claim, window=window, channel=channel, bot=bot, context=context, slots=slots)
-        if step is not None and step.kind == "reread":
-            continue
-        if step is not None:
-            return step
-        if len(window) >= limit:
-            continue  # the read was full: more messages follow
-        again = _tail_unfilled(claim)
-        if again is not None:
-            return Step("wait", bounce=True, until=again)
-        if dialogue_release(claim, done_seq=claim.done_seq, settled=True):
-            return Step("settled")
-        # A message was reserved since the claim was read: go on with it.
+        try:
+            if not first and not dialogue_renew(claim):
+                raise Stop(Step(StepKind.LOST))
+            first = False
+            if _pass(claim, slots=slots) and dialogue_release(claim, done_seq=claim.done_seq, settled=True):
+                return Step(StepKind.SETTLED)
+            # The read was full (more messages follow), or a message was reserved since the
+            # claim was read: go on with it.
+        except Stop as stop:
+            if stop.step.kind is not StepKind.REREAD:
+                return stop.step
+
+
+def _pass(claim: DialogueClaim, *, slots: Slots) -> bool:
+    """One read of the dialogue's owed messages, handled in order. True when it reached the
+    end of what is reserved."""
+    channel = channel_cached(claim.channel_id)
+    if channel is None:
+        raise Stop(Step(StepKind.PARK, reason="The channel was deleted"))
+    if not channel.is_active:
+        raise Stop(Step(StepKind.PARK, reason="The channel is inactive"))
+    until = breaker_wait_until(channel)
+    settle = claim.force_seq > claim.done_seq or claim.handoff_seq > claim.done_seq
+    if until is not None and aware(until) > timezone.now() and not settle:
+        # Nothing can reach the channel before then: no reply is generated (or delivered)
+        # meanwhile, so a broken channel costs the LLM and the database nothing. Unless an
+        # operator asked to redeliver now (`force_seq`: that gets its one attempt), or took
+        # the dialogue over (`handoff_seq`: what the bot owed is settled now, unsent).
+        raise _wait(aware(until))
+    if not slots.channel_free(channel.pk):
+        # Everything owed here goes through the channel (a reply is not generated before it
+        # could be sent): nothing moves before one of its slots frees, so nothing is read.
+        raise _wait(timezone.now() + SLOT_RETRY, bounce=True)
+    bot = chatbot_cached(claim.chat_bot_id)
+    context = llm_context_size(bot)
+    limit = context + HISTORY_SLACK + BATCH
+    window = dialogue_window(
+        dialogue_id=claim.dialogue_id, from_seq=max(0, claim.done_seq - context - HISTORY_SLACK), limit=limit
+    )
+    _walk(claim, window=window, channel=channel, bot=bot, context=context, slots=slots)
+    if len(window) >= limit:
+        return False  # the read was full: more messages follow
+    again = _tail_unfilled(claim)
+    if again is not None:
+        raise _wait(again, bounce=True)
+    return True
 
 
 def _tail_unfilled(claim: DialogueClaim) -> datetime | None:
@@ -195,12 +209,6 @@ def _tail_unfilled(claim: DialogueClaim) -> datetime | None:
     if all(seq in claim.voids for seq in range(claim.done_seq + 1, claim.last_seq + 1)):
         return None
     return _unfilled_wait(claim)
-
-
-def _aware(when: datetime) -> datetime:
-    from datetime import UTC
-
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _walk(
@@ -211,9 +219,9 @@ def _walk(
     bot: ChatBot | None,
     context: int,
     slots: Slots,
-) -> Step | None:
+) -> None:
     """Handles the owed messages of one read, in order, advancing `claim.done_seq` over every
-    position it settles. Returns where it had to stop, or None when it got through."""
+    position it settles. Raises `Stop` where it has to stop."""
     history: list[dict[str, Any]] = [doc for doc in window if (doc.get("seq") or 0) <= claim.done_seq]
     owed = [doc for doc in window if (doc.get("seq") or 0) > claim.done_seq]
     explained = claim.voids  # empty positions known to stay empty
@@ -227,7 +235,7 @@ def _walk(
             if missing not in explained:
                 until = _unfilled_wait(claim)
                 if until is not None:
-                    return Step("wait", bounce=True, until=until)
+                    raise _wait(until, bounce=True)
         role = doc["role"]
         awaiting = role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING
         reply = (
@@ -257,43 +265,34 @@ def _walk(
         elif awaiting:
             if not slots.channel_free(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
-                return Step("wait", bounce=True, until=utcnow() + SLOT_RETRY)
+                raise _wait(timezone.now() + SLOT_RETRY, bounce=True)
             trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
             with trace_bound(trace):
                 outcome = _generate(
                     claim, user=doc, history=history, bot=bot, context=context, slots=slots, trace=trace
                 )
-            if isinstance(outcome, Step):
-                return outcome
             if outcome is None:
                 # No reply will come (the LLM failed for good): its reply's place stays empty.
                 explained.add(seq + 1)
+            # The new reply is next in line: sent now, then stored with that outcome. Until it
+            # is stored, neither position counts as settled.
+            elif _deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"]):
+                explained.add(seq + 1)  # cancelled: an operator took the dialogue over
             else:
-                # The new reply is next in line: sent now, then stored with that outcome. Until
-                # it is stored, neither position counts as settled.
-                step = _deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"])
-                if step is not None and step.kind == "cancelled":
-                    explained.add(seq + 1)
-                elif step is not None:
-                    return step
-                else:
-                    history.append(doc)
-                    doc, seq = outcome, int(outcome["seq"])
+                history.append(doc)
+                doc, seq = outcome, int(outcome["seq"])
         elif doc.get("delivery_state") in (
             DeliveryState.PENDING,
             DeliveryState.FAILED,
             DeliveryState.PARKED,
         ) and role in (Message.Role.ASSISTANT, Message.Role.EMPLOYEE):
-            step = _deliver_traced(claim, message=doc, channel=channel, slots=slots)
-            if step is not None:
-                return step
+            _deliver_traced(claim, message=doc, channel=channel, slots=slots)
         elif role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.FAILED:
             explained.add(seq + 1)
         history.append(doc)
         claim.done_seq = max(claim.done_seq, seq)
         _advance(claim)
         position += 1
-    return None
 
 
 def _advance(claim: DialogueClaim) -> None:
@@ -307,8 +306,8 @@ def _unfilled_wait(claim: DialogueClaim) -> datetime | None:
     insert is most likely a millisecond away); after UNFILLED_GRACE it is given up."""
     if claim.last_message_at is None:
         return None
-    now = utcnow()
-    if _aware(claim.last_message_at) + UNFILLED_GRACE <= now:
+    now = timezone.now()
+    if aware(claim.last_message_at) + UNFILLED_GRACE <= now:
         return None
     return now + UNFILLED_RECHECK
 
@@ -327,13 +326,13 @@ def _generate(
     context: int,
     slots: Slots,
     trace: TraceContext,
-) -> dict[str, Any] | Step | None:
+) -> dict[str, Any] | None:
     """The reply to one customer message, not stored yet (`_deliver` stores it with its first
-    outcome); a Step when the dialogue must wait; None when no reply will ever come."""
-    now = utcnow()
+    outcome); None when no reply will ever come. Raises `Stop` when the dialogue must wait."""
+    now = timezone.now()
     next_at = user.get("next_attempt_at")
-    if next_at is not None and _aware(next_at) > now:
-        return Step("wait", until=_aware(next_at))
+    if next_at is not None and aware(next_at) > now:
+        raise _wait(aware(next_at))
     known = [*history, user]
     if len(_history_items(known, context=context)) < context:
         # Empty positions (duplicates, replies never made) left the read short: the older
@@ -345,7 +344,7 @@ def _generate(
     attempts = int(user.get("llm_attempts") or 0) + 1
     with slots.bot_llm(claim.chat_bot_id) as acquired:
         if not acquired:
-            return Step("wait", bounce=True, until=now + SLOT_RETRY)
+            raise _wait(now + SLOT_RETRY, bounce=True)
         started = time.monotonic()
         try:
             # The LLM call is a span of its own, under the reply's.
@@ -369,11 +368,11 @@ def _generate(
             },
         )
         if error.retryable and attempts < settings.LLM_MAX_ATTEMPTS:
-            at = utcnow() + backoff(
+            at = timezone.now() + backoff(
                 attempts, base_s=LLM_RETRY_BASE_S, max_s=LLM_RETRY_MAX_S, retry_after_s=error.retry_after_s
             )
             user_message_retry_later(message_id=user["_id"], attempts=attempts, at=at, error=error.message)
-            return Step("wait", until=at)
+            raise _wait(at)
         fallback = (bot.fallback_text if bot is not None else "").strip()
         if not fallback:
             user_message_give_up(message_id=user["_id"], attempts=attempts, error=error.message)
@@ -391,7 +390,7 @@ def _generate(
         message_id=reply_message_id(dialogue_id=claim.dialogue_id, in_reply_to=user["message_id"]),
         role=Message.Role.ASSISTANT.value,
         text=answer.text,
-        created_at=utcnow(),
+        created_at=timezone.now(),
         in_reply_to=user["message_id"],
         # The position reserved next to the message it answers.
         seq=int(user["seq"]) + 1,
@@ -439,7 +438,7 @@ def _trace_headers(trace: TraceContext) -> dict[str, str]:
 
 def _deliver_traced(
     claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots, answers: ObjectId | None = None
-) -> Step | None:
+) -> bool:
     # A new span per attempt (one call is one attempt), in the trace the message stores.
     trace = trace_continue(message.get("traceparent"), message.get("tracestate"))
     with trace_bound(trace):
@@ -454,8 +453,10 @@ def _deliver(
     slots: Slots,
     trace: TraceContext,
     answers: ObjectId | None = None,
-) -> Step | None:
-    """One attempt to deliver an owed message. None when it is settled (delivered or dead).
+) -> bool:
+    """One attempt to deliver an owed message. Returns, once it is settled (delivered, dead,
+    cancelled), whether it was a fresh reply cancelled by a take-over (never sent); raises
+    `Stop` when the dialogue must wait.
 
     `answers`: the message is a reply generated in this pass and not stored yet, answering
     the customer message with that id. It is stored once, with the outcome of its first
@@ -463,28 +464,27 @@ def _deliver(
     write. A crash between the POST and that insert leaves the customer message awaiting;
     the next holder generates the reply again under the same id, so the channel sees the
     same idempotency key twice."""
-    now = utcnow()
+    now = timezone.now()
     next_at = message.get("next_attempt_at")
-    if next_at is not None and _aware(next_at) > now:
-        return Step("wait", until=_aware(next_at))
+    if next_at is not None and aware(next_at) > now:
+        raise _wait(aware(next_at))
     # "Redeliver now": one attempt through an open breaker (no probe to win either).
     forced = 0 < int(message.get("seq") or 0) <= claim.force_seq
     until = breaker_wait_until(channel)
     if until is not None and not forced:
-        if _aware(until) > now:
-            return _store_waiting(claim, reply=message, answers=answers, step=Step("wait", until=_aware(until)))
+        if aware(until) > now:
+            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(aware(until)))
         later = breaker_probe_claim(channel)
         if later is not None:
-            return _store_waiting(claim, reply=message, answers=answers, step=Step("wait", bounce=True, until=later))
+            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(later, bounce=True))
     # A stored message is always fenced first, by an update that matches only while it is
     # owed: one cancelled by a take-over (or delivered, or dead) meanwhile is never sent,
     # even by a holder that read it before.
     if answers is None and not reply_fence(reply=message, token=claim.token):
-        return None  # delivered, dead or cancelled meanwhile (an operator, an older holder)
+        return False  # delivered, dead or cancelled meanwhile (an operator, an older holder)
     with slots.channel(channel.pk) as acquired:
         if not acquired:
-            step = Step("wait", bounce=True, until=now + SLOT_RETRY)
-            return _store_waiting(claim, reply=message, answers=answers, step=step)
+            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(now + SLOT_RETRY, bounce=True))
         if answers is not None and _taken_over(claim, reply=message):
             # Taken over while this reply was being generated: it is recorded, never sent.
             return _cancel_fresh(claim, reply=message, answers=answers)
@@ -513,7 +513,7 @@ def _deliver(
                 "attempts_before": done,
             },
         )
-    now = utcnow()
+    now = timezone.now()
     attempts = done + 1
     values: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error[:500]}
     if outcome.ok:
@@ -559,22 +559,22 @@ def _deliver(
     if cancelled:
         if answers is not None:
             _cancel_stored(claim, reply=message, answers=answers)
-            return Step("cancelled")
-        return None
+            return True
+        return False
     if not recorded:
         # A newer holder stored or fenced this reply while we were posting: its outcome stands.
         logger.warning("stale delivery outcome refused", extra={"reply_id": message["message_id"]})
-        return Step("lost")
+        raise Stop(Step(StepKind.LOST))
     if outcome.ok and message.get("in_reply_to"):
         metrics.ack_to_delivery_observe(
             reply_id=message["message_id"],
             delivered_at=now,
             acked_at_load=lambda: message_created_at(dialogue_id=claim.dialogue_id, message_id=message["in_reply_to"]),
         )
-    channel_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
+    channel_delivery_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
     if values["delivery_state"] == DeliveryState.FAILED.value:
-        return Step("wait", until=values["next_attempt_at"])
-    return None
+        raise _wait(values["next_attempt_at"])
+    return False
 
 
 def _reply_store_answering(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> bool:
@@ -591,18 +591,19 @@ def _reply_store_answering(claim: DialogueClaim, *, reply: dict[str, Any], answe
     return False
 
 
-def _store_waiting(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId | None, step: Step) -> Step:
-    """A fresh reply that has to wait before its first attempt is stored as owed now, so that
-    the wait does not cost another LLM call."""
+def _store_waiting(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId | None, stop: Stop) -> bool:
+    """A message that has to wait before its next attempt: raises `stop`. A fresh reply is
+    stored as owed first, so that the wait does not cost another LLM call; one taken over
+    meanwhile is stored as cancelled instead, and True is returned (`_deliver`'s "cancelled")."""
     if answers is None:
-        return step
+        raise stop
     if not _persist(lambda: _reply_store_answering(claim, reply=reply, answers=answers)):
         # A holder whose lease had expired stored one first: that one is delivered in its turn.
-        return Step("reread")
+        raise Stop(Step(StepKind.REREAD))
     if _taken_over(claim, reply=reply):
         _cancel_stored(claim, reply=reply, answers=answers)
-        return Step("cancelled")
-    return step
+        return True
+    raise stop
 
 
 def _taken_over(claim: DialogueClaim, *, reply: dict[str, Any]) -> bool:
@@ -614,13 +615,13 @@ def _taken_over(claim: DialogueClaim, *, reply: dict[str, Any]) -> bool:
     return int(reply["seq"]) <= claim.handoff_seq
 
 
-def _cancel_fresh(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> Step:
+def _cancel_fresh(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> bool:
     """A reply generated for a dialogue taken over meanwhile: stored as cancelled (the
     transcript shows what the bot would have said), never sent."""
     user_message_pause(message_id=answers)
     reply.update(delivery_state=DeliveryState.CANCELLED.value, next_attempt_at=None)
     reply_store(reply=reply)
-    return Step("cancelled")
+    return True
 
 
 def _cancel_stored(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> None:

@@ -4,6 +4,7 @@ process's database breaker, and the webhook is served right after."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from pymongo.errors import WaitQueueTimeoutError
+from pymongo.errors import ServerSelectionTimeoutError, WaitQueueTimeoutError
 from pymongo.pool import Pool
 from rest_framework.test import APIClient
 
@@ -32,9 +33,19 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def breaker(monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseBreaker]:
-    fresh = DatabaseBreaker(retry_interval_s=0.01)
+    """A breaker whose probe finds the database silent until the test ends: once tripped it
+    stays open for the test to see (the real probe would find the test database answering and
+    close it again within milliseconds)."""
+    test_over = threading.Event()
+
+    def ping() -> None:
+        if not test_over.is_set():
+            raise ServerSelectionTimeoutError("the test's database stays silent")
+
+    fresh = DatabaseBreaker(ping=ping, retry_interval_s=0.01)
     monkeypatch.setattr(core.middleware, "database_breaker", fresh)
     yield fresh
+    test_over.set()
 
 
 @pytest.fixture

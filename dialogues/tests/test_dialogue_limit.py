@@ -17,7 +17,7 @@ from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
 from devtools.receiver import ChannelReceiver
 from dialogues.models import Dialogue, Message
-from dialogues.store import counters_collection
+from dialogues.store.counters import counters_collection
 from dialogues.tests.conftest import WEBHOOK_URL, PostWebhook, customer_message
 
 pytestmark = pytest.mark.django_db

@@ -20,7 +20,7 @@ from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
-from dialogues.store import dialogues_collection, utcnow
+from dialogues.store.collections import dialogues_collection
 from dialogues.tests.conftest import customer_message
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,9 @@ def start_dialogue(channel: Channel, post_webhook: Any, drain: Drain, *, message
 
 def expire_pause(dialogue: Dialogue) -> None:
     """Time passes: the pause in force ran out a second ago."""
-    dialogues_collection().update_one({"_id": dialogue.pk}, {"$set": {"paused_until": utcnow() - timedelta(seconds=1)}})
+    dialogues_collection().update_one(
+        {"_id": dialogue.pk}, {"$set": {"paused_until": timezone.now() - timedelta(seconds=1)}}
+    )
 
 
 # --- API: pause and resume -------------------------------------------------------------------

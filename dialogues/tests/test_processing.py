@@ -7,19 +7,16 @@ from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from channels_app.tests.factories import ChannelFactory
 from dialogues.documents import message_document
 from dialogues.ingest import WebhookResult, webhook_message_process
 from dialogues.models import Dialogue, Message
-from dialogues.store import (
-    dialogue_reserve,
-    dialogues_collection,
-    due_later_make_now,
-    messages_collection,
-    reply_store,
-    utcnow,
-)
+from dialogues.store.collections import dialogues_collection, messages_collection
+from dialogues.store.recovery import due_later_make_now
+from dialogues.store.replies import reply_store
+from dialogues.store.reservation import dialogue_reserve
 from llm.client import HistoryItem, mock_llm_call
 
 pytestmark = pytest.mark.django_db
@@ -111,7 +108,7 @@ def test_llm_error_leaves_the_message_stored_and_its_reply_pending(channel, rece
     assert message.role == Message.Role.USER
     assert message.reply_state == Message.ReplyState.AWAITING
     assert message.llm_attempts == 1
-    assert message.next_attempt_at is not None and message.next_attempt_at > utcnow()
+    assert message.next_attempt_at is not None and message.next_attempt_at > timezone.now()
     assert "RuntimeError" in message.last_error
     assert receiver.requests == []
     dialogue = dialogues_collection().find_one({"_id": message.dialogue_id})
@@ -249,7 +246,7 @@ def test_llm_context_in_a_long_dialogue_is_its_latest_messages_by_position(
     slot = dialogue_reserve(
         chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk), reserve=3000, owes_work=False
     )
-    newest_first = utcnow()
+    newest_first = timezone.now()
     docs = [
         message_document(
             dialogue_id=slot.dialogue_id,
@@ -304,7 +301,7 @@ def test_a_backlog_longer_than_one_read_is_answered_in_full_and_in_order(channel
         process(channel, message_id=f"m-{number}", text=f"question {number}")
     dialogue = Dialogue.objects.get()
     dialogues_collection().update_one(
-        {"_id": dialogue.pk}, {"$set": {"last_message_at": utcnow() - timedelta(seconds=30)}}
+        {"_id": dialogue.pk}, {"$set": {"last_message_at": timezone.now() - timedelta(seconds=30)}}
     )
     drain()
 
@@ -326,7 +323,7 @@ def test_reply_stored_by_another_worker_is_not_stored_twice(channel, receiver, d
             message_id=str(uuid.uuid4()),
             role="ASSISTANT",
             text=text,
-            created_at=utcnow(),
+            created_at=timezone.now(),
             in_reply_to="c-1",
             seq=customer["seq"] + 1,
             delivery_state="pending",

@@ -95,7 +95,9 @@ def test_a_slow_llm_never_holds_the_webhook(stack: LiveServer, receiver: Channel
     assert {status for status, _ in results} == {200}
     latencies = sorted(elapsed for _, elapsed in results)
     p99 = latencies[int(len(latencies) * 0.99) - 1]
-    assert p99 <= 0.1, f"webhook p99 {p99 * 1000:.0f} ms with a 2 s LLM"
+    # Held by the LLM, a request would take its 2 s; a quarter of that tells the two apart even
+    # on a busy machine (its speed is the benchmark's to measure).
+    assert p99 <= 0.5, f"webhook p99 {p99 * 1000:.0f} ms with a 2 s LLM"
     assert wait_until(lambda: len(receiver.requests) >= 40, 30)
     assert sorted(r.json["in_reply_to"] for r in receiver.requests) == sorted(f"m-{n}" for n in range(40))
 

@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
+from django.utils import timezone
 
 from channels_app.services import channel_set_active
 from channels_app.tests.factories import ChannelFactory
@@ -24,7 +25,7 @@ from core.caching import lookup_caches_clear
 from devtools.embedded_mongo import EmbeddedMongo
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
-from dialogues.store import dialogue_claim_next, dialogues_collection, utcnow
+from dialogues.store.collections import dialogues_collection
 from dialogues.tests.conftest import customer_message
 from tests.support.live_server import WorkerProcess
 
@@ -52,7 +53,7 @@ def test_channel_down_then_deliver_pending_delivers_exactly_once(channel, post_w
     deliver_pending()
     [reply] = replies()
     assert reply.delivery_state == "failed" and reply.delivery_attempts == 1
-    assert reply.next_attempt_at is not None and reply.next_attempt_at > utcnow()
+    assert reply.next_attempt_at is not None and reply.next_attempt_at > timezone.now()
 
     # Its retry is due later; deliver_pending makes it due now.
     assert deliver_pending().startswith("made 1 waiting dialogue(s) due")
@@ -117,7 +118,7 @@ def test_llm_error_leaves_the_message_awaiting_and_a_later_run_generates_it(chan
     assert receiver.requests == []
     user = Message.objects.get(role=Message.Role.USER)
     assert user.reply_state == Message.ReplyState.AWAITING and user.llm_attempts == 1
-    assert user.next_attempt_at is not None and user.next_attempt_at > utcnow()
+    assert user.next_attempt_at is not None and user.next_attempt_at > timezone.now()
     assert replies() == []
 
     assert deliver_pending().startswith("made 1 waiting dialogue(s) due")
@@ -133,17 +134,17 @@ def test_llm_error_leaves_the_message_awaiting_and_a_later_run_generates_it(chan
     assert Dialogue.objects.get().message_count == 2
 
 
-def test_a_dialogue_another_worker_holds_is_left_alone(channel, post_webhook, receiver) -> None:
+def test_a_dialogue_another_worker_holds_is_left_alone(claim_next, channel, post_webhook, receiver) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     time.sleep(0.01)  # the dialogue is due a few milliseconds after the webhook
-    held = dialogue_claim_next()
+    held = claim_next()
     assert held is not None
 
     assert deliver_pending().startswith("made 0 waiting dialogue(s) due; worked on 0 dialogue(s)")
     assert receiver.requests == [] and replies() == []
 
     # That worker died: once its lease expires, the next run takes over.
-    dialogues_collection().update_one({"_id": held.dialogue_id}, {"$set": {"claim_until": utcnow()}})
+    dialogues_collection().update_one({"_id": held.dialogue_id}, {"$set": {"claim_until": timezone.now()}})
     deliver_pending()
     assert [r.json["in_reply_to"] for r in receiver.requests] == ["m-1"]
 

@@ -12,12 +12,13 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from channels_app.models import Channel
 from channels_app.services import channel_test_request
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Message
-from dialogues.store import dialogues_collection, utcnow
+from dialogues.store.collections import dialogues_collection
 from dialogues.tests.conftest import customer_message
 
 pytestmark = pytest.mark.django_db
@@ -32,10 +33,12 @@ def _breaker_opened(channel: Channel, post_webhook, receiver: ChannelReceiver, d
     post_webhook(customer_message(channel, message_id="m-1"))
     for _ in range(THRESHOLD):
         Message.objects.filter(role=Message.Role.ASSISTANT).update(next_attempt_at=None)
-        dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+        dialogues_collection().update_many({}, {"$set": {"work_due_at": timezone.now()}})
         drain()
     channel.refresh_from_db()
-    assert channel.consecutive_failures == THRESHOLD and channel.breaker_open_until > utcnow() + timedelta(minutes=5)
+    assert channel.consecutive_failures == THRESHOLD and channel.breaker_open_until > timezone.now() + timedelta(
+        minutes=5
+    )
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert reply.delivery_state == "failed" and reply.delivery_attempts == THRESHOLD
     return reply
@@ -73,11 +76,11 @@ def test_redeliver_now_makes_one_attempt_while_the_breaker_is_open_and_says_so(
     reply.refresh_from_db()
     assert reply.delivery_attempts == THRESHOLD + 1 and len(receiver.requests) == THRESHOLD + 1
     Message.objects.filter(pk=reply.pk).update(next_attempt_at=None)
-    dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_many({}, {"$set": {"work_due_at": timezone.now()}})
     drain()
     assert len(receiver.requests) == THRESHOLD + 1  # the request is used up; the breaker holds
     channel.refresh_from_db()
-    assert channel.breaker_open_until is not None and channel.breaker_open_until > utcnow()
+    assert channel.breaker_open_until is not None and channel.breaker_open_until > timezone.now()
 
     # Back: the next click delivers it, and the success closes the breaker.
     receiver.default = Reply(status=200)

@@ -11,21 +11,16 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.test import override_settings
+from django.utils import timezone
 
 from channels_app.models import Channel
 from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
-from dialogues.store import (
-    dialogue_claim_next,
-    dialogues_collection,
-    messages_collection,
-    orphans_wake,
-    reply_fence,
-    reply_record,
-    utcnow,
-)
+from dialogues.store.collections import dialogues_collection, messages_collection
+from dialogues.store.recovery import orphans_wake
+from dialogues.store.replies import reply_fence, reply_record
 from dialogues.tests.conftest import customer_message
 from worker.loop import Worker
 
@@ -61,7 +56,7 @@ def test_webhook_acknowledges_and_the_worker_delivers_once_with_an_idempotency_k
     assert Message.objects.get(message_id="m-1").reply_state == "replied"
     dialogue = dialogues_collection().find_one({"_id": reply.dialogue_id})
     assert "work_due_at" not in dialogue and "claim_token" not in dialogue
-    assert dialogue["claim_until"] < utcnow().replace(tzinfo=None)  # free
+    assert dialogue["claim_until"] < timezone.now().replace(tzinfo=None)  # free
 
     drain()  # nothing is owed any more: nothing is sent again
     assert len(receiver.requests) == 1
@@ -70,7 +65,7 @@ def test_webhook_acknowledges_and_the_worker_delivers_once_with_an_idempotency_k
 def _due_now() -> None:
     """A message is due WORK_DUE_DELAY (5 ms) after its reservation: a claim right after the
     webhook may come too early."""
-    dialogues_collection().update_many({"work_due_at": {"$exists": True}}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_many({"work_due_at": {"$exists": True}}, {"$set": {"work_due_at": timezone.now()}})
 
 
 def _server_writes(collection: str) -> dict[str, int]:
@@ -101,7 +96,7 @@ def test_a_healthy_reply_is_stored_once_with_its_outcome(channel, post_webhook, 
 
 
 def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_key(
-    channel, post_webhook, receiver, drain, monkeypatch
+    claim_next, channel, post_webhook, receiver, drain, monkeypatch
 ) -> None:
     import worker.pipeline
 
@@ -113,7 +108,7 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
 
     with monkeypatch.context() as patch:
         patch.setattr(worker.pipeline, "reply_store", die)
-        claim = dialogue_claim_next()
+        claim = claim_next()
         assert claim is not None
         with pytest.raises(SystemExit):
             worker.pipeline.dialogue_process(claim, slots=worker.pipeline.Slots())
@@ -122,7 +117,7 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
     assert Message.objects.get(message_id="m-1").reply_state == "awaiting"
 
     # Its lease runs out; the next holder generates the reply again and sends it under the same id.
-    dialogues_collection().update_one({"_id": claim.dialogue_id}, {"$set": {"claim_until": utcnow()}})
+    dialogues_collection().update_one({"_id": claim.dialogue_id}, {"$set": {"claim_until": timezone.now()}})
     drain()
     first, second = receiver.requests
     assert second.headers["webhook-id"] == first.headers["webhook-id"]
@@ -133,13 +128,13 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
 
 
 def test_a_pass_that_fails_after_the_post_leaves_the_message_owed(
-    channel, post_webhook, receiver, drain, worker, monkeypatch
+    claim_next, channel, post_webhook, receiver, drain, worker, monkeypatch
 ) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     _due_now()
     with monkeypatch.context() as patch:
         patch.setattr("worker.pipeline.reply_store", lambda **kwargs: 1 / 0)
-        claim = dialogue_claim_next()
+        claim = claim_next()
         assert claim is not None
         worker._run_one(claim)  # logs the error and gives the dialogue back for a later try
     user = Message.objects.get(message_id="m-1")
@@ -192,8 +187,8 @@ def test_a_failed_reply_holds_back_later_replies_of_its_chat_only(channel, post_
     assert failed.delivery_state == "failed" and failed.next_attempt_at is not None
     receiver.default = Reply(status=200)
 
-    Message.objects.filter(pk=failed.pk).update(next_attempt_at=utcnow() - timedelta(seconds=1))
-    dialogues_collection().update_one({"_id": failed.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+    Message.objects.filter(pk=failed.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    dialogues_collection().update_one({"_id": failed.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
     drain()
     hook = [r for r in receiver.requests if r.path == "/hook"]
     assert [r.json["in_reply_to"] for r in hook] == ["a-1", "a-1", "a-2"]
@@ -243,7 +238,7 @@ def test_a_reply_parked_after_failing_resumes_when_its_channel_is_back(channel, 
     Channel.objects.filter(pk=channel.pk).update(is_active=False)
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     Message.objects.filter(pk=reply.pk).update(next_attempt_at=None)
-    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
     drain()
     reply.refresh_from_db()
     assert reply.delivery_state == "parked" and reply.last_error == "The channel is inactive"
@@ -253,16 +248,16 @@ def test_a_reply_parked_after_failing_resumes_when_its_channel_is_back(channel, 
     assert reply.delivery_state == "delivered" and len(receiver.requests) == 2
 
 
-def test_a_stale_holders_outcome_is_refused(channel, post_webhook, receiver, drain) -> None:
+def test_a_stale_holders_outcome_is_refused(claim_next, channel, post_webhook, receiver, drain) -> None:
     receiver.then(Reply(status=503))
     post_webhook(customer_message(channel, message_id="m-1"))
     drain()
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     stale_token = reply.claim_token
     # The stale holder's lease expired; a new holder claims the dialogue and fences the reply.
-    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_one({"_id": reply.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
     Message.objects.filter(pk=reply.pk).update(next_attempt_at=None)
-    claim = dialogue_claim_next()
+    claim = claim_next()
     assert claim is not None and claim.token != stale_token
     assert reply_fence(reply={"_id": reply.pk}, token=claim.token)
     assert reply_record(reply_id=reply.pk, token=claim.token, values={"delivery_state": "delivered"})
@@ -272,14 +267,14 @@ def test_a_stale_holders_outcome_is_refused(channel, post_webhook, receiver, dra
     assert reply.delivery_state == "delivered" and reply.delivery_attempts == 2
 
 
-def test_a_claim_is_exclusive_until_it_expires(channel, post_webhook) -> None:
+def test_a_claim_is_exclusive_until_it_expires(claim_next, channel, post_webhook) -> None:
     post_webhook(customer_message(channel, message_id="m-1"))
     _due_now()
-    first = dialogue_claim_next()
+    first = claim_next()
     assert first is not None
-    assert dialogue_claim_next() is None
-    dialogues_collection().update_one({"_id": first.dialogue_id}, {"$set": {"claim_until": utcnow()}})
-    second = dialogue_claim_next()
+    assert claim_next() is None
+    dialogues_collection().update_one({"_id": first.dialogue_id}, {"$set": {"claim_until": timezone.now()}})
+    second = claim_next()
     assert second is not None and second.token != first.token
 
 
@@ -294,8 +289,8 @@ def test_llm_errors_are_retried_then_the_fallback_text_is_sent(channel, post_web
         drain()
         user = Message.objects.get(message_id="m-1")
         assert user.reply_state == "awaiting" and user.llm_attempts == 1 and user.next_attempt_at
-        Message.objects.filter(pk=user.pk).update(next_attempt_at=utcnow())
-        dialogues_collection().update_one({"_id": user.dialogue_id}, {"$set": {"work_due_at": utcnow()}})
+        Message.objects.filter(pk=user.pk).update(next_attempt_at=timezone.now())
+        dialogues_collection().update_one({"_id": user.dialogue_id}, {"$set": {"work_due_at": timezone.now()}})
         drain()
     assert failing_calls() >= 2
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
@@ -325,23 +320,23 @@ def test_breaker_opens_after_failures_in_a_row_and_a_probe_closes_it(bot, post_w
                                       channel_id=str(channel.pk)))  # fmt: skip
     for _ in range(10):
         Message.objects.filter(role="ASSISTANT").update(next_attempt_at=None)
-        dialogues_collection().update_many({"parked": {"$exists": False}}, {"$set": {"work_due_at": utcnow()}})
+        dialogues_collection().update_many({"parked": {"$exists": False}}, {"$set": {"work_due_at": timezone.now()}})
         drain()
     channel.refresh_from_db()
     # Attempts in flight (or retried) before the third failure was recorded count too; once
     # open, nothing more is sent.
-    assert 3 <= channel.consecutive_failures <= 10 and channel.breaker_open_until > utcnow()
+    assert 3 <= channel.consecutive_failures <= 10 and channel.breaker_open_until > timezone.now()
     assert len(receiver.requests) == channel.consecutive_failures
     for _ in range(3):
         Message.objects.filter(role="ASSISTANT").update(next_attempt_at=None)
-        dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+        dialogues_collection().update_many({}, {"$set": {"work_due_at": timezone.now()}})
         drain()
     assert len(receiver.requests) == channel.consecutive_failures  # nothing while it is open
 
     receiver.default = Reply(status=200)
-    Channel.objects.filter(pk=channel.pk).update(breaker_open_until=utcnow() - timedelta(seconds=1))
+    Channel.objects.filter(pk=channel.pk).update(breaker_open_until=timezone.now() - timedelta(seconds=1))
     Message.objects.filter(role="ASSISTANT").update(next_attempt_at=None)
-    dialogues_collection().update_many({}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_many({}, {"$set": {"work_due_at": timezone.now()}})
     deadline = time.monotonic() + 10
     while (
         time.monotonic() < deadline and Message.objects.filter(role="ASSISTANT", delivery_state="delivered").count() < 5
@@ -423,7 +418,7 @@ def test_a_reserved_position_still_being_written_is_waited_for(channel, post_web
     late.update(_id=None, message_id="m-2", seq=3)
     del late["_id"]
     messages_collection().insert_one(late)
-    dialogues_collection().update_one({"_id": dialogue.pk}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_one({"_id": dialogue.pk}, {"$set": {"work_due_at": timezone.now()}})
     drain()
     assert [r.json["in_reply_to"] for r in receiver.requests] == ["m-1", "m-2", "m-3"]
 
@@ -450,7 +445,7 @@ def test_webhook_can_wait_for_the_outcome(channel, post_webhook, receiver) -> No
 
 
 def test_redeliver_from_the_admin_hands_work_to_the_worker(channel, post_webhook, receiver, drain) -> None:
-    from dialogues.store import reply_redeliver_request
+    from dialogues.store.recovery import reply_redeliver_request
 
     with override_settings(DELIVERY_MAX_ATTEMPTS=1):
         receiver.then(Reply(status=500))
@@ -470,7 +465,7 @@ def test_test_message_is_sent_by_the_worker(channel, receiver, drain) -> None:
     from django.db import connection
 
     connection.get_collection("channels_app_channel").update_one(
-        {"_id": channel.pk}, {"$set": {"test_requested_at": utcnow()}}
+        {"_id": channel.pk}, {"$set": {"test_requested_at": timezone.now()}}
     )
     drain()
     deadline = time.monotonic() + 5
@@ -503,7 +498,7 @@ def test_a_tenant_at_its_limit_is_set_aside_for_longer_the_longer_it_stays_there
                                       channel_id=str(target.pk)))  # fmt: skip
 
     def due_in(of: Channel) -> list[float]:
-        now = utcnow()
+        now = timezone.now()
         return [(doc["work_due_at"].replace(tzinfo=now.tzinfo) - now).total_seconds()
                 for doc in dialogues_collection().find({"channel_id": of.pk})]  # fmt: skip
 
@@ -544,7 +539,7 @@ def test_a_pass_whose_end_was_lost_never_posts_a_stored_reply_again(
     # What the lost end would have written is missing: every customer message still awaiting,
     # the dialogue's position back at the start, and it is due again (as the sweep leaves it).
     messages_collection().update_many({"role": "USER"}, {"$set": {"reply_state": "awaiting"}})
-    dialogues_collection().update_many({}, {"$set": {"done_seq": 0, "work_due_at": utcnow()}})
+    dialogues_collection().update_many({}, {"$set": {"done_seq": 0, "work_due_at": timezone.now()}})
     drain()
     repeated = [r.json["in_reply_to"] for r in receiver.requests[count:]]
     assert repeated == []

@@ -14,13 +14,15 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from channels_app.models import Channel
 from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
 from dialogues.services_operators import dialogue_pause
-from dialogues.store import dialogues_collection, due_later_make_now, messages_collection, utcnow
+from dialogues.store.collections import dialogues_collection, messages_collection
+from dialogues.store.recovery import due_later_make_now
 from dialogues.tests.conftest import customer_message
 from worker.loop import Worker
 
@@ -30,7 +32,7 @@ Drain = Callable[[], None]
 
 
 def _due_now() -> None:
-    dialogues_collection().update_many({"work_due_at": {"$exists": True}}, {"$set": {"work_due_at": utcnow()}})
+    dialogues_collection().update_many({"work_due_at": {"$exists": True}}, {"$set": {"work_due_at": timezone.now()}})
 
 
 def _bot_replies() -> dict[str, Message]:

@@ -3,7 +3,7 @@
 
 Deleting a channel deletes its dialogues but leaves them counted, so a bot near its limit
 may be refused new dialogues it would have room for: run this after deleting channels (while
-the webhook is quiet, see `dialogues.store.dialogue_counters_recount`)."""
+the webhook is quiet, see `dialogues.store.counters.dialogue_counters_recount`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from dialogues.store import dialogue_counters_recount
+from dialogues.store.counters import dialogue_counters_recount
 
 
 class Command(BaseCommand):

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from dialogues.store import due_later_make_now
+from dialogues.store.recovery import due_later_make_now
 from worker.loop import Worker
 
 

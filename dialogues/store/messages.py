@@ -1,0 +1,60 @@
+"""Messages stored and read: by their key (a duplicate's original, a message's reply) and by
+position in their dialogue (the worker's window)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from dialogues.models import Message
+from dialogues.store.collections import messages_collection
+
+
+def message_insert(doc: dict[str, Any]) -> bool:
+    """Stores a new message. False when its key is taken: the dialogue already has this
+    message_id, or (for a reply) a reply to that message."""
+    try:
+        messages_collection().insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def message_find(*, dialogue_id: ObjectId, message_id: str) -> dict[str, Any] | None:
+    return messages_collection().find_one(
+        {"dialogue_id": dialogue_id, "message_id": {"$eq": message_id, "$type": "string"}}
+    )
+
+
+def reply_find(*, dialogue_id: ObjectId, in_reply_to: str) -> dict[str, Any] | None:
+    return messages_collection().find_one(
+        {
+            "dialogue_id": dialogue_id,
+            "role": Message.Role.ASSISTANT.value,
+            "in_reply_to": {"$eq": in_reply_to, "$type": "string"},
+        },
+        {"_id": 1, "message_id": 1, "delivery_state": 1},
+    )
+
+
+def dialogue_window(*, dialogue_id: ObjectId, from_seq: int, limit: int) -> list[dict[str, Any]]:
+    """The dialogue's messages from position `from_seq` on, in order: one bounded range read
+    on (dialogue, seq), whatever the dialogue's length."""
+    return list(
+        messages_collection()
+        .find({"dialogue_id": dialogue_id, "seq": {"$gte": from_seq}})
+        .sort([("seq", 1)])
+        .limit(limit)
+    )
+
+
+def dialogue_before(*, dialogue_id: ObjectId, before_seq: int, span: int) -> list[dict[str, Any]]:
+    """The messages in the `span` positions before `before_seq`, in order (a bounded range
+    read, for context that empty positions pushed out of the worker's window)."""
+    return list(
+        messages_collection()
+        .find({"dialogue_id": dialogue_id, "seq": {"$gte": max(0, before_seq - span), "$lt": before_seq}})
+        .sort([("seq", 1)])
+    )
