@@ -58,6 +58,7 @@ from typing import Any
 import django
 import requests
 from bson import ObjectId
+from cryptography.fernet import Fernet
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -71,23 +72,30 @@ from dialogues.documents import message_document
 def _django_setup() -> None:
     """The app's constants come from the modules that own them, which need Django's settings and
     app registry; nothing else of the framework is used. Loading the settings needs a secret
-    key, which the floor never uses: when none is set, a throwaway one is lent for the load
+    key (and an encryption key), which the floor never uses: when none is set, a throwaway one is lent for the load
     only, so that no process started later inherits it."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    lent = "DJANGO_SECRET_KEY" not in os.environ
-    if lent:
-        os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+    lent = {
+        name: value
+        for name, value in (
+            ("DJANGO_SECRET_KEY", secrets.token_urlsafe(50)),
+            ("SECRETS_ENCRYPTION_KEYS", Fernet.generate_key().decode()),
+        )
+        if name not in os.environ
+    }
+    os.environ.update(lent)
     try:
         django.setup()
     finally:
-        if lent:
-            del os.environ["DJANGO_SECRET_KEY"]
+        for name in lent:
+            del os.environ[name]
 
 
 _django_setup()
 
 from django.conf import settings  # noqa: E402
 
+from core.crypto import secret_decrypt  # noqa: E402
 from dialogues.store.claims import dialogue_lease  # noqa: E402
 from dialogues.store.collections import EPOCH, OWED_STATES  # noqa: E402
 from dialogues.store.reservation import RESERVE_TRIES, WORK_DUE_DELAY  # noqa: E402
@@ -482,7 +490,9 @@ def worker_main(argv: list[str]) -> int:
     client: MongoClient = MongoClient(args.url)
     db = client[args.db]
     channels = {
-        doc["_id"]: (doc["settings"]["url"], doc["settings"]["token"])
+        # The token is stored encrypted: decrypted with the stack's key, which this process
+        # inherits (bench.stack), as the app's own worker does.
+        doc["_id"]: (doc["settings"]["url"], secret_decrypt(doc["settings"]["token"]))
         for doc in db.channels_app_channel.find({"chat_bot_id": ObjectId(args.bot)})
     }
     worker = FloorWorker(db=db, threads=args.threads, channels=channels)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.fernet import Fernet
 
 from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, free_port
 from devtools.run import METRICS_DIR_ENV, gunicorn_command, metrics_dir_fresh, worker_command
@@ -108,6 +109,11 @@ class Stack:
                 "MONGO_DB_NAME": DB_NAME,
                 "DJANGO_SETTINGS_MODULE": "config.settings",
                 "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+                # Kept in this process's environment too: the floor's worker (bench.floor), started
+                # from here, decrypts the channels' tokens with it.
+                "SECRETS_ENCRYPTION_KEYS": os.environ.setdefault(
+                    "SECRETS_ENCRYPTION_KEYS", Fernet.generate_key().decode()
+                ),
                 # The receiver listens on 127.0.0.1, which delivery refuses by default.
                 "CHANNEL_ALLOW_PRIVATE_URLS": "true",
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),

@@ -7,6 +7,7 @@ from django_mongodb_backend.fields import EmbeddedModelField
 from django_mongodb_backend.models import EmbeddedModel
 
 from chatbots.models import ChatBot
+from core.fields import EncryptedCharField
 from core.models import TimeStampedModel
 from core.validators import validate_no_control_characters
 
@@ -28,9 +29,9 @@ class ChannelSettings(EmbeddedModel):
     """Stored inside the channel document as `settings: {url, token}`, the existing shape."""
 
     url = models.URLField(_("URL"), max_length=URL_MAX_LENGTH)
-    # Sent to the channel with every reply, so it is kept in plaintext (it is the channel's
-    # credential to check that a reply comes from us, not ours to check).
-    token = models.CharField(_("token"), max_length=128)
+    # Sent to the channel with every reply, so it cannot be hashed (it is the channel's
+    # credential to check that a reply comes from us, not ours to check): stored encrypted.
+    token = EncryptedCharField(_("token"), max_length=128)
 
     def __str__(self) -> str:
         return self.url
@@ -58,10 +59,10 @@ class Channel(TimeStampedModel):
     last_test_result = models.CharField(_("last test result"), max_length=500, blank=True, default="", editable=False)
     # Standard Webhooks signing secrets (`whsec_<base64>`): every reply is signed with the
     # current one and, until `previous_signing_secret_until`, with the one it replaced, so a
-    # channel can switch to a rotated secret without rejecting replies meanwhile. Kept as they
-    # are (we sign with them, so they cannot be hashed); shown once, when made, never logged.
-    signing_secret = models.CharField(_("signing secret"), max_length=128, blank=True, default="", editable=False)
-    previous_signing_secret = models.CharField(
+    # channel can switch to a rotated secret without rejecting replies meanwhile. Stored
+    # encrypted (we sign with them, so they cannot be hashed); shown once, when made, never logged.
+    signing_secret = EncryptedCharField(_("signing secret"), max_length=128, blank=True, default="", editable=False)
+    previous_signing_secret = EncryptedCharField(
         _("previous signing secret"), max_length=128, blank=True, default="", editable=False
     )
     previous_signing_secret_until = models.DateTimeField(

@@ -16,6 +16,7 @@ from channels_app.breaker import CLOSED, breaker_closed
 from channels_app.models import URL_MAX_LENGTH, Channel, ChannelSettings
 from chatbots.models import ChatBot
 from core.errors import ApplicationError, Conflict, NotFound
+from core.fields import encrypted_compare_and_set
 from core.mongo import mongo_collection
 from core.tokens import (
     generate_channel_token,
@@ -213,7 +214,9 @@ def channel_signing_secret_rotate(
     )
     # Compare-and-set on the secret it replaces: of two rotations at the same moment one
     # wins, and the other is told so, rather than showing a secret that was overwritten.
-    updated = Channel.objects.filter(pk=channel.pk, signing_secret=old).update(**values)
+    updated = encrypted_compare_and_set(
+        model=Channel, pk=channel.pk, field="signing_secret", expected=old, values=values
+    )
     if not updated:
         if not Channel.objects.filter(pk=channel.pk).exists():
             raise NotFound("Not found.")

@@ -5,6 +5,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django_mongodb_backend.fields import ObjectIdField
 
+from core.fields import EncryptedCharField
 from core.models import TimeStampedModel
 from core.validators import validate_no_control_characters
 
@@ -31,6 +32,9 @@ class ChatBot(TimeStampedModel):
 
     # The LLM, per bot. Blank or null means the platform's default (settings in brackets).
     system_prompt = models.TextField(_("system prompt"), blank=True, default="")
+    # An `llm.LLMProvider` (an id, not a foreign key: `llm` sits above this app). None: the
+    # platform's default provider (LLM_BACKEND, OPENAI_*).
+    llm_provider_id = ObjectIdField(_("LLM provider"), null=True, blank=True, default=None)
     llm_model = models.CharField(_("LLM model"), max_length=200, blank=True, default="")  # LLM_MODEL
     temperature = models.FloatField(
         _("temperature"), null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
@@ -62,7 +66,7 @@ class ChatBot(TimeStampedModel):
     # Signed inbound webhooks (Standard Webhooks). With `require_signed_webhooks`, every message
     # a channel sends the webhook must carry a `webhook-signature` made with this secret
     # (`whsec_<base64>`), within 5 minutes of its `webhook-timestamp`, and a `webhook-id` not
-    # seen before. Kept as it is, like the channels' signing secrets: verifying an HMAC needs
+    # seen before. Stored encrypted, like the channels' signing secrets: verifying an HMAC needs
     # the secret itself, so it cannot be hashed. Shown once, when made, never logged. After a
     # rotation with an overlap, signatures made with the previous one are accepted until
     # `previous_webhook_signing_secret_until`.
@@ -74,10 +78,10 @@ class ChatBot(TimeStampedModel):
             "webhook signing secret."
         ),
     )
-    webhook_signing_secret = models.CharField(
+    webhook_signing_secret = EncryptedCharField(
         _("webhook signing secret"), max_length=128, blank=True, default="", editable=False
     )
-    previous_webhook_signing_secret = models.CharField(
+    previous_webhook_signing_secret = EncryptedCharField(
         _("previous webhook signing secret"), max_length=128, blank=True, default="", editable=False
     )
     previous_webhook_signing_secret_until = models.DateTimeField(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 
 from chatbots.serializers import (
+    UNKNOWN_LLM_PROVIDER,
     ChatBotCreatedSerializer,
     ChatBotInputSerializer,
     ChatBotRotatedSerializer,
@@ -32,6 +33,14 @@ _BOT_EXAMPLE = {
 _SECRET_EXAMPLE = {**_BOT_EXAMPLE, "secret_token": "cbs_Qm7d0XkV3yq9b2Vw2r6i1o8sPpZcYtN0aLhEe5fUuJg"}
 _SIGNING_EXAMPLE = {"webhook_signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw6n3oH1hRyDE="}
 _DETAIL = [OBJECT_ID_PATH_PARAMETER]
+# A valid body whose llm_provider_id is well formed but no provider's.
+_UNKNOWN_PROVIDER = OpenApiResponse(
+    response=NOT_FOUND.response,
+    description="The body is valid, but `llm_provider_id` is no existing LLM provider's id: the field is named.",
+    examples=[
+        OpenApiExample("Unknown provider", value={"llm_provider_id": [UNKNOWN_LLM_PROVIDER]}, response_only=True)
+    ],
+)
 
 
 chat_bot_schema = extend_schema_view(
@@ -59,7 +68,7 @@ chat_bot_schema = extend_schema_view(
         "show its prefix. The bot's channels send it to the webhook with every message from a customer or an "
         "employee.",
         request=ChatBotInputSerializer,
-        responses={201: ChatBotCreatedSerializer, 400: BAD_REQUEST, **AUTH_ERRORS},
+        responses={201: ChatBotCreatedSerializer, 400: BAD_REQUEST, 404: _UNKNOWN_PROVIDER, **AUTH_ERRORS},
         examples=[
             OpenApiExample("Create", value={"name": "Support bot"}, request_only=True),
             OpenApiExample(

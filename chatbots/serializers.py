@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-from rest_framework import serializers
+from typing import Any
+
+from rest_framework import exceptions, serializers
 
 from chatbots.models import PAUSE_MAX_MINUTES, ChatBot
+from chatbots.services import llm_provider_known
 from core.serializers import (
     CONTROL_CHARACTERS_MESSAGE,
     NO_CONTROL_CHARACTERS_PATTERN,
     BaseModelSerializer,
+    ObjectIdField,
     StrictBooleanField,
     StrictCharField,
     StrictFloatField,
@@ -14,6 +18,7 @@ from core.serializers import (
     strict_name_field,
 )
 
+UNKNOWN_LLM_PROVIDER = "No LLM provider with this id."
 # Generous bounds that still keep one bot's settings from filling a request or a document.
 SYSTEM_PROMPT_MAX_LENGTH = 20_000
 FALLBACK_TEXT_MAX_LENGTH = 4_000
@@ -21,7 +26,15 @@ MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
 
 
 # The bot's LLM settings. Blank or null means the platform's default.
-LLM_SETTINGS = ["system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text"]
+LLM_SETTINGS = [
+    "system_prompt",
+    "llm_provider_id",
+    "llm_model",
+    "temperature",
+    "max_output_tokens",
+    "context_messages",
+    "fallback_text",
+]
 # When the bot steps aside for a human in a dialogue (minutes; 0: never).
 HANDOFF_SETTINGS = ["pause_after_employee_minutes", "pause_after_operator_reply_minutes"]
 
@@ -82,6 +95,12 @@ class ChatBotInputSerializer(serializers.Serializer):
         help_text="Sent first, as the system message. Blank: none.",
         style={"base_template": "textarea.html"},
     )
+    llm_provider_id = ObjectIdField(
+        required=False,
+        allow_null=True,
+        help_text="The `/api/llm_providers/` provider whose server answers. Null: the platform's default "
+        "(LLM_BACKEND, OPENAI_BASE_URL, OPENAI_API_KEY).",
+    )
     llm_model = StrictCharField(
         required=False,
         allow_blank=True,
@@ -136,6 +155,14 @@ class ChatBotInputSerializer(serializers.Serializer):
         "signature (`webhook-id`, `webhook-timestamp`, `webhook-signature`) made with its webhook signing "
         "secret, within 5 minutes, each `webhook-id` once. Default `false`.",
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Once the body is valid (a malformed one is a 400): the provider it names must exist,
+        # or it is a 404 naming the field, as for a channel's unknown `chat_bot_id`.
+        provider_id = attrs.get("llm_provider_id")
+        if provider_id is not None and not llm_provider_known(provider_id):
+            raise exceptions.NotFound({"llm_provider_id": [UNKNOWN_LLM_PROVIDER]})
+        return attrs
 
 
 # The longest overlap a rotation may give the old secret: 30 days.

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -13,6 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chatbots.models import ChatBot, SignedWebhookId
 from core.errors import ApplicationError, Conflict, NotFound
+from core.fields import encrypted_compare_and_set
 from core.mongo import mongo_collection
 from core.tokens import (
     display_prefix,
@@ -26,13 +28,35 @@ from core.tokens import (
 
 # The bot's LLM settings (blank or null: the platform's default).
 LLM_SETTINGS = frozenset(
-    {"system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text"}
+    {
+        "system_prompt",
+        "llm_provider_id",
+        "llm_model",
+        "temperature",
+        "max_output_tokens",
+        "context_messages",
+        "fallback_text",
+    }
 )
 # When the bot steps aside for a human (minutes; 0: never).
 HANDOFF_SETTINGS = frozenset({"pause_after_employee_minutes", "pause_after_operator_reply_minutes"})
 # What the webhook demands of the channels' requests.
 SECURITY_SETTINGS = frozenset({"require_signed_webhooks"})
 BOT_SETTINGS = LLM_SETTINGS | HANDOFF_SETTINGS | SECURITY_SETTINGS
+
+
+# Whether an LLM provider exists: `llm` (above this app) registers it when it starts.
+_llm_provider_exists: Callable[[ObjectId], bool] | None = None
+
+
+def register_llm_provider_check(exists: Callable[[ObjectId], bool]) -> None:
+    global _llm_provider_exists
+    _llm_provider_exists = exists
+
+
+def llm_provider_known(provider_id: ObjectId) -> bool:
+    """Whether a bot may name this LLM provider (true when no `llm` app is installed to ask)."""
+    return _llm_provider_exists is None or _llm_provider_exists(provider_id)
 
 
 def _check_llm_settings(llm_settings: dict[str, Any]) -> None:
@@ -160,7 +184,10 @@ def chatbot_webhook_signing_secret_rotate(*, chat_bot: ChatBot, overlap_s: float
     new, fields = signing_secret_rotation(
         field="webhook_signing_secret", old=old, overlap_s=overlap_s, now=timezone.now()
     )
-    if not ChatBot.objects.filter(pk=chat_bot.pk, webhook_signing_secret=old).update(**fields):
+    swapped = encrypted_compare_and_set(
+        model=ChatBot, pk=chat_bot.pk, field="webhook_signing_secret", expected=old, values=fields
+    )
+    if not swapped:
         if not ChatBot.objects.filter(pk=chat_bot.pk).exists():
             raise NotFound("Not found.")
         raise Conflict("The webhook signing secret was rotated at the same time by another request; try again")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -37,6 +39,24 @@ if not SECRET_KEY:
 
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set (or DJANGO_DEBUG=true for development)")
     SECRET_KEY = "insecure-dev-" + secrets.token_urlsafe(32)
+
+# The keys that encrypt the secrets we store and must use (channel tokens, signing secrets, LLM
+# provider keys): comma-separated Fernet keys, the first encrypts, all decrypt (core.crypto;
+# rotation in the README). Read like DJANGO_SECRET_KEY: `make run` keeps a local one in .data/.
+# Without one in development, a key derived from SECRET_KEY (stable as long as it is).
+_local_secrets_keys_file = BASE_DIR / ".data" / "secrets_encryption_keys"
+_secrets_keys = env_str("SECRETS_ENCRYPTION_KEYS")
+if not _secrets_keys and _local_secrets_keys_file.is_file():
+    _secrets_keys = _local_secrets_keys_file.read_text().strip()
+if not _secrets_keys:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("SECRETS_ENCRYPTION_KEYS must be set (or DJANGO_DEBUG=true for development)")
+    _secrets_keys = base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode("ascii")
+from core.crypto import parse_keys  # noqa: E402
+
+SECRETS_ENCRYPTION_KEYS = parse_keys(_secrets_keys)
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])

@@ -10,6 +10,8 @@ from core.env import env_normalize
 # test starts from this environment sees one name only.
 env_normalize(os.environ)
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
+# A fixed Fernet key (32 bytes, "test-secrets-key-not-for-prod!!!"), inherited by the servers tests start.
+os.environ.setdefault("SECRETS_ENCRYPTION_KEYS", "dGVzdC1zZWNyZXRzLWtleS1ub3QtZm9yLXByb2QhISE=")
 os.environ.setdefault("CHANNEL_ALLOW_PRIVATE_URLS", "true")
 # No rate limits unless a test asks for them (core/tests/test_ratelimit.py): the suite's own
 # servers take thousands of requests a minute from one address and one token.

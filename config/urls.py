@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/", include("chatbots.urls")),
     path("api/", include("channels_app.urls")),
     path("api/", include("dialogues.urls")),
+    path("api/", include("llm.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

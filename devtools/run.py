@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
@@ -79,6 +80,20 @@ def ensure_local_secret_key() -> None:
         say(f"Generated a local DJANGO_SECRET_KEY in {key_file.relative_to(ROOT)} (set your own in production)")
 
 
+def ensure_local_secrets_key() -> None:
+    """The key that encrypts stored secrets (SECRETS_ENCRYPTION_KEYS), made once and kept:
+    losing it loses every channel token and signing secret stored with it."""
+    if os.environ.get("SECRETS_ENCRYPTION_KEYS"):
+        return
+    key_file = DATA / "secrets_encryption_keys"
+    if not key_file.exists():
+        DATA.mkdir(exist_ok=True)
+        # Created private, never readable by others even for a moment.
+        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(Fernet.generate_key().decode("ascii"))
+        say(f"Generated a local SECRETS_ENCRYPTION_KEYS in {key_file.relative_to(ROOT)} (set your own in production)")
+
+
 def manage(*args: str, check: bool = True) -> int:
     result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT)
     if check and result.returncode != 0:
@@ -140,6 +155,7 @@ def main() -> int:
     workers = positive_int_env("SERVER_WORKERS", "1")
     threads = positive_int_env("SERVER_THREADS", "8")
     ensure_local_secret_key()
+    ensure_local_secrets_key()
     embedded: EmbeddedMongo | None = None
     if os.environ.get("MONGO_URL"):
         say("Using the database at MONGO_URL")

@@ -5,6 +5,10 @@ implementation answers is `settings.LLM_BACKEND`:
 - "openai": any server speaking OpenAI's chat-completions protocol (`llm.openai_backend`);
 - the dotted path of your own callable `(history) -> str`.
 
+That is the platform's default provider. A bot that names an `llm.LLMProvider`
+(`llm_provider_id`) is answered by that provider's server with its key, through the "openai"
+backend, whatever LLM_BACKEND is (`llm.providers`).
+
 `history` is the dialogue's recent messages, oldest first, as
 `[{"role": "USER" | "ASSISTANT" | "EMPLOYEE", "text": "..."}, ...]`; the last item is the
 customer message being answered.
@@ -33,6 +37,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from chatbots.models import ChatBot
+from llm.providers import llm_provider_for
 from llm.types import HistoryItem, LLMError, LLMReply
 
 __all__ = ["HistoryItem", "LLMError", "LLMReply", "llm_context_size", "llm_pool", "llm_reply_generate"]
@@ -72,7 +77,17 @@ def llm_reply_generate(*, chat_bot: ChatBot | None, history: list[HistoryItem], 
     Raises LLMError; never anything else."""
     name = settings.LLM_BACKEND
     call: Callable[[float], LLMReply]
-    if name in MOCK_BACKENDS:
+    provider = llm_provider_for(chat_bot)
+    if provider is not None:
+        # A bot that names a provider: that provider's server, whatever the default backend.
+        from llm.openai_backend import openai_reply
+
+        def call(deadline: float) -> LLMReply:
+            return openai_reply(
+                chat_bot=chat_bot, history=history, deadline=deadline, traceparent=traceparent, provider=provider
+            )
+
+    elif name in MOCK_BACKENDS:
         if not settings.LLM_MOCK_DELAY_MS:
             # No I/O and no wait: no thread hop either (it is every test's and the benchmark's LLM).
             return _mock_reply(history, deadline=0.0)

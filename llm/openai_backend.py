@@ -30,11 +30,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import openai
+from cachetools import LRUCache
 from django.conf import settings
 from openai.types.chat import ChatCompletion
 
 from channels_app.outgoing_http import retry_after_s
 from chatbots.models import ChatBot
+from llm.providers import ProviderTarget
 from llm.types import HistoryItem, LLMError, LLMReply
 
 logger = logging.getLogger("llm")
@@ -48,15 +50,27 @@ _ROLES = {"USER": "user", "ASSISTANT": "assistant", "SYSTEM": "system"}
 # sk-proj-****abcd" shows the key's tail): cut out before the text is stored or shown.
 _KEY_LIKE = re.compile(r"\b(?:sk|key|api[-_]?key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
 
+CLIENTS_MAX = 256
 _client_lock = threading.Lock()
-_client_cached: tuple[tuple[str, str, float], openai.OpenAI] | None = None
+_clients: LRUCache[tuple[str, str, float], openai.OpenAI] = LRUCache(maxsize=CLIENTS_MAX)
 
 
 def openai_reply(
-    *, chat_bot: ChatBot | None, history: list[HistoryItem], deadline: float, traceparent: str = ""
+    *,
+    chat_bot: ChatBot | None,
+    history: list[HistoryItem],
+    deadline: float,
+    traceparent: str = "",
+    provider: ProviderTarget | None = None,
 ) -> LLMReply:
-    base_url = settings.OPENAI_BASE_URL or OPENAI_DEFAULT_BASE_URL
-    api_key = settings.OPENAI_API_KEY
+    """With `provider`, its server and key; without, OPENAI_BASE_URL and OPENAI_API_KEY."""
+    if provider is not None:
+        base_url, api_key = provider.base_url, provider.api_key
+    else:
+        base_url = settings.OPENAI_BASE_URL or OPENAI_DEFAULT_BASE_URL
+        api_key = settings.OPENAI_API_KEY
+    if not api_key and provider is not None:
+        raise LLMError(f"The LLM provider {provider.name!r} has no API key", retryable=False)
     if not api_key:
         raise LLMError(
             "OPENAI_API_KEY is not set (a server that needs no key, such as Ollama, accepts any value)",
@@ -130,19 +144,16 @@ def max_tokens_field(base_url: str) -> str:
 
 
 def _client(*, base_url: str, api_key: str, timeout_s: float) -> openai.OpenAI:
-    """One client per process, created on first use (the SDK's client is thread-safe and
-    keeps a connection pool). A new one replaces it when the configuration changes (tests
-    do that); the old one is left to calls still using it, and closes when dropped."""
-    global _client_cached
+    """One client per provider (server and key) per process, created on first use (the SDK's
+    client is thread-safe and keeps a connection pool). The least recently used is dropped
+    past CLIENTS_MAX; calls still using it finish, and it closes when dropped."""
     key = (base_url, hashlib.sha256(api_key.encode()).hexdigest(), timeout_s)
-    cached = _client_cached
-    if cached is not None and cached[0] == key:
-        return cached[1]
     with _client_lock:
-        if _client_cached is None or _client_cached[0] != key:
+        client = _clients.get(key)
+        if client is None:
             client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
-            _client_cached = (key, client)
-        return _client_cached[1]
+            _clients[key] = client
+        return client
 
 
 def _completion_text(completion: ChatCompletion) -> str:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.fernet import Fernet
 from pymongo import MongoClient
 
 from core.env import env_normalize
@@ -98,6 +99,7 @@ class Cluster:
             "MONGO_URL": self.db.app_url,
             "MONGO_DB_NAME": self.db_name,
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "SECRETS_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "DJANGO_ALLOWED_HOSTS": "*",
             "CHANNEL_ALLOW_PRIVATE_URLS": "true",  # the receiver is on 198.18.X.20
             "LLM_BACKEND": "mock",

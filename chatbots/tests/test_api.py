@@ -40,7 +40,7 @@ def test_create_returns_the_secret_once(api_client: APIClient) -> None:
     body = response.json()
     assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token", *LLM_DEFAULTS,
                          "pause_after_employee_minutes", "pause_after_operator_reply_minutes",
-                         "require_signed_webhooks", "webhook_signing_secret"}  # fmt: skip
+                         "require_signed_webhooks", "webhook_signing_secret", "llm_provider_id"}  # fmt: skip
     bot = ChatBot.objects.get(pk=body["id"])
     assert bot.name == "Support"
     assert bot.secret_hash == hash_secret(body["secret_token"])

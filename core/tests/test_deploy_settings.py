@@ -14,8 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "kq3F0bq2m7Yt5v0cM1nW8zR4pL6sX9aD2eH7jU3oQ1gT5rE8wY2uI4oP6aS9dF1g"
+ENCRYPTION_KEYS = "YS1wcm9kdWN0aW9uLWtleS1mb3ItdGhlLXRlc3RzISE="
 PRODUCTION = {
     "DJANGO_SECRET_KEY": SECRET_KEY,
+    "SECRETS_ENCRYPTION_KEYS": ENCRYPTION_KEYS,
     "DJANGO_ALLOWED_HOSTS": "chat.example.com",
     "DJANGO_CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
     "DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto: https",
@@ -61,7 +63,12 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
 
 
 def test_check_deploy_names_what_a_plain_http_set_up_lacks(tmp_path: Path) -> None:
-    env = _env(tmp_path, DJANGO_SECRET_KEY=SECRET_KEY, DJANGO_ALLOWED_HOSTS="chat.example.com")
+    env = _env(
+        tmp_path,
+        DJANGO_SECRET_KEY=SECRET_KEY,
+        SECRETS_ENCRYPTION_KEYS=ENCRYPTION_KEYS,
+        DJANGO_ALLOWED_HOSTS="chat.example.com",
+    )
     result = _run(env, "manage.py", "check", "--deploy")
     for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert warning in result.stderr + result.stdout

@@ -41,6 +41,11 @@ def run_check(**env: str) -> subprocess.CompletedProcess[str]:
             "CHANNEL_READ_TIMEOUT_S (now named CHANNEL_ATTEMPT_TIMEOUT_S) must be a number",
         ),
         ("DJANGO_LANGUAGE_CODE", "xx", "DJANGO_LANGUAGE_CODE must be one of"),
+        (
+            "SECRETS_ENCRYPTION_KEYS",
+            "not-a-fernet-key",
+            "SECRETS_ENCRYPTION_KEYS must hold comma-separated Fernet keys",
+        ),
     ],
 )
 def test_bad_value_stops_startup_with_one_line(variable: str, value: str, expected: str) -> None:
@@ -59,6 +64,17 @@ def test_secret_key_required_outside_debug() -> None:
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
     assert run_check(DJANGO_SECRET_KEY="", DJANGO_DEBUG="true").returncode == 0
+
+
+def test_encryption_keys_required_outside_debug() -> None:
+    if (ROOT / ".data" / "secrets_encryption_keys").exists():
+        pytest.skip("this checkout has a local key made by `make run` in .data/secrets_encryption_keys")
+    result = run_check(SECRETS_ENCRYPTION_KEYS="")
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "configuration error: SECRETS_ENCRYPTION_KEYS must be set (or DJANGO_DEBUG=true for development)"
+    )
+    assert run_check(SECRETS_ENCRYPTION_KEYS="", DJANGO_DEBUG="true").returncode == 0
 
 
 def test_good_settings_pass_the_check() -> None:

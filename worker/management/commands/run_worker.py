@@ -11,8 +11,10 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.fields import secrets_key_check
 from worker.loop import Worker
 
 
@@ -23,6 +25,10 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=None, help="Dialogues worked on at once (WORKER_THREADS).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            secrets_key_check()  # a wrong SECRETS_ENCRYPTION_KEYS stops start-up, not each delivery
+        except ImproperlyConfigured as exc:
+            raise CommandError(f"configuration error: {exc}") from None
         worker = Worker(threads=options["threads"])
 
         def stop(*_: object) -> None:
