@@ -24,6 +24,7 @@ import requests
 from django.conf import settings
 from standardwebhooks import Webhook
 
+from channels_app.models import Channel
 from channels_app.outgoing_http import (
     AttemptClock,
     PrivateAddressRefused,
@@ -32,7 +33,7 @@ from channels_app.outgoing_http import (
     private_url_refused_cached,
     retry_after_s,
 )
-from channels_app.services import validate_channel_url
+from channels_app.services import channel_signing_secrets, validate_channel_url
 from core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,26 @@ def _encode_body(payload: dict[str, Any]) -> bytes:
 
 
 # --- One attempt -------------------------------------------------------------------------
+
+
+def channel_send(
+    *,
+    channel: Channel,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    log_context: dict[str, Any],
+    extra_headers: dict[str, str] | None = None,
+) -> AttemptOutcome:
+    """One attempt to the channel's URL, with its token and signed with its current secrets."""
+    return channel_attempt(
+        url=channel.settings.url,
+        token=channel.settings.token,
+        payload=payload,
+        idempotency_key=idempotency_key,
+        signing_secrets=channel_signing_secrets(channel=channel),
+        extra_headers=extra_headers,
+        log_context=log_context,
+    )
 
 
 def channel_attempt(

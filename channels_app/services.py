@@ -294,18 +294,16 @@ def channel_test_send(*, channel_id: ObjectId) -> bool:
     fields. Delivered: the channel answers again, so its breaker closes now (not at the end of
     its cooldown). Returns whether it was delivered."""
     # Imported here: the dispatcher imports this module's URL rule.
-    from channels_app.dispatch import channel_attempt, test_payload
+    from channels_app.dispatch import channel_send, test_payload
 
     channel = Channel.objects.filter(pk=channel_id).first()
     if channel is None:
         return False
     payload = test_payload(channel_id=str(channel.pk))
-    outcome = channel_attempt(
-        url=channel.settings.url,
-        token=channel.settings.token,
+    outcome = channel_send(
+        channel=channel,
         payload=payload,
         idempotency_key=payload["message_id"],
-        signing_secrets=channel_signing_secrets(channel=channel),
         log_context={"channel": str(channel.pk), "test": True},
     )
     result = f"HTTP {outcome.status_code} in {outcome.elapsed_ms:.0f} ms" if outcome.ok else outcome.error

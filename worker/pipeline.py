@@ -32,10 +32,10 @@ from django.utils import timezone
 from pymongo.errors import PyMongoError
 
 from channels_app.breaker import breaker_probe_claim, breaker_record, breaker_wait_until
-from channels_app.dispatch import channel_attempt, reply_payload
+from channels_app.dispatch import channel_send, reply_payload
 from channels_app.models import Channel, DeliveryState
 from channels_app.selectors import channel_cached
-from channels_app.services import channel_delivery_note, channel_signing_secrets
+from channels_app.services import channel_delivery_note
 from chatbots.models import ChatBot
 from chatbots.selectors import chatbot_cached
 from core import metrics
@@ -500,12 +500,10 @@ def _deliver(
         )
         payload["role"] = message["role"]
         done = int(message.get("delivery_attempts") or 0)
-        outcome = channel_attempt(
-            url=channel.settings.url,
-            token=channel.settings.token,
+        outcome = channel_send(
+            channel=channel,
             payload=payload,
             idempotency_key=message["message_id"],
-            signing_secrets=channel_signing_secrets(channel=channel),
             # Only the trace headers: nothing here may replace the auth or webhook-* headers.
             extra_headers=_trace_headers(trace),
             log_context={
