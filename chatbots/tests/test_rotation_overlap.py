@@ -177,7 +177,7 @@ def test_admin_shows_until_when_the_previous_secret_works(admin_client: Client) 
 def test_admin_rotation_that_loses_a_race_says_so_instead_of_failing(
     admin_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatbots import admin as bot_admin
+    from chatbots.admin import bots as bot_admin
 
     bot = ChatBotFactory()
 

@@ -10,16 +10,12 @@ GET that follows it."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bson import ObjectId
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR, InlineModelAdmin
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxLengthValidator
@@ -29,10 +25,11 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
-from django.utils.http import urlencode
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from chatbots.admin.extensions import BOT_COUNTS, BOT_INLINES, _count_column
+from chatbots.admin.reveal import REVEAL_SECRET, REVEAL_SIGNING_SECRET, reveal_redirect, reveal_response
 from chatbots.models import ChatBot
 from chatbots.serializers import FALLBACK_TEXT_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
 from chatbots.services import BOT_SETTINGS as SERVICE_SETTINGS
@@ -45,136 +42,7 @@ from chatbots.services import (
 )
 from core.admin import admin_object_adopt
 from core.errors import Conflict
-from core.reveal import Revealed, reveal_put, reveal_take
 from core.validators import validate_no_control_characters
-
-SECRET_TEMPLATE = "admin/chatbots/chatbot/secret_reveal.html"  # noqa: S105 (a template name)
-REVEAL_NAMESPACE = "chatbots"
-
-if TYPE_CHECKING:
-    from django_stubs_ext import StrOrPromise
-
-
-# What a revealed secret is: the bot's secret (channels authenticate with it), or its webhook
-# signing secret (channels sign their requests with it).
-REVEAL_SECRET = "secret"  # noqa: S105 (a kind, not a secret)
-REVEAL_SIGNING_SECRET = "signing"  # noqa: S105 (a kind, not a secret)
-
-
-def reveal_redirect(
-    request: HttpRequest,
-    shown: list[tuple[ChatBot, str]],
-    *,
-    title: StrOrPromise,
-    popup: dict[str, str] | None = None,
-    kinds: list[str] | None = None,
-) -> HttpResponseRedirect:
-    """Puts the new secrets in the session under a one-time key and redirects to the page that
-    shows them (POST/redirect/GET): reloading that page cannot repeat the POST. `kinds` says
-    what each secret is (REVEAL_SECRET by default)."""
-    info = {
-        "bots": [str(bot.pk) for bot, _secret in shown],
-        "kinds": kinds or [REVEAL_SECRET] * len(shown),
-        "title": str(title),
-    }
-    key = reveal_put(request, namespace=REVEAL_NAMESPACE, secrets_=[secret for _bot, secret in shown], info=info)
-    url = reverse("admin:chatbots_chatbot_reveal", args=[key])
-    return HttpResponseRedirect(f"{url}?{urlencode(popup)}" if popup else url)
-
-
-def reveal_response(request: HttpRequest, model_admin: admin.ModelAdmin, key: str) -> HttpResponse:
-    """The one page a secret is ever shown on, once: the first GET takes the secrets out of
-    the session; later ones show "already shown" with a rotation for each bot. `no-store`
-    keeps the page out of the browser cache, so the back button cannot bring it back."""
-    reveal = reveal_take(request, namespace=REVEAL_NAMESPACE, key=key)
-    shown: list[tuple[ChatBot, Revealed]] = []
-    bot_ids: list[str] = []
-    title: str = gettext("Secret already shown")
-    if reveal is not None:
-        bot_ids = list(reveal.info.get("bots", []))
-        kinds = list(reveal.info.get("kinds") or [REVEAL_SECRET] * len(bot_ids))
-        if reveal.secrets:
-            bots = _bots_by_id(bot_ids)
-            items = zip(bot_ids, reveal.secrets, kinds, strict=True)
-            shown = [(bots[bot_id], Revealed(str(secret), kind)) for bot_id, secret, kind in items if bot_id in bots]
-            title = reveal.info.get("title") or title
-    # One bot's two secrets (its own and its signing secret, on creation) are one bot.
-    bot_ids = list(dict.fromkeys(bot_ids))
-    bots_by_id = _bots_by_id(bot_ids) if bot_ids and not shown else {}
-    is_popup = IS_POPUP_VAR in request.GET
-    if is_popup and "done" in request.GET and len(bot_ids) == 1:
-        return _popup_done(request, model_admin, bot_ids[0])
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "opts": model_admin.opts,
-        "title": title,
-        "shown": shown,
-        "already_shown": [bots_by_id[bot_id] for bot_id in bot_ids if bot_id in bots_by_id],
-        "changelist_url": reverse("admin:chatbots_chatbot_changelist"),
-        "single_bot": shown[0][0] if shown and len({bot.pk for bot, _secret in shown}) == 1 else None,
-        "is_popup": is_popup,
-        "popup_done_url": f"{request.path}?{urlencode({**request.GET.dict(), 'done': '1'})}" if is_popup else "",
-    }
-    response = TemplateResponse(request, SECRET_TEMPLATE, context)
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def _bots_by_id(bot_ids: list[str]) -> dict[str, ChatBot]:
-    valid = [ObjectId(bot_id) for bot_id in bot_ids if ObjectId.is_valid(bot_id)]
-    return {str(bot.pk): bot for bot in ChatBot.objects.filter(pk__in=valid)}
-
-
-def _popup_done(request: HttpRequest, model_admin: admin.ModelAdmin, bot_id: str) -> HttpResponse:
-    """What Django's own `response_add` answers in a popup (the channel form's "+" next to its
-    bot): closes the popup and selects the new bot, once its secret has been seen."""
-    bot = _bots_by_id([bot_id]).get(bot_id)
-    if bot is None:
-        return HttpResponseRedirect(reverse("admin:chatbots_chatbot_changelist"))
-    to_field = request.GET.get(TO_FIELD_VAR)
-    value = bot.serializable_value(to_field if to_field else bot._meta.pk.attname)
-    return TemplateResponse(
-        request,
-        model_admin.popup_response_template or "admin/popup_response.html",
-        {"popup_response_data": json.dumps({"value": str(value), "obj": str(bot)})},
-    )
-
-
-# --- What the apps above this one add to a bot's pages ---------------------------------
-#
-# This app may not import them (core <- chatbots <- channels_app <- dialogues), so they
-# register here: inlines for a bot's page, and per-bot counts for the list, each computed for
-# a whole page of bots at once (`counter(bot_ids) -> {bot_id: n}`, one grouped query).
-
-
-@dataclass(frozen=True)
-class BotCount:
-    name: str  # the list's column (and its CSS class, `field-<name>`)
-    label: StrOrPromise
-    counter: Callable[[list[Any]], dict[Any, int]]
-
-
-BOT_INLINES: list[type[InlineModelAdmin]] = []
-BOT_COUNTS: list[BotCount] = []
-
-
-def register_bot_inline(inline: type[InlineModelAdmin]) -> None:
-    if inline not in BOT_INLINES:
-        BOT_INLINES.append(inline)
-
-
-def register_bot_count(*, name: str, label: StrOrPromise, counter: Callable[[list[Any]], dict[Any, int]]) -> None:
-    if all(count.name != name for count in BOT_COUNTS):
-        BOT_COUNTS.append(BotCount(name=name, label=label, counter=counter))
-
-
-def _count_column(count: BotCount) -> Callable[[ChatBot], int]:
-    def column(obj: ChatBot) -> int:
-        return getattr(obj, "registered_counts", {}).get(count.name, 0)
-
-    column.__name__ = count.name
-    return admin.display(description=count.label)(column)
-
 
 # The bot's LLM settings (blank: the platform's default), in their own fieldset.
 LLM_FIELDS = ("system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text")
