@@ -41,8 +41,9 @@ MODES = ["load", "floor", "scenarios", "growth", "diagnose", "scale-data"]
 # reported (other people edit the tree while the benchmark runs).
 PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py",
                   "dialogues/store/replies.py", "dialogues/store/messages.py", "worker/loop.py",
-                  "worker/pipeline.py", "channels_app/breaker.py", "worker/bulkheads.py",
-                  "channels_app/dispatch.py", "channels_app/outgoing_http.py", "llm/client.py",
+                  "worker/pipeline.py", "worker/delivery.py", "worker/steps.py", "worker/bulkheads.py",
+                  "channels_app/breaker.py", "channels_app/dispatch.py", "channels_app/outgoing_http.py",
+                  "llm/client.py",
                   "bench/floor.py"]  # fmt: skip
 
 

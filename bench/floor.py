@@ -8,7 +8,7 @@ dialogues.documents), and the same POST with requests:
   `update_one` on its `last_seq`, which also sets `work_due_at`; on a conflict, one read of
   `last_seq` and another try; the dialogue found or created on its first message) and the
   message insert;
-- the worker (worker/loop.py + worker/pipeline.py), in a process of its own as `run_worker`
+- the worker (worker/loop.py + worker/pipeline.py + worker/delivery.py), in a process of its own as `run_worker`
   is, with T threads: find the due dialogues (one read on the sparse index of `work_due_at`,
   sorted, as many as threads are free) and claim each (`update_one` by `_id` while free); read
   a window of its messages by (dialogue_id, seq), ask the mock LLM, POST the reply (one
@@ -29,7 +29,7 @@ channel every 5 s), the 1-second cache refreshes and the worker's housekeeping (
 
 The constants (batch sizes, delays, the lease) are imported from the modules that own them;
 Django is loaded for that only. Keep the rest in step with dialogues/ingest.py,
-dialogues/store/, worker/loop.py and worker/pipeline.py: the app's end-to-end throughput is
+dialogues/store/, worker/loop.py, worker/pipeline.py and worker/delivery.py: the app's end-to-end throughput is
 reported as a fraction of this floor (`make bench` records a hash of those files with its
 results).
 

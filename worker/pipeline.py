@@ -16,47 +16,29 @@ of the trace the message stores. The LLM call and the POST to the channel carry 
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
 from django.conf import settings
-from django.db import DatabaseError
 from django.utils import timezone
-from pymongo.errors import PyMongoError
 
-from channels_app.breaker import breaker_probe_claim, breaker_record, breaker_wait_until
-from channels_app.dispatch import channel_send, reply_payload
+from channels_app.breaker import breaker_wait_until
 from channels_app.models import Channel, DeliveryState
 from channels_app.selectors import channel_cached
-from channels_app.services import channel_delivery_note
 from chatbots.models import ChatBot
 from chatbots.selectors import chatbot_cached
 from core import metrics
 from core.datetimes import aware
-from core.errors import is_database_outage
-from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
+from core.tracing import TraceContext, trace_bound, trace_continue
 from dialogues.documents import message_document
 from dialogues.models import Message
-from dialogues.selectors import message_created_at
-from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_lease, dialogue_release, dialogue_renew
-from dialogues.store.handoff import dialogue_handoff_seq
+from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_release, dialogue_renew
 from dialogues.store.messages import dialogue_before, dialogue_window, reply_find
 from dialogues.store.replies import (
     replies_park,
-    reply_cancel,
-    reply_fence,
-    reply_outcome_is,
-    reply_record,
-    reply_record_over_cancel,
-    reply_state_of,
-    reply_store,
     user_message_give_up,
     user_message_pause,
     user_message_retry_later,
@@ -65,14 +47,14 @@ from dialogues.store.replies import (
 from dialogues.store.reservation import dialogue_count_adjust
 from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
 from worker.bulkheads import Slots
+from worker.delivery import deliver_traced
+from worker.steps import SLOT_RETRY, Step, StepKind, Stop, backoff, wait_stop
 
 logger = logging.getLogger("worker")
 
 # Positions read beyond the LLM context, for gaps; and owed messages handled per read.
 HISTORY_SLACK = 4
 BATCH = 16
-# A tenant whose slots are all taken: its dialogue goes back to the queue for this long.
-SLOT_RETRY = timedelta(milliseconds=100)
 # A reserved position still empty this long after the dialogue's last reservation is given
 # up (its writer died); younger, it may be an insert still on its way, so the worker waits.
 UNFILLED_GRACE = timedelta(seconds=2)
@@ -86,47 +68,6 @@ REPLY_ID_NAMESPACE = uuid.UUID("5b7c1f0e-3d52-4f4b-9a55-0d6a2b9e8c31")
 
 def reply_message_id(*, dialogue_id: ObjectId, in_reply_to: str) -> str:
     return str(uuid.uuid5(REPLY_ID_NAMESPACE, f"{dialogue_id}/{in_reply_to}"))
-
-
-def backoff(attempts: int, *, base_s: float, max_s: float, retry_after_s: float | None = None) -> timedelta:
-    """Exponential, with jitter so failures do not retry in lockstep; a channel's or LLM's
-    Retry-After is honoured up to CHANNEL_RETRY_AFTER_CAP_S."""
-    seconds = min(max_s, base_s * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
-    if retry_after_s is not None:
-        seconds = max(seconds, min(retry_after_s, settings.CHANNEL_RETRY_AFTER_CAP_S))
-    return timedelta(seconds=seconds)
-
-
-class StepKind(StrEnum):
-    SETTLED = "settled"  # nothing owed
-    WAIT = "wait"  # until `until`
-    PARK = "park"  # the channel cannot take anything (`reason`)
-    LOST = "lost"  # the claim
-    REREAD = "reread"  # the dialogue changed under us: read it again
-
-
-@dataclass
-class Step:
-    """Where a pass over the dialogue stopped."""
-
-    kind: StepKind
-    until: datetime | None = None
-    reason: str = ""
-    # A wait of a moment (a tenant's slots taken, a breaker's probe in flight, an insert on
-    # its way), not a retry's backoff: `deliver_pending` waits for these.
-    bounce: bool = False
-
-
-class Stop(Exception):
-    """Raised wherever a pass has to stop, carrying where; caught in `_work`."""
-
-    def __init__(self, step: Step) -> None:
-        super().__init__(step.kind)
-        self.step = step
-
-
-def _wait(until: datetime, *, bounce: bool = False) -> Stop:
-    return Stop(Step(StepKind.WAIT, until=until, bounce=bounce))
 
 
 def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
@@ -184,11 +125,11 @@ def _pass(claim: DialogueClaim, *, slots: Slots) -> bool:
         # meanwhile, so a broken channel costs the LLM and the database nothing. Unless an
         # operator asked to redeliver now (`force_seq`: that gets its one attempt), or took
         # the dialogue over (`handoff_seq`: what the bot owed is settled now, unsent).
-        raise _wait(aware(until))
+        raise wait_stop(aware(until))
     if not slots.channel_free(channel.pk):
         # Everything owed here goes through the channel (a reply is not generated before it
         # could be sent): nothing moves before one of its slots frees, so nothing is read.
-        raise _wait(timezone.now() + SLOT_RETRY, bounce=True)
+        raise wait_stop(timezone.now() + SLOT_RETRY, bounce=True)
     bot = chatbot_cached(claim.chat_bot_id)
     context = llm_context_size(bot)
     limit = context + HISTORY_SLACK + BATCH
@@ -200,7 +141,7 @@ def _pass(claim: DialogueClaim, *, slots: Slots) -> bool:
         return False  # the read was full: more messages follow
     again = _tail_unfilled(claim)
     if again is not None:
-        raise _wait(again, bounce=True)
+        raise wait_stop(again, bounce=True)
     return True
 
 
@@ -208,7 +149,7 @@ def _tail_unfilled(claim: DialogueClaim) -> datetime | None:
     """Positions reserved after the last stored message, recently: an insert on its way."""
     if all(seq in claim.voids for seq in range(claim.done_seq + 1, claim.last_seq + 1)):
         return None
-    return _unfilled_wait(claim)
+    return _unfilledwait_stop(claim)
 
 
 def _walk(
@@ -233,9 +174,9 @@ def _walk(
         # An empty position before this message: given up, or still being written?
         for missing in range(claim.done_seq + 1, seq):
             if missing not in explained:
-                until = _unfilled_wait(claim)
+                until = _unfilledwait_stop(claim)
                 if until is not None:
-                    raise _wait(until, bounce=True)
+                    raise wait_stop(until, bounce=True)
         role = doc["role"]
         awaiting = role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING
         reply = (
@@ -265,7 +206,7 @@ def _walk(
         elif awaiting:
             if not slots.channel_free(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
-                raise _wait(timezone.now() + SLOT_RETRY, bounce=True)
+                raise wait_stop(timezone.now() + SLOT_RETRY, bounce=True)
             trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
             with trace_bound(trace):
                 outcome = _generate(
@@ -276,7 +217,7 @@ def _walk(
                 explained.add(seq + 1)
             # The new reply is next in line: sent now, then stored with that outcome. Until it
             # is stored, neither position counts as settled.
-            elif _deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"]):
+            elif deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"]):
                 explained.add(seq + 1)  # cancelled: an operator took the dialogue over
             else:
                 history.append(doc)
@@ -286,7 +227,7 @@ def _walk(
             DeliveryState.FAILED,
             DeliveryState.PARKED,
         ) and role in (Message.Role.ASSISTANT, Message.Role.EMPLOYEE):
-            _deliver_traced(claim, message=doc, channel=channel, slots=slots)
+            deliver_traced(claim, message=doc, channel=channel, slots=slots)
         elif role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.FAILED:
             explained.add(seq + 1)
         history.append(doc)
@@ -301,7 +242,7 @@ def _advance(claim: DialogueClaim) -> None:
         claim.done_seq += 1
 
 
-def _unfilled_wait(claim: DialogueClaim) -> datetime | None:
+def _unfilledwait_stop(claim: DialogueClaim) -> datetime | None:
     """An empty reserved position: while its reservation is recent, look again shortly (the
     insert is most likely a millisecond away); after UNFILLED_GRACE it is given up."""
     if claim.last_message_at is None:
@@ -332,7 +273,7 @@ def _generate(
     now = timezone.now()
     next_at = user.get("next_attempt_at")
     if next_at is not None and aware(next_at) > now:
-        raise _wait(aware(next_at))
+        raise wait_stop(aware(next_at))
     known = [*history, user]
     if len(_history_items(known, context=context)) < context:
         # Empty positions (duplicates, replies never made) left the read short: the older
@@ -344,7 +285,7 @@ def _generate(
     attempts = int(user.get("llm_attempts") or 0) + 1
     with slots.bot_llm(claim.chat_bot_id) as acquired:
         if not acquired:
-            raise _wait(now + SLOT_RETRY, bounce=True)
+            raise wait_stop(now + SLOT_RETRY, bounce=True)
         started = time.monotonic()
         try:
             # The LLM call is a span of its own, under the reply's.
@@ -372,7 +313,7 @@ def _generate(
                 attempts, base_s=LLM_RETRY_BASE_S, max_s=LLM_RETRY_MAX_S, retry_after_s=error.retry_after_s
             )
             user_message_retry_later(message_id=user["_id"], attempts=attempts, at=at, error=error.message)
-            raise _wait(at)
+            raise wait_stop(at)
         fallback = (bot.fallback_text if bot is not None else "").strip()
         if not fallback:
             user_message_give_up(
@@ -413,224 +354,3 @@ def _generate(
     reply["_id"] = ObjectId()
     metrics.reply_acked_note(reply_id=reply["message_id"], acked_at=user["created_at"])
     return reply
-
-
-def _persist[T](write: Callable[[], T]) -> T:
-    """Runs a write that must not be lost, retrying through a database outage for as long as
-    the lease leaves (the outcome is fenced, so a late write after a lost lease is refused)."""
-    deadline = time.monotonic() + dialogue_lease().total_seconds() - 5
-    delay = 0.2
-    while True:
-        try:
-            return write()
-        except (DatabaseError, PyMongoError) as exc:
-            if not is_database_outage(exc) or time.monotonic() + delay > deadline:
-                raise
-            logger.warning("worker: database unavailable while recording; retrying in %.1f s", delay)
-            time.sleep(delay)
-            delay = min(2.0, delay * 2)
-
-
-def _trace_headers(trace: TraceContext) -> dict[str, str]:
-    headers = {TRACEPARENT_HEADER: trace.traceparent}
-    if trace.tracestate:
-        headers[TRACESTATE_HEADER] = trace.tracestate
-    return headers
-
-
-def _deliver_traced(
-    claim: DialogueClaim, *, message: dict[str, Any], channel: Channel, slots: Slots, answers: ObjectId | None = None
-) -> bool:
-    # A new span per attempt (one call is one attempt), in the trace the message stores.
-    trace = trace_continue(message.get("traceparent"), message.get("tracestate"))
-    with trace_bound(trace):
-        return _deliver(claim, message=message, channel=channel, slots=slots, trace=trace, answers=answers)
-
-
-def _deliver(
-    claim: DialogueClaim,
-    *,
-    message: dict[str, Any],
-    channel: Channel,
-    slots: Slots,
-    trace: TraceContext,
-    answers: ObjectId | None = None,
-) -> bool:
-    """One attempt to deliver an owed message. Returns, once it is settled (delivered, dead,
-    cancelled), whether it was a fresh reply cancelled by a take-over (never sent); raises
-    `Stop` when the dialogue must wait.
-
-    `answers`: the message is a reply generated in this pass and not stored yet, answering
-    the customer message with that id. It is stored once, with the outcome of its first
-    attempt (or as pending when it has to wait before one): a healthy reply costs one
-    write. A crash between the POST and that insert leaves the customer message awaiting;
-    the next holder generates the reply again under the same id, so the channel sees the
-    same idempotency key twice."""
-    now = timezone.now()
-    next_at = message.get("next_attempt_at")
-    if next_at is not None and aware(next_at) > now:
-        raise _wait(aware(next_at))
-    # "Redeliver now": one attempt through an open breaker (no probe to win either).
-    forced = 0 < int(message.get("seq") or 0) <= claim.force_seq
-    until = breaker_wait_until(channel)
-    if until is not None and not forced:
-        if aware(until) > now:
-            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(aware(until)))
-        later = breaker_probe_claim(channel)
-        if later is not None:
-            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(later, bounce=True))
-    # A stored message is always fenced first, by an update that matches only while it is
-    # owed: one cancelled by a take-over (or delivered, or dead) meanwhile is never sent,
-    # even by a holder that read it before.
-    if answers is None and not reply_fence(reply=message, token=claim.token):
-        return False  # delivered, dead or cancelled meanwhile (an operator, an older holder)
-    with slots.channel(channel.pk) as acquired:
-        if not acquired:
-            return _store_waiting(claim, reply=message, answers=answers, stop=_wait(now + SLOT_RETRY, bounce=True))
-        if answers is not None and _taken_over(claim, reply=message):
-            # Taken over while this reply was being generated: it is recorded, never sent.
-            return _cancel_fresh(claim, reply=message, answers=answers)
-        if forced:
-            claim.forced = True
-        payload = reply_payload(
-            message_id=message["message_id"],
-            text=message["text"],
-            chat_id=claim.chat_id,
-            in_reply_to=message.get("in_reply_to"),
-        )
-        payload["role"] = message["role"]
-        done = int(message.get("delivery_attempts") or 0)
-        outcome = channel_send(
-            channel=channel,
-            payload=payload,
-            idempotency_key=message["message_id"],
-            # Only the trace headers: nothing here may replace the auth or webhook-* headers.
-            extra_headers=_trace_headers(trace),
-            log_context={
-                "bot": str(channel.chat_bot_id),
-                "channel": str(channel.pk),
-                "reply_id": message["message_id"],
-                "attempts_before": done,
-            },
-        )
-    now = timezone.now()
-    attempts = done + 1
-    values: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error[:500]}
-    if outcome.ok:
-        values.update(delivery_state=DeliveryState.DELIVERED.value, delivered_at=now, next_attempt_at=None)
-    else:
-        limit = settings.DELIVERY_MAX_ATTEMPTS + int(message.get("delivery_revivals") or 0)
-        dead = attempts >= limit
-        values["delivery_state"] = DeliveryState.DEAD.value if dead else DeliveryState.FAILED.value
-        values["next_attempt_at"] = (
-            None
-            if dead
-            else now
-            + backoff(
-                attempts,
-                base_s=settings.DELIVERY_RETRY_BASE_S,
-                max_s=settings.DELIVERY_RETRY_MAX_S,
-                retry_after_s=outcome.retry_after_s,
-            )
-        )
-    metrics.delivery_attempt_observe(outcome=values["delivery_state"])
-    cancelled = False
-    # The channel has the reply: losing this record to a database blip would send it again.
-    if answers is not None:
-        message.update(values, delivery_attempts=attempts)
-        recorded = _persist(lambda: _reply_store_answering(claim, reply=message, answers=answers))
-        # Not delivered, and taken over since it was sent: it is not tried again.
-        cancelled = recorded and not outcome.ok and _taken_over(claim, reply=message)
-    else:
-        recorded = _persist(
-            lambda: reply_record(
-                reply_id=message["_id"], chat_bot_id=claim.chat_bot_id, token=claim.token, values=values
-            )
-        )
-        if not recorded:
-            # A write that timed out may still have landed (a hung database runs it when it
-            # wakes up): then the reply carries our outcome and our token.
-            recorded = reply_outcome_is(reply_id=message["_id"], token=claim.token, state=values["delivery_state"])
-        if not recorded:
-            # Cancelled by a take-over while our POST was in flight: what the channel accepted
-            # is recorded as delivered; a failed attempt leaves it cancelled, never owed again.
-            current = reply_state_of(reply_id=message["_id"]) or {}
-            if current.get("claim_token") == claim.token and current.get("delivery_state") == DeliveryState.CANCELLED:
-                recorded, cancelled = True, not outcome.ok
-                attempt = values if outcome.ok else {k: values[k] for k in ("last_status_code", "last_error")}
-                reply_record_over_cancel(reply_id=message["_id"], token=claim.token, values=attempt)
-    breaker_record(channel, ok=outcome.ok)
-    if cancelled:
-        if answers is not None:
-            _cancel_stored(claim, reply=message, answers=answers)
-            return True
-        return False
-    if not recorded:
-        # A newer holder stored or fenced this reply while we were posting: its outcome stands.
-        logger.warning("stale delivery outcome refused", extra={"reply_id": message["message_id"]})
-        raise Stop(Step(StepKind.LOST))
-    if outcome.ok and message.get("in_reply_to"):
-        metrics.ack_to_delivery_observe(
-            reply_id=message["message_id"],
-            delivered_at=now,
-            acked_at_load=lambda: message_created_at(dialogue_id=claim.dialogue_id, message_id=message["in_reply_to"]),
-        )
-    channel_delivery_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
-    if values["delivery_state"] == DeliveryState.FAILED.value:
-        raise _wait(values["next_attempt_at"])
-    return False
-
-
-def _reply_store_answering(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> bool:
-    """Stores a reply generated in this pass; its customer message is marked replied at the
-    end of the pass. False when a reply to that message is stored already: an insert of ours
-    that timed out and landed after all, or a holder whose lease had expired."""
-    if reply_store(reply=reply):
-        claim.replied.append(answers)
-        return True
-    stored = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=reply["in_reply_to"])
-    if stored is not None and stored.get("_id") == reply["_id"]:
-        claim.replied.append(answers)
-        return True
-    return False
-
-
-def _store_waiting(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId | None, stop: Stop) -> bool:
-    """A message that has to wait before its next attempt: raises `stop`. A fresh reply is
-    stored as owed first, so that the wait does not cost another LLM call; one taken over
-    meanwhile is stored as cancelled instead, and True is returned (`_deliver`'s "cancelled")."""
-    if answers is None:
-        raise stop
-    if not _persist(lambda: _reply_store_answering(claim, reply=reply, answers=answers)):
-        # A holder whose lease had expired stored one first: that one is delivered in its turn.
-        raise Stop(Step(StepKind.REREAD))
-    if _taken_over(claim, reply=reply):
-        _cancel_stored(claim, reply=reply, answers=answers)
-        return True
-    raise stop
-
-
-def _taken_over(claim: DialogueClaim, *, reply: dict[str, Any]) -> bool:
-    """Whether an operator took the dialogue over after the message this reply answers came
-    in. Read from the dialogue each time: a take-over may land at any moment of a pass. A
-    take-over writes `handoff_seq` before it cancels stored replies, so a reply stored after
-    that cancel is seen here (its holder checks after storing it)."""
-    claim.handoff_seq = max(claim.handoff_seq, dialogue_handoff_seq(dialogue_id=claim.dialogue_id))
-    return int(reply["seq"]) <= claim.handoff_seq
-
-
-def _cancel_fresh(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> bool:
-    """A reply generated for a dialogue taken over meanwhile: stored as cancelled (the
-    transcript shows what the bot would have said), never sent."""
-    user_message_pause(message_id=answers)
-    reply.update(delivery_state=DeliveryState.CANCELLED.value, next_attempt_at=None)
-    reply_store(reply=reply)
-    return True
-
-
-def _cancel_stored(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId) -> None:
-    """A reply this pass stored as owed, for a dialogue taken over meanwhile."""
-    reply_cancel(reply_id=reply["_id"])
-    user_message_pause(message_id=answers)
-    if answers in claim.replied:
-        claim.replied.remove(answers)

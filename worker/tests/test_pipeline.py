@@ -98,6 +98,7 @@ def test_a_healthy_reply_is_stored_once_with_its_outcome(channel, post_webhook, 
 def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_key(
     claim_next, channel, post_webhook, receiver, drain, monkeypatch
 ) -> None:
+    import worker.delivery
     import worker.pipeline
 
     post_webhook(customer_message(channel, message_id="m-1"))
@@ -107,7 +108,7 @@ def test_a_crash_between_the_post_and_its_record_repeats_the_same_idempotency_ke
         raise SystemExit("the worker died after its POST")
 
     with monkeypatch.context() as patch:
-        patch.setattr(worker.pipeline, "reply_store", die)
+        patch.setattr(worker.delivery, "reply_store", die)
         claim = claim_next()
         assert claim is not None
         with pytest.raises(SystemExit):
@@ -133,7 +134,7 @@ def test_a_pass_that_fails_after_the_post_leaves_the_message_owed(
     post_webhook(customer_message(channel, message_id="m-1"))
     _due_now()
     with monkeypatch.context() as patch:
-        patch.setattr("worker.pipeline.reply_store", lambda **kwargs: 1 / 0)
+        patch.setattr("worker.delivery.reply_store", lambda **kwargs: 1 / 0)
         claim = claim_next()
         assert claim is not None
         worker._run_one(claim)  # logs the error and gives the dialogue back for a later try
