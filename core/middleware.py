@@ -28,7 +28,7 @@ from core.errors import (
     is_slow_read,
     read_too_slow_message,
 )
-from core.mongo import probe_clock_reset, probe_spent_s
+from core.mongo import database_answers, probe_clock_reset, probe_spent_s
 from core.request_context import reset_request_id, set_request_id
 
 logger = logging.getLogger("core.request")
@@ -136,8 +136,9 @@ class DatabaseUnavailableMiddleware:
 
     A database outage answered after waiting at least half the bound (the 503s of this
     middleware, the API's exception handler, the 500 handler and /readyz carry a mark, see
-    `core.errors.as_database_outage`) trips the `database_breaker`. A failure that came at
-    once held no thread, so it trips nothing."""
+    `core.errors.as_database_outage`) trips the `database_breaker`, unless the database answers
+    a ping on a connection of its own (it is slow, not gone). A failure that came at once held
+    no thread, so it trips nothing."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -159,7 +160,10 @@ class DatabaseUnavailableMiddleware:
         else:
             response = self.get_response(request)
         waited = time.monotonic() - started - probe_spent_s()
-        if getattr(response, "database_outage", False) and waited >= _bound_s() / 2:
+        # Only a database that does not answer trips the breaker: one whose answers were merely
+        # slow (this request's pool wait or query ran out of time while a ping on a connection
+        # of its own still answers) costs this request its 503, never the requests after it.
+        if getattr(response, "database_outage", False) and waited >= _bound_s() / 2 and not database_answers():
             breaker.trip()
         return response
 

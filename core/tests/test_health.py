@@ -149,8 +149,21 @@ def test_a_request_that_waited_out_the_bound_makes_the_next_ones_fail_fast(
 ) -> None:  # type: ignore[no-untyped-def]
     settings.MONGO_TIMEOUT_MS = 300
     checkout = Pool.checkout
-    calls = checkouts_fail(monkeypatch)
-    with pymongo.timeout(0.2):  # more than half the bound: the read retried all that time
+    calls: list[float] = []
+
+    def hung_checkout(self, handler=None):  # type: ignore[no-untyped-def]
+        # More than half the bound spent waiting for a connection, whatever the read's retries.
+        calls.append(time.monotonic())
+        time.sleep(0.2)
+        raise WaitQueueTimeoutError("Timed out while checking out a connection from connection pool")
+
+    monkeypatch.setattr(Pool, "checkout", hung_checkout)
+    # Nor does it answer a ping on a connection of its own: it is down, not slow.
+    monkeypatch.setattr(core.middleware, "database_answers", lambda: False)
+    monkeypatch.setattr("core.errors.database_answers", lambda: False)
+    # A deadline well above the connection's round-trip time, or pymongo fails the read at once
+    # ("would exceed time limit") on a busy machine, holding no thread, and nothing trips.
+    with pymongo.timeout(1.0):
         assert api_client.get("/api/channels/").status_code == 503
     assert breaker.is_open
     monkeypatch.setattr(Pool, "checkout", checkout)  # the database is fine again; only the probe may say so
@@ -177,6 +190,23 @@ def test_a_request_that_waited_out_the_bound_makes_the_next_ones_fail_fast(
     assert not breaker.is_open
     assert api_client.get("/api/channels/").status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_slow_database_that_still_answers_a_ping_fails_one_request_and_trips_nothing(
+    api_client, breaker, monkeypatch, settings
+) -> None:  # type: ignore[no-untyped-def]
+    """The request that waited out the bound gets its 503; the ones after it are served as
+    usual, because the database answers a ping of its own (slow, not gone)."""
+    settings.MONGO_TIMEOUT_MS = 300
+    checkout = Pool.checkout
+    checkouts_fail(monkeypatch)
+    monkeypatch.setattr(core.middleware, "database_answers", lambda: True)
+    with pymongo.timeout(0.2):
+        assert api_client.get("/api/channels/").status_code == 503
+    assert not breaker.is_open
+    monkeypatch.setattr(Pool, "checkout", checkout)
+    assert api_client.get("/api/channels/").status_code == 200
 
 
 def test_breaker_probes_until_the_database_answers() -> None:

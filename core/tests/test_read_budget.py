@@ -104,6 +104,7 @@ def test_a_database_that_does_not_answer_is_still_an_outage(
     api_client: APIClient, breaker: DatabaseBreaker, operator_reads_stall: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("core.errors.database_answers", lambda: False)
+    monkeypatch.setattr("core.middleware.database_answers", lambda: False)
     response = api_client.get("/api/dialogues/")
     assert response.status_code == 503 and response["Retry-After"]
     assert breaker.is_open
