@@ -29,7 +29,7 @@ def say(dialogue: Dialogue, text: str, *, role: str = Message.Role.USER, **field
     return message
 
 
-def test_dialogue_list_filters_and_text_search(
+def test_dialogue_list_filters_and_chat_id_search(
     page: Any, screenshot: Any, live_server_process: LiveServer, staff_user: Any
 ) -> None:
     shop = ChannelFactory(chat_bot=ChatBotFactory(name="Shop bot"), name="Shop widget")
@@ -51,7 +51,8 @@ def test_dialogue_list_filters_and_text_search(
     assert "UTC" in table
     screenshot("dialogues-01-list")
 
-    page.fill("#searchbar", "order 1234")
+    # The search matches the start of a chat id (or a message id, or a dialogue id).
+    page.fill("#searchbar", "customer-ord")
     page.press("#searchbar", "Enter")
     page.wait_for_load_state()
     rows = page.locator("#result_list tbody tr")
