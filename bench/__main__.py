@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -190,8 +191,16 @@ def _line(name: str, r: dict[str, Any]) -> str:
             f"p99 {e['ack_to_receipt_ms']['p99']} ms); correct: {r['correct']}")  # fmt: skip
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # SIGTERM (and SIGINT, which a shell ignores in a job it started in the background) stop the
+    # run like Ctrl-C: what was measured so far is still written and reported.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     env_normalize(os.environ)  # old names (MONGO__URL, SERVER__WORKERS) still work
     os.chdir(ROOT)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
