@@ -392,6 +392,9 @@ else:
 # process; the admin's dashboard, ADMIN_DASHBOARD_CACHE_S.
 METRICS_SCRAPE_CACHE_S = env_float("METRICS_SCRAPE_CACHE_S", 5.0, minimum=0)
 ADMIN_DASHBOARD_CACHE_S = env_float("ADMIN_DASHBOARD_CACHE_S", 10.0, minimum=0)
+# Reports' counters (a bot's LLM usage, the dashboard's hours: core.counters) are added up in
+# memory and written this often (seconds), one write per document. 0: each count at once.
+COUNTERS_FLUSH_S = env_float("COUNTERS_FLUSH_S", 2.0, minimum=0)
 
 # --- Bot secrets ------------------------------------------------------------------------
 # After `rotate_token` (without `overlap_minutes`), the replaced secret keeps working this long

@@ -30,6 +30,7 @@ from core.errors import Conflict, NotFound
 from core.tokens import hash_secret
 from dialogues.documents import message_document
 from dialogues.models import Message
+from dialogues.store.activity import activity_message_in
 from dialogues.store.messages import message_find, message_insert, reply_find
 from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve
 
@@ -181,6 +182,8 @@ def webhook_message_process(
         voids = list(range(slot.first_seq, slot.first_seq + reserved)) if slot.first_seq is not None else None
         dialogue_count_adjust(dialogue_id=slot.dialogue_id, added=-reserved, voids=voids)
         return _known_state(result, dialogue_id=slot.dialogue_id)
+    if is_customer:
+        activity_message_in(when=doc["created_at"])
     if not is_customer:
         # Employee messages are context for the LLM later, never answered themselves.
         result.ignored = True

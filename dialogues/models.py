@@ -17,6 +17,11 @@ ID_MAX_LENGTH = 256
 # is always the one range condition `paused_until > now` (in the webhook's reservation, in
 # list filters), with no second field or `$or` beside it.
 PAUSED_INDEFINITELY = datetime(9999, 1, 1, tzinfo=UTC)
+# Every pause ends after this date, and a dialogue never paused has no date (or null): the
+# "paused" index holds only dialogues that were paused at some time, so the updates of every
+# other dialogue (every message's reservation) never write it. A query `paused_until > now`
+# lies inside its filter, so MongoDB uses it.
+PAUSE_INDEX_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class Dialogue(models.Model):
@@ -66,7 +71,9 @@ class Dialogue(models.Model):
             models.Index(fields=["channel", "-last_message_at"], name="dialogue_channel_recent"),
             models.Index(fields=["-last_message_at"], name="dialogue_recent"),
             # The admin's "paused" filter: only paused dialogues lie past now.
-            models.Index(fields=["paused_until"], name="dialogue_paused"),
+            models.Index(
+                fields=["paused_until"], name="dialogue_paused_only", condition=Q(paused_until__gt=PAUSE_INDEX_FROM)
+            ),
         ]
 
     def __str__(self) -> str:

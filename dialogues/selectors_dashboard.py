@@ -1,8 +1,8 @@
 """The reply pipeline in numbers, for the admin's dashboard and the Deliveries screen: the
 backlog by state, the open breakers, the last 24 hours by the hour, the channels slowest to
 accept their replies. Each message count is an equality on the first field of an index
-(delivery_state or reply_state); the hours are bounded aggregations on (reply_state,
-created_at); the open breakers are a read of the channels (a small collection). Cached per
+(delivery_state or reply_state); the hours are 24 counter documents written as the work
+happens (`dialogues.store.activity`); the open breakers are a read of the channels (a small collection). Cached per
 process (ADMIN_DASHBOARD_CACHE_S), so a reloading operator cannot load the database."""
 
 from __future__ import annotations
@@ -22,20 +22,11 @@ from core.caching import LookupCache
 from core.datetimes import aware
 from core.mongo import mongo_collection
 from dialogues.models import Message
+from dialogues.store.activity import DELIVERY_BUCKETS_S, HourCounts, activity_hours, hour_start
 
 _dashboard_cache = LookupCache(maxsize=16, ttl_s=lambda: settings.ADMIN_DASHBOARD_CACHE_S)
-# The dashboard's completed hours change only when a reply of theirs is delivered, fails or
-# dies later: they are read again every minute, the current hour every ADMIN_DASHBOARD_CACHE_S
-# (a day of messages read every 10 s would hold the process's one database connection).
-_past_hours_cache = LookupCache(maxsize=4, ttl_s=lambda: 60.0)
-
 DASHBOARD_HOURS = 24
 SLOWEST_CHANNELS = 5
-# Delivery time (reply stored -> channel accepted it) is counted in these buckets, in seconds,
-# by the database; a channel's p95 is interpolated within its bucket, as Prometheus does.
-DELIVERY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-
-
 # The admin's counts stop at this many: past it they show "100+", so a page costs the same
 # however large a backlog grows (each count reads at most this many index entries).
 COUNT_CAP = 100
@@ -131,7 +122,7 @@ class HourActivity:
     hour: datetime  # its start, UTC
     messages_in: int  # customer messages that arrived
     delivered: int  # replies delivered to their channels
-    failures: int  # replies of that hour now failing or dead, customer messages the LLM failed
+    failures: int  # delivery attempts that failed, customer messages the LLM gave up on
 
 
 @dataclass(frozen=True)
@@ -149,99 +140,6 @@ class Dashboard:
     backlog: dict[str, int]
     open_breakers: list[dict[str, Any]]
     slowest_channels: list[ChannelDeliveryTime]
-
-
-@dataclass
-class _Tally:
-    messages_in: Counter[datetime]
-    delivered: Counter[datetime]
-    failures: Counter[datetime]
-    delivery_buckets: dict[ObjectId, Counter[int]]
-
-    def add(self, other: _Tally) -> _Tally:
-        buckets = {key: Counter(value) for key, value in self.delivery_buckets.items()}
-        for key, value in other.delivery_buckets.items():
-            buckets.setdefault(key, Counter()).update(value)
-        return _Tally(
-            self.messages_in + other.messages_in,
-            self.delivered + other.delivered,
-            self.failures + other.failures,
-            buckets,
-        )
-
-
-def _hour(when: datetime) -> datetime:
-    return aware(when).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _tally(*, start: datetime, end: datetime | None) -> _Tally:
-    """The messages that arrived in [start, end), counted by the database in one bounded
-    aggregation per reply state: an equality on reply_state and a range on created_at, the
-    (reply_state, created_at) index. (With `$in` over the states instead, the embedded server
-    scans the whole collection.)"""
-    span: dict[str, Any] = {"$gte": start}
-    if end is not None:
-        span["$lt"] = end  # $lt, not $lte: see README, known quirks
-    took_ms = {"$subtract": ["$delivered_at", "$created_at"]}
-    bucket = {
-        "$switch": {
-            "branches": [
-                {"case": {"$lte": [took_ms, bound * 1000]}, "then": index}
-                for index, bound in enumerate(DELIVERY_BUCKETS_S)
-            ],
-            "default": len(DELIVERY_BUCKETS_S),
-        }
-    }
-    tally = _Tally(Counter(), Counter(), Counter(), {})
-    collection = mongo_collection(Message._meta.db_table)
-    for reply_state in Message.ReplyState.values:
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"reply_state": reply_state, "created_at": span}},
-            {
-                "$facet": {
-                    "arrived": [
-                        {
-                            "$group": {
-                                "_id": {
-                                    "hour": {"$dateTrunc": {"date": "$created_at", "unit": "hour"}},
-                                    "role": "$role",
-                                    "delivery_state": "$delivery_state",
-                                },
-                                "n": {"$sum": 1},
-                            }
-                        }
-                    ],
-                    "delivered": [
-                        {"$match": {"delivery_state": DeliveryState.DELIVERED.value, "delivered_at": {"$ne": None}}},
-                        {
-                            "$group": {
-                                "_id": {
-                                    "hour": {"$dateTrunc": {"date": "$delivered_at", "unit": "hour"}},
-                                    "channel_id": "$channel_id",
-                                    "bucket": bucket,
-                                },
-                                "n": {"$sum": 1},
-                            }
-                        },
-                    ],
-                }
-            },
-        ]
-        for result in collection.aggregate(pipeline):
-            for row in result["arrived"]:
-                key, count = row["_id"], int(row["n"])
-                hour = _hour(key["hour"])
-                if key["role"] == Message.Role.USER:
-                    tally.messages_in[hour] += count
-                    if reply_state == Message.ReplyState.FAILED:
-                        tally.failures[hour] += count
-                elif key.get("delivery_state") in (DeliveryState.FAILED, DeliveryState.DEAD):
-                    tally.failures[hour] += count
-            for row in result["delivered"]:
-                key, count = row["_id"], int(row["n"])
-                tally.delivered[_hour(key["hour"])] += count
-                tally.delivery_buckets.setdefault(key["channel_id"], Counter())[int(key["bucket"])] += count
-    return tally
 
 
 def _p95(buckets: Counter[int]) -> tuple[float, float | None]:
@@ -276,24 +174,28 @@ def _slowest(buckets: dict[ObjectId, Counter[int]], *, limit: int) -> list[Chann
 
 
 def _dashboard(now: datetime) -> Dashboard:
-    current = _hour(now)
+    current = hour_start(now)
     since = current - timedelta(hours=DASHBOARD_HOURS - 1)
-    past = _past_hours_cache.get_or_load(current, lambda: _tally(start=since, end=current))
-    tally = past.add(_tally(start=current, end=None))
+    counted = activity_hours(start=since, end=current + timedelta(hours=1))
     hours = [current - timedelta(hours=back) for back in range(DASHBOARD_HOURS - 1, -1, -1)]
+    delivery: dict[ObjectId, Counter[int]] = {}
+    for counts in counted.values():
+        for channel, buckets in counts.delivery.items():
+            delivery.setdefault(channel, Counter()).update(buckets)
+    empty = HourCounts()
     return Dashboard(
         hours=[
             HourActivity(
                 hour=hour,
-                messages_in=tally.messages_in[hour],
-                delivered=tally.delivered[hour],
-                failures=tally.failures[hour],
+                messages_in=counted.get(hour, empty).messages_in,
+                delivered=counted.get(hour, empty).delivered,
+                failures=counted.get(hour, empty).failures,
             )
             for hour in hours
         ],
         backlog=backlog_counts(cap=COUNT_CAP, now=now),
         open_breakers=open_breakers(),
-        slowest_channels=_slowest(tally.delivery_buckets, limit=SLOWEST_CHANNELS),
+        slowest_channels=_slowest(delivery, limit=SLOWEST_CHANNELS),
     )
 
 

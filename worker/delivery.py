@@ -24,6 +24,7 @@ from core.datetimes import aware
 from core.errors import is_database_outage
 from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
 from dialogues.selectors import message_created_at
+from dialogues.store.activity import activity_delivery_attempt
 from dialogues.store.claims import DialogueClaim, dialogue_lease
 from dialogues.store.handoff import dialogue_handoff_seq
 from dialogues.store.messages import reply_find
@@ -203,6 +204,7 @@ def _deliver(
             delivered_at=now,
             acked_at_load=lambda: message_created_at(dialogue_id=claim.dialogue_id, message_id=message["in_reply_to"]),
         )
+    activity_delivery_attempt(channel_id=channel.pk, ok=outcome.ok, stored_at=message.get("created_at"), when=now)
     channel_delivery_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
     if values["delivery_state"] == DeliveryState.FAILED.value:
         raise wait_stop(values["next_attempt_at"])

@@ -35,6 +35,7 @@ from pymongo.errors import PyMongoError
 
 from channels_app.selectors import channels_active_ids
 from channels_app.services import channel_owed_wake_requests_take, channel_test_requests_take, channel_test_send
+from core.counters import counters_flush
 from core.errors import is_database_outage
 from dialogues.store.claims import (
     DialogueClaim,
@@ -45,7 +46,6 @@ from dialogues.store.claims import (
     dialogues_waiting,
 )
 from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_dialogues, parked_resume
-from dialogues.store.usage import usage_buffering, usage_flush
 from worker.bulkheads import Slots
 from worker.pipeline import dialogue_process
 
@@ -93,12 +93,10 @@ class Worker:
             extra={"worker": self.name, "threads": self.threads, "poll_ms": round(self.poll_s * 1000)},
         )
         backoff = OUTAGE_BACKOFF_S
-        usage_buffering()
         while not self.stopping.is_set():
             try:
                 claimed = self.schedule()
                 self.maintain()
-                usage_flush(due_only=True)
                 backoff = OUTAGE_BACKOFF_S
             except (DatabaseError, PyMongoError) as exc:
                 # Nothing is lost: work stays due in the database, leases expire by themselves.
@@ -124,7 +122,7 @@ class Worker:
             except Exception:  # noqa: BLE001, S110 - logged by the task itself
                 pass
         self.pool.shutdown(wait=False, cancel_futures=True)
-        usage_buffering(False)  # writes the LLM usage counted since the last write
+        counters_flush()  # the counts this process holds (LLM usage, the dashboard's hours)
 
     def schedule(self) -> bool:
         """Claims due dialogues while threads are free. True when it claimed any."""

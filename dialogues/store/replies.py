@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from channels_app.models import DeliveryState
 from dialogues.models import Message
+from dialogues.store.activity import activity_llm_gave_up
 from dialogues.store.claims import dialogue_lease
 from dialogues.store.collections import CANCELLABLE_STATES, OWED_STATES, RETRYABLE_STATES, messages_collection
 from dialogues.store.messages import message_insert
@@ -73,7 +74,9 @@ def user_message_give_up(*, message_id: ObjectId, chat_bot_id: ObjectId, attempt
         },
     )
     if given_up:
-        usage_add(chat_bot_id=chat_bot_id, when=timezone.now(), failures=1)
+        now = timezone.now()
+        usage_add(chat_bot_id=chat_bot_id, when=now, failures=1)
+        activity_llm_gave_up(when=now)
 
 
 def user_message_pause(*, message_id: ObjectId) -> bool:

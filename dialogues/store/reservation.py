@@ -63,7 +63,9 @@ def dialogue_compare_and_set[T](
                 return None
         view["last_seq"] = int(view.get("last_seq") or 0)
         match, update, result = write(view)
-        if collection.update_one({**match, "_id": view["_id"], "last_seq": view["last_seq"]}, update).matched_count:
+        # `_id` first: the embedded server serves a filter by its first indexed field (README,
+        # "Known quirks"), and `match` may name an indexed field (`paused_until`).
+        if collection.update_one({"_id": view["_id"], "last_seq": view["last_seq"], **match}, update).matched_count:
             return view, result
         dialogue_id, view = view["_id"], None
     raise RuntimeError("a dialogue's compare-and-set kept losing races")

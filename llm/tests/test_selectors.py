@@ -9,12 +9,13 @@ from django.db import connection
 from django.utils import timezone
 from pymongo.errors import AutoReconnect
 
+from core import counters
+from core.counters import counters_flush
 from dialogues.documents import message_document
 from dialogues.models import Message
-from dialogues.store import usage
 from dialogues.store.collections import messages_collection
 from dialogues.store.replies import reply_record, reply_store, user_message_give_up
-from dialogues.store.usage import usage_add, usage_buffering, usage_collection, usage_flush, usage_rebuild
+from dialogues.store.usage import usage_add, usage_collection, usage_rebuild
 from llm.selectors import DayUsage, chatbot_llm_usage_by_day
 
 pytestmark = pytest.mark.django_db
@@ -134,45 +135,39 @@ def test_the_worker_counts_replies_tokens_and_failures_as_it_writes_them() -> No
     assert (today.replies, today.tokens, today.failures) == (2, 30, 3)
 
 
-def test_the_always_on_worker_writes_its_counts_once_per_bot_and_day() -> None:
+def test_counts_are_held_and_written_once_per_bot_and_day(settings: Any) -> None:
+    settings.COUNTERS_FLUSH_S = 3600  # the flushing thread stays out of the way
     bot, other = ObjectId(), ObjectId()
     now = timezone.now()
-    usage_buffering()
-    try:
-        for _ in range(5):
-            usage_add(chat_bot_id=bot, when=now, replies=1, tokens=10)
-        usage_add(chat_bot_id=bot, when=now, failures=1)
-        usage_add(chat_bot_id=other, when=now, replies=1)
-        # Held in memory until the flush is due: nothing written yet.
-        assert usage_collection().count_documents({"chat_bot_id": {"$in": [bot, other]}}) == 0
-        assert usage_flush(due_only=True) == 0
-        assert usage_flush() == 2  # one document per (bot, day)
-        usage_add(chat_bot_id=bot, when=now, replies=1)
-    finally:
-        usage_buffering(False)  # writes what is held, as a worker that stops does
+    for _ in range(5):
+        usage_add(chat_bot_id=bot, when=now, replies=1, tokens=10)
+    usage_add(chat_bot_id=bot, when=now, failures=1)
+    usage_add(chat_bot_id=other, when=now, replies=1)
+    # Held in memory until the next flush: nothing written yet.
+    assert usage_collection().count_documents({"chat_bot_id": {"$in": [bot, other]}}) == 0
+    assert counters_flush() == 2  # one document per (bot, day)
+    usage_add(chat_bot_id=bot, when=now, replies=1)
+    assert counters_flush() == 1
     [today] = chatbot_llm_usage_by_day(chat_bot_id=bot, days=1)
     assert (today.replies, today.tokens, today.failures) == (6, 50, 1)
     [theirs] = chatbot_llm_usage_by_day(chat_bot_id=other, days=1)
     assert theirs.replies == 1
 
 
-def test_counts_the_database_did_not_take_are_written_by_the_next_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_counts_the_database_did_not_take_are_written_by_the_next_flush(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.COUNTERS_FLUSH_S = 3600
     bot = ObjectId()
-    real = usage.usage_collection
+    usage_add(chat_bot_id=bot, when=timezone.now(), replies=2, tokens=4)
 
-    class Down:
-        def update_one(self, *args: Any, **kwargs: Any) -> None:
-            raise AutoReconnect("down")
+    def down(name: str) -> Any:
+        raise AutoReconnect("down")
 
-    usage_buffering()
-    try:
-        usage_add(chat_bot_id=bot, when=timezone.now(), replies=2, tokens=4)
-        monkeypatch.setattr(usage, "usage_collection", Down)
-        assert usage_flush() == 0  # the database is down: kept
-        monkeypatch.setattr(usage, "usage_collection", real)
-        usage_add(chat_bot_id=bot, when=timezone.now(), replies=1)
-        assert usage_flush() == 1
-    finally:
-        usage_buffering(False)
+    monkeypatch.setattr(counters, "mongo_collection", down)
+    assert counters_flush() == 0  # the database is down: kept
+    monkeypatch.undo()
+    usage_add(chat_bot_id=bot, when=timezone.now(), replies=1)
+    assert counters_flush() == 1
     [today] = chatbot_llm_usage_by_day(chat_bot_id=bot, days=1)
     assert (today.replies, today.tokens) == (3, 4)
