@@ -197,7 +197,8 @@ def webhook_message_process(
     result.reply_pending = True
     wait_ms = settings.WEBHOOK_REPLY_WAIT_MS
     if wait_ms:
-        _wait_for_outcome(result, dialogue_id=slot.dialogue_id, deadline=time.monotonic() + wait_ms / 1000)
+        deadline = time.monotonic() + wait_ms / 1000
+        _wait_for_outcome(result, dialogue_id=slot.dialogue_id, user_seq=int(doc["seq"]), deadline=deadline)
     return result
 
 
@@ -209,7 +210,7 @@ def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResu
         if original is not None and original["role"] == Message.Role.EMPLOYEE:
             result.ignored_reason = IGNORED_EMPLOYEE
         return result
-    _reply_state(result, dialogue_id=dialogue_id)
+    _reply_state(result, dialogue_id=dialogue_id, user_seq=int(original.get("seq") or 0))
     if not result.replied and original.get("reply_state") == Message.ReplyState.AWAITING:
         result.reply_pending = True
         return result
@@ -222,8 +223,8 @@ def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResu
     return result
 
 
-def _reply_state(result: WebhookResult, *, dialogue_id: ObjectId) -> None:
-    reply = reply_find(dialogue_id=dialogue_id, in_reply_to=result.message_id)
+def _reply_state(result: WebhookResult, *, dialogue_id: ObjectId, user_seq: int) -> None:
+    reply = reply_find(dialogue_id=dialogue_id, in_reply_to=result.message_id, user_seq=user_seq)
     if reply is None:
         return
     result.replied = True
@@ -232,11 +233,11 @@ def _reply_state(result: WebhookResult, *, dialogue_id: ObjectId) -> None:
     result.delivery = delivery_label(reply.get("delivery_state"))
 
 
-def _wait_for_outcome(result: WebhookResult, *, dialogue_id: ObjectId, deadline: float) -> None:
+def _wait_for_outcome(result: WebhookResult, *, dialogue_id: ObjectId, user_seq: int, deadline: float) -> None:
     """WEBHOOK_REPLY_WAIT_MS: look for the reply until it is delivered (or dead) or the wait
     is over, then answer with what is known. Never longer than the wait."""
     while True:
-        _reply_state(result, dialogue_id=dialogue_id)
+        _reply_state(result, dialogue_id=dialogue_id, user_seq=user_seq)
         if result.delivery in ("delivered", "dead"):
             return
         remaining = deadline - time.monotonic()

@@ -218,7 +218,7 @@ def _reply_store_answering(claim: DialogueClaim, *, reply: dict[str, Any], answe
     if reply_store(reply=reply):
         claim.replied.append(answers)
         return True
-    stored = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=reply["in_reply_to"])
+    stored = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=reply["in_reply_to"], user_seq=int(reply["seq"]) - 1)
     if stored is not None and stored.get("_id") == reply["_id"]:
         claim.replied.append(answers)
         return True

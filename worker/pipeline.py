@@ -191,7 +191,7 @@ def _walk(
             # Its reply's position lies beyond this read. A reply stored by a pass whose end
             # was lost (the database hung before the mark and the release) is looked for by
             # its key first, never generated and POSTed a second time.
-            reply = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=doc["message_id"])
+            reply = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=doc["message_id"], user_seq=seq)
         if reply is not None and reply.get("delivery_state") == DeliveryState.CANCELLED:
             user_message_pause(message_id=doc["_id"])
         elif reply is not None:
