@@ -21,15 +21,30 @@ from collections import Counter
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from core.mongo import mongo_collection
+from core.mongo import mongo_collection, own_client
 
 logger = logging.getLogger(__name__)
 
 _registry: list[Counters] = []
 _flusher: dict[str, Any] = {"pid": None}
 _flusher_lock = threading.Lock()
+# Held counts are written on a connection of their own, so that a slow or frozen database
+# never makes a request wait behind a flush for the app's connection (one per process on the
+# embedded server).
+_client: dict[str, Any] = {"pid": None, "client": None}
+
+
+def _flush_collection(name: str) -> Any:
+    pid = os.getpid()
+    with _flusher_lock:
+        if _client["pid"] != pid:
+            _client["client"] = own_client(appname="chatbot-platform-counters", timeout_ms=settings.MONGO_TIMEOUT_MS)
+            _client["pid"] = pid
+        client = _client["client"]
+    return client[connections["default"].settings_dict["NAME"]][name]
 
 
 class Counters:
@@ -65,7 +80,7 @@ class Counters:
             self._held, self._on_insert = {}, {}
         written = 0
         for key, counts in held.items():
-            if self._write(key, dict(counts), on_insert.get(key, {})):
+            if self._write(key, dict(counts), on_insert.get(key, {}), held=True):
                 written += 1
                 continue
             with self._lock:
@@ -74,14 +89,15 @@ class Counters:
                     self._on_insert.setdefault(key, on_insert[key])
         return written
 
-    def _write(self, key: str, inc: dict[str, int], on_insert: dict[str, Any]) -> bool:
+    def _write(self, key: str, inc: dict[str, int], on_insert: dict[str, Any], *, held: bool = False) -> bool:
         update: dict[str, Any] = {"$inc": inc}
         if on_insert:
             update["$setOnInsert"] = on_insert
         try:
             for _ in range(2):
                 try:
-                    mongo_collection(self.collection).update_one({"_id": key}, update, upsert=True)
+                    collection = _flush_collection(self.collection) if held else mongo_collection(self.collection)
+                    collection.update_one({"_id": key}, update, upsert=True)
                     return True
                 except DuplicateKeyError:
                     continue  # two first counts at once: the other one created the document

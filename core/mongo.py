@@ -29,6 +29,22 @@ def mongo_collection(name: str) -> Collection[dict[str, Any]]:
     return cast(Any, connections[current_alias()]).get_collection(name)
 
 
+def own_client(*, appname: str, timeout_ms: int) -> MongoClient[dict[str, Any]]:
+    """A client of its own (one connection), for work that must never hold or wait for the
+    connections requests use: the outage probe, the counters' background writes."""
+    database: dict[str, Any] = settings.DATABASES["default"]
+    bound = max(timeout_ms, 1)
+    options: dict[str, Any] = {
+        **database.get("OPTIONS", {}),
+        "timeoutMS": bound,
+        "serverSelectionTimeoutMS": bound,
+        "connectTimeoutMS": bound,
+        "maxPoolSize": 1,
+        "appname": appname,
+    }
+    return MongoClient(database["HOST"], **options)
+
+
 _probe_lock = threading.Lock()
 _probe_client: MongoClient[dict[str, Any]] | None = None
 
@@ -37,17 +53,8 @@ def _probe() -> MongoClient[dict[str, Any]]:
     global _probe_client
     with _probe_lock:
         if _probe_client is None:
-            database: dict[str, Any] = settings.DATABASES["default"]
-            bound = max(min(PROBE_TIMEOUT_MS, settings.MONGO_TIMEOUT_MS // 4), 1)
-            options: dict[str, Any] = {
-                **database.get("OPTIONS", {}),
-                "timeoutMS": bound,
-                "serverSelectionTimeoutMS": bound,
-                "connectTimeoutMS": bound,
-                "maxPoolSize": 1,
-                "appname": "chatbot-platform-probe",
-            }
-            _probe_client = MongoClient(database["HOST"], **options)
+            bound = min(PROBE_TIMEOUT_MS, settings.MONGO_TIMEOUT_MS // 4)
+            _probe_client = own_client(appname="chatbot-platform-probe", timeout_ms=bound)
         return _probe_client
 
 

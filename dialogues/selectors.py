@@ -224,9 +224,9 @@ def dialogue_for_channel(*, channel: Channel) -> Dialogue | None:
 
 
 def message_by_message_id(*, dialogue: Dialogue, message_id: str) -> Message | None:
-    """Found as the webhook finds a duplicate (a plain filter led by the dialogue: the unique
-    (dialogue, message_id) index), then read by id. The ORM's filter on the two is an `$and`,
-    which the embedded server answers with a scan of every message."""
+    """Found as the webhook finds a duplicate (plain equalities led by `message_id`, its own
+    index: `dialogues.store.messages.message_find`), then read by id. The ORM's filter on the
+    two is an `$and`, which the embedded server answers with a scan of every message."""
     found = message_find(dialogue_id=dialogue.pk, message_id=message_id)
     return Message.objects.filter(pk=found["_id"]).first() if found is not None else None
 

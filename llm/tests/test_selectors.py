@@ -164,7 +164,7 @@ def test_counts_the_database_did_not_take_are_written_by_the_next_flush(
     def down(name: str) -> Any:
         raise AutoReconnect("down")
 
-    monkeypatch.setattr(counters, "mongo_collection", down)
+    monkeypatch.setattr(counters, "_flush_collection", down)
     assert counters_flush() == 0  # the database is down: kept
     monkeypatch.undo()
     usage_add(chat_bot_id=bot, when=timezone.now(), replies=1)
