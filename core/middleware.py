@@ -93,10 +93,38 @@ class DatabaseBreaker:
         self.retry_interval_s = retry_interval_s
         self._lock = threading.Lock()
         self._opened_at: float | None = None
+        self._idle = threading.Event()
+        self._idle.set()
 
     @property
     def is_open(self) -> bool:
         return self._opened_at is not None
+
+    def suspect(self, answers: Callable[[], bool]) -> None:
+        """A request waited out the bound: ask in the background whether the database
+        answers a ping on a connection of its own (`answers`), and trip unless it does. One
+        check at a time; none while open."""
+        with self._lock:
+            if self._opened_at is not None or not self._idle.is_set():
+                return
+            self._idle.clear()
+        threading.Thread(target=self._check, args=(answers,), name="database-breaker-check", daemon=True).start()
+
+    def _check(self, answers: Callable[[], bool]) -> None:
+        try:
+            hung = not answers()
+        except Exception:  # noqa: BLE001 - a check that failed proves nothing either way
+            logger.exception("database check failed unexpectedly")
+            hung = False
+        try:
+            if hung:
+                self.trip()
+        finally:
+            self._idle.set()
+
+    def checked(self, timeout: float) -> bool:
+        """Waits until no check is in flight (for tests and shutdown); False on timeout."""
+        return self._idle.wait(timeout)
 
     def trip(self) -> None:
         with self._lock:
@@ -137,7 +165,8 @@ class DatabaseUnavailableMiddleware:
     A database outage answered after waiting at least half the bound (the 503s of this
     middleware, the API's exception handler, the 500 handler and /readyz carry a mark, see
     `core.errors.as_database_outage`) trips the `database_breaker`, unless the database answers
-    a ping on a connection of its own (it is slow, not gone). A failure that came at once held
+    a ping on a connection of its own (it is slow, not gone); that ping runs in the
+    background, after the request has its answer. A failure that came at once held
     no thread, so it trips nothing."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -163,8 +192,10 @@ class DatabaseUnavailableMiddleware:
         # Only a database that does not answer trips the breaker: one whose answers were merely
         # slow (this request's pool wait or query ran out of time while a ping on a connection
         # of its own still answers) costs this request its 503, never the requests after it.
-        if getattr(response, "database_outage", False) and waited >= _bound_s() / 2 and not database_answers():
-            breaker.trip()
+        # The ping that tells the two apart runs off this thread: this request has waited
+        # long enough, and its answer is already known.
+        if getattr(response, "database_outage", False) and waited >= _bound_s() / 2:
+            breaker.suspect(database_answers)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.conf import settings
@@ -61,22 +62,62 @@ def _probe() -> MongoClient[dict[str, Any]]:
 def database_answers() -> bool:
     """Whether the database answers a ping on a connection of its own (not a pool a slow
     query holds), within PROBE_TIMEOUT_MS. Tells a slow query (it answers) from a database
-    that is down or hung (it does not). Run outside the caller's operation deadline."""
+    that is down or hung (it does not). Run outside the caller's operation deadline.
 
-    def ping() -> bool:
-        try:
-            _probe().admin.command("ping")
-        except PyMongoError:
-            return False
-        return True
-
-    # A fresh context: no `pymongo.timeout()` of the request (an expired read budget, the
-    # breaker's fail-fast deadline) applies to the probe.
+    Single flight: callers that arrive while a ping is in flight share its answer instead of
+    queueing for the probe's one connection one after another. When a database hangs, every
+    request in flight waits out its bound and asks at nearly the same moment; asking in turn
+    added up to the probe's bound per caller to the last one's answer (a /readyz asked as the
+    hang began answered after 2.37 s, for a bound of 1.5 s)."""
     started = time.monotonic()
     try:
-        return contextvars.Context().run(ping)
+        return _probe_flight.answer()
     finally:
         _probe_spent.set(_probe_spent.get() + time.monotonic() - started)
+
+
+def _ping() -> bool:
+    try:
+        _probe().admin.command("ping")
+    except PyMongoError:
+        return False
+    return True
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer = False
+
+
+class _SingleFlight:
+    """One call of `work` at a time; callers arriving meanwhile get that call's answer."""
+
+    def __init__(self, work: Callable[[], bool]):
+        self._work = work
+        self._lock = threading.Lock()
+        self._flight: _Flight | None = None
+
+    def answer(self) -> bool:
+        with self._lock:
+            flight, leader = self._flight, self._flight is None
+            if flight is None:
+                flight = self._flight = _Flight()
+        if not leader:
+            flight.done.wait()
+            return flight.answer
+        try:
+            # A fresh context: no `pymongo.timeout()` of the request (an expired read budget,
+            # the breaker's fail-fast deadline) applies to the probe.
+            flight.answer = contextvars.Context().run(self._work)
+        finally:
+            with self._lock:
+                self._flight = None
+            flight.done.set()
+        return flight.answer
+
+
+_probe_flight = _SingleFlight(_ping)
 
 
 _probe_spent: contextvars.ContextVar[float] = contextvars.ContextVar("probe_spent", default=0.0)

@@ -19,6 +19,7 @@ from pymongo.errors import (
 from pymongo.synchronous.pool import Pool
 
 import core.middleware
+import core.mongo
 from core.errors import DATABASE_UNAVAILABLE, is_database_outage
 from core.middleware import DatabaseBreaker
 from core.views import json_server_error
@@ -140,6 +141,7 @@ def test_readyz_and_api_answer_503_with_retry_after_when_database_times_out(
     assert api.json() == OUTAGE
     assert api["Retry-After"] == "2"
     # They failed well within the bound: no thread was held long, nothing to protect.
+    assert breaker.checked(5)
     assert not breaker.is_open
 
 
@@ -165,6 +167,7 @@ def test_a_request_that_waited_out_the_bound_makes_the_next_ones_fail_fast(
     # ("would exceed time limit") on a busy machine, holding no thread, and nothing trips.
     with pymongo.timeout(1.0):
         assert api_client.get("/api/channels/").status_code == 503
+    assert breaker.checked(5)
     assert breaker.is_open
     monkeypatch.setattr(Pool, "checkout", checkout)  # the database is fine again; only the probe may say so
     touched = len(calls)
@@ -187,6 +190,7 @@ def test_a_request_that_waited_out_the_bound_makes_the_next_ones_fail_fast(
     deadline = time.monotonic() + 5
     while breaker.is_open and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert breaker.checked(5)
     assert not breaker.is_open
     assert api_client.get("/api/channels/").status_code == 200
     assert client.get("/readyz").status_code == 200
@@ -204,6 +208,7 @@ def test_a_slow_database_that_still_answers_a_ping_fails_one_request_and_trips_n
     monkeypatch.setattr(core.middleware, "database_answers", lambda: True)
     with pymongo.timeout(0.2):
         assert api_client.get("/api/channels/").status_code == 503
+    assert breaker.checked(5)
     assert not breaker.is_open
     monkeypatch.setattr(Pool, "checkout", checkout)
     assert api_client.get("/api/channels/").status_code == 200
@@ -220,10 +225,12 @@ def test_breaker_probes_until_the_database_answers() -> None:
     breaker = DatabaseBreaker(ping=ping, retry_interval_s=0.01)
     breaker.trip()
     breaker.trip()  # already open: no second probe
+    assert breaker.checked(5)
     assert breaker.is_open
     deadline = time.monotonic() + 5
     while breaker.is_open and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert breaker.checked(5)
     assert not breaker.is_open
     assert len(pings) == 3
 
@@ -240,3 +247,37 @@ def test_server_error_handler_answers_an_outage_raised_outside_views_as_503(rf) 
         raise ValueError("a bug")
     except ValueError:
         assert json_server_error(request).status_code == 500
+
+
+def test_callers_asking_while_a_probe_is_in_flight_share_its_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hang makes every request in flight ask at once: they wait for one ping, not for one
+    ping each in turn on the probe's one connection."""
+    started = threading.Event()
+    release = threading.Event()
+    pings: list[float] = []
+
+    def ping() -> bool:
+        pings.append(time.monotonic())
+        started.set()
+        release.wait(5)
+        return False
+
+    flight = core.mongo._SingleFlight(ping)
+    monkeypatch.setattr(core.mongo, "_probe_flight", flight)
+    answers: list[bool] = []
+    callers = [threading.Thread(target=lambda: answers.append(core.mongo.database_answers())) for _ in range(6)]
+    callers[0].start()
+    assert started.wait(5)
+    for caller in callers[1:]:
+        caller.start()
+    time.sleep(0.1)
+    release.set()
+    for caller in callers:
+        caller.join(5)
+    assert answers == [False] * 6
+    assert len(pings) == 1
+    # The next question, after the flight landed, pings again.
+    release.clear()
+    threading.Timer(0.05, release.set).start()
+    assert core.mongo.database_answers() is False
+    assert len(pings) == 2

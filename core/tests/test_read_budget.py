@@ -85,6 +85,7 @@ def test_an_api_read_over_its_budget_is_422_and_keeps_the_webhook_up(
     assert response.status_code == 422, response.content
     assert "narrow it" in response.json()["detail"].lower()
     assert "MONGO_READ_TIMEOUT_MS" in response.json()["detail"]
+    assert breaker.checked(5)
     assert not breaker.is_open
     assert _webhook(channel).status_code == 200
 
@@ -96,6 +97,7 @@ def test_an_admin_page_over_its_budget_is_a_readable_422(
     response = admin_client.get(reverse("admin:dialogues_dialogue_changelist"))
     assert response.status_code == 422
     assert "Narrow it" in response.content.decode()
+    assert breaker.checked(5)
     assert not breaker.is_open
     assert _webhook(channel).status_code == 200
 
@@ -107,6 +109,7 @@ def test_a_database_that_does_not_answer_is_still_an_outage(
     monkeypatch.setattr("core.middleware.database_answers", lambda: False)
     response = api_client.get("/api/dialogues/")
     assert response.status_code == 503 and response["Retry-After"]
+    assert breaker.checked(5)
     assert breaker.is_open
 
 
