@@ -250,6 +250,29 @@ def settle(stack: Stack, *, expected: int, timeout_s: float = 180.0) -> float:
     return round(time.monotonic() - started, 1)
 
 
+# The processes whose CPU a page costs: the database (the embedded server runs under one GIL,
+# so its busy time is what the webhook waits behind) and the app.
+CPU_OF_PAGE = {"database": "database", "app (gunicorn)": "app"}
+
+
+def _cpu_rate(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """CPU seconds per second of each process of the stack over an interval."""
+    return {name: (after[name] - before[name]) / max(seconds, 1e-6) for name in CPU_OF_PAGE}
+
+
+def _page_cpu_ms(
+    before: dict[str, float], after: dict[str, float], seconds: float, traffic: dict[str, float], samples: int
+) -> dict[str, float]:
+    """CPU ms per request of a page, beyond what the webhook traffic costs at the same time
+    (its rate measured while it ran alone); the clock ticks 100 times a second, so a page's few
+    requests are known to about 10 ms over their count."""
+    used = _cpu_rate(before, after, seconds)
+    return {
+        short: round(max(used[name] - traffic[name], 0.0) * seconds * 1000 / max(samples, 1), 1)
+        for name, short in CPU_OF_PAGE.items()
+    }
+
+
 def _webhook(sent: Sent | None) -> dict[str, Any]:
     if sent is None:
         return {"messages": 0}
@@ -291,8 +314,10 @@ def run_data_scale(
         # The previous size's traffic answered and the app ready again, so that this size's
         # baseline is not the previous reads' aftermath.
         settle_s = settle(stack, expected=acked)
+        cpu_before, alone_started = stack.cpu_seconds(), time.monotonic()
         with Traffic(stack, secret=secret, channel_ids=traffic_channels, rate=rate) as alone:
             time.sleep(baseline_s)
+        traffic_cpu = _cpu_rate(cpu_before, stack.cpu_seconds(), time.monotonic() - alone_started)
         baseline = _webhook(alone.sent)
         acked += len(alone.sent.acks) if alone.sent else 0
         say(f"    webhook alone at {rate:g}/s: p50 {baseline['latency_ms']['p50']} ms, p99 "
@@ -301,7 +326,16 @@ def run_data_scale(
         reads_started = time.monotonic()
         with Traffic(stack, secret=secret, channel_ids=traffic_channels, rate=rate) as during:
             for page in pages:
-                timed.append(time_page(stack, page, api if page["kind"] == "api" else session, samples))
+                cpu_before, page_started = stack.cpu_seconds(), time.monotonic()
+                page_timed = time_page(stack, page, api if page["kind"] == "api" else session, samples)
+                page_timed["cpu_ms"] = _page_cpu_ms(
+                    cpu_before,
+                    stack.cpu_seconds(),
+                    time.monotonic() - page_started,
+                    traffic_cpu,
+                    page_timed["samples"],
+                )
+                timed.append(page_timed)
         reads = _webhook(during.sent)
         acked += len(during.sent.acks) if during.sent else 0
         failing = sum(1 for t in timed if not t.get("ok"))
@@ -379,8 +413,9 @@ def render(result: dict[str, Any], table: Callable[[list[str], list[list[Any]]],
         out.append(f"\n{size['messages']} messages in {size['dialogues']} dialogues (seeded {size['seeded_messages']} "
                    f"in {size['seed_s']} s; settled in {size.get('settle_s', '-')} s before the baseline)")  # fmt: skip
         out.append(table(
-            ["page", "n", "p50", "p95", "status codes", ""],
+            ["page", "n", "p50", "p95", "db CPU/req", "app CPU/req", "status codes", ""],
             [[p["name"], p["samples"], p.get("p50", "-"), p.get("p95", "-"),
+              p.get("cpu_ms", {}).get("database", "-"), p.get("cpu_ms", {}).get("app", "-"),
               " ".join(f"{k}x{v}" for k, v in p["statuses"].items()),
               "PASS" if p.get("ok") and (p.get("p95") or 1e9) <= PAGE_P95_TARGET_MS else "FAIL"]
              for p in size["pages"]],
