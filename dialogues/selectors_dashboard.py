@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -22,6 +22,7 @@ from core.caching import LookupCache
 from core.datetimes import aware
 from core.mongo import mongo_collection
 from dialogues.models import Message
+from dialogues.selectors import EPOCH, SLICE_FIRST, SLICES_MAX, next_slice_width
 from dialogues.store.activity import DELIVERY_BUCKETS_S, HourCounts, activity_hours, hour_start
 
 _dashboard_cache = LookupCache(maxsize=16, ttl_s=lambda: settings.ADMIN_DASHBOARD_CACHE_S)
@@ -32,22 +33,27 @@ SLOWEST_CHANNELS = 5
 COUNT_CAP = 100
 
 
-# Windows of created_at, ending now and widening 3 times at each step: a capped count reads
-# the smallest one that holds `cap` messages (the embedded server reads every match of a
-# query before it applies a limit, so an unbounded equality would cost the whole backlog).
-COUNT_WINDOWS = [timedelta(minutes=5) * 3**step for step in range(11)]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _newest(field: str, value: str, *, cap: int, now: datetime, projection: dict[str, Any]) -> list[dict[str, Any]]:
-    """Up to about `cap` of the newest messages whose `field` is `value`, read on the
-    (field, created_at) index: all of them when there are fewer."""
+    """Up to `cap` of the newest messages whose `field` is `value`, read on the (field,
+    created_at) index in disjoint slices of created_at walking back from now
+    (`dialogues.selectors.next_slice_width`): all of them when there are fewer. The embedded
+    server reads every match of a query before it applies a limit, so an unbounded equality
+    would cost the whole backlog, and a window re-read wider at each step cost it again."""
     collection = mongo_collection(Message._meta.db_table)
-    for span in COUNT_WINDOWS:
-        docs = list(collection.find({field: value, "created_at": {"$gte": now - span}}, projection).limit(cap))
-        if len(docs) >= cap:
-            return docs
-    return list(collection.find({field: value, "created_at": {"$gte": EPOCH}}, projection).limit(cap))
+    found: list[dict[str, Any]] = []
+    edge, width = now, SLICE_FIRST
+    for step in range(SLICES_MAX):
+        far = edge - width
+        # The first slice has no end: a clock a little ahead still counts.
+        when = {"$gte": far, **({"$lt": edge} if step else {})}
+        docs = list(collection.find({field: value, "created_at": when}, projection).limit(cap - len(found)))
+        found.extend(docs)
+        if len(found) >= cap:
+            return found
+        width, edge = next_slice_width(width, len(docs), cap - len(found)), far
+    return found + list(
+        collection.find({field: value, "created_at": {"$gte": EPOCH, "$lt": edge}}, projection).limit(cap - len(found))
+    )
 
 
 def _count(field: str, value: str, cap: int | None, now: datetime) -> int:

@@ -220,3 +220,33 @@ def test_every_cursor_the_schema_allows_is_served_and_no_other(api_client: APICl
     assert [row["id"] for row in _get(api_client, f"/api/dialogues/?cursor={allowed[0]}")["results"]] == [
         str(dialogue.pk)
     ]
+
+
+def test_a_walk_across_quiet_gaps_and_busy_stretches_is_exact(api_client: APIClient) -> None:
+    """The list is read in slices of last_message_at sized as it goes
+    (`dialogues.selectors.next_slice_width`): a few dialogues now, a quiet weekend, a busy
+    stretch with ties, one a year back, a clock a little ahead, and some never active."""
+    now = dt.datetime.now(dt.UTC)
+    channel = ChannelFactory()
+    times = [now + dt.timedelta(minutes=2), now - dt.timedelta(minutes=1), now - dt.timedelta(minutes=20)]
+    times += [now - dt.timedelta(days=3, seconds=30 * i) for i in range(60)]  # busy, after a quiet weekend
+    times += [now - dt.timedelta(days=3, seconds=30 * i) for i in range(0, 60, 7)]  # ties within it
+    times += [now - dt.timedelta(days=365)]
+    Dialogue.objects.bulk_create(
+        [
+            Dialogue(chat_bot_id=channel.chat_bot_id, channel=channel, chat_id=f"c-{i}", last_message_at=when)
+            for i, when in enumerate(times)
+        ]
+        + [
+            Dialogue(chat_bot_id=channel.chat_bot_id, channel=channel, chat_id=f"never-{n}", last_message_at=None)
+            for n in range(3)
+        ]
+    )
+    expected = _expected_order(list(Dialogue.objects.filter(channel=channel)))
+    for url in ("/api/dialogues/?limit=7", f"/api/dialogues/?limit=7&channel_id={channel.pk}"):
+        forward = _walk(api_client, url, "next")
+        assert [row for page in forward for row in page] == expected, url
+        last = _get(api_client, url)
+        while last["next"]:
+            last = _get(api_client, last["next"])
+        assert _walk(api_client, last["previous"], "previous") == list(reversed(forward[:-1])), url
