@@ -7,6 +7,7 @@ stack started for this run.
     make bench ARGS="--mode floor --floor-threads 2,4"
     make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
     make bench ARGS="--mode scale-data"         # every admin and API page at 100,000 and 250,000 messages
+    make bench ARGS="--mode scale-data --scale-sizes 100000 --scale-hold"  # seeded and kept up, to profile by hand
 
 The app is served exactly as `make run` serves it (gunicorn with SERVER_WORKERS x
 SERVER_THREADS, and the worker beside it); results go to bench-results/<timestamp>/
@@ -88,6 +89,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "100000,250000)")  # fmt: skip
     parser.add_argument("--scale-samples", type=int, help="requests per page at each size (default 10)")
     parser.add_argument("--scale-baseline-s", type=float, help="seconds of webhook traffic alone (default 20)")
+    parser.add_argument("--scale-hold", action="store_true", help="scale-data: after seeding the first size, "
+                        "keep the stack up with its webhook traffic and print where to reach it, until "
+                        "Ctrl-C (for profiling a page by hand; nothing is timed)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test of the benchmark itself")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles during the C=16 load")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed too")
@@ -357,6 +361,7 @@ def main(argv: list[str]) -> int:
                 run_data_scale(
                     stack, seeding[DB_NAME], dialogues=args.scale_dialogues, sizes=args.scale_sizes,
                     rate=args.growth_rate, samples=args.scale_samples, baseline_s=args.scale_baseline_s,
+                    hold=args.scale_hold,
                     say=lambda text: print(text, flush=True), result=results["data_scale"],
                 )  # fmt: skip
             finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 import threading
 import time
@@ -273,6 +274,26 @@ def _page_cpu_ms(
     }
 
 
+def _hold(stack: Stack, *, secret: str, channel_ids: list[str], rate: float, say: Callable[[str], None]) -> None:
+    """The seeded stack with its webhook traffic, kept up until Ctrl-C: to time or profile a
+    page by hand (`py-spy dump --pid` on gunicorn or the database, the database's `top`)."""
+    # The sign-ins go to a file only its owner reads, not to the terminal (or a log of it).
+    where = stack.out_dir / "hold.json"
+    where.touch(mode=0o600)
+    where.write_text(json.dumps({
+        "admin": f"{stack.app_url}/admin/", "username": USERNAME, "password": stack.password,
+        "api_token": stack.api_token, "database": stack.mongo.url, "gunicorn_pids": stack.gunicorn_pids(),
+        "database_pid": stack.mongo.process.pid if stack.mongo.process else None,
+    }, indent=2))  # fmt: skip
+    say(f"    holding at {stack.app_url}, webhook at {rate:g} msg/s; sign-ins and pids in {where}; Ctrl-C stops")
+    with Traffic(stack, secret=secret, channel_ids=channel_ids, rate=rate):
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            say("    stopped holding")
+
+
 def _webhook(sent: Sent | None) -> dict[str, Any]:
     if sent is None:
         return {"messages": 0}
@@ -283,7 +304,7 @@ def _webhook(sent: Sent | None) -> dict[str, Any]:
 
 def run_data_scale(
     stack: Stack, db: Database, *, dialogues: int, sizes: list[int], rate: float, samples: int, baseline_s: float,
-    say: Callable[[str], None] = print, result: dict[str, Any] | None = None,
+    say: Callable[[str], None] = print, result: dict[str, Any] | None = None, hold: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Fills `result` as it goes (what was measured stays if the run stops early)."""
     started = time.monotonic()
@@ -314,6 +335,9 @@ def run_data_scale(
         # The previous size's traffic answered and the app ready again, so that this size's
         # baseline is not the previous reads' aftermath.
         settle_s = settle(stack, expected=acked)
+        if hold:
+            _hold(stack, secret=secret, channel_ids=traffic_channels, rate=rate, say=say)
+            return result
         cpu_before, alone_started = stack.cpu_seconds(), time.monotonic()
         with Traffic(stack, secret=secret, channel_ids=traffic_channels, rate=rate) as alone:
             time.sleep(baseline_s)
