@@ -74,6 +74,31 @@ def next_slice_width(width: timedelta, got: int, wanted: int) -> timedelta:
     return max(SLICE_MIN, min(width * SLICE_GROWTH, fitted))
 
 
+def newest_in_slices[T](
+    edge: datetime,
+    read: Callable[[dict[str, Any], int], list[T]],
+    wanted: int,
+    *,
+    bounded: bool,
+    stop: Callable[[], bool] = lambda: False,
+) -> list[T]:
+    """`wanted` of the newest rows before `edge` (all of them if fewer): `read(when, still
+    wanted)` over disjoint slices of a time field walking back from `edge` (sized by
+    `next_slice_width`), then one range over all that is older; newer slices first, so every
+    slice before the one that completes `wanted` is read whole. Without `bounded` the first
+    slice has no end (a clock a little ahead still counts). `stop` ends the walk early."""
+    found: list[T] = []
+    width = SLICE_FIRST
+    for step in range(SLICES_MAX):
+        far = edge - width
+        rows = read({"$gte": far, **({"$lt": edge} if step or bounded else {})}, wanted - len(found))
+        found.extend(rows)
+        if len(found) >= wanted or stop():
+            return found
+        width, edge = next_slice_width(width, len(rows), wanted - len(found)), far
+    return found + read({"$gte": EPOCH, "$lt": edge}, wanted - len(found))
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

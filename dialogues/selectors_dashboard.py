@@ -22,7 +22,7 @@ from core.caching import LookupCache
 from core.datetimes import aware
 from core.mongo import mongo_collection
 from dialogues.models import Message
-from dialogues.selectors import EPOCH, SLICE_FIRST, SLICES_MAX, next_slice_width
+from dialogues.selectors import newest_in_slices
 from dialogues.store.activity import DELIVERY_BUCKETS_S, HourCounts, activity_hours, hour_start
 
 _dashboard_cache = LookupCache(maxsize=16, ttl_s=lambda: settings.ADMIN_DASHBOARD_CACHE_S)
@@ -40,20 +40,11 @@ def _newest(field: str, value: str, *, cap: int, now: datetime, projection: dict
     server reads every match of a query before it applies a limit, so an unbounded equality
     would cost the whole backlog, and a window re-read wider at each step cost it again."""
     collection = mongo_collection(Message._meta.db_table)
-    found: list[dict[str, Any]] = []
-    edge, width = now, SLICE_FIRST
-    for step in range(SLICES_MAX):
-        far = edge - width
-        # The first slice has no end: a clock a little ahead still counts.
-        when = {"$gte": far, **({"$lt": edge} if step else {})}
-        docs = list(collection.find({field: value, "created_at": when}, projection).limit(cap - len(found)))
-        found.extend(docs)
-        if len(found) >= cap:
-            return found
-        width, edge = next_slice_width(width, len(docs), cap - len(found)), far
-    return found + list(
-        collection.find({field: value, "created_at": {"$gte": EPOCH, "$lt": edge}}, projection).limit(cap - len(found))
-    )
+
+    def read(when: dict[str, Any], wanted: int) -> list[dict[str, Any]]:
+        return list(collection.find({field: value, "created_at": when}, projection).limit(wanted))
+
+    return newest_in_slices(now, read, cap, bounded=False)
 
 
 def _count(field: str, value: str, cap: int | None, now: datetime) -> int:

@@ -22,13 +22,10 @@ from core.mongo import mongo_collection
 from dialogues.models import Delivery, Dialogue, Message
 from dialogues.selectors import (
     BOT_CHANNELS_MERGED,
-    EPOCH,
-    SLICE_FIRST,
-    SLICES_MAX,
     DialoguePosition,
     _list_order,
     dialogue_keyset,
-    next_slice_width,
+    newest_in_slices,
 )
 
 # A search reads at most this many index entries per field it looks in.
@@ -453,10 +450,10 @@ def _recent(
     checked_here = filters.in_flight or (filters.chat_bot_id is not None and None in channels)
     scanned = 0
 
-    def read(when: dict[str, Any] | datetime, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def read(when: dict[str, Any] | datetime, wanted: int, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         nonlocal scanned
         # Each (channel, state) may hold all that is still wanted.
-        limit = 0 if checked_here else count - len(found)
+        limit = 0 if checked_here else wanted
         docs: list[dict[str, Any]] = []
         for channel, state in pairs:
             # The index's fields first, in its order: the embedded server takes the first field's.
@@ -478,20 +475,11 @@ def _recent(
 
     found: list[dict[str, Any]] = []
     if before is not None:
-        found.extend(read(before[0], {"_id": {"$lt": before[1]}}))
+        found.extend(read(before[0], count, {"_id": {"$lt": before[1]}}))
         if len(found) >= count:
             return found
     edge = before[0] if before is not None else now
-    width = SLICE_FIRST
-    for step in range(SLICES_MAX):
-        far = edge - width
-        # Without a cursor the first slice has no end: a clock a little ahead still counts.
-        docs = read({"$gte": far, **({"$lt": edge} if step or before is not None else {})})
-        found.extend(docs)
-        if len(found) >= count or spent():
-            return found
-        width, edge = next_slice_width(width, len(docs), count - len(found)), far
-    return found + read({"$gte": EPOCH, "$lt": edge})
+    return found + newest_in_slices(edge, read, count - len(found), bounded=before is not None, stop=spent)
 
 
 def delivery_list_page(
