@@ -63,11 +63,12 @@ class Dialogue(models.Model):
         verbose_name = _("dialogue")
         verbose_name_plural = _("dialogues")
         ordering = ["-last_message_at"]
-        constraints = [
-            models.UniqueConstraint(fields=["chat_bot", "channel", "chat_id"], name="uniq_dialogue_bot_channel_chat"),
-        ]
+        # One dialogue per conversation: the unique index `uniq_dialogue_chat` on (chat_id,
+        # chat_bot_id, channel_id) is created by migration 0011 rather than declared here, because
+        # the backend makes every UniqueConstraint partial and the embedded server never reads
+        # through a partial unique index; whole, it serves the webhook's look-up of the dialogue
+        # too, so no separate `chat_id` index is written on every update (deploy/MONGODB.md).
         indexes = [
-            models.Index(fields=["chat_id"], name="dialogue_chat_id"),
             models.Index(fields=["channel", "-last_message_at"], name="dialogue_channel_recent"),
             models.Index(fields=["-last_message_at"], name="dialogue_recent"),
             # The admin's "paused" filter: only paused dialogues lie past now.
@@ -187,8 +188,10 @@ class Message(models.Model):
         verbose_name = _("message")
         verbose_name_plural = _("messages")
         ordering = ["created_at", "id"]
+        # Deduplication: the unique index `uniq_message_id_dialogue` on (message_id, dialogue_id) is
+        # created by migration 0011, whole (not partial, as a UniqueConstraint would be), so that
+        # it also serves every look-up by message id and no separate index is written per insert.
         constraints = [
-            models.UniqueConstraint(fields=["dialogue", "message_id"], name="uniq_message_per_dialogue"),
             # One reply per incoming message, even when a duplicate resumes work at the same
             # moment as the original.
             models.UniqueConstraint(
@@ -202,13 +205,12 @@ class Message(models.Model):
             # read straight off the index with no sort of the whole dialogue.
             models.Index(fields=["dialogue", "created_at", "id"], name="message_dialogue_order"),
             models.Index(fields=["dialogue", "seq"], name="message_dialogue_seq"),
-            models.Index(fields=["delivery_state", "next_attempt_at"], name="message_delivery_queue"),
-            # The admin's Deliveries list, newest first, read in windows of created_at per state.
+            # The admin's Deliveries list, newest first, read in windows of created_at per state; and
+            # the few replies owed in a state, whose retry time is checked beside it (recovery).
             models.Index(fields=["delivery_state", "created_at"], name="message_delivery_recent"),
             # The same, for one channel's replies.
             models.Index(fields=["channel", "delivery_state", "created_at"], name="message_channel_delivery"),
             models.Index(fields=["reply_state", "created_at"], name="message_reply_queue"),
-            models.Index(fields=["message_id"], name="message_message_id"),
         ]
 
     def __str__(self) -> str:

@@ -88,10 +88,12 @@ def due_later_make_now() -> int:
     lets its probe through now."""
     now = timezone.now()
     breakers_probe_now()
-    messages_collection().update_many(
-        {"delivery_state": {"$in": RETRYABLE_STATES}, "next_attempt_at": {"$gt": now}},
-        {"$set": {"next_attempt_at": now}},
-    )
+    for state in RETRYABLE_STATES:
+        # One state at a time, on the (delivery_state, created_at) index: the replies owed are
+        # few, and their retry time is checked beside it.
+        messages_collection().update_many(
+            {"delivery_state": state, "next_attempt_at": {"$gt": now}}, {"$set": {"next_attempt_at": now}}
+        )
     messages_collection().update_many(
         {"reply_state": Message.ReplyState.AWAITING.value, "next_attempt_at": {"$gt": now}},
         {"$set": {"next_attempt_at": now}},
@@ -146,9 +148,10 @@ def channel_owed_due_now(*, channel_id: ObjectId) -> int:
     """The channel is reachable again (a test message went through, or an operator closed its
     breaker): what it is owed is retried now rather than at the end of each backoff."""
     now = timezone.now()
-    # Equality on the index's first field and a range on its second (an `$in` there scans).
+    # On the (channel_id, delivery_state, created_at) index, in that order (the embedded server
+    # takes the filter's first field); the retry time is checked beside it.
     messages_collection().update_many(
-        {"delivery_state": DeliveryState.FAILED.value, "next_attempt_at": {"$gt": now}, "channel_id": channel_id},
+        {"channel_id": channel_id, "delivery_state": DeliveryState.FAILED.value, "next_attempt_at": {"$gt": now}},
         {"$set": {"next_attempt_at": now}},
     )
     result = dialogues_collection().update_many(

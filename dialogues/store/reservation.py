@@ -212,11 +212,9 @@ def dialogue_reserve_existing(
 
 
 def _dialogue_key(*, chat_bot_id: ObjectId, channel_id: ObjectId, chat_id: str) -> dict[str, Any]:
-    """The dialogue's natural key, `chat_id` first. The unique index on the three is partial
-    (the backend adds `$type` conditions), so the embedded server does not use it for this
-    look-up and takes one field's index instead, the first in the filter's order: by the bot,
-    that walks every dialogue of the bot, by `chat_id` only a handful. MongoDB plans it the
-    same either way."""
+    """The dialogue's natural key, in the order of its unique index `uniq_dialogue_chat`
+    (chat_id, chat_bot_id, channel_id; whole, not partial: migration 0011), which serves this
+    look-up on the embedded server and on MongoDB alike."""
     return {"chat_id": chat_id, "chat_bot_id": chat_bot_id, "channel_id": channel_id}
 
 
