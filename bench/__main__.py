@@ -5,6 +5,8 @@ stack started for this run.
     make bench ARGS="--quick"                   # a smoke test in about a minute
     make bench ARGS="--mode load --messages 5000 --channels 16 --concurrency 16,64"
     make bench ARGS="--mode floor --floor-threads 2,4"
+    make bench ARGS="--mode simple"             # the simplest-design floor alone
+    make bench ARGS="--mode load,floor"         # the C=16 load beside both floors, and the other loads
     make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
     make bench ARGS="--mode scale-data"         # every admin and API page at 100,000 and 250,000 messages
     make bench ARGS="--mode scale-data --scale-sizes 100000 --scale-hold"  # seeded and kept up, to profile by hand
@@ -32,13 +34,14 @@ from typing import Any
 from pymongo import MongoClient
 
 from bench import report
-from bench.dbstats import DbCounters, DbDelta
+from bench.dbstats import DbCounters, DbDelta, index_entries, index_weights
 from bench.scenarios import slow_llm, slow_neighbour
+from bench.simple import DB_NAME as SIMPLE_DB_NAME
 from bench.stack import DB_NAME, ROOT, Stack
-from bench.workload import FloorRun, LoadRun, warm_up
+from bench.workload import FloorRun, LoadRun, SimpleRun, warm_up
 from core.env import env_normalize
 
-MODES = ["load", "floor", "scenarios", "growth", "diagnose", "scale-data"]
+MODES = ["load", "floor", "simple", "scenarios", "growth", "diagnose", "scale-data"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
 # reported (other people edit the tree while the benchmark runs).
 PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py",
@@ -46,7 +49,7 @@ PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dial
                   "worker/pipeline.py", "worker/delivery.py", "worker/steps.py", "worker/bulkheads.py",
                   "channels_app/breaker.py", "channels_app/dispatch.py", "channels_app/outgoing_http.py",
                   "llm/client.py",
-                  "bench/floor.py"]  # fmt: skip
+                  "bench/floor.py", "bench/simple.py"]  # fmt: skip
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -57,11 +60,23 @@ def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
+def _modes(text: str) -> str | list[str]:
+    if text == "all":
+        return text
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(unknown)!r}: all, or some of {', '.join(MODES)}")
+    return modes
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--mode", choices=[*MODES, "all"], default="all")
+    parser.add_argument("--mode", type=_modes, default="all",
+                        help=f"all, or one or more of {', '.join(MODES)}, comma-separated (load,floor: the C=16 load "
+                        "beside both floors)")  # fmt: skip
     parser.add_argument("--messages", type=int, help="customer messages per load run (default 2000; quick 200)")
     parser.add_argument("--channels", type=int, help="channels (one dialogue each) per run (default 8; quick 4)")
     parser.add_argument("--concurrency", type=_ints, help="comma-separated load concurrencies (default 16,64)")
@@ -72,6 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--floor-threads", type=_ints, help="floor thread counts to try (default 1,2,4,8)")
     parser.add_argument("--floor-messages", type=int, help="messages per floor thread count (default 1000)")
+    parser.add_argument("--simple-messages", type=int, help="messages of the simplest-design floor (default: "
+                        "--messages)")  # fmt: skip
     parser.add_argument(
         "--moderate-rates",
         type=_ints,
@@ -103,6 +120,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.concurrency = args.concurrency or ([16] if quick else [16, 64])
     args.floor_threads = args.floor_threads or ([2, 8] if quick else [1, 2, 4, 8])
     args.floor_messages = args.floor_messages or (100 if quick else 1000)
+    args.simple_messages = args.simple_messages or args.messages
     args.moderate_rates = args.moderate_rates or ([10, 20] if quick else [10, 20, 30])
     args.moderate_messages = args.moderate_messages or (60 if quick else 300)
     args.scenario_messages = args.scenario_messages or (100 if quick else 600)
@@ -212,7 +230,7 @@ def main(argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = os.environ.get("SERVER_WORKERS", "1")
     threads = os.environ.get("SERVER_THREADS", "8")
-    modes = MODES if args.mode == "all" else [args.mode]
+    modes = MODES if args.mode == "all" else args.mode
     cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), platform.processor())  # fmt: skip
     results: dict[str, Any] = {
@@ -230,6 +248,7 @@ def main(argv: list[str]) -> int:
           f"and the worker", flush=True)  # fmt: skip
     started = time.monotonic()
     stack = Stack(out_dir=out_dir, workers=workers, threads=threads, log_level="info")
+    simple: SimpleRun | None = None
     try:
         stack.start()
         results["server"]["worker_threads"] = stack.worker_threads()
@@ -247,33 +266,45 @@ def main(argv: list[str]) -> int:
         )
 
         # The embedded server slows down as it fills, so whatever runs first looks faster. The
-        # C=16 load and the floor at each thread count therefore run interleaved, in two halves
-        # ordered load, floors ascending | floors descending, load (a mirror cancels a steady
-        # drift), on the same server; the rest follows on its own.
+        # C=16 load, the simplest-design floor and the floor at each thread count therefore run
+        # interleaved, in two halves ordered load, simple, floors ascending | floors descending,
+        # simple, load (a mirror cancels a steady drift), on the same server; the rest follows
+        # on its own.
         load_runs: dict[int, LoadRun] = {}
         floors: list[FloorRun] = []
         paired_c = 16 if 16 in args.concurrency else args.concurrency[0]
         if "load" in modes:
             load_runs[paired_c] = LoadRun(stack, counters, channels=args.channels, concurrency=paired_c,
                                           name=f"load-c{paired_c}")  # fmt: skip
+        if "load" in modes or "simple" in modes:
+            simple = SimpleRun(stack, channels=args.channels, concurrency=paired_c)
         if "floor" in modes:
             floors = [FloorRun(stack, counters, db, channels=args.channels, threads=t, db_name=DB_NAME)
                       for t in args.floor_threads]  # fmt: skip
-        if load_runs or floors:
+        if load_runs or floors or simple:
             parts = [f"load C={paired_c}"] if load_runs else []
+            parts += [f"the simplest design at C={paired_c}"] if simple else []
             parts += [f"floor at {args.floor_threads} threads"] if floors else []
             what = " and ".join(parts)
             say(f"==> {what}: interleaved in two halves", flush=True)
-            halves: list[list[tuple[LoadRun | FloorRun, int]]] = [[], []]
+            halves: list[list[tuple[LoadRun | FloorRun | SimpleRun, int]]] = [[], []]
             if load_runs:
                 for half, n in zip(halves, _split(args.messages, 2), strict=True):
                     half.append((load_runs[paired_c], n))
+            if simple:
+                for half, n in zip(halves, _split(args.simple_messages, 2), strict=True):
+                    half.append((simple, n))
             for floor in floors:
                 for half, n in zip(halves, _split(args.floor_messages, 2), strict=True):
                     half.append((floor, n))
             order = halves[0] + list(reversed(halves[1]))
             for runner, n in order:
-                label = f"load C={paired_c}" if isinstance(runner, LoadRun) else f"floor T={runner.threads}"
+                if isinstance(runner, LoadRun):
+                    label = f"load C={paired_c}"
+                elif isinstance(runner, SimpleRun):
+                    label = f"simple C={paired_c}"
+                else:
+                    label = f"floor T={runner.threads}"
                 profilers = []
                 if args.profile and isinstance(runner, LoadRun):
                     profilers = _start_profilers(stack, out_dir, paired_c)
@@ -282,13 +313,24 @@ def main(argv: list[str]) -> int:
                 finally:
                     _stop_profilers(profilers)
                 print(f"    {label}: segment of {n} done", flush=True)
+            # Index entries written per message: each collection's writes times its indexes,
+            # weighted as the collections stand now (bench.dbstats).
+            weights = {DB_NAME: index_weights(db), SIMPLE_DB_NAME: index_weights(client[SIMPLE_DB_NAME])}
+            results["index_weights"] = weights
             if floors:
                 results["floor"] = [f.result(db) for f in floors]
-                for f in results["floor"]:
+                for f, floor in zip(results["floor"], floors, strict=True):
+                    f["index_entries"] = index_entries(floor.db, weights[DB_NAME], messages=f["messages"])
                     print(_line(f"floor T={f['threads']}", f), flush=True)
+            if simple:
+                r = simple.result()
+                r["index_entries"] = index_entries(simple.db, weights[SIMPLE_DB_NAME], messages=r["messages"])
+                results["simple"] = r
+                print(_line(f"simple C={paired_c}", r), flush=True)
             results["load"] = []
             if load_runs:
                 r = load_runs[paired_c].result(db)
+                r["index_entries"] = index_entries(load_runs[paired_c].db, weights[DB_NAME], messages=r["messages"])
                 print(_line(f"load C={paired_c}", r), flush=True)
                 results["load"].append(r)
 
@@ -372,6 +414,8 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         results["error"] = f"{type(exc).__name__}: {exc}"
     finally:
+        if simple is not None:
+            simple.close()
         stack.stop()
     results["duration_s"] = round(time.monotonic() - started, 1)
     if pipeline_hash() != results["pipeline_code"]:

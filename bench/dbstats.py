@@ -6,15 +6,25 @@ On secantusd 0.7.0b3 (checked by hand): `top` counts a findAndModify under `comm
 collection (opcounters count it under `update`), a find under `queries`, an insert or update
 under `insert` / `update`; a bulk write of one insert and one update counts one of each.
 Commands that name no collection (hello, ping, endSessions, serverStatus) appear only in
-opcounters.
+opcounters. It counts commands, not documents: an `insert_many` or an `update_many` is one.
+
+Index entries written (`index_entries`): each insert or update `top` counted on a collection,
+times the indexes of that collection (`index_weights`: `_id` and every other index; a partial
+or sparse one weighted by the share of the collection's documents it holds at the end of the
+run). An update counts every index, not only those on the fields it changes: the embedded
+server rewrites every index entry of the document on any update (README, "Known quirks").
+Documents written by one `update_many` count once, so the figure is low where one is used
+(the worker marks a claim's customer messages replied with one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import MongoClient
+from pymongo.database import Database
 
 # Short names for the collections the pipeline touches.
 COLLECTIONS = {
@@ -117,3 +127,45 @@ def worker_reads(delta: DbDelta, *, messages: int, wall_s: float) -> dict[str, f
         "passes_per_message": round(passes / messages, 3) if messages else 0.0,
         "dialogue_finds_per_s": round(finds / wall_s, 1) if wall_s else 0.0,
     }
+
+
+def index_weight(index: dict[str, Any], *, count: Callable[[dict[str, Any]], int], total: int) -> float:
+    """How many entries of this index one written document has, on average: 1, or for a
+    partial or sparse index the share of the collection's documents it holds (`count(filter)`
+    counts them)."""
+    if not total:
+        return 1.0
+    if index.get("partialFilterExpression"):
+        return count(dict(index["partialFilterExpression"])) / total
+    if index.get("sparse"):
+        return count({"$or": [{field: {"$exists": True}} for field in index["key"]]}) / total
+    return 1.0
+
+
+def index_weights(db: Database) -> dict[str, float]:
+    """Index entries per written document, by collection (short names, as in `top`)."""
+    weights: dict[str, float] = {}
+    for name in db.list_collection_names():
+        coll = db[name]
+        total = coll.count_documents({})
+        weight = 0.0
+        for index in coll.list_indexes():
+            weight += index_weight(dict(index), count=coll.count_documents, total=total)
+        weights[COLLECTIONS.get(name, name)] = round(weight, 3)
+    return weights
+
+
+# The collections the index figures are shown for; the rest are added up as "other".
+INDEX_GROUPS = ("dialogues", "messages")
+
+
+def index_entries(delta: DbDelta, weights: dict[str, float], *, messages: int) -> dict[str, float]:
+    """Index entries written per message, by collection group and in total."""
+    by_group = dict.fromkeys((*INDEX_GROUPS, "other"), 0.0)
+    for (coll, kind), (count, _) in delta.top.items():
+        if kind in ("insert", "update") and count:
+            group = coll if coll in INDEX_GROUPS else "other"
+            by_group[group] += count * weights.get(coll, 1.0)
+    result = {group: round(n / messages, 2) if messages else 0.0 for group, n in by_group.items()}
+    result["total"] = round(sum(by_group.values()) / messages, 2) if messages else 0.0
+    return result

@@ -40,7 +40,6 @@ SIGTERM, then prints its counts as one JSON line.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import queue
@@ -64,6 +63,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
 
+from bench.mock_llm import mock_llm
 from bench.stats import clock
 from core.datetimes import aware
 from dialogues.documents import message_document
@@ -116,18 +116,6 @@ LEASE = dialogue_lease()
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def mock_llm(history: list[dict[str, str]]) -> str:
-    # The same work as llm.client.mock_llm_call.
-    if not history:
-        return "Hello! How can I help you?"
-    last = history[-1]
-    digest = hashlib.sha256(
-        "\n".join(f"{h['role']}:{h['text']}" for h in history).encode("utf-8", "surrogatepass")
-    ).hexdigest()[:8]
-    quoted = last["text"] if len(last["text"]) <= 200 else last["text"][:200] + "..."
-    return f"Echo ({len(history)} in context, {digest}): {quoted}"
 
 
 # --- ingest ------------------------------------------------------------------------------------

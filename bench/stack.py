@@ -71,8 +71,9 @@ class Stack:
         self.gunicorn: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_env: dict[str, str] = {}
-        # Other processes to account for while they run (the floor's worker), by name.
-        self.extra_processes: dict[str, int] = {}
+        # Other processes to account for while they run (the floor's worker, the simple floor's
+        # gunicorn), by name.
+        self.extra_processes: dict[str, list[int]] = {}
         self.receiver: subprocess.Popen[bytes] | None = None
         self.api_token = ""
         # The superuser's password, for the admin's pages (bench.datascale signs in with it).
@@ -300,7 +301,7 @@ class Stack:
             "worker": [self.worker.pid] if self.worker else [],
             "receiver": [self.receiver.pid] if self.receiver else [],
             "load generator": [os.getpid()],
-            **{name: [pid] for name, pid in self.extra_processes.items()},
+            **self.extra_processes,
         }
         return {name: round(sum(_cpu_of(pid) for pid in pids), 3) for name, pids in groups.items()}
 

@@ -523,7 +523,7 @@ class FloorRun(Measured):
                                     threads=self.threads, log_path=self.stack.out_dir / "floor-worker.log")  # fmt: skip
         self.stack.pause_worker()
         try:
-            self.stack.extra_processes["floor worker"] = worker.start()
+            self.stack.extra_processes["floor worker"] = [worker.start()]
 
             def send() -> Sent:
                 acks, latencies, errors, started, ended = ingest_threads(
@@ -559,3 +559,74 @@ class FloorRun(Measured):
         r.update(stored_check(db, bot_id=self.bot_id, messages=r["messages"], channels=len(self.channel_ids)))
         r["correct"] = is_correct(r, messages=r["messages"], channels=len(self.channel_ids))
         return r
+
+
+# --- the simplest-design floor ---------------------------------------------------------------
+
+
+class SimpleRun(Measured):
+    """The simplest-design floor (bench.simple) under the same load generator as the app: its own
+    gunicorn, its own database on the same server, the same receiver. The app's worker is
+    paused during its segments, as during the floor's."""
+
+    kind = "simple"
+
+    def __init__(self, stack: Stack, *, channels: int, concurrency: int, name: str | None = None):
+        from bench.simple import DB_NAME, SimpleServer
+
+        name = name or f"simple-c{concurrency}"
+        super().__init__(stack, DbCounters(stack.mongo.url, DB_NAME), path=f"/hook/{name}")
+        self.name = name
+        self.concurrency = concurrency
+        self.server = SimpleServer(mongo_url=stack.mongo.app_url, admin_url=stack.mongo.url, workers=stack.workers,
+                                   threads=stack.threads, log_path=stack.out_dir / "simple.log").start()  # fmt: skip
+        self.secret, self.channel_ids = self.server.tenant(
+            name=name, channel_urls=[stack.receiver_url + self.path] * channels
+        )
+        self._warm_up()
+
+    def _warm_up(self, messages: int = 32) -> None:
+        """Connections opened and code loaded in every gunicorn worker before anything is measured."""
+        secret, channel_ids = self.server.tenant(
+            name=f"{self.name} warm-up", channel_urls=[self.stack.receiver_url + f"/hook/{self.name}-warm-up"]
+        )
+        bodies = [message_body(chat_id=channel_ids[0], index=i) for i in range(messages)]
+        asyncio.run(drive(url=self.server.url, secret=secret, bodies=bodies, concurrency=self.concurrency))
+
+    def segment(self, messages: int) -> None:
+        offset = self.messages
+        bodies = [message_body(chat_id=self.channel_ids[(offset + i) % len(self.channel_ids)], index=offset + i)
+                  for i in range(messages)]  # fmt: skip
+        self.stack.pause_worker()
+        self.stack.extra_processes["simple floor (gunicorn)"] = self.server.pids()
+        try:
+            self.measure(lambda: asyncio.run(drive(url=self.server.url, secret=self.secret, bodies=bodies,
+                                                   concurrency=self.concurrency)))  # fmt: skip
+        finally:
+            self.stack.extra_processes.pop("simple floor (gunicorn)", None)
+            self.stack.resume_worker()
+
+    def stored_check(self) -> dict[str, Any]:
+        db = self.server.db
+        dialogues = [d["_id"] for d in db.dialogues.find({"chat_id": {"$in": self.channel_ids}}, {"_id": 1})]
+        mine = {"dialogue_id": {"$in": dialogues}}
+        return {
+            "messages_stored": db.messages.count_documents(mine),
+            "customer_messages_replied": len(db.messages.distinct("in_reply_to", {**mine, "role": "ASSISTANT"})),
+            "replies_delivered": db.messages.count_documents(
+                {**mine, "role": "ASSISTANT", "delivery_state": "delivered"}
+            ),
+            "dialogues": len(dialogues),
+        }
+
+    def result(self) -> dict[str, Any]:
+        r = self.common_result()
+        r.update(name=self.name, channels=len(self.channel_ids), concurrency=self.concurrency)
+        r.update(self.replies_check())
+        r.update(self.stored_check())
+        r["correct"] = is_correct(r, messages=r["messages"], channels=len(self.channel_ids))
+        return r
+
+    def close(self) -> None:
+        self.server.stop()
+        self.counters.close()
