@@ -188,10 +188,10 @@ class Message(models.Model):
         verbose_name = _("message")
         verbose_name_plural = _("messages")
         ordering = ["created_at", "id"]
-        # Deduplication: the unique index `uniq_message_id_dialogue` on (message_id, dialogue_id) is
-        # created by migration 0011, whole (not partial, as a UniqueConstraint would be), so that
-        # it also serves every look-up by message id and no separate index is written per insert.
         constraints = [
+            # Deduplication. It starts with the dialogue, the messages' shard key
+            # (deploy/MONGODB.md, "Sharding"), so look-ups by message id need their own index.
+            models.UniqueConstraint(fields=["dialogue", "message_id"], name="uniq_message_per_dialogue"),
             # One reply per incoming message, even when a duplicate resumes work at the same
             # moment as the original.
             models.UniqueConstraint(
@@ -211,6 +211,7 @@ class Message(models.Model):
             # The same, for one channel's replies.
             models.Index(fields=["channel", "delivery_state", "created_at"], name="message_channel_delivery"),
             models.Index(fields=["reply_state", "created_at"], name="message_reply_queue"),
+            models.Index(fields=["message_id"], name="message_message_id"),
         ]
 
     def __str__(self) -> str:
