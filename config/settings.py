@@ -320,8 +320,12 @@ LLM_CONTEXT_MESSAGES = env_int("LLM_CONTEXT_MESSAGES", 20, minimum=1, maximum=10
 LLM_TIMEOUT_S = env_float("LLM_TIMEOUT_S", 30.0, minimum=0.1)
 # Generation attempts per customer message before the bot's fallback text (or "failed").
 LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
-# LLM calls in flight at once per worker process; a call that times out gives its slot back.
-LLM_MAX_CONCURRENCY = env_int("LLM_MAX_CONCURRENCY", 32, minimum=1, maximum=1024)
+# LLM calls in flight at once per worker process (waited for on its event loop, `llm.aio`; no
+# thread per call); a call that times out gives its place back. A provider's own limits are
+# kept besides (`llm.pacing`).
+LLM_MAX_CONCURRENCY = env_int("LLM_MAX_CONCURRENCY", 1024, minimum=1, maximum=10_000)
+# Threads for a custom LLM_BACKEND callable (synchronous), per worker process.
+LLM_CUSTOM_THREADS = env_int("LLM_CUSTOM_THREADS", 32, minimum=1, maximum=1024)
 # The default model; a bot's own `llm_model` overrides it.
 LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
 # The "openai" backend (OpenAI, or any server speaking its chat-completions protocol: Ollama,
@@ -354,12 +358,15 @@ DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
 DELIVERY_RETRY_BASE_S = env_float("DELIVERY_RETRY_BASE_S", 1.0, minimum=0.01)
 DELIVERY_RETRY_MAX_S = env_float("DELIVERY_RETRY_MAX_S", 600.0, minimum=0.01)
 
-# The worker. Each process runs WORKER_THREADS dialogues at once; one channel gets at most
-# WORKER_CHANNEL_CONCURRENCY of them and one bot's LLM calls at most
-# WORKER_BOT_LLM_CONCURRENCY, so a slow tenant cannot take the others' capacity.
+# The worker. Each process holds up to WORKER_DIALOGUES dialogues at once: a dialogue waiting
+# for its LLM answer holds no thread, and WORKER_THREADS threads run the database work and the
+# deliveries in between. One channel gets at most WORKER_CHANNEL_CONCURRENCY delivery attempts
+# at once and one bot at most WORKER_BOT_LLM_CONCURRENCY LLM calls, so a busy tenant cannot take
+# the others' capacity.
+WORKER_DIALOGUES = env_int("WORKER_DIALOGUES", 1024, minimum=1, maximum=10_000)
 WORKER_THREADS = env_int("WORKER_THREADS", 32, minimum=1, maximum=1024)
 WORKER_CHANNEL_CONCURRENCY = env_int("WORKER_CHANNEL_CONCURRENCY", 4, minimum=1, maximum=1024)
-WORKER_BOT_LLM_CONCURRENCY = env_int("WORKER_BOT_LLM_CONCURRENCY", 8, minimum=1, maximum=1024)
+WORKER_BOT_LLM_CONCURRENCY = env_int("WORKER_BOT_LLM_CONCURRENCY", 512, minimum=1, maximum=10_000)
 # How often an idle worker looks for due work (an indexed query on due dialogues only).
 WORKER_POLL_MS = env_int("WORKER_POLL_MS", 25, minimum=1, maximum=60_000)
 # The circuit breaker: after this many failed attempts in a row a channel gets nothing for

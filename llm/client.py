@@ -32,6 +32,8 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -55,6 +57,11 @@ def mock_llm_call(history: list[HistoryItem]) -> str:
     delay_ms = settings.LLM_MOCK_DELAY_MS
     if delay_ms:
         time.sleep(delay_ms / 1000)
+    return mock_llm_text(history)
+
+
+def mock_llm_text(history: list[HistoryItem]) -> str:
+    """The mock's reply, without its delay."""
     if not history:
         return "Hello! How can I help you?"
     last = history[-1]
@@ -90,10 +97,10 @@ def llm_reply_generate(*, chat_bot: ChatBot | None, history: list[HistoryItem], 
     elif name in MOCK_BACKENDS:
         if not settings.LLM_MOCK_DELAY_MS:
             # No I/O and no wait: no thread hop either (it is every test's and the benchmark's LLM).
-            return _mock_reply(history, deadline=0.0)
+            return mock_reply(history, deadline=0.0)
 
         def call(deadline: float) -> LLMReply:
-            return _mock_reply(history, deadline=deadline)
+            return mock_reply(history, deadline=deadline)
 
     elif name == "openai":
         # Imported on first use: the SDK costs a noticeable start-up time the mock never needs.
@@ -106,12 +113,62 @@ def llm_reply_generate(*, chat_bot: ChatBot | None, history: list[HistoryItem], 
         backend = _custom_backend(name)
 
         def call(deadline: float) -> LLMReply:
-            return _custom_reply(backend, history)
+            return custom_reply(backend, history)
 
     return _pool.run(call, limit=settings.LLM_MAX_CONCURRENCY, timeout_s=settings.LLM_TIMEOUT_S)
 
 
-def _mock_reply(history: list[HistoryItem], *, deadline: float) -> LLMReply:
+@dataclass(frozen=True)
+class PreparedCall:
+    """One call, decided in the caller's thread (the provider read, the request built) so that
+    the event loop that waits for it (`llm.aio`) never touches the database. `kind`: "answered"
+    (the undelayed mock: `reply` is the answer, no wait), "mock" (the mock with its delay),
+    "openai" (`request`, to `provider`), or "custom" (`backend`)."""
+
+    kind: str
+    history: list[HistoryItem]
+    traceparent: str = ""
+    reply: LLMReply | None = None
+    request: Any = None  # llm.openai_backend._Request (never in a repr: it holds the key)
+    provider: str = "default"  # the pacing key: the provider's id, or "default"
+    provider_name: str = "default"
+    limits: ProviderLimits | None = None
+    backend: CustomBackend | None = None
+    bot: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    max_concurrent: int | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+def llm_call_prepare(*, chat_bot: ChatBot | None, history: list[HistoryItem], traceparent: str = "") -> PreparedCall:
+    """What `llm_reply_generate` would do, made ready for an asynchronous wait. Raises a final
+    LLMError when the call cannot be made (a provider gone, no key, an unknown backend)."""
+    bot = str(chat_bot.pk) if chat_bot is not None and chat_bot.pk is not None else ""
+    name = settings.LLM_BACKEND
+    provider = llm_provider_for(chat_bot)
+    if provider is not None or name == "openai":
+        from llm.openai_backend import openai_request
+
+        request = openai_request(chat_bot=chat_bot, history=history, provider=provider)
+        if provider is not None:
+            limits = ProviderLimits(provider.max_concurrent, provider.requests_per_minute, provider.tokens_per_minute)
+            return PreparedCall(
+                kind="openai", history=history, traceparent=traceparent, request=request,
+                provider=provider.key, provider_name=provider.name, limits=limits, bot=bot,
+            )  # fmt: skip
+        return PreparedCall(kind="openai", history=history, traceparent=traceparent, request=request, bot=bot)
+    if name in MOCK_BACKENDS:
+        if not settings.LLM_MOCK_DELAY_MS:
+            return PreparedCall(kind="answered", history=history, reply=mock_reply(history, deadline=0.0), bot=bot)
+        return PreparedCall(kind="mock", history=history, bot=bot)
+    return PreparedCall(kind="custom", history=history, backend=_custom_backend(name), bot=bot)
+
+
+def mock_reply(history: list[HistoryItem], *, deadline: float) -> LLMReply:
     started = time.monotonic()
     text = mock_llm_call(history)
     return LLMReply(
@@ -141,7 +198,7 @@ def _custom_backend(path: str) -> CustomBackend:
     return backend
 
 
-def _custom_reply(backend: CustomBackend, history: list[HistoryItem]) -> LLMReply:
+def custom_reply(backend: CustomBackend, history: list[HistoryItem]) -> LLMReply:
     started = time.monotonic()
     try:
         text = backend(history)

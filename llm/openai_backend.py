@@ -26,9 +26,11 @@ import logging
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 import openai
 from cachetools import LRUCache
 from django.conf import settings
@@ -37,7 +39,7 @@ from openai.types.chat import ChatCompletion
 from channels_app.outgoing_http import retry_after_s
 from chatbots.models import ChatBot
 from llm.providers import ProviderTarget
-from llm.types import HistoryItem, LLMError, LLMReply
+from llm.types import HistoryItem, LLMError, LLMReply, rate_headers
 
 logger = logging.getLogger("llm")
 
@@ -55,15 +57,17 @@ _client_lock = threading.Lock()
 _clients: LRUCache[tuple[str, str, float], openai.OpenAI] = LRUCache(maxsize=CLIENTS_MAX)
 
 
-def openai_reply(
-    *,
-    chat_bot: ChatBot | None,
-    history: list[HistoryItem],
-    deadline: float,
-    traceparent: str = "",
-    provider: ProviderTarget | None = None,
-) -> LLMReply:
-    """With `provider`, its server and key; without, OPENAI_BASE_URL and OPENAI_API_KEY."""
+@dataclass(frozen=True)
+class _Request:
+    base_url: str
+    api_key: str = field(repr=False)
+    model: str
+    body: dict[str, Any]
+
+
+def _request(*, chat_bot: ChatBot | None, history: list[HistoryItem], provider: ProviderTarget | None) -> _Request:
+    """Where the call goes and what it sends. With `provider`, its server and key; without,
+    OPENAI_BASE_URL and OPENAI_API_KEY."""
     if provider is not None:
         base_url, api_key = provider.base_url, provider.api_key
     else:
@@ -77,37 +81,112 @@ def openai_reply(
             retryable=False,
         )
     model = (chat_bot.llm_model if chat_bot is not None else "") or settings.LLM_MODEL
-    request: dict[str, Any] = {"model": model, "messages": chat_messages(chat_bot=chat_bot, history=history)}
+    body: dict[str, Any] = {"model": model, "messages": chat_messages(chat_bot=chat_bot, history=history)}
     if chat_bot is not None and chat_bot.temperature is not None:
-        request["temperature"] = chat_bot.temperature
+        body["temperature"] = chat_bot.temperature
     if chat_bot is not None and chat_bot.max_output_tokens:
-        request[max_tokens_field(base_url)] = chat_bot.max_output_tokens
-    client = _client(base_url=base_url, api_key=api_key, timeout_s=settings.LLM_TIMEOUT_S)
+        body[max_tokens_field(base_url)] = chat_bot.max_output_tokens
+    return _Request(base_url=base_url, api_key=api_key, model=model, body=body)
+
+
+def _create_options(*, timeout_s: float, traceparent: str) -> dict[str, Any]:
+    return {
+        "timeout": max(0.05, timeout_s),
+        # W3C Trace Context, so an LLM gateway or server that traces joins the reply's trace.
+        # Never tracestate: its entries belong to the channel's vendors, not to the LLM's.
+        "extra_headers": {"traceparent": traceparent} if traceparent else None,
+    }
+
+
+def openai_reply(
+    *,
+    chat_bot: ChatBot | None,
+    history: list[HistoryItem],
+    deadline: float,
+    traceparent: str = "",
+    provider: ProviderTarget | None = None,
+) -> LLMReply:
+    """One call with the synchronous client (the "Test connection" button, `deliver_pending`);
+    the worker's calls go through `openai_reply_async`."""
+    request = _request(chat_bot=chat_bot, history=history, provider=provider)
+    client = _client(base_url=request.base_url, api_key=request.api_key, timeout_s=settings.LLM_TIMEOUT_S)
     started = time.monotonic()
     try:
+        # What is left of the call's budget (the pool stops waiting at the deadline anyway).
         completion = client.chat.completions.create(
-            **request,
-            # What is left of the call's budget (the pool stops waiting at the deadline anyway).
-            timeout=max(0.05, deadline - started),
-            # W3C Trace Context, so an LLM gateway or server that traces joins the reply's trace.
-            # Never tracestate: its entries belong to the channel's vendors, not to the LLM's.
-            extra_headers={"traceparent": traceparent} if traceparent else None,
+            **request.body, **_create_options(timeout_s=deadline - started, traceparent=traceparent)
         )
-    except openai.APIError as exc:
-        raise _error(exc, model=model, base_url=base_url, api_key=api_key) from None
-    except json.JSONDecodeError:
+    except Exception as exc:  # noqa: BLE001 - mapped to our own words, or re-raised
+        raise _failure(exc, request) from None
+    return _reply(completion, request, started=started)
+
+
+async def openai_reply_async(
+    client: openai.AsyncOpenAI, request: _Request, *, timeout_s: float, traceparent: str = ""
+) -> LLMReply:
+    """One call with an asynchronous client (`llm.aio`, which keeps one per provider)."""
+    started = time.monotonic()
+    try:
+        # The raw response, for its pacing headers (x-ratelimit-remaining-*, ...).
+        raw = await client.chat.completions.with_raw_response.create(
+            **request.body, **_create_options(timeout_s=timeout_s, traceparent=traceparent)
+        )
+        completion = raw.parse()
+    except Exception as exc:  # noqa: BLE001 - mapped to our own words, or re-raised
+        raise _failure(exc, request) from None
+    reply = _reply(completion, request, started=started)
+    reply.rate_headers = rate_headers(raw.headers)
+    return reply
+
+
+def openai_request(
+    *, chat_bot: ChatBot | None, history: list[HistoryItem], provider: ProviderTarget | None = None
+) -> _Request:
+    """The call `openai_reply_async` makes (raises a final LLMError when it cannot be made)."""
+    return _request(chat_bot=chat_bot, history=history, provider=provider)
+
+
+def async_client(request: _Request, *, max_connections: int) -> openai.AsyncOpenAI:
+    """A new asynchronous client for the request's server and key, with a connection pool as
+    large as the calls the process may have in flight (the SDK's default stops at 1,000)."""
+    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(100, max_connections))
+    return openai.AsyncOpenAI(
+        api_key=request.api_key,
+        base_url=request.base_url,
+        timeout=settings.LLM_TIMEOUT_S,
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=settings.LLM_TIMEOUT_S),
+    )
+
+
+def client_key(request: _Request) -> tuple[str, str]:
+    """The cache key of a request's client: its server and a hash of its key (never the key)."""
+    return request.base_url, hashlib.sha256(request.api_key.encode()).hexdigest()
+
+
+def _failure(exc: Exception, request: _Request) -> LLMError:
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APIError):
+        return _error(exc, model=request.model, base_url=request.base_url, api_key=request.api_key)
+    if isinstance(exc, json.JSONDecodeError):
         # A body that claims to be JSON (by its Content-Type) and is not.
-        raise LLMError("The LLM server sent malformed JSON") from None
-    except openai.OpenAIError as exc:
-        raise LLMError(
-            f"The OpenAI client failed: {type(exc).__name__}: {_scrub(str(exc), api_key)}", retryable=False
-        ) from None
+        return LLMError("The LLM server sent malformed JSON")
+    if isinstance(exc, openai.OpenAIError):
+        return LLMError(
+            f"The OpenAI client failed: {type(exc).__name__}: {_scrub(str(exc), request.api_key)}", retryable=False
+        )
+    raise exc
+
+
+def _reply(completion: object, request: _Request, *, started: float) -> LLMReply:
     latency_ms = round((time.monotonic() - started) * 1000)
     if not isinstance(completion, ChatCompletion):
         # The SDK hands back the raw text when the Content-Type is not JSON.
         raise LLMError("The LLM server sent a non-JSON answer")
     text = _completion_text(completion)
     usage = completion.usage
+    model = request.model
     logger.debug(
         "llm reply",
         extra={"model": completion.model or model, "latency_ms": latency_ms, "usage": usage and usage.total_tokens},
@@ -179,6 +258,13 @@ def _error(exc: openai.APIError, *, model: str, base_url: str, api_key: str) -> 
         return LLMError(f"The LLM server sent a malformed answer ({exc.status_code})")
     if not isinstance(exc, openai.APIStatusError):
         return LLMError(f"The LLM call failed: {type(exc).__name__}")
+    error = _status_error(exc, model=model, base_url=base_url, api_key=api_key)
+    error.status = exc.status_code
+    error.rate_headers = rate_headers(exc.response.headers)
+    return error
+
+
+def _status_error(exc: openai.APIStatusError, *, model: str, base_url: str, api_key: str) -> LLMError:
     status = exc.status_code
     detail = _server_detail(exc, api_key)
     # OpenAI sends its own retry-after-ms besides Retry-After.

@@ -34,6 +34,11 @@ class ProviderTarget:
     name: str
     base_url: str
     api_key: str = field(repr=False)
+    # The pacing key (the provider's id) and its limits (None: none), for llm.pacing.
+    key: str = ""
+    max_concurrent: int | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
 
 def llm_provider_exists(provider_id: ObjectId) -> bool:
@@ -55,7 +60,15 @@ def llm_provider_for(chat_bot: ChatBot | None) -> ProviderTarget | None:
     provider = llm_provider_cached(provider_id)
     if provider is None:
         raise LLMError(PROVIDER_MISSING, retryable=False)
-    return ProviderTarget(name=provider.name, base_url=provider.base_url, api_key=provider.api_key)
+    return ProviderTarget(
+        name=provider.name,
+        base_url=provider.base_url,
+        api_key=provider.api_key,
+        key=str(provider.pk),
+        max_concurrent=provider.max_concurrent,
+        requests_per_minute=provider.requests_per_minute,
+        tokens_per_minute=provider.tokens_per_minute,
+    )
 
 
 TEST_MESSAGE = "Reply with the single word OK."

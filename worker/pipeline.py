@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Generator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,10 +72,48 @@ def reply_message_id(*, dialogue_id: ObjectId, in_reply_to: str) -> str:
     return str(uuid.uuid5(REPLY_ID_NAMESPACE, f"{dialogue_id}/{in_reply_to}"))
 
 
+@dataclass(frozen=True)
+class LLMCall:
+    """What a pass asks of the LLM: yielded by `dialogue_steps`, answered by its driver with an
+    LLMReply (sent in) or an LLMError (thrown in)."""
+
+    chat_bot: ChatBot | None
+    history: list[HistoryItem]
+    traceparent: str
+
+
+# A pass over a dialogue, as a generator: it runs until it needs the LLM, yields the call, and
+# goes on with the answer. The worker's driver (`worker.loop`) runs each stretch between two
+# calls on a thread of its pool and waits for the LLM on its event loop (`llm.aio`), so a
+# dialogue waiting for its answer holds no thread; `dialogue_process` drives it in the caller's
+# thread with the synchronous client. Its value is how the pass ended.
+DialogueSteps = Generator[LLMCall, LLMReply, Step]
+
+
 def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
-    """Works through the dialogue and gives it back. Returns how it ended (for logs and tests)."""
+    """Works through the dialogue and gives it back, calling the LLM in this thread. Returns how
+    it ended (for logs and tests)."""
+    steps = dialogue_steps(claim, slots=slots)
+    answer: LLMReply | None = None
+    error: LLMError | None = None
+    while True:
+        try:
+            call = steps.throw(error) if error is not None else steps.send(answer)  # type: ignore[arg-type]
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            answer, error = (
+                llm_reply_generate(chat_bot=call.chat_bot, history=call.history, traceparent=call.traceparent),
+                None,
+            )
+        except LLMError as exc:
+            answer, error = None, exc
+
+
+def dialogue_steps(claim: DialogueClaim, *, slots: Slots) -> DialogueSteps:
+    """Works through the dialogue and gives it back; yields each LLM call (see DialogueSteps)."""
     try:
-        step = _work(claim, slots=slots)
+        step = yield from _work(claim, slots=slots)
     finally:
         users_mark_replied(message_ids=claim.replied)
         claim.replied.clear()
@@ -93,7 +133,7 @@ def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
     return step
 
 
-def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
+def _work(claim: DialogueClaim, *, slots: Slots) -> DialogueSteps:
     """Passes over the dialogue until nothing is owed or a pass has to stop (`Stop`)."""
     first = True
     while True:
@@ -101,7 +141,8 @@ def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
             if not first and not dialogue_renew(claim):
                 raise Stop(Step(StepKind.LOST))
             first = False
-            if _pass(claim, slots=slots) and dialogue_release(claim, done_seq=claim.done_seq, settled=True):
+            reached_end = yield from _pass(claim, slots=slots)
+            if reached_end and dialogue_release(claim, done_seq=claim.done_seq, settled=True):
                 return Step(StepKind.SETTLED)
             # The read was full (more messages follow), or a message was reserved since the
             # claim was read: go on with it.
@@ -110,7 +151,7 @@ def _work(claim: DialogueClaim, *, slots: Slots) -> Step:
                 return stop.step
 
 
-def _pass(claim: DialogueClaim, *, slots: Slots) -> bool:
+def _pass(claim: DialogueClaim, *, slots: Slots) -> Generator[LLMCall, LLMReply, bool]:
     """One read of the dialogue's owed messages, handled in order. True when it reached the
     end of what is reserved."""
     channel = channel_cached(claim.channel_id)
@@ -136,7 +177,7 @@ def _pass(claim: DialogueClaim, *, slots: Slots) -> bool:
     window = dialogue_window(
         dialogue_id=claim.dialogue_id, from_seq=max(0, claim.done_seq - context - HISTORY_SLACK), limit=limit
     )
-    _walk(claim, window=window, channel=channel, bot=bot, context=context, slots=slots)
+    yield from _walk(claim, window=window, channel=channel, bot=bot, context=context, slots=slots)
     if len(window) >= limit:
         return False  # the read was full: more messages follow
     again = _tail_unfilled(claim)
@@ -160,7 +201,7 @@ def _walk(
     bot: ChatBot | None,
     context: int,
     slots: Slots,
-) -> None:
+) -> Generator[LLMCall, LLMReply, None]:
     """Handles the owed messages of one read, in order, advancing `claim.done_seq` over every
     position it settles. Raises `Stop` where it has to stop."""
     history: list[dict[str, Any]] = [doc for doc in window if (doc.get("seq") or 0) <= claim.done_seq]
@@ -209,7 +250,7 @@ def _walk(
                 raise wait_stop(timezone.now() + SLOT_RETRY, bounce=True)
             trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
             with trace_bound(trace):
-                outcome = _generate(
+                outcome = yield from _generate(
                     claim, user=doc, history=history, bot=bot, context=context, slots=slots, trace=trace
                 )
             if outcome is None:
@@ -267,7 +308,7 @@ def _generate(
     context: int,
     slots: Slots,
     trace: TraceContext,
-) -> dict[str, Any] | None:
+) -> Generator[LLMCall, LLMReply, dict[str, Any] | None]:
     """The reply to one customer message, not stored yet (`_deliver` stores it with its first
     outcome); None when no reply will ever come. Raises `Stop` when the dialogue must wait."""
     now = timezone.now()
@@ -289,9 +330,7 @@ def _generate(
         started = time.monotonic()
         try:
             # The LLM call is a span of its own, under the reply's.
-            answer: LLMReply | None = llm_reply_generate(
-                chat_bot=bot, history=items, traceparent=trace.child().traceparent
-            )
+            answer: LLMReply | None = yield LLMCall(chat_bot=bot, history=items, traceparent=trace.child().traceparent)
             error: LLMError | None = None
         except LLMError as exc:
             answer, error = None, exc
