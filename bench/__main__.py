@@ -34,7 +34,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from bench import report
-from bench.dbstats import DbCounters, DbDelta, index_entries, index_weights
+from bench.dbstats import DbCounters, index_entries, index_weights
 from bench.idle import first_after_quiet, idle_cost
 from bench.scenarios import slow_llm, slow_neighbour
 from bench.simple import DB_NAME as SIMPLE_DB_NAME
