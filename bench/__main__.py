@@ -34,7 +34,8 @@ from typing import Any
 from pymongo import MongoClient
 
 from bench import report
-from bench.dbstats import DbCounters, DbDelta, index_entries, index_weights
+from bench.dbstats import DbCounters, index_entries, index_weights
+from bench.idle import first_after_quiet, idle_cost
 from bench.scenarios import slow_llm, slow_neighbour
 from bench.simple import DB_NAME as SIMPLE_DB_NAME
 from bench.stack import DB_NAME, ROOT, Stack
@@ -109,6 +110,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scale-hold", action="store_true", help="scale-data: after seeding the first size, "
                         "keep the stack up with its webhook traffic and print where to reach it, until "
                         "Ctrl-C (for profiling a page by hand; nothing is timed)")  # fmt: skip
+    parser.add_argument("--idle-s", type=float, help="seconds the idle database CPU is read over (default 10; "
+                        "quick 5)")  # fmt: skip
+    parser.add_argument("--quiet-s", type=float, default=5.0, help="quiet before each first-message-after-quiet "
+                        "(default 5)")  # fmt: skip
+    parser.add_argument("--quiet-times", type=int, default=3, help="first messages after quiet (default 3)")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test of the benchmark itself")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles during the C=16 load")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed too")
@@ -133,6 +139,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scale_sizes = args.scale_sizes or ([2000, 5000] if quick else [100_000, 250_000])
     args.scale_samples = args.scale_samples or (3 if quick else 10)
     args.scale_baseline_s = args.scale_baseline_s or (5.0 if quick else 20.0)
+    args.idle_s = args.idle_s or (5.0 if quick else 10.0)
     return args
 
 
@@ -172,24 +179,6 @@ def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
         profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
     for profiler in profilers:
         profiler.wait(30)
-
-
-def _idle(stack: Stack, counters: DbCounters, seconds: float = 3.0) -> dict[str, Any]:
-    """What the stack asks of the database with nothing to do: the worker's empty look-ups."""
-    before = counters.snapshot()
-    cpu = stack.cpu_seconds()
-    time.sleep(seconds)
-    after = counters.snapshot()
-    cpu_after = stack.cpu_seconds()
-    delta = DbDelta()
-    delta.add(before, after, counters.overhead)
-    return {
-        "seconds": seconds,
-        "ops_per_s": {f"{c}.{k}": round(n / seconds, 1) for (c, k), (n, _) in sorted(delta.top.items()) if n},
-        # The worker's look-ups for due work, plus its housekeeping's (about 1/s).
-        "dialogue_finds_per_s": round(delta.count("dialogues", "find") / seconds, 1),
-        "cpu_percent": {name: round((cpu_after[name] - cpu[name]) / seconds * 100, 1) for name in cpu},
-    }
 
 
 def pipeline_hash() -> dict[str, str]:
@@ -260,10 +249,15 @@ def main(argv: list[str]) -> int:
         print(f"    ready in {time.monotonic() - started:.1f} s (worker: {stack.worker_threads()} threads); "
               f"warming up", flush=True)  # fmt: skip
         warm_up(stack)
-        results["idle"] = _idle(stack, counters)
-        print(
-            f"    idle: {results['idle']['dialogue_finds_per_s']} dialogue finds/s (the worker's look-ups)", flush=True
+        say(f"==> idle: {args.idle_s:g} s with nothing to do, then {args.quiet_times} messages each after "
+            f"{args.quiet_s:g} s of quiet", flush=True)  # fmt: skip
+        results["idle"] = idle = idle_cost(stack, counters, seconds=args.idle_s)
+        results["idle"]["first_after_quiet"] = quiet = first_after_quiet(
+            stack, times=args.quiet_times, quiet_s=args.quiet_s
         )
+        print(f"    idle: database {idle['database_cpu_percent_of_core']} % of a core, "
+              f"{idle['dialogue_finds_per_s']} dialogue finds/s; first message after quiet: ack->receipt "
+              f"{quiet['ack_to_receipt_ms']} ms", flush=True)  # fmt: skip
 
         # The embedded server slows down as it fills, so whatever runs first looks faster. The
         # C=16 load, the simplest-design floor and the floor at each thread count therefore run

@@ -17,6 +17,10 @@ MODERATE_RATE = 20.0
 FLOOR_SHARE_TARGET = 0.6
 SIMPLE_SHARE_TARGET = 0.6
 DB_CPU_MS_TARGET = 12.0
+# With the worker running and nothing due, the database server's CPU, as a share of one core;
+# and the first message after a quiet spell, ack to receipt.
+IDLE_DB_CPU_TARGET_PERCENT = 1.0
+FIRST_AFTER_QUIET_TARGET_MS = 100.0
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -111,6 +115,25 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             {"target": f"moderate load ({moderate['rate']:g}/s): ack-to-receipt p50 <= {MODERATE_P50_TARGET_MS:g} ms",
              "value": f"p50 {p50} ms, p99 {moderate['e2e']['ack_to_receipt_ms']['p99']} ms",
              "met": p50 <= MODERATE_P50_TARGET_MS, "kind": "performance"}
+        )  # fmt: skip
+    idle = results.get("idle")
+    if idle and "database_cpu_percent_of_core" in idle:
+        share = idle["database_cpu_percent_of_core"]
+        checks.append(
+            {"target": f"idle: database CPU < {IDLE_DB_CPU_TARGET_PERCENT:g} % of a core (the worker running, "
+                       f"nothing to do)",
+             "value": f"{share} % over {idle['seconds']} s; {idle['dialogue_finds_per_s']} dialogue finds/s",
+             "met": share < IDLE_DB_CPU_TARGET_PERCENT, "kind": "performance"}
+        )  # fmt: skip
+    quiet = (idle or {}).get("first_after_quiet")
+    if quiet:
+        worst = quiet["max_ms"]
+        checks.append(
+            {"target": f"first message after {quiet['quiet_s']:g} s of quiet: ack-to-receipt <= "
+                       f"{FIRST_AFTER_QUIET_TARGET_MS:g} ms (every one of {quiet['times']})",
+             "value": f"max {worst} ms, median {quiet['median_ms']} ms, missing {quiet['missing']}",
+             "met": worst is not None and not quiet["missing"] and worst <= FIRST_AFTER_QUIET_TARGET_MS,
+             "kind": "performance"}
         )  # fmt: skip
     growth = results.get("growth") or []
     for g in growth:
@@ -254,6 +277,11 @@ def render(results: dict[str, Any]) -> str:
     if results.get("idle"):
         idle = results["idle"]
         out.append(f"\nidle ({idle['seconds']} s, nothing due): {idle['ops_per_s']} ops/s; CPU % {idle['cpu_percent']}")
+        quiet = idle.get("first_after_quiet")
+        if quiet:
+            out.append(f"first message after {quiet['quiet_s']:g} s of quiet, ack->receipt ms: "
+                       f"{quiet['ack_to_receipt_ms']} (median {quiet['median_ms']}, "
+                       f"max {quiet['max_ms']})")  # fmt: skip
     sn = results.get("slow_neighbour")
     if sn:
         a, w, b = sn["alone"], sn["with_b"], sn["b"]

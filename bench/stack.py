@@ -21,7 +21,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from devtools.embedded_mongo import EmbeddedMongo, die_with_parent, free_port
-from devtools.run import METRICS_DIR_ENV, gunicorn_command, metrics_dir_fresh, worker_command
+from devtools.run import METRICS_DIR_ENV, WAKE_DIR_ENV, gunicorn_command, metrics_dir_fresh, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "bench"
@@ -120,6 +120,8 @@ class Stack:
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),
                 # One directory for every process of the run, as `make run` gives them.
                 METRICS_DIR_ENV: metrics_dir_fresh(self.out_dir / "metrics"),
+                # One host, as under `make run`: the webhook wakes the idle worker.
+                WAKE_DIR_ENV: str(self.out_dir / "wake"),
             }
         )
         self.env.pop("DJANGO_DEBUG", None)

@@ -24,6 +24,7 @@ from core.tokens import (
     signing_secret_rotation,
     signing_secrets_current,
 )
+from core.worker_wake import HOUSEKEEPING, worker_wake
 
 
 def validate_channel_url(url: str) -> str:
@@ -176,6 +177,8 @@ def channel_update(
         channel.is_active = is_active
         fields.append("is_active")
     channel.save(update_fields=fields)
+    if is_active:
+        worker_wake(HOUSEKEEPING)  # its parked dialogues are resumed by the worker's housekeeping
     return channel
 
 
@@ -231,20 +234,23 @@ def channel_set_active(*, channel: Channel, is_active: bool) -> Channel:
 
 
 def channel_test_request(*, channel_ids: list[Any]) -> int:
-    """Asks the worker to send each of these channels a marked test message (within a second);
-    the result lands in the channel's `last_test_*` fields. Returns how many were asked."""
+    """Asks the worker to send each of these channels a marked test message (at once when a
+    worker runs on this host, else at its next housekeeping); the result lands in the channel's
+    `last_test_*` fields. Returns how many were asked."""
     if not channel_ids:
         return 0
     result = mongo_collection(Channel._meta.db_table).update_many(
         {"_id": {"$in": channel_ids}}, {"$set": {"test_requested_at": timezone.now()}}
     )
+    worker_wake(HOUSEKEEPING)
     return int(result.matched_count)
 
 
 def channel_breaker_close(*, channel: Channel) -> bool:
     """An operator closes the channel's circuit breaker (they know it is back): attempts go to
     it again at once, and the worker retries what it is owed now (within a second) rather
-    than at the end of each reply's backoff. False when it was closed already."""
+    than at the end of each reply's backoff (at the worker's next housekeeping). False when it
+    was closed already."""
     result = mongo_collection(Channel._meta.db_table).update_one(
         {"_id": channel.pk},
         {
@@ -257,6 +263,7 @@ def channel_breaker_close(*, channel: Channel) -> bool:
     )
     if result.matched_count != 1:
         raise NotFound("Not found.")
+    worker_wake(HOUSEKEEPING)
     was_open = channel.breaker_open_until is not None and channel.consecutive_failures > 0
     channel.consecutive_failures = 0
     channel.breaker_open_until = None

@@ -367,8 +367,15 @@ WORKER_DIALOGUES = env_int("WORKER_DIALOGUES", 1024, minimum=1, maximum=10_000)
 WORKER_THREADS = env_int("WORKER_THREADS", 32, minimum=1, maximum=1024)
 WORKER_CHANNEL_CONCURRENCY = env_int("WORKER_CHANNEL_CONCURRENCY", 4, minimum=1, maximum=1024)
 WORKER_BOT_LLM_CONCURRENCY = env_int("WORKER_BOT_LLM_CONCURRENCY", 512, minimum=1, maximum=10_000)
-# How often an idle worker looks for due work (an indexed query on due dialogues only).
+# How often a worker looks for due work (an indexed query on due dialogues only) while it has
+# had work in the last 2 s; after that the wait doubles up to WORKER_IDLE_POLL_MS, which bounds
+# how long the first message after a quiet spell waits when nothing on the worker's host wakes it.
 WORKER_POLL_MS = env_int("WORKER_POLL_MS", 25, minimum=1, maximum=60_000)
+WORKER_IDLE_POLL_MS = env_int("WORKER_IDLE_POLL_MS", 1000, minimum=1, maximum=60_000)
+# A directory of Unix datagram sockets, one per worker process on this host: the webhook and the
+# admin send each one a byte when they make work, so an idle worker looks at once
+# (core.worker_wake). Unset: no wake-ups, the poll alone. Every process of a host gets the same.
+WORKER_WAKE_DIR = env_str("WORKER_WAKE_DIR", "")
 # The circuit breaker: after this many failed attempts in a row a channel gets nothing for
 # WORKER_BREAKER_COOLDOWN_S (doubling while probes keep failing, up to 10 minutes).
 WORKER_BREAKER_THRESHOLD = env_int("WORKER_BREAKER_THRESHOLD", 5, minimum=1)

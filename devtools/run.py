@@ -52,6 +52,8 @@ def gunicorn_command(*, bind: str | None = None, workers: str | None = None, thr
 
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The directory of the workers' wake-up sockets (core.worker_wake), for every process of a host.
+WAKE_DIR_ENV = "WORKER_WAKE_DIR"
 
 
 def metrics_dir_fresh(path: Path) -> str:
@@ -168,6 +170,8 @@ def main() -> int:
     # Inherited by gunicorn and the worker (and the worker again when it is restarted, so
     # its counts carry on).
     os.environ[METRICS_DIR_ENV] = metrics_dir_fresh(Path(os.environ.get(METRICS_DIR_ENV) or DATA / "metrics"))
+    # gunicorn and the worker share one host here: the webhook wakes an idle worker at once.
+    os.environ.setdefault(WAKE_DIR_ENV, str(DATA / "wake"))
     gunicorn: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     try:

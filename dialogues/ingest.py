@@ -28,6 +28,7 @@ from chatbots.services import chatbot_authenticate
 from core.caching import LookupCache
 from core.errors import Conflict, NotFound
 from core.tokens import hash_secret
+from core.worker_wake import worker_wake
 from dialogues.documents import message_document
 from dialogues.models import Message
 from dialogues.store.activity import activity_message_in
@@ -195,6 +196,8 @@ def webhook_message_process(
         result.ignored_reason = IGNORED_PAUSED
         return result
     result.reply_pending = True
+    # Stored: an idle worker on this host looks now rather than at its next poll.
+    worker_wake()
     wait_ms = settings.WEBHOOK_REPLY_WAIT_MS
     if wait_ms:
         deadline = time.monotonic() + wait_ms / 1000

@@ -27,6 +27,7 @@ from django.utils import timezone
 from channels_app.models import DeliveryState
 from chatbots.models import PAUSE_MAX_MINUTES
 from core.errors import ApplicationError, NotFound
+from core.worker_wake import worker_wake
 from dialogues.documents import message_document
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
 from dialogues.store.handoff import dialogue_pause_set, dialogue_paused_until, dialogue_take_over
@@ -98,4 +99,5 @@ def operator_message_send(*, dialogue: Dialogue, author: AbstractBaseUser | Anon
     if not message_insert(doc):  # a fresh UUID: cannot collide; a failure here is a bug
         dialogue_count_adjust(dialogue_id=dialogue.pk, added=-1, voids=[slot.first_seq] if slot.first_seq else None)
         raise ApplicationError("The message could not be stored; try again", status=409)
+    worker_wake()
     return Message.objects.get(pk=doc["_id"])

@@ -1,19 +1,24 @@
 """The worker: claims due dialogues and works through them on a thread pool.
 
-How it learns of new work: a tight indexed poll. The webhook marks a dialogue due
-(`work_due_at`) in the same update that reserves the message's position, and the worker's
-claim is a read of the sparse index of due dialogues, sorted by due time, then an update by
-`_id` per dialogue that matches only while it is free. While there is work, the next claims
-follow at once; when there is none, the worker looks again every WORKER_POLL_MS. An empty
-look reads an index and costs the same whatever the number of dialogues; a change stream
-would cost the database on every insert instead (README, "How a reply is made: the worker").
-The database is the only hand-off, so any number of workers on any hosts share the work,
-and a worker that dies loses nothing: its leases expire and another worker picks the
-dialogues up.
+How it learns of new work: an indexed poll, and a wake-up from the processes on its host. The
+webhook marks a dialogue due (`work_due_at`) in the same update that reserves the message's
+position, and the worker's claim is a read of the sparse index of due dialogues, sorted by due
+time, then an update by `_id` per dialogue that matches only while it is free. While there is
+work, the next claims follow at once; when there is none, the worker looks again every
+WORKER_POLL_MS for HOT_S, then ever less often (the wait doubles) up to every
+WORKER_IDLE_POLL_MS, so that an idle worker costs the database almost nothing. Whatever makes
+work on the same host (the webhook, the admin, the API) wakes it at once with a datagram
+(`core.worker_wake`, WORKER_WAKE_DIR), and it looks fast again; work made on another host is
+found by the poll. An empty look reads an index and costs the same whatever the number of
+dialogues; a change stream would cost the database on every insert instead (README, "How a
+reply is made: the worker"). The database is the only hand-off, so any number of workers on
+any hosts share the work, and a worker that dies loses nothing: its leases expire and another
+worker picks the dialogues up.
 
-Besides the queue, every second: parked dialogues whose channel is active again are woken,
-"send test message" requests are sent, and (every 10 s) customer messages whose reply is
-owed but whose dialogue is not due are found and woken (the recovery path).
+Besides the queue, every second (every IDLE_MAINTENANCE_INTERVAL_S while idle, and at once
+when woken for it): parked dialogues whose channel is active again are woken, "send test
+message" requests are sent, and (every 10 s) customer messages whose reply is owed but whose
+dialogue is not due are found and woken (the recovery path).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from channels_app.selectors import channels_active_ids
 from channels_app.services import channel_owed_wake_requests_take, channel_test_requests_take, channel_test_send
 from core.counters import counters_flush
 from core.errors import is_database_outage
+from core.worker_wake import HOUSEKEEPING, WakeSocket
 from dialogues.store.claims import (
     DialogueClaim,
     dialogue_claim,
@@ -52,6 +58,11 @@ from worker.pipeline import dialogue_process
 logger = logging.getLogger("worker")
 
 MAINTENANCE_INTERVAL_S = 1.0
+# After its last work (or wake-up) the worker looks every WORKER_POLL_MS for this long: a
+# conversation's next message often follows within it. Then the wait doubles after each empty
+# look, up to WORKER_IDLE_POLL_MS, and the housekeeping runs every IDLE_MAINTENANCE_INTERVAL_S.
+HOT_S = 2.0
+IDLE_MAINTENANCE_INTERVAL_S = 5.0
 # How long the backlog of a tenant at its limit is set aside: at first DEFER_S, then as long as
 # the tenant has been at its limit so far (a channel that hangs stays blocked; moving its whole
 # backlog every second would cost the database work for every other tenant), up to DEFER_MAX_S.
@@ -64,9 +75,10 @@ OUTAGE_BACKOFF_MAX_S = 5.0
 
 
 class Worker:
-    def __init__(self, *, threads: int | None = None, poll_ms: int | None = None):
+    def __init__(self, *, threads: int | None = None, poll_ms: int | None = None, idle_poll_ms: int | None = None):
         self.threads = threads or settings.WORKER_THREADS
         self.poll_s = (poll_ms or settings.WORKER_POLL_MS) / 1000
+        self.idle_poll_s = max(self.poll_s, (idle_poll_ms or settings.WORKER_IDLE_POLL_MS) / 1000)
         self.slots = Slots()
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="worker")
         self.stopping = threading.Event()
@@ -74,7 +86,11 @@ class Worker:
         self._lock = threading.Lock()
         self._in_flight: set[ObjectId] = set()
         self._futures: set[Future[Any]] = set()
-        self._next_maintenance = 0.0
+        self._last_maintenance = float("-inf")
+        # When work was last claimed or in hand, or a wake-up came (see HOT_S).
+        self._active_at = time.monotonic()
+        self._idle_wait_s = self.poll_s
+        self._maintain_now = False
         self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.counts = {"dialogues": 0, "errors": 0}
@@ -90,23 +106,75 @@ class Worker:
         """Until `stop()`: claim and work, look again when idle, survive database outages."""
         logger.info(
             "worker started",
-            extra={"worker": self.name, "threads": self.threads, "poll_ms": round(self.poll_s * 1000)},
-        )
+            extra={"worker": self.name, "threads": self.threads, "poll_ms": round(self.poll_s * 1000),
+                   "idle_poll_ms": round(self.idle_poll_s * 1000)},
+        )  # fmt: skip
+        wake_socket = self._wake_socket_open()
         backoff = OUTAGE_BACKOFF_S
-        while not self.stopping.is_set():
-            try:
-                claimed = self.schedule()
-                self.maintain()
-                backoff = OUTAGE_BACKOFF_S
-            except (DatabaseError, PyMongoError) as exc:
-                # Nothing is lost: work stays due in the database, leases expire by themselves.
-                logger.warning("worker: database unavailable (%s); retrying in %.1f s", type(exc).__name__, backoff)
-                self.stopping.wait(backoff)
-                backoff = min(OUTAGE_BACKOFF_MAX_S, backoff * 2)
-                continue
-            if not claimed:
-                self._wake.wait(self.poll_s)
+        try:
+            while not self.stopping.is_set():
+                # Cleared before the look, so that a wake-up during it makes the wait below end.
                 self._wake.clear()
+                try:
+                    claimed = self.schedule()
+                    self.maintain()
+                    backoff = OUTAGE_BACKOFF_S
+                except (DatabaseError, PyMongoError) as exc:
+                    # Nothing is lost: work stays due in the database, leases expire by themselves.
+                    logger.warning("worker: database unavailable (%s); retrying in %.1f s", type(exc).__name__, backoff)
+                    self.stopping.wait(backoff)
+                    backoff = min(OUTAGE_BACKOFF_MAX_S, backoff * 2)
+                    continue
+                if claimed:
+                    self._active_at = time.monotonic()
+                else:
+                    self._wake.wait(self._idle_wait())
+        finally:
+            if wake_socket is not None:
+                wake_socket.close()
+
+    def _idle_wait(self) -> float:
+        """How long to wait before the next look: WORKER_POLL_MS while there is work in hand or
+        there was lately, then doubling up to WORKER_IDLE_POLL_MS."""
+        now = time.monotonic()
+        with self._lock:
+            busy = bool(self._futures)
+        if busy:
+            self._active_at = now
+        if now - self._active_at < HOT_S:
+            self._idle_wait_s = self.poll_s
+        else:
+            self._idle_wait_s = min(self.idle_poll_s, self._idle_wait_s * 2)
+        return self._idle_wait_s
+
+    def _wake_socket_open(self) -> WakeSocket | None:
+        if not settings.WORKER_WAKE_DIR:
+            return None
+        wake_socket = WakeSocket(settings.WORKER_WAKE_DIR)
+        if not wake_socket.open():
+            return None
+        threading.Thread(target=self._wake_listen, args=(wake_socket,), name="worker-wake", daemon=True).start()
+        return wake_socket
+
+    def _wake_listen(self, wake_socket: WakeSocket) -> None:
+        while not self.stopping.is_set():
+            kind = wake_socket.receive()
+            if not kind:
+                return  # closed
+            self.woken(housekeeping=kind == HOUSEKEEPING)
+
+    def woken(self, *, housekeeping: bool = False) -> None:
+        """Someone made work: look fast for a while, and now if the worker had backed off
+        (`housekeeping`: run it now). A worker looking every WORKER_POLL_MS anyway is not
+        interrupted: under load every message would cost an extra look, most of them too early
+        (a message is due WORK_DUE_DELAY after its reservation)."""
+        now = time.monotonic()
+        backed_off = self._idle_wait_s > self.poll_s or now - self._active_at >= HOT_S
+        self._active_at = now
+        if housekeeping:
+            self._maintain_now = True
+        if backed_off or housekeeping:
+            self._wake.set()
 
     def stop(self, *, wait_s: float = 10.0) -> None:
         """Stops claiming; waits up to `wait_s` for the dialogues in hand."""
@@ -215,9 +283,11 @@ class Worker:
 
     def maintain(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now < self._next_maintenance:
+        interval = MAINTENANCE_INTERVAL_S if now - self._active_at < HOT_S else IDLE_MAINTENANCE_INTERVAL_S
+        if not force and not self._maintain_now and now - self._last_maintenance < interval:
             return
-        self._next_maintenance = now + MAINTENANCE_INTERVAL_S
+        self._maintain_now = False
+        self._last_maintenance = now
         resume_parked()
         self.send_test_messages()
         channels_reachable_again()

@@ -14,6 +14,7 @@ from bson import ObjectId
 from django.conf import settings
 from django.utils import timezone
 
+from core.worker_wake import worker_wake
 from dialogues.store.collections import EPOCH, dialogues_collection
 
 
@@ -209,6 +210,8 @@ def dialogue_wake(
         if force:
             update["$max"]["force_seq"] = from_seq
     dialogues_collection().update_one({"_id": dialogue_id}, update)
+    if when is None:
+        worker_wake()
 
 
 def dialogue_force_used(claim: DialogueClaim) -> None:

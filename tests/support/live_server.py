@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from devtools.embedded_mongo import free_port
-from devtools.run import METRICS_DIR_ENV, gunicorn_command, worker_command
+from devtools.run import METRICS_DIR_ENV, WAKE_DIR_ENV, gunicorn_command, worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +40,8 @@ class LiveServer:
         # Shared by gunicorn's workers and every worker started with env(), as `make run`
         # shares one: /metrics adds up all of their files.
         self.metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{self.port}-")
+        # One host, as under `make run`: the webhook wakes the workers started with env().
+        self.wake_dir = tempfile.mkdtemp(prefix=f"wake-{self.port}-")
 
     @property
     def url(self) -> str:
@@ -55,6 +57,7 @@ class LiveServer:
                 # As in production: the webhook and the worker batch their counts, no write per message.
                 "COUNTERS_FLUSH_S": "2",
                 METRICS_DIR_ENV: self.metrics_dir,
+                WAKE_DIR_ENV: self.wake_dir,
             }
         )
         env.update(self.extra_env)
@@ -85,6 +88,7 @@ class LiveServer:
             self.worker.stop()
         terminate(self.process)
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        shutil.rmtree(self.wake_dir, ignore_errors=True)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

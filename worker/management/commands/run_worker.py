@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -36,8 +37,10 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        wake = f", woken through {settings.WORKER_WAKE_DIR}" if settings.WORKER_WAKE_DIR else ""
         self.stdout.write(f"worker {worker.name}: {worker.threads} threads, looking for work every "
-                          f"{worker.poll_s * 1000:g} ms (Ctrl-C stops)")  # fmt: skip
+                          f"{worker.poll_s * 1000:g} ms, up to {worker.idle_poll_s * 1000:g} ms when idle{wake} "
+                          f"(Ctrl-C stops)")  # fmt: skip
         self.stdout.flush()
         worker.run()
         worker.stop()
