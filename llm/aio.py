@@ -135,7 +135,7 @@ class LLMRuntime:
             return call.reply
         if call.kind == "mock":
             await asyncio.sleep(settings.LLM_MOCK_DELAY_MS / 1000)
-            reply = mock_reply(call.history, deadline=0.0)
+            reply = mock_reply(call.history, deadline=0.0, delayed=False)
             reply.latency_ms = settings.LLM_MOCK_DELAY_MS
             return reply
         if call.kind == "custom":

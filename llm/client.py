@@ -168,9 +168,11 @@ def llm_call_prepare(*, chat_bot: ChatBot | None, history: list[HistoryItem], tr
     return PreparedCall(kind="custom", history=history, backend=_custom_backend(name), bot=bot)
 
 
-def mock_reply(history: list[HistoryItem], *, deadline: float) -> LLMReply:
+def mock_reply(history: list[HistoryItem], *, deadline: float, delayed: bool = True) -> LLMReply:
+    """The mock's answer; `delayed=False`: without its LLM_MOCK_DELAY_MS (a caller that waits
+    it out itself, `llm.aio`)."""
     started = time.monotonic()
-    text = mock_llm_call(history)
+    text = mock_llm_call(history) if delayed else mock_llm_text(history)
     return LLMReply(
         text=text, backend="mock", model="", prompt_tokens=None, completion_tokens=None, latency_ms=_ms_since(started)
     )

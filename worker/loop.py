@@ -46,14 +46,18 @@ from core.worker_wake import HOUSEKEEPING, WakeSocket
 from dialogues.store.claims import (
     DialogueClaim,
     dialogue_claim,
+    dialogue_lease,
+    dialogue_leases_extend,
     dialogue_release,
     dialogues_defer,
     dialogues_due,
     dialogues_waiting,
 )
 from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_dialogues, parked_resume
+from llm.aio import LLMRuntime
 from worker.bulkheads import Slots
-from worker.pipeline import dialogue_process
+from worker.steps import Step
+from worker.tasks import DialogueTask
 
 logger = logging.getLogger("worker")
 
@@ -72,11 +76,23 @@ ORPHAN_SWEEP_INTERVAL_S = 10.0
 # After a database error the loop waits this long, doubling up to the maximum.
 OUTAGE_BACKOFF_S = 0.5
 OUTAGE_BACKOFF_MAX_S = 5.0
+# Due dialogues read and claimed per look, at most (the next look follows at once while there
+# is room and work).
+CLAIM_BATCH = 256
 
 
 class Worker:
-    def __init__(self, *, threads: int | None = None, poll_ms: int | None = None, idle_poll_ms: int | None = None):
+    def __init__(
+        self,
+        *,
+        threads: int | None = None,
+        poll_ms: int | None = None,
+        idle_poll_ms: int | None = None,
+        dialogues: int | None = None,
+    ):
         self.threads = threads or settings.WORKER_THREADS
+        # Dialogues in hand at once: those waiting for the LLM hold no thread (`worker.tasks`).
+        self.capacity = dialogues or settings.WORKER_DIALOGUES
         self.poll_s = (poll_ms or settings.WORKER_POLL_MS) / 1000
         self.idle_poll_s = max(self.poll_s, (idle_poll_ms or settings.WORKER_IDLE_POLL_MS) / 1000)
         self.slots = Slots()
@@ -85,7 +101,10 @@ class Worker:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: set[ObjectId] = set()
+        self._tasks: dict[ObjectId, DialogueTask] = {}
         self._futures: set[Future[Any]] = set()
+        self.runtime = LLMRuntime().start()
+        self._next_lease_check = 0.0
         self._last_maintenance = float("-inf")
         # When work was last claimed or in hand, or a wake-up came (see HOT_S).
         self._active_at = time.monotonic()
@@ -106,8 +125,8 @@ class Worker:
         """Until `stop()`: claim and work, look again when idle, survive database outages."""
         logger.info(
             "worker started",
-            extra={"worker": self.name, "threads": self.threads, "poll_ms": round(self.poll_s * 1000),
-                   "idle_poll_ms": round(self.idle_poll_s * 1000)},
+            extra={"worker": self.name, "threads": self.threads, "dialogues": self.capacity,
+                   "poll_ms": round(self.poll_s * 1000), "idle_poll_ms": round(self.idle_poll_s * 1000)},
         )  # fmt: skip
         wake_socket = self._wake_socket_open()
         backoff = OUTAGE_BACKOFF_S
@@ -138,7 +157,7 @@ class Worker:
         there was lately, then doubling up to WORKER_IDLE_POLL_MS."""
         now = time.monotonic()
         with self._lock:
-            busy = bool(self._futures)
+            busy = bool(self._futures) or bool(self._in_flight)
         if busy:
             self._active_at = now
         if now - self._active_at < HOT_S:
@@ -177,27 +196,27 @@ class Worker:
             self._wake.set()
 
     def stop(self, *, wait_s: float = 10.0) -> None:
-        """Stops claiming; waits up to `wait_s` for the dialogues in hand."""
+        """Stops claiming; waits up to `wait_s` for the dialogues in hand. Those still waiting
+        for the LLM then are abandoned: their leases expire and they come back (a reply is
+        stored and sent once whoever makes it)."""
         self.stopping.set()
         self._wake.set()
         deadline = time.monotonic() + wait_s
-        for future in list(self._futures):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                future.result(timeout=remaining)
-            except Exception:  # noqa: BLE001, S110 - logged by the task itself
-                pass
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._in_flight and not self._futures:
+                    break
+            time.sleep(0.02)
+        self.runtime.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         counters_flush()  # the counts this process holds (LLM usage, the dashboard's hours)
 
     def schedule(self) -> bool:
-        """Claims due dialogues while threads are free. True when it claimed any."""
+        """Claims due dialogues while it has room (WORKER_DIALOGUES). True when it claimed any."""
         claimed = False
         while not self.stopping.is_set():
             with self._lock:
-                free = self.threads - len(self._in_flight)
+                free = min(CLAIM_BATCH, self.capacity - len(self._in_flight))
             if free <= 0:
                 break
             channels, bots = self.slots.saturated_channels(), self.slots.saturated_bots()
@@ -212,9 +231,7 @@ class Worker:
                 claim = dialogue_claim(doc)
                 if claim is None:
                     continue  # another worker was first
-                with self._lock:
-                    self._in_flight.add(claim.dialogue_id)
-                self._submit(self._run_one, claim)
+                self._start(claim)
                 claimed = True
             if len(due) < free:
                 break
@@ -243,7 +260,10 @@ class Worker:
                 dialogues_defer(channel_ids=[], bot_ids=[key], until=until)
 
     def _submit(self, work: Any, argument: Any) -> None:
-        future = self.pool.submit(work, argument)
+        try:
+            future = self.pool.submit(work, argument)
+        except RuntimeError:
+            return  # stopping: the pool is shut down (a dialogue's lease expires by itself)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._done)
@@ -253,31 +273,83 @@ class Worker:
             self._futures.discard(future)
         self._wake.set()
 
-    def _run_one(self, claim: DialogueClaim) -> None:
-        try:
-            step = dialogue_process(claim, slots=self.slots)
-            self.counts["dialogues"] += 1
+    def _start(self, claim: DialogueClaim) -> DialogueTask:
+        with self._lock:
+            self._in_flight.add(claim.dialogue_id)
+            task = self._tasks[claim.dialogue_id] = DialogueTask(
+                claim, slots=self.slots, runtime=self.runtime, submit=self._submit, finish=self._finished
+            )
+        task.start()
+        return task
+
+    def work_one(self, claim: DialogueClaim, *, timeout_s: float = 30.0) -> None:
+        """Works the claimed dialogue to the end of its pass and returns (tests)."""
+        self._start(claim)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
             with self._lock:
-                if step.bounce and step.until is not None and self._patient:
-                    self._bounced[claim.dialogue_id] = step.until
-                else:
-                    self._bounced.pop(claim.dialogue_id, None)
-        except Exception as exc:
-            self.counts["errors"] += 1
-            if isinstance(exc, DatabaseError | PyMongoError) and is_database_outage(exc):
-                logger.warning("worker: database unavailable while working on a dialogue: %s", type(exc).__name__)
+                if claim.dialogue_id not in self._in_flight:
+                    return
+            time.sleep(0.005)
+        raise TimeoutError(f"the dialogue was still in hand after {timeout_s} s")
+
+    def _finished(self, task: DialogueTask, step: Step | None, exc: BaseException | None) -> None:
+        """A dialogue's pass ended (on a worker thread): `step` as it ended, or `exc`."""
+        claim = task.claim
+        try:
+            if exc is None:
+                assert step is not None
+                self._settled(claim, step)
             else:
-                logger.exception("worker: dialogue failed", extra={"dialogue": str(claim.dialogue_id)})
-            # Give it back for a later try, if the database lets us; otherwise its lease
-            # expires and it comes back by itself.
-            try:
-                dialogue_release(claim, done_seq=claim.done_seq, due_at=timezone.now() + _retry_delay(exc))
-            except (DatabaseError, PyMongoError):
-                pass
+                self._failed(claim, exc)
         finally:
             with self._lock:
                 self._in_flight.discard(claim.dialogue_id)
+                self._tasks.pop(claim.dialogue_id, None)
             connection.close_if_unusable_or_obsolete()
+            self._wake.set()
+
+    def _settled(self, claim: DialogueClaim, step: Step) -> None:
+        self.counts["dialogues"] += 1
+        with self._lock:
+            if step.bounce and step.until is not None and self._patient:
+                self._bounced[claim.dialogue_id] = step.until
+            else:
+                self._bounced.pop(claim.dialogue_id, None)
+
+    def _failed(self, claim: DialogueClaim, exc: BaseException) -> None:
+        self.counts["errors"] += 1
+        if isinstance(exc, DatabaseError | PyMongoError) and is_database_outage(exc):
+            logger.warning("worker: database unavailable while working on a dialogue: %s", type(exc).__name__)
+        else:
+            logger.error("worker: dialogue failed", exc_info=exc, extra={"dialogue": str(claim.dialogue_id)})
+        # Give it back for a later try, if the database lets us; otherwise its lease
+        # expires and it comes back by itself.
+        try:
+            dialogue_release(claim, done_seq=claim.done_seq, due_at=timezone.now() + _retry_delay(exc))
+        except (DatabaseError, PyMongoError):
+            pass
+
+    def extend_waiting_leases(self, *, now: float | None = None) -> int:
+        """Dialogues waiting long for their LLM answer (a provider's limits pace their call)
+        keep their leases: one write for all of them, only when a wait has lasted a third of a
+        lease (a call within its timeout never needs it)."""
+        now = time.monotonic() if now is None else now
+        threshold = dialogue_lease().total_seconds() / 3
+        with self._lock:
+            waiting = [
+                task.claim
+                for task in self._tasks.values()
+                if task.waiting_since is not None and now - task.waiting_since >= threshold
+            ]
+        if waiting:
+            dialogue_leases_extend(waiting)
+            with self._lock:
+                for claim in waiting:
+                    task = self._tasks.get(claim.dialogue_id)
+                    if task is not None and task.waiting_since is not None:
+                        task.waiting_since = now  # counted again from here
+        return len(waiting)
 
     # --- housekeeping -------------------------------------------------------------------------
 
@@ -288,6 +360,7 @@ class Worker:
             return
         self._maintain_now = False
         self._last_maintenance = now
+        self.extend_waiting_leases(now=now)
         resume_parked()
         self.send_test_messages()
         channels_reachable_again()
@@ -314,12 +387,12 @@ class Worker:
         while time.monotonic() < deadline:
             claimed = self.schedule()
             with self._lock:
-                busy = bool(self._futures)
+                busy = bool(self._futures) or bool(self._in_flight)
             if not claimed and not busy:
                 self.maintain(force=True)
                 if not self.schedule():
                     with self._lock:
-                        idle = not self._futures
+                        idle = not self._futures and not self._in_flight
                         bounced = patient and bool(self._bounced)
                     if idle and not bounced:
                         return
@@ -340,6 +413,7 @@ class Worker:
                     self._bounced.pop(dialogue_id, None)
 
     def close(self) -> None:
+        self.runtime.stop()
         self.pool.shutdown(wait=True)
 
 

@@ -137,7 +137,7 @@ def test_a_pass_that_fails_after_the_post_leaves_the_message_owed(
         patch.setattr("worker.delivery.reply_store", lambda **kwargs: 1 / 0)
         claim = claim_next()
         assert claim is not None
-        worker._run_one(claim)  # logs the error and gives the dialogue back for a later try
+        worker.work_one(claim)  # logs the error and gives the dialogue back for a later try
     user = Message.objects.get(message_id="m-1")
     dialogue = dialogues_collection().find_one({"_id": claim.dialogue_id})
     # The customer message's position is not counted as settled: the next pass answers it

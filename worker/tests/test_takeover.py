@@ -172,17 +172,17 @@ def test_a_new_reply_in_flight_when_the_take_over_lands_is_recorded_as_what_happ
 def test_a_reply_generated_while_the_take_over_lands_is_never_sent(
     channel: Channel, post_webhook, receiver: ChannelReceiver, drain: Drain, monkeypatch
 ) -> None:
-    import worker.pipeline
+    import worker.tasks
 
     post_webhook(customer_message(channel, message_id="m-1"))
-    generate = worker.pipeline.llm_reply_generate
+    prepare = worker.tasks.llm_call_prepare
 
     def slow_llm(**kwargs: Any) -> Any:
         # The operator takes over while the LLM is still writing the reply.
         dialogue_pause(dialogue=Dialogue.objects.get(channel=channel))
-        return generate(**kwargs)
+        return prepare(**kwargs)
 
-    monkeypatch.setattr(worker.pipeline, "llm_reply_generate", slow_llm)
+    monkeypatch.setattr(worker.tasks, "llm_call_prepare", slow_llm)
     _due_now()
     drain()
     assert receiver.requests == []
