@@ -338,6 +338,12 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 # models reject max_tokens); Ollama, llama.cpp and older servers read max_tokens. "auto": the
 # former for api.openai.com, the latter for any other server.
 LLM_MAX_TOKENS_FIELD = env_choice("LLM_MAX_TOKENS_FIELD", "auto", ["auto", "max_tokens", "max_completion_tokens"])
+# Pacing by the providers' limits (llm.pacing): how often each worker process syncs with the
+# others through the database (a 429's block reaches the other processes within this time),
+# and at most this many of one bot's calls in flight per provider and process (0: no ceiling;
+# the bots of a provider take turns whatever it is).
+LLM_PACING_SYNC_MS = env_int("LLM_PACING_SYNC_MS", 250, minimum=10, maximum=60_000)
+LLM_BOT_CONCURRENCY_CEILING = env_int("LLM_BOT_CONCURRENCY_CEILING", 0, minimum=0, maximum=100_000)
 
 # Outbound delivery to channels. nginx drops header names with underscores by default
 # (underscores_in_headers off), hence the header name is configurable.

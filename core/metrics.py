@@ -24,7 +24,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.db import DatabaseError
-from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -70,6 +70,31 @@ LLM_TOKENS = Counter(
     "chatbots_llm_tokens",
     "Tokens the LLM server reported, by kind (prompt, completion).",
     ["kind"],
+)
+
+# The pacing of LLM calls by their provider's limits (llm.pacing). `provider` is the provider's
+# name, or "default" for the platform's own: bounded by the providers an operator creates.
+LLM_PROVIDER_CALLS_IN_FLIGHT = Gauge(
+    "chatbots_llm_provider_calls_in_flight",
+    "LLM calls in flight, by provider (every process added up).",
+    ["provider"],
+    multiprocess_mode="livesum",
+)
+LLM_PERMIT_WAIT_SECONDS = Histogram(
+    "chatbots_llm_permit_wait_seconds",
+    "Time an LLM call waited for its provider's permit (concurrency, requests and tokens per minute).",
+    ["provider"],
+    buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+LLM_PROVIDER_429 = Counter(
+    "chatbots_llm_provider_429",
+    "Answers 429 (rate limited) from an LLM provider.",
+    ["provider"],
+)
+LLM_PROVIDER_TOKENS = Counter(
+    "chatbots_llm_provider_tokens",
+    "Tokens used per provider and bot (as reported, else as estimated); tokens per minute is its rate.",
+    ["provider", "bot"],
 )
 
 

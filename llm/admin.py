@@ -29,6 +29,7 @@ from core.serializers import is_object_id
 from core.validators import validate_no_control_characters
 from llm.client import LLMError, LLMReply, llm_reply_generate
 from llm.models import API_KEY_MAX_LENGTH, LLMProvider
+from llm.pacing import pacing_usage, provider_key, provider_limits
 from llm.providers import llm_provider_forget, llm_provider_test
 from llm.selectors import chatbot_llm_usage_by_day
 
@@ -267,6 +268,10 @@ class LLMProviderAdmin(admin.ModelAdmin):
         extra_context = dict(extra_context or {})
         if is_object_id(object_id):
             extra_context["test_url"] = reverse("admin:llm_llmprovider_test_connection", args=[object_id])
+            provider = LLMProvider.objects.filter(pk=ObjectId(object_id)).first()
+            if provider is not None:
+                extra_context["pacing_usage"] = pacing_usage(provider_key(provider))
+                extra_context["pacing_limits"] = provider_limits(provider)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def test_connection_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 
 from core.api import AUTH_ERRORS, BAD_REQUEST, CONFLICT, NOT_FOUND, OBJECT_ID_PATH_PARAMETER
-from llm.serializers import LLMProviderInputSerializer, LLMProviderSerializer
+from llm.serializers import LLMProviderDetailSerializer, LLMProviderInputSerializer, LLMProviderSerializer
 
 _DETAIL = [OBJECT_ID_PATH_PARAMETER]
 _EXAMPLE = {
@@ -19,6 +19,7 @@ _EXAMPLE = {
     "created_at": "2025-01-31T12:00:00Z",
     "updated_at": "2025-01-31T12:00:00Z",
 }
+_USAGE = {"calls_in_flight": 12, "requests_last_minute": 410, "tokens_last_minute": 96000, "blocked_until": None}
 _WRITE_ERRORS = {400: BAD_REQUEST, 404: NOT_FOUND, 409: CONFLICT, **AUTH_ERRORS}
 
 llm_provider_schema = extend_schema_view(
@@ -30,8 +31,9 @@ llm_provider_schema = extend_schema_view(
     retrieve=extend_schema(
         summary="Get an LLM provider",
         parameters=_DETAIL,
-        responses={200: LLMProviderSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
-        examples=[OpenApiExample("Provider", value=_EXAMPLE, response_only=True)],
+        description="With its current use (`usage`), from every worker process, against its limits.",
+        responses={200: LLMProviderDetailSerializer, 404: NOT_FOUND, **AUTH_ERRORS},
+        examples=[OpenApiExample("Provider", value={**_EXAMPLE, "usage": _USAGE}, response_only=True)],
     ),
     destroy=extend_schema(
         summary="Delete an LLM provider",

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from channels_app.models import URL_MAX_LENGTH
@@ -13,6 +16,7 @@ from core.serializers import (
     strict_name_field,
 )
 from llm.models import API_KEY_MAX_LENGTH, LLMProvider
+from llm.pacing import pacing_usage, provider_key
 
 LIMITS = ["max_concurrent", "requests_per_minute", "tokens_per_minute"]
 
@@ -31,6 +35,34 @@ class LLMProviderSerializer(BaseModelSerializer):
 
     def get_has_api_key(self, obj: LLMProvider) -> bool:
         return bool(obj.api_key)
+
+
+USAGE_FIELDS = ["calls_in_flight", "requests_last_minute", "tokens_last_minute", "blocked_until"]
+
+
+class LLMProviderUsageSerializer(serializers.Serializer):
+    calls_in_flight = serializers.IntegerField(help_text="Calls in flight now, in every worker process.")
+    requests_last_minute = serializers.IntegerField(help_text="Calls started in the last minute (60-70 s).")
+    tokens_last_minute = serializers.IntegerField(help_text="Tokens used in the last minute (60-70 s).")
+    blocked_until = serializers.DateTimeField(
+        allow_null=True, help_text="Until when the server asked for no calls (a 429, rate-limit headers); null: not."
+    )
+
+
+class LLMProviderDetailSerializer(LLMProviderSerializer):
+    """One provider, with its current use against its limits (read from the pacing's shared
+    state: one small read, so only on the detail)."""
+
+    usage = serializers.SerializerMethodField(help_text="Current use, against the limits above.")
+
+    class Meta(LLMProviderSerializer.Meta):
+        fields = [*LLMProviderSerializer.Meta.fields, "usage"]
+        read_only_fields = fields
+
+    @extend_schema_field(LLMProviderUsageSerializer)
+    def get_usage(self, obj: LLMProvider) -> dict[str, Any]:
+        usage = pacing_usage(provider_key(obj))
+        return {name: usage[name] for name in USAGE_FIELDS}
 
 
 def _limit(name: str) -> StrictIntegerField:

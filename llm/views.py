@@ -12,7 +12,7 @@ from core.pagination import OptionalLimitOffsetPagination
 from llm import openapi
 from llm.models import LLMProvider
 from llm.providers import llm_provider_create, llm_provider_delete, llm_provider_update
-from llm.serializers import LLMProviderInputSerializer, LLMProviderSerializer
+from llm.serializers import LLMProviderDetailSerializer, LLMProviderInputSerializer, LLMProviderSerializer
 
 
 @openapi.llm_provider_schema
@@ -32,6 +32,8 @@ class LLMProviderViewSet(
     def get_serializer_class(self) -> Any:
         if self.action in ("create", "update", "partial_update"):
             return LLMProviderInputSerializer
+        if self.action == "retrieve":
+            return LLMProviderDetailSerializer
         return LLMProviderSerializer
 
     def get_queryset(self) -> QuerySet[LLMProvider]:

@@ -90,6 +90,9 @@ class ChatCompletionsServer:
         self.requests: list[ChatRequest] = []
         self.script: deque[ChatReply] = deque()
         self.default = ChatReply()
+        # Requests being answered now, and the most ever answered at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         server = self
@@ -117,8 +120,16 @@ class ChatCompletionsServer:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     server.requests.append(ChatRequest("POST", self.path, headers, body))
                     reply = server.script.popleft() if server.script else server.default
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if reply.delay_s:
+                        time.sleep(reply.delay_s)
+                finally:
+                    # Before the answer goes out: the client may send its next request the
+                    # moment it has this one's answer.
+                    with server._lock:
+                        server.in_flight -= 1
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {}, error_body(f"No route {self.path}", code="not_found"), "application/json")
                     return
@@ -198,6 +209,7 @@ class ChatCompletionsServer:
             self.requests.clear()
             self.script.clear()
             self.default = ChatReply()
+            self.max_in_flight = self.in_flight
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ChatRequest]:
         deadline = time.monotonic() + timeout
