@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,6 +35,7 @@ from cachetools import LRUCache
 from django.conf import settings
 
 from llm.client import PreparedCall, custom_reply, mock_reply
+from llm.pacing import Pacer
 from llm.types import LLMError, LLMReply
 
 logger = logging.getLogger("llm")
@@ -43,9 +47,9 @@ Done = Callable[[LLMReply | None, LLMError | None], None]
 class LLMRuntime:
     """One event loop on a thread of its own. `submit` may be called from any thread."""
 
-    def __init__(self, *, max_in_flight: int | None = None, pacer: Any = None) -> None:
+    def __init__(self, *, max_in_flight: int | None = None, pacer: Pacer | None = None, process_id: str = "") -> None:
         self.max_in_flight = max_in_flight or settings.LLM_MAX_CONCURRENCY
-        self.pacer = pacer
+        self.pacer = pacer if pacer is not None else Pacer(process_id=process_id or _process_id())
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="llm-loop", daemon=True)
         self._ready = threading.Event()
@@ -54,6 +58,7 @@ class LLMRuntime:
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.in_flight = 0  # calls started and not answered (read by metrics and tests)
+        self.peak_in_flight = 0
         self.waiting = 0  # calls waiting for one of the max_in_flight places
 
     def start(self) -> LLMRuntime:
@@ -113,21 +118,47 @@ class LLMRuntime:
             done(None, LLMError(f"The LLM backend failed: {type(error).__name__}"))
 
     async def _answer(self, call: PreparedCall) -> LLMReply:
+        """Waits for the provider's permit (its limits, across processes: `llm.pacing`) and a
+        place among this process's calls, then makes the call within LLM_TIMEOUT_S. Waiting
+        for a permit is not part of the call's time (the dialogue's lease is kept meanwhile,
+        `worker.loop`)."""
         assert self._slots is not None
         self.waiting += 1
         try:
+            permit = None
+            if self.pacer is not None:
+                permit = await self.pacer.acquire(
+                    call.provider, call.limits, bot=call.bot, tokens=call.tokens, label=call.provider_name
+                )
             await self._slots.acquire()
+        except BaseException:
+            if permit is not None:
+                self.pacer.release(permit, status=None, headers=None, tokens_used=None)
+            raise
         finally:
             self.waiting -= 1
         self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        status: int | None = None
+        headers: dict[str, str] | None = None
+        tokens_used: int | None = None
         try:
             async with asyncio.timeout(settings.LLM_TIMEOUT_S):
-                return await self._call(call)
+                reply = await self._call(call)
+            status, headers = 200, reply.rate_headers
+            if reply.prompt_tokens is not None or reply.completion_tokens is not None:
+                tokens_used = (reply.prompt_tokens or 0) + (reply.completion_tokens or 0)
+            return reply
         except TimeoutError:
             raise LLMError(f"The LLM did not answer within {settings.LLM_TIMEOUT_S:g} s (LLM_TIMEOUT_S)") from None
+        except LLMError as error:
+            status, headers = error.status, error.rate_headers
+            raise
         finally:
             self.in_flight -= 1
             self._slots.release()
+            if permit is not None:
+                self.pacer.release(permit, status=status, headers=headers, tokens_used=tokens_used)
 
     async def _call(self, call: PreparedCall) -> LLMReply:
         if call.kind == "answered":
@@ -153,3 +184,9 @@ class LLMRuntime:
         return await openai_reply_async(
             client, call.request, timeout_s=settings.LLM_TIMEOUT_S, traceparent=call.traceparent
         )
+
+
+def _process_id() -> str:
+    """This runtime's name in the shared pacing documents: its host and process, and a suffix
+    of its own (tests run several runtimes in one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

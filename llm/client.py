@@ -39,6 +39,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from chatbots.models import ChatBot
+from llm.pacing import DEFAULT_PROVIDER, Limits
 from llm.providers import llm_provider_for
 from llm.types import HistoryItem, LLMError, LLMReply
 
@@ -130,24 +131,19 @@ class PreparedCall:
     traceparent: str = ""
     reply: LLMReply | None = None
     request: Any = None  # llm.openai_backend._Request (never in a repr: it holds the key)
-    provider: str = "default"  # the pacing key: the provider's id, or "default"
-    provider_name: str = "default"
-    limits: ProviderLimits | None = None
+    provider: str = DEFAULT_PROVIDER  # the pacing key (llm.pacing): the provider's id, or "default"
+    provider_name: str = ""
+    limits: Limits = Limits()
     backend: CustomBackend | None = None
     bot: str = ""
-
-
-@dataclass(frozen=True)
-class ProviderLimits:
-    max_concurrent: int | None = None
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
+    tokens: int = 0  # an estimate of what the call costs: its prompt and its longest answer
 
 
 def llm_call_prepare(*, chat_bot: ChatBot | None, history: list[HistoryItem], traceparent: str = "") -> PreparedCall:
     """What `llm_reply_generate` would do, made ready for an asynchronous wait. Raises a final
     LLMError when the call cannot be made (a provider gone, no key, an unknown backend)."""
     bot = str(chat_bot.pk) if chat_bot is not None and chat_bot.pk is not None else ""
+    tokens = _tokens_estimate(chat_bot, history)
     name = settings.LLM_BACKEND
     provider = llm_provider_for(chat_bot)
     if provider is not None or name == "openai":
@@ -155,17 +151,33 @@ def llm_call_prepare(*, chat_bot: ChatBot | None, history: list[HistoryItem], tr
 
         request = openai_request(chat_bot=chat_bot, history=history, provider=provider)
         if provider is not None:
-            limits = ProviderLimits(provider.max_concurrent, provider.requests_per_minute, provider.tokens_per_minute)
+            limits = Limits(provider.max_concurrent, provider.requests_per_minute, provider.tokens_per_minute)
             return PreparedCall(
                 kind="openai", history=history, traceparent=traceparent, request=request,
-                provider=provider.key, provider_name=provider.name, limits=limits, bot=bot,
+                provider=provider.key, provider_name=provider.name, limits=limits, bot=bot, tokens=tokens,
             )  # fmt: skip
-        return PreparedCall(kind="openai", history=history, traceparent=traceparent, request=request, bot=bot)
+        return PreparedCall(
+            kind="openai", history=history, traceparent=traceparent, request=request, bot=bot, tokens=tokens
+        )
     if name in MOCK_BACKENDS:
         if not settings.LLM_MOCK_DELAY_MS:
             return PreparedCall(kind="answered", history=history, reply=mock_reply(history, deadline=0.0), bot=bot)
-        return PreparedCall(kind="mock", history=history, bot=bot)
-    return PreparedCall(kind="custom", history=history, backend=_custom_backend(name), bot=bot)
+        return PreparedCall(kind="mock", history=history, bot=bot, tokens=tokens)
+    return PreparedCall(kind="custom", history=history, backend=_custom_backend(name), bot=bot, tokens=tokens)
+
+
+# A rough count for pacing by tokens per minute, corrected by the answer's usage: about four
+# characters a token, and the longest answer the bot allows (or this, when it sets none).
+CHARS_PER_TOKEN = 4
+ANSWER_TOKENS_DEFAULT = 256
+
+
+def _tokens_estimate(chat_bot: ChatBot | None, history: list[HistoryItem]) -> int:
+    prompt = sum(len(item["text"]) for item in history)
+    if chat_bot is not None:
+        prompt += len(chat_bot.system_prompt or "")
+    answer = (chat_bot.max_output_tokens if chat_bot is not None else None) or ANSWER_TOKENS_DEFAULT
+    return prompt // CHARS_PER_TOKEN + int(answer) + 1
 
 
 def mock_reply(history: list[HistoryItem], *, deadline: float, delayed: bool = True) -> LLMReply:
