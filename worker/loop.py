@@ -269,9 +269,9 @@ class Worker:
         future.add_done_callback(self._done)
 
     def _done(self, future: Future[Any]) -> None:
+        # No wake-up: a stretch of a dialogue's work ending frees no room (`_finished` does).
         with self._lock:
             self._futures.discard(future)
-        self._wake.set()
 
     def _start(self, claim: DialogueClaim) -> DialogueTask:
         with self._lock:

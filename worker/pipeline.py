@@ -167,9 +167,10 @@ def _pass(claim: DialogueClaim, *, slots: Slots) -> Generator[LLMCall, LLMReply,
         # operator asked to redeliver now (`force_seq`: that gets its one attempt), or took
         # the dialogue over (`handoff_seq`: what the bot owed is settled now, unsent).
         raise wait_stop(aware(until))
-    if not slots.channel_free(channel.pk):
-        # Everything owed here goes through the channel (a reply is not generated before it
-        # could be sent): nothing moves before one of its slots frees, so nothing is read.
+    if slots.channel_stuck(channel.pk):
+        # Everything owed here goes through the channel, which is slow to answer (a reply is
+        # not generated before it could be sent): nothing moves before one of its slots
+        # frees, so nothing is read.
         raise wait_stop(timezone.now() + SLOT_RETRY, bounce=True)
     bot = chatbot_cached(claim.chat_bot_id)
     context = llm_context_size(bot)
@@ -177,8 +178,9 @@ def _pass(claim: DialogueClaim, *, slots: Slots) -> Generator[LLMCall, LLMReply,
     window = dialogue_window(
         dialogue_id=claim.dialogue_id, from_seq=max(0, claim.done_seq - context - HISTORY_SLACK), limit=limit
     )
-    yield from _walk(claim, window=window, channel=channel, bot=bot, context=context, slots=slots)
-    if len(window) >= limit:
+    full = len(window) >= limit
+    yield from _walk(claim, window=window, full=full, channel=channel, bot=bot, context=context, slots=slots)
+    if full:
         return False  # the read was full: more messages follow
     again = _tail_unfilled(claim)
     if again is not None:
@@ -197,6 +199,7 @@ def _walk(
     claim: DialogueClaim,
     *,
     window: list[dict[str, Any]],
+    full: bool,
     channel: Channel,
     bot: ChatBot | None,
     context: int,
@@ -228,10 +231,11 @@ def _walk(
             if awaiting
             else None
         )
-        if awaiting and reply is None and doc is window[-1]:
+        if awaiting and reply is None and doc is window[-1] and full:
             # Its reply's position lies beyond this read. A reply stored by a pass whose end
             # was lost (the database hung before the mark and the release) is looked for by
-            # its key first, never generated and POSTed a second time.
+            # its key first, never generated and POSTed a second time. (A read that was not
+            # full held every stored position from its start: a reply stored would be in it.)
             reply = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=doc["message_id"], user_seq=seq)
         if reply is not None and reply.get("delivery_state") == DeliveryState.CANCELLED:
             user_message_pause(message_id=doc["_id"])
@@ -245,7 +249,7 @@ def _walk(
                 dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1, voids=[seq + 1])
             explained.add(seq + 1)
         elif awaiting:
-            if not slots.channel_free(channel.pk):
+            if slots.channel_stuck(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
                 raise wait_stop(timezone.now() + SLOT_RETRY, bounce=True)
             trace = trace_continue(doc.get("traceparent"), doc.get("tracestate"))
