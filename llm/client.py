@@ -1,4 +1,6 @@
-"""The LLM interface. The worker calls `llm_reply_generate(chat_bot=, history=)`; which
+"""The LLM interface. `llm_reply_generate(chat_bot=, history=)` answers in the caller's thread
+(the bot page's "Try this bot", `worker.pipeline.dialogue_process`); the worker prepares its
+calls with `llm_call_prepare` and awaits them on its event loop (`llm.aio`). Which
 implementation answers is `settings.LLM_BACKEND`:
 
 - "mock": deterministic, no network (the default; tests everywhere depend on its format);
@@ -43,7 +45,10 @@ from llm.pacing import DEFAULT_PROVIDER, Limits
 from llm.providers import llm_provider_for
 from llm.types import HistoryItem, LLMError, LLMReply
 
-__all__ = ["HistoryItem", "LLMError", "LLMReply", "llm_context_size", "llm_pool", "llm_reply_generate"]
+__all__ = [
+    "HistoryItem", "LLMError", "LLMReply", "PreparedCall", "llm_call_prepare", "llm_context_size", "llm_pool",
+    "llm_reply_generate",
+]  # fmt: skip
 
 
 CustomBackend = Callable[[list[HistoryItem]], str]
