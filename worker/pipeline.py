@@ -100,7 +100,7 @@ def dialogue_process(claim: DialogueClaim, *, slots: Slots) -> Step:
         try:
             call = steps.throw(error) if error is not None else steps.send(answer)  # type: ignore[arg-type]
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
         try:
             answer, error = (
                 llm_reply_generate(chat_bot=call.chat_bot, history=call.history, traceparent=call.traceparent),

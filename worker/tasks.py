@@ -75,7 +75,8 @@ class DialogueTask:
                     reply = prepared.reply  # answered already: no wait, no hop
                     continue
                 self.waiting_since = time.monotonic()
-                self.runtime.submit(prepared, self._answered)
+                # Submitted in the dialogue's context: the call's log lines carry its trace.
+                self._context.run(self.runtime.submit, prepared, self._answered)
                 return
 
     @staticmethod
