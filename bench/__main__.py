@@ -8,6 +8,7 @@ stack started for this run.
     make bench ARGS="--mode simple"             # the simplest-design floor alone
     make bench ARGS="--mode load,floor"         # the C=16 load beside both floors, and the other loads
     make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
+    make bench ARGS="--mode llm"                # the LLM stage: LLM-bound, provider limit, noisy bot, capacity
     make bench ARGS="--mode scale-data"         # every admin and API page at 100,000 and 250,000 messages
     make bench ARGS="--mode scale-data --scale-sizes 100000 --scale-hold"  # seeded and kept up, to profile by hand
 
@@ -42,14 +43,14 @@ from bench.stack import DB_NAME, ROOT, Stack
 from bench.workload import FloorRun, LoadRun, SimpleRun, warm_up
 from core.env import env_normalize
 
-MODES = ["load", "floor", "simple", "scenarios", "growth", "diagnose", "scale-data"]
+MODES = ["load", "floor", "simple", "scenarios", "llm", "growth", "diagnose", "scale-data"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
 # reported (other people edit the tree while the benchmark runs).
 PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py",
                   "dialogues/store/replies.py", "dialogues/store/messages.py", "worker/loop.py",
                   "worker/pipeline.py", "worker/delivery.py", "worker/steps.py", "worker/bulkheads.py",
                   "channels_app/breaker.py", "channels_app/dispatch.py", "channels_app/outgoing_http.py",
-                  "llm/client.py",
+                  "worker/tasks.py", "llm/client.py", "llm/aio.py", "llm/pacing.py", "llm/openai_backend.py",
                   "bench/floor.py", "bench/simple.py"]  # fmt: skip
 
 
@@ -367,6 +368,11 @@ def main(argv: list[str]) -> int:
             )
             print(_line("slow LLM", sl) + f"; every reply after {sl['all_replies_s']} s", flush=True)
 
+        if "llm" in modes:
+            from bench.llmstage import run_llm_stage
+
+            say("==> LLM stage: LLM-bound, provider limit, noisy bot, capacity (the worker restarted for each)")
+            results["llm_stage"] = run_llm_stage(stack, quick=args.quick)
         if "growth" in modes:
             from bench.workload import run_growth
 
