@@ -37,6 +37,7 @@ from pymongo import MongoClient
 from bench import report
 from bench.dbstats import DbCounters, index_entries, index_weights
 from bench.idle import first_after_quiet, idle_cost
+from bench.llmstage import SCENARIOS as LLM_SCENARIOS
 from bench.scenarios import slow_llm, slow_neighbour
 from bench.simple import DB_NAME as SIMPLE_DB_NAME
 from bench.stack import DB_NAME, ROOT, Stack
@@ -72,6 +73,14 @@ def _modes(text: str) -> str | list[str]:
     return modes
 
 
+def _llm_scenarios(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in LLM_SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown scenario {', '.join(unknown)!r}: some of {', '.join(LLM_SCENARIOS)}")
+    return names
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -99,6 +108,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--moderate-messages", type=int, help="messages per open-loop run (default 300; quick 60)")
     parser.add_argument("--scenario-messages", type=int, help="bot A's messages per slow-neighbour run (default 600)")
     parser.add_argument("--slow-llm-messages", type=int, help="messages of the slow-LLM run (default 96)")
+    parser.add_argument("--llm-scenarios", type=_llm_scenarios, default=list(LLM_SCENARIOS),
+                        help=f"the LLM stage's scenarios, comma-separated (default all: "
+                        f"{','.join(LLM_SCENARIOS)})")  # fmt: skip
     parser.add_argument("--growth-sizes", type=_ints, help="dialogue sizes (default 10,1000,10000)")
     parser.add_argument("--growth-messages", type=int, help="messages sent at each size (default 200)")
     parser.add_argument("--diagnose-messages", type=int, help="messages of the diagnostic phase (default 600)")
@@ -371,8 +383,9 @@ def main(argv: list[str]) -> int:
         if "llm" in modes:
             from bench.llmstage import run_llm_stage
 
-            say("==> LLM stage: LLM-bound, provider limit, noisy bot, capacity (the worker restarted for each)")
-            results["llm_stage"] = run_llm_stage(stack, quick=args.quick)
+            say(f"==> LLM stage: {', '.join(args.llm_scenarios)} (the worker restarted for each)")
+            results["llm_stage"] = {}
+            run_llm_stage(stack, quick=args.quick, scenarios=args.llm_scenarios, results=results["llm_stage"])
         if "growth" in modes:
             from bench.workload import run_growth
 

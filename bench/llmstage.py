@@ -421,47 +421,54 @@ def capacity(stack: Stack, fake: FakeLLM, *, conversations_n: int, bots: int, la
     return r
 
 
-def run_llm_stage(stack: Stack, *, quick: bool) -> dict[str, Any]:
-    """Every scenario in turn; the worker is restarted with the default settings at the end."""
-    results: dict[str, Any] = {"worker_env": {k: v for k, v in os.environ.items() if k.startswith(("WORKER_", "LLM_"))}}
+SCENARIOS = ["llm-bound", "provider-limit", "noisy-bot", "capacity"]
+
+
+def run_llm_stage(stack: Stack, *, quick: bool, scenarios: list[str], results: dict[str, Any]) -> None:
+    """The scenarios in turn, each result in `results` as soon as it is measured (a run stopped
+    early keeps them); the worker is restarted with the default settings at the end."""
+    results["worker_env"] = {k: v for k, v in os.environ.items() if k.startswith(("WORKER_", "LLM_"))}
     fake = FakeLLM(stack).start()
     try:
-        n = 60 if quick else 300
-        for bots in (1, 10):
+        for bots in (1, 10) if "llm-bound" in scenarios else ():
+            n = 60 if quick else 300
             _say(f"    LLM-bound: {n} conversations, one message each, mock LLM {MOCK_DELAY_MS} ms, {bots} bot(s)")
             r = results[f"llm_bound_{bots}"] = llm_bound(stack, conversations_n=n, bots=bots, stall_s=30)
             _say(f"      ingest {r['ingest_s']} s, completion {r['completion_s']} s, ideal {r['ideal_s']} s: "
                  f"efficiency {r['efficiency']:.0%}; worker peak {r['worker']['rss_peak_mb']} MB, "
                  f"{r['worker']['cpu_ms_per_reply']} ms CPU/reply; correct {r['correct']}")  # fmt: skip
-        n, latency = (200, 2000) if quick else (1000, 2000)
-        _say(f"    provider limit: {n} messages at once, provider {PROVIDER_RPM}/min and {PROVIDER_CONCURRENT} "
-             f"concurrent, LLM {latency} ms")  # fmt: skip
-        r = results["provider_limit"] = provider_limit(stack, fake, messages=n, latency_ms=latency, stall_s=60)
-        _say(f"      429s {r['share_429']:.2%} of {r['llm_requests']}; steady {r['steady_rate_per_min']}/min "
-             f"over {r['steady_span_s']} s ({r['rate_share'] or 0:.0%} of the limit); completion {r['completion_s']} s "
-             f"(least {r['least_possible_s']} s); worker peak {r['worker']['rss_peak_mb']} MB, "
-             f"{r['worker']['cpu_ms_per_reply']} ms CPU/reply; correct {r['correct']}")  # fmt: skip
-        b_n, a_n, latency, concurrent = (300, 20, 2000, 50) if quick else (3000, 100, 2000, 100)
-        _say(f"    noisy bot: B {b_n} messages at once, A one every 200 ms ({a_n}), one provider of {concurrent} "
-             f"concurrent calls, LLM {latency} ms")  # fmt: skip
-        r = results["noisy_bot"] = noisy_bot(stack, fake, b_messages=b_n, a_messages=a_n, latency_ms=latency,
-                                             concurrent=concurrent, stall_s=60)  # fmt: skip
-        a_ms, split = r["a"]["ack_to_receipt_ms"], r["a"]["time_split"]
-        _say(f"      A ack->receipt p50 {a_ms['p50']} ms, p90 {a_ms['p90']} ms ({r['a_p50_over_latency']} x latency; "
-             f"stored->call p50 {split['stored_to_call_start_ms'].get('p50')} ms, call p50 "
-             f"{split['llm_call_ms'].get('p50')} ms, answer->delivered p50 "
-             f"{split['answer_to_delivered_ms'].get('p50')} ms); B completion {r['b']['completion_s']} s; "
-             f"B replies after A's last {r['b_replies_after_a_finished']}; "
-             f"worker peak {r['worker']['rss_peak_mb']} MB, {r['worker']['cpu_ms_per_reply']} ms CPU/reply; "
-             f"correct {r['correct']}")  # fmt: skip
-        n, bots, latency = (200, 2, 5000) if quick else (1200, 3, 20000)
-        _say(f"    capacity: {n} conversations over {bots} bots, LLM {latency} ms, no limits")
-        r = results["capacity"] = capacity(stack, fake, conversations_n=n, bots=bots, latency_ms=latency, stall_s=60)
-        _say(f"      peak in flight {r['peak_in_flight']}, worker RSS then "
-             f"{r['worker'].get('rss_at_peak_in_flight_mb')} MB (peak {r['worker']['rss_peak_mb']} MB); "
-             f"{r['worker']['cpu_ms_per_reply']} ms CPU/reply; completion {r['completion_s']} s; "
-             f"correct {r['correct']}")  # fmt: skip
+        if "provider-limit" in scenarios:
+            n, latency = (200, 2000) if quick else (1000, 2000)
+            _say(f"    provider limit: {n} messages at once, provider {PROVIDER_RPM}/min and {PROVIDER_CONCURRENT} "
+                 f"concurrent, LLM {latency} ms")  # fmt: skip
+            r = results["provider_limit"] = provider_limit(stack, fake, messages=n, latency_ms=latency, stall_s=60)
+            _say(f"      429s {r['share_429']:.2%} of {r['llm_requests']}; steady {r['steady_rate_per_min']}/min "
+                 f"over {r['steady_span_s']} s ({r['rate_share'] or 0:.0%} of the limit); completion "
+                 f"{r['completion_s']} s (least {r['least_possible_s']} s); worker peak {r['worker']['rss_peak_mb']} "
+                 f"MB, {r['worker']['cpu_ms_per_reply']} ms CPU/reply; correct {r['correct']}")  # fmt: skip
+        if "noisy-bot" in scenarios:
+            b_n, a_n, latency, concurrent = (300, 20, 2000, 50) if quick else (3000, 100, 2000, 100)
+            _say(f"    noisy bot: B {b_n} messages at once, A one every 200 ms ({a_n}), one provider of {concurrent} "
+                 f"concurrent calls, LLM {latency} ms")  # fmt: skip
+            r = results["noisy_bot"] = noisy_bot(stack, fake, b_messages=b_n, a_messages=a_n, latency_ms=latency,
+                                                 concurrent=concurrent, stall_s=60)  # fmt: skip
+            a_ms, split = r["a"]["ack_to_receipt_ms"], r["a"]["time_split"]
+            _say(f"      A ack->receipt p50 {a_ms['p50']} ms, p90 {a_ms['p90']} ms ({r['a_p50_over_latency']} x "
+                 f"latency; stored->call p50 {split['stored_to_call_start_ms'].get('p50')} ms, call p50 "
+                 f"{split['llm_call_ms'].get('p50')} ms, answer->delivered p50 "
+                 f"{split['answer_to_delivered_ms'].get('p50')} ms); B completion {r['b']['completion_s']} s; "
+                 f"B replies after A's last {r['b_replies_after_a_finished']}; worker peak "
+                 f"{r['worker']['rss_peak_mb']} MB, {r['worker']['cpu_ms_per_reply']} ms CPU/reply; "
+                 f"correct {r['correct']}")  # fmt: skip
+        if "capacity" in scenarios:
+            n, bots, latency = (200, 2, 5000) if quick else (1200, 3, 20000)
+            _say(f"    capacity: {n} conversations over {bots} bots, LLM {latency} ms, no limits")
+            r = results["capacity"] = capacity(stack, fake, conversations_n=n, bots=bots, latency_ms=latency,
+                                               stall_s=60)  # fmt: skip
+            _say(f"      peak in flight {r['peak_in_flight']}, worker RSS then "
+                 f"{r['worker'].get('rss_at_peak_in_flight_mb')} MB (peak {r['worker']['rss_peak_mb']} MB); "
+                 f"{r['worker']['cpu_ms_per_reply']} ms CPU/reply; completion {r['completion_s']} s; "
+                 f"correct {r['correct']}")  # fmt: skip
     finally:
         fake.stop()
         stack.restart_worker()
-    return results
