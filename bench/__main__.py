@@ -8,6 +8,7 @@ stack started for this run.
     make bench ARGS="--mode simple"             # the simplest-design floor alone
     make bench ARGS="--mode load,floor"         # the C=16 load beside both floors, and the other loads
     make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
+    make bench ARGS="--mode llm"                # the LLM stage: LLM-bound, provider limit, noisy bot, capacity
     make bench ARGS="--mode scale-data"         # every admin and API page at 100,000 and 250,000 messages
     make bench ARGS="--mode scale-data --scale-sizes 100000 --scale-hold"  # seeded and kept up, to profile by hand
 
@@ -36,20 +37,21 @@ from pymongo import MongoClient
 from bench import report
 from bench.dbstats import DbCounters, index_entries, index_weights
 from bench.idle import first_after_quiet, idle_cost
+from bench.llmstage import SCENARIOS as LLM_SCENARIOS
 from bench.scenarios import slow_llm, slow_neighbour
 from bench.simple import DB_NAME as SIMPLE_DB_NAME
 from bench.stack import DB_NAME, ROOT, Stack
 from bench.workload import FloorRun, LoadRun, SimpleRun, warm_up
 from core.env import env_normalize
 
-MODES = ["load", "floor", "simple", "scenarios", "growth", "diagnose", "scale-data"]
+MODES = ["load", "floor", "simple", "scenarios", "llm", "growth", "diagnose", "scale-data"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
 # reported (other people edit the tree while the benchmark runs).
 PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py",
                   "dialogues/store/replies.py", "dialogues/store/messages.py", "worker/loop.py",
                   "worker/pipeline.py", "worker/delivery.py", "worker/steps.py", "worker/bulkheads.py",
                   "channels_app/breaker.py", "channels_app/dispatch.py", "channels_app/outgoing_http.py",
-                  "llm/client.py",
+                  "worker/tasks.py", "llm/client.py", "llm/aio.py", "llm/pacing.py", "llm/openai_backend.py",
                   "bench/floor.py", "bench/simple.py"]  # fmt: skip
 
 
@@ -69,6 +71,14 @@ def _modes(text: str) -> str | list[str]:
     if unknown or not modes:
         raise argparse.ArgumentTypeError(f"unknown mode {', '.join(unknown)!r}: all, or some of {', '.join(MODES)}")
     return modes
+
+
+def _llm_scenarios(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in LLM_SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown scenario {', '.join(unknown)!r}: some of {', '.join(LLM_SCENARIOS)}")
+    return names
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -98,6 +108,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--moderate-messages", type=int, help="messages per open-loop run (default 300; quick 60)")
     parser.add_argument("--scenario-messages", type=int, help="bot A's messages per slow-neighbour run (default 600)")
     parser.add_argument("--slow-llm-messages", type=int, help="messages of the slow-LLM run (default 96)")
+    parser.add_argument("--llm-scenarios", type=_llm_scenarios, default=list(LLM_SCENARIOS),
+                        help=f"the LLM stage's scenarios, comma-separated (default all: "
+                        f"{','.join(LLM_SCENARIOS)})")  # fmt: skip
     parser.add_argument("--growth-sizes", type=_ints, help="dialogue sizes (default 10,1000,10000)")
     parser.add_argument("--growth-messages", type=int, help="messages sent at each size (default 200)")
     parser.add_argument("--diagnose-messages", type=int, help="messages of the diagnostic phase (default 600)")
@@ -367,6 +380,12 @@ def main(argv: list[str]) -> int:
             )
             print(_line("slow LLM", sl) + f"; every reply after {sl['all_replies_s']} s", flush=True)
 
+        if "llm" in modes:
+            from bench.llmstage import run_llm_stage
+
+            say(f"==> LLM stage: {', '.join(args.llm_scenarios)} (the worker restarted for each)")
+            results["llm_stage"] = {}
+            run_llm_stage(stack, quick=args.quick, scenarios=args.llm_scenarios, results=results["llm_stage"])
         if "growth" in modes:
             from bench.workload import run_growth
 

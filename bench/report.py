@@ -21,6 +21,13 @@ DB_CPU_MS_TARGET = 12.0
 # and the first message after a quiet spell, ack to receipt.
 IDLE_DB_CPU_TARGET_PERCENT = 1.0
 FIRST_AFTER_QUIET_TARGET_MS = 100.0
+# The LLM stage (bench.llmstage).
+LLM_BOUND_EFFICIENCY_TARGET = 0.8
+PROVIDER_429_SHARE_TARGET = 0.01
+PROVIDER_RATE_SHARE_TARGET = 0.9
+NOISY_P50_OVER_LATENCY_TARGET = 1.5
+CAPACITY_IN_FLIGHT_TARGET = 1000
+CAPACITY_RSS_MB_TARGET = 300.0
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -150,11 +157,150 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
              "value": f"{large['latency_ms']['p50']} ms vs {small['latency_ms']['p50']} ms (x{ratio:.2f})",
              "met": ratio <= 1.2, "kind": "performance"}
         )  # fmt: skip
+    if results.get("llm_stage"):
+        checks += llm_stage_targets(results["llm_stage"])
     if results.get("data_scale"):
         from bench.datascale import check_targets as data_scale_targets
 
         checks += data_scale_targets(results["data_scale"])
     return checks
+
+
+def llm_stage_targets(stage: dict[str, Any]) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
+
+    def correct(name: str, r: dict[str, Any]) -> None:
+        checks.append(
+            {"target": f"LLM stage, {name}: every message 2xx and answered exactly once",
+             "value": f"non-2xx {r['non_2xx']}, replies {r['replies_received']}/{r['messages']}, lost "
+                      f"{r['replies_lost']}, dup {r['replies_duplicated']}", "met": _llm_correct(r),
+             "kind": "correctness"}
+        )  # fmt: skip
+
+    for key in ("llm_bound_1", "llm_bound_10"):
+        r = stage.get(key)
+        if not r:
+            continue
+        correct(f"LLM-bound, {r['bots']} bot(s)", r)
+        checks.append(
+            {"target": f"LLM-bound, {r['conversations']} conversations over {r['bots']} bot(s): completion within "
+                       f"{LLM_BOUND_EFFICIENCY_TARGET:.0%} of ideal (ingest + {r['llm_latency_ms'] / 1000:g} s)",
+             "value": f"{r['efficiency']:.0%}: ideal {r['ideal_s']} s, completion {r['completion_s']} s",
+             "met": r["efficiency"] >= LLM_BOUND_EFFICIENCY_TARGET, "kind": "performance"}
+        )  # fmt: skip
+    r = stage.get("provider_limit")
+    if r:
+        correct("provider limit", r)
+        checks.append(
+            {"target": f"provider limit: under {PROVIDER_429_SHARE_TARGET:.0%} of calls answered 429",
+             "value": f"{r['share_429']:.2%} ({r['llm_statuses'].get('429', 0)} of {r['llm_requests']})",
+             "met": r["share_429"] < PROVIDER_429_SHARE_TARGET, "kind": "performance"}
+        )  # fmt: skip
+        share = r.get("rate_share") or 0.0
+        checks.append(
+            {"target": f"provider limit: >= {PROVIDER_RATE_SHARE_TARGET:.0%} of the allowed {r['limit_rpm']}/min "
+                       f"reached (steady span)",
+             "value": f"{r['steady_rate_per_min']}/min over {r['steady_span_s']} s ({share:.0%})",
+             "met": share >= PROVIDER_RATE_SHARE_TARGET, "kind": "performance"}
+        )  # fmt: skip
+    r = stage.get("noisy_bot")
+    if r:
+        correct("noisy bot, A", r["a"])
+        correct("noisy bot, B", r["b"])
+        ratio = r.get("a_p50_over_latency")
+        checks.append(
+            {"target": f"noisy bot: A's ack-to-receipt p50 <= {NOISY_P50_OVER_LATENCY_TARGET:g} x the LLM's latency "
+                       f"({r['llm_latency_ms']} ms)",
+             "value": f"p50 {r['a']['ack_to_receipt_ms'].get('p50')} ms (x{ratio})",
+             "met": ratio is not None and ratio <= NOISY_P50_OVER_LATENCY_TARGET, "kind": "performance"}
+        )  # fmt: skip
+    r = stage.get("capacity")
+    if r:
+        correct("capacity", r)
+        # A --quick run offers fewer conversations than the target: it must hold all of them.
+        wanted = min(CAPACITY_IN_FLIGHT_TARGET, r["conversations"])
+        rss = r["worker"].get("rss_at_peak_in_flight_mb")
+        checks.append(
+            {"target": f"capacity: one worker process holds >= {wanted} LLM calls in flight, at <= "
+                       f"{CAPACITY_RSS_MB_TARGET:g} MB resident",
+             "value": f"{r['peak_in_flight']} in flight; {rss} MB then (peak {r['worker']['rss_peak_mb']} MB)",
+             "met": r["peak_in_flight"] >= wanted and rss is not None and rss <= CAPACITY_RSS_MB_TARGET,
+             "kind": "performance"}
+        )  # fmt: skip
+    return checks
+
+
+def _llm_correct(r: dict[str, Any]) -> bool:
+    return r["non_2xx"] == 0 and r["replies_lost"] == 0 and r["replies_duplicated"] == 0 and r["replies_received"] > 0
+
+
+def render_llm_stage(stage: dict[str, Any]) -> str:
+    out = ["\nLLM STAGE (each scenario on a freshly started worker; times in s from the first message sent; the "
+           "worker's resident memory sampled every 0.2 s, its CPU per reply)"]  # fmt: skip
+    rows = []
+    for key in ("llm_bound_1", "llm_bound_10"):
+        r = stage.get(key)
+        if r:
+            rows.append([f"LLM-bound, {r['bots']} bot(s)", r["messages"], f"{r['llm']} {r['llm_latency_ms']} ms",
+                         r["ingest_s"], r["completion_s"], f"ideal {r['ideal_s']}: {r['efficiency']:.0%}",
+                         r["ack_to_receipt_ms"].get("p50"), r["worker"]["rss_peak_mb"],
+                         r["worker"]["cpu_ms_per_reply"]])  # fmt: skip
+    r = stage.get("provider_limit")
+    if r:
+        rows.append(["provider limit", r["messages"], f"fake {r['llm_latency_ms']} ms", r["ingest_s"],
+                     r["completion_s"], f"429 {r['share_429']:.2%}, {r['steady_rate_per_min']}/min "
+                     f"({(r.get('rate_share') or 0):.0%})", r["ack_to_receipt_ms"].get("p50"),
+                     r["worker"]["rss_peak_mb"], r["worker"]["cpu_ms_per_reply"]])  # fmt: skip
+    r = stage.get("noisy_bot")
+    if r:
+        for who in ("a", "b"):
+            x = r[who]
+            rows.append([f"noisy bot, {who.upper()}", x["messages"], f"fake {r['llm_latency_ms']} ms", x["ingest_s"],
+                         x["completion_s"], f"p50 x{r['a_p50_over_latency']} latency" if who == "a" else "-",
+                         x["ack_to_receipt_ms"].get("p50"), r["worker"]["rss_peak_mb"],
+                         r["worker"]["cpu_ms_per_reply"]])  # fmt: skip
+    r = stage.get("capacity")
+    if r:
+        rows.append([f"capacity, {r['bots']} bots", r["messages"], f"fake {r['llm_latency_ms']} ms", r["ingest_s"],
+                     r["completion_s"], f"{r['peak_in_flight']} in flight at "
+                     f"{r['worker'].get('rss_at_peak_in_flight_mb')} MB", r["ack_to_receipt_ms"].get("p50"),
+                     r["worker"]["rss_peak_mb"], r["worker"]["cpu_ms_per_reply"]])  # fmt: skip
+    out.append(table(["scenario", "N", "LLM", "ingest", "completion", "measure", "ack->receipt p50 ms",
+                      "worker peak MB", "worker CPU ms/reply"], rows))  # fmt: skip
+    splits = []
+    for name, x in _llm_runs(stage):
+        split = x.get("time_split")
+        if split:
+            to_call, delivery = split["stored_to_call_start_ms"], split["answer_to_delivered_ms"]
+            splits.append([name, to_call.get("p50"), to_call.get("p90"), split["llm_call_ms"].get("p50"),
+                           delivery.get("p50"), delivery.get("p90"), split["llm_retries"]])  # fmt: skip
+    if splits:
+        out.append("\nwhere a reply's time went (ms, from the stored documents): customer message stored -> LLM call "
+                   "started (claim, pacing, slots), the call, answer -> delivered")  # fmt: skip
+        out.append(table(["scenario", "to call p50", "p90", "call p50", "to delivered p50", "p90", "LLM retries"],
+                         splits))  # fmt: skip
+    shares = [(name, x["worker"].get("cpu_share_of_core") or {}) for name, x in _llm_scenarios(stage)]
+    names = sorted({k for _, s in shares for k in s}, key=lambda k: CPU_ORDER.index(k) if k in CPU_ORDER else 99)
+    if names:
+        out.append("\nCPU as a share of one core over each scenario, by process")
+        out.append(table(["scenario", *names], [[name, *(s.get(k, "-") for k in names)] for name, s in shares]))
+    return "\n".join(out)
+
+
+def _llm_scenarios(stage: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    names = {"llm_bound_1": "LLM-bound, 1 bot", "llm_bound_10": "LLM-bound, 10 bots",
+             "provider_limit": "provider limit", "noisy_bot": "noisy bot", "capacity": "capacity"}  # fmt: skip
+    return [(name, stage[key]) for key, name in names.items() if stage.get(key)]
+
+
+def _llm_runs(stage: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    runs = []
+    for name, r in _llm_scenarios(stage):
+        if "a" in r and "b" in r:
+            runs += [(f"{name}, A", r["a"]), (f"{name}, B", r["b"])]
+        else:
+            runs.append((name, r))
+    return runs
 
 
 def _of_floor(r: dict[str, Any], floor: dict[str, Any] | None) -> str:
@@ -325,6 +471,8 @@ def render(results: dict[str, Any]) -> str:
               g["latency_ms"]["max"], g["ack_to_receipt_ms"]["p50"], g["ack_to_receipt_ms"]["p99"], g["non_2xx"],
               g["replies_lost"], g["replies_duplicated"]] for g in results["growth"]],
         ))  # fmt: skip
+    if results.get("llm_stage"):
+        out.append(render_llm_stage(results["llm_stage"]))
     if results.get("data_scale"):
         from bench.datascale import render as render_data_scale
 

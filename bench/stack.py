@@ -266,10 +266,33 @@ class Stack:
             raise SystemExit(f"error: {method} {path} answered {response.status_code}: {response.text[:500]}")
         return response.json()
 
-    def create_bot(self, name: str) -> tuple[str, str]:
-        """Returns (bot id, secret)."""
-        bot = self.api("POST", "/api/chatbots/", json={"name": name})
+    def create_bot(self, name: str, *, llm_provider_id: str | None = None) -> tuple[str, str]:
+        """Returns (bot id, secret). `llm_provider_id`: the provider whose server answers it
+        (None: the platform's default, LLM_BACKEND)."""
+        body: dict[str, Any] = {"name": name}
+        if llm_provider_id is not None:
+            body["llm_provider_id"] = llm_provider_id
+        bot = self.api("POST", "/api/chatbots/", json=body)
         return str(bot["id"]), bot["secret_token"]
+
+    def create_provider(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: str = "bench-key",
+        max_concurrent: int | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> str:
+        """An LLM provider through the API (which stores its key encrypted, as the admin does)."""
+        provider = self.api(
+            "POST",
+            "/api/llm_providers/",
+            json={"name": name, "base_url": base_url, "api_key": api_key, "max_concurrent": max_concurrent,
+                  "requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute},
+        )  # fmt: skip
+        return str(provider["id"])
 
     def create_channel(self, *, bot_id: str, name: str, path: str = "/hook") -> str:
         channel = self.api(
