@@ -149,7 +149,8 @@ def openai_request(
 def async_client(request: _Request, *, max_connections: int) -> openai.AsyncOpenAI:
     """A new asynchronous client for the request's server and key, with a connection pool as
     large as the calls the process may have in flight (the SDK's default stops at 1,000)."""
-    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(100, max_connections))
+    # Kept alive as many as may be in flight: a thousand calls to one server reuse their connections.
+    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return openai.AsyncOpenAI(
         api_key=request.api_key,
         base_url=request.base_url,

@@ -857,7 +857,12 @@ def block_seconds(status: int | None, headers: Mapping[str, str]) -> float | Non
         if (headers.get(f"x-ratelimit-remaining-{kind}") or "").strip() == "0":
             reset = duration_s(headers.get(f"x-ratelimit-reset-{kind}"))
             if reset is not None:
-                waits.append(reset)
+                # The reset is when the whole limit is back; one more call is allowed as soon as
+                # one unit is (a minute over the limit), which a server pacing at its limit
+                # keeps answering with "0 remaining": waiting for the whole reset would
+                # leave the provider idle for it (measured: 6 s gaps at 600 requests/minute).
+                limit = _positive_int(headers.get(f"x-ratelimit-limit-{kind}"))
+                waits.append(min(reset, 60.0 / limit) if limit else reset)
     if status in (429, 503):
         retry_after = retry_after_s(headers, retry_after_ms=True)
         if retry_after is not None:
@@ -865,6 +870,14 @@ def block_seconds(status: int | None, headers: Mapping[str, str]) -> float | Non
     if status == 429 and not waits:
         waits.append(BLOCK_DEFAULT_S)
     return max(waits) if waits else None
+
+
+def _positive_int(text: str | None) -> int | None:
+    try:
+        value = int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
 
 
 # --- The provider's page ---------------------------------------------------------------------

@@ -225,6 +225,11 @@ def test_the_reset_headers_formats() -> None:
     assert block_seconds(200, {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "2s"}) is None
     headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"}
     assert block_seconds(200, headers) == 360.0
+    # At its limit's pace a server keeps saying "0 remaining": the next call may go once one
+    # request is back (a minute over the limit), not when the whole limit is.
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6s",
+               "x-ratelimit-limit-requests": "600"}  # fmt: skip
+    assert block_seconds(200, headers) == 0.1
     assert block_seconds(429, {"retry-after-ms": "1500", "retry-after": "2"}) == 1.5  # the finer one
     assert block_seconds(429, {"retry-after": "9"}) == 9.0
     assert block_seconds(429, {"retry-after-ms": "1500"}) == 1.5
