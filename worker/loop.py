@@ -28,7 +28,6 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +55,7 @@ from dialogues.store.claims import (
 from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_dialogues, parked_resume
 from llm.aio import LLMRuntime
 from worker.bulkheads import Slots
+from worker.fairpool import FairPool
 from worker.steps import Step
 from worker.tasks import DialogueTask
 
@@ -79,6 +79,8 @@ OUTAGE_BACKOFF_MAX_S = 5.0
 # Due dialogues read and claimed per look, at most (the next look follows at once while there
 # is room and work).
 CLAIM_BATCH = 256
+# The turn of the worker's own work on its threads (test messages), beside the bots' (FairPool).
+OWN_TURN = "worker"
 
 
 class Worker:
@@ -96,13 +98,12 @@ class Worker:
         self.poll_s = (poll_ms or settings.WORKER_POLL_MS) / 1000
         self.idle_poll_s = max(self.poll_s, (idle_poll_ms or settings.WORKER_IDLE_POLL_MS) / 1000)
         self.slots = Slots()
-        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="worker")
+        self.pool = FairPool(self.threads)
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: set[ObjectId] = set()
         self._tasks: dict[ObjectId, DialogueTask] = {}
-        self._futures: set[Future[Any]] = set()
         self.runtime = LLMRuntime().start()
         self._next_lease_check = 0.0
         self._last_maintenance = float("-inf")
@@ -157,8 +158,8 @@ class Worker:
         there was lately, then doubling up to WORKER_IDLE_POLL_MS."""
         now = time.monotonic()
         with self._lock:
-            busy = bool(self._futures) or bool(self._in_flight)
-        if busy:
+            busy = bool(self._in_flight)
+        if busy or self.pool.busy():
             self._active_at = now
         if now - self._active_at < HOT_S:
             self._idle_wait_s = self.poll_s
@@ -204,11 +205,11 @@ class Worker:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._in_flight and not self._futures:
+                if not self._in_flight and not self.pool.busy():
                     break
             time.sleep(0.02)
         self.runtime.stop()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel=True)
         counters_flush()  # the counts this process holds (LLM usage, the dashboard's hours)
 
     def schedule(self) -> bool:
@@ -259,25 +260,20 @@ class Worker:
             else:
                 dialogues_defer(channel_ids=[], bot_ids=[key], until=until)
 
-    def _submit(self, work: Any, argument: Any) -> None:
-        try:
-            future = self.pool.submit(work, argument)
-        except RuntimeError:
-            return  # stopping: the pool is shut down (a dialogue's lease expires by itself)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._done)
-
-    def _done(self, future: Future[Any]) -> None:
-        # No wake-up: a stretch of a dialogue's work ending frees no room (`_finished` does).
-        with self._lock:
-            self._futures.discard(future)
+    def _submit(self, work: Any, argument: Any, *, key: Any = OWN_TURN) -> None:
+        """On a thread, in `key`'s turn (a bot's id; FairPool). Once stopping, dropped: a
+        dialogue's lease expires by itself."""
+        self.pool.submit(key, work, argument)
 
     def _start(self, claim: DialogueClaim) -> DialogueTask:
         with self._lock:
             self._in_flight.add(claim.dialogue_id)
             task = self._tasks[claim.dialogue_id] = DialogueTask(
-                claim, slots=self.slots, runtime=self.runtime, submit=self._submit, finish=self._finished
+                claim,
+                slots=self.slots,
+                runtime=self.runtime,
+                submit=lambda work, argument: self._submit(work, argument, key=claim.chat_bot_id),
+                finish=self._finished,
             )
         task.start()
         return task
@@ -387,12 +383,12 @@ class Worker:
         while time.monotonic() < deadline:
             claimed = self.schedule()
             with self._lock:
-                busy = bool(self._futures) or bool(self._in_flight)
+                busy = bool(self._in_flight) or self.pool.busy()
             if not claimed and not busy:
                 self.maintain(force=True)
                 if not self.schedule():
                     with self._lock:
-                        idle = not self._futures and not self._in_flight
+                        idle = not self._in_flight and not self.pool.busy()
                         bounced = patient and bool(self._bounced)
                     if idle and not bounced:
                         return
