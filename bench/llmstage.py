@@ -462,7 +462,7 @@ def run_llm_stage(stack: Stack, *, quick: bool, scenarios: list[str], results: d
                  f"{r['worker']['rss_peak_mb']} MB, {r['worker']['cpu_ms_per_reply']} ms CPU/reply; "
                  f"correct {r['correct']}")  # fmt: skip
         if "capacity" in scenarios:
-            n, bots, latency = (200, 2, 5000) if quick else (1200, 3, 60000)
+            n, bots, latency = (200, 2, 5000) if quick else (1200, 3, 90000)
             _say(f"    capacity: {n} conversations over {bots} bots, LLM {latency} ms, no limits")
             r = results["capacity"] = capacity(stack, fake, conversations_n=n, bots=bots, latency_ms=latency,
                                                stall_s=latency / 1000 + 30)  # fmt: skip
