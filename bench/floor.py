@@ -63,10 +63,10 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
 
-from bench.mock_llm import mock_llm
 from bench.stats import clock
 from core.datetimes import aware
 from dialogues.documents import message_document
+from llm.mock import mock_llm_text
 
 
 def _django_setup() -> None:
@@ -419,7 +419,7 @@ class FloorWorker:
                 known = [*before, *known]
         items = items_of(known)
         started = time.monotonic()
-        text = mock_llm(items)
+        text = mock_llm_text(items)
         reply = message_document(
             dialogue_id=claim.dialogue_id, chat_bot_id=claim.chat_bot_id, channel_id=claim.channel_id,
             message_id=str(uuid.uuid5(REPLY_ID_NAMESPACE, f"{claim.dialogue_id}/{user['message_id']}")),

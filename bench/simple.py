@@ -16,7 +16,7 @@ generator drives it unchanged. Each request does the whole job before it answers
    the winner's);
 3. the customer's message inserted; the unique (dialogue_id, message_id) index decides a
    duplicate, which is answered 200 with nothing more done (never answer twice);
-4. the reply from the mock LLM (the app's text, bench.mock_llm; LLM_MOCK_DELAY_MS honoured),
+4. the reply from the mock LLM (the app's text, llm.mock; LLM_MOCK_DELAY_MS honoured),
    inserted as pending, POSTed once to the channel (the app's body and headers: the channel's
    token, `webhook-id` = the reply's id), and its delivery state updated with the outcome;
 5. the 200.
@@ -58,7 +58,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from requests.adapters import HTTPAdapter
 
-from bench.mock_llm import mock_llm
+from llm.mock import mock_llm_text
 
 DB_NAME = "bench_simple"
 WEBHOOK_PATH = "/api/webhook/new_message"
@@ -182,7 +182,7 @@ class SimpleApp:
         if self.llm_delay_s:
             time.sleep(self.llm_delay_s)
         reply = {"_id": ObjectId(), "dialogue_id": dialogue_id, "message_id": str(uuid.uuid4()), "role": "ASSISTANT",
-                 "text": mock_llm([{"role": "USER", "text": data["text"]}]), "in_reply_to": message_id,
+                 "text": mock_llm_text([{"role": "USER", "text": data["text"]}]), "in_reply_to": message_id,
                  "created_at": datetime.now(UTC), "delivery_state": "pending"}  # fmt: skip
         db.messages.insert_one(reply)
         status = self.post(channel=channel, chat_id=data["chat_id"], reply=reply)

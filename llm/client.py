@@ -30,7 +30,6 @@ is dropped. Threads of calls that timed out but still run are bounded too: with
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from chatbots.models import ChatBot
+from llm.mock import mock_llm_text
 from llm.pacing import DEFAULT_PROVIDER, Limits
 from llm.providers import llm_provider_for
 from llm.types import HistoryItem, LLMError, LLMReply
@@ -64,18 +64,6 @@ def mock_llm_call(history: list[HistoryItem]) -> str:
     if delay_ms:
         time.sleep(delay_ms / 1000)
     return mock_llm_text(history)
-
-
-def mock_llm_text(history: list[HistoryItem]) -> str:
-    """The mock's reply, without its delay."""
-    if not history:
-        return "Hello! How can I help you?"
-    last = history[-1]
-    digest = hashlib.sha256(
-        "\n".join(f"{item['role']}:{item['text']}" for item in history).encode("utf-8", "surrogatepass")
-    ).hexdigest()[:8]
-    quoted = last["text"] if len(last["text"]) <= 200 else last["text"][:200] + "..."
-    return f"Echo ({len(history)} in context, {digest}): {quoted}"
 
 
 def llm_context_size(chat_bot: ChatBot | None) -> int:
