@@ -53,6 +53,7 @@ class LLMRuntime:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="llm-loop", daemon=True)
         self._ready = threading.Event()
+        self._start_lock = threading.Lock()
         self._clients: LRUCache[tuple[str, str], Any] = LRUCache(maxsize=CLIENTS_MAX)
         self._custom = ThreadPoolExecutor(max_workers=settings.LLM_CUSTOM_THREADS, thread_name_prefix="llm-custom")
         self._slots: asyncio.Semaphore | None = None
@@ -62,7 +63,11 @@ class LLMRuntime:
         self.waiting = 0  # calls waiting for one of the max_in_flight places
 
     def start(self) -> LLMRuntime:
-        self._thread.start()
+        """Starts the loop (once; `submit` starts it on first use, so a worker whose calls are
+        all answered at once, the undelayed mock's, never runs it)."""
+        with self._start_lock:
+            if not self._thread.is_alive() and not self._ready.is_set():
+                self._thread.start()
         self._ready.wait()
         return self
 
@@ -94,6 +99,8 @@ class LLMRuntime:
     def submit(self, call: PreparedCall, done: Done) -> None:
         """Waits for `call` on the loop; `done(reply, None)` or `done(None, error)` is called on
         the loop's thread when it ends (it must not block: hand the work on)."""
+        if not self._ready.is_set():
+            self.start()
         context = contextvars.copy_context()
 
         def create() -> None:

@@ -106,14 +106,12 @@ class Worker:
         self._lock = threading.Lock()
         self._in_flight: set[ObjectId] = set()
         self._tasks: dict[ObjectId, DialogueTask] = {}
-        self.runtime = LLMRuntime().start()
+        self.runtime = LLMRuntime()  # started on the first call that has to wait
         # The scheduler's look-ups and claims go through a connection of their own: behind the
         # threads' work on a process's one connection (the embedded server's set-up), a new
         # dialogue waited seconds to be claimed while another bot's hundreds of replies were
         # being stored (measured: 4.4-5.5 s from stored to its LLM call).
-        self._claims_client = own_client(appname="chatbot-platform-scheduler", timeout_ms=settings.MONGO_TIMEOUT_MS)
-        database = self._claims_client[str(settings.DATABASES["default"]["NAME"])]
-        self._claims = database[str(Dialogue._meta.db_table)]
+        self._claims_client: Any = None
         self._next_lease_check = 0.0
         self._last_maintenance = float("-inf")
         # When work was last claimed or in hand, or a wake-up came (see HOT_S).
@@ -231,14 +229,14 @@ class Worker:
                 break
             channels, bots = self.slots.saturated_channels(), self.slots.saturated_bots()
             self._defer(channels, bots)
-            due = dialogues_due(limit=free, exclude_channels=channels, exclude_bots=bots, collection=self._claims)
+            due = dialogues_due(limit=free, exclude_channels=channels, exclude_bots=bots, collection=self._claims())
             if not due:
                 break
             for doc in due:
                 with self._lock:
                     if doc["_id"] in self._in_flight:
                         continue  # ours already (its earlier lease expired while we work on it)
-                claim = dialogue_claim(doc, collection=self._claims)
+                claim = dialogue_claim(doc, collection=self._claims())
                 if claim is None:
                     continue  # another worker was first
                 self._start(claim)
@@ -417,9 +415,17 @@ class Worker:
                 if dialogue_id not in still:
                     self._bounced.pop(dialogue_id, None)
 
+    def _claims(self) -> Any:
+        """The dialogues, through the scheduler's own connection (opened on first use)."""
+        if self._claims_client is None:
+            self._claims_client = own_client(appname="chatbot-platform-scheduler", timeout_ms=settings.MONGO_TIMEOUT_MS)
+        database = self._claims_client[str(settings.DATABASES["default"]["NAME"])]
+        return database[str(Dialogue._meta.db_table)]
+
     def close(self) -> None:
         self.runtime.stop()
-        self._claims_client.close()
+        if self._claims_client is not None:
+            self._claims_client.close()
         self.pool.shutdown(wait=True)
 
 
