@@ -113,6 +113,7 @@ SYNC_GAP_S = 0.02  # between two rounds of syncs
 IDLE_SYNC_S = 2.0  # a provider this process does not use is read this often
 DB_TIMEOUT_MS = 2000
 CAS_ATTEMPTS = 4
+STOP_WAIT_S = 5.0  # `stop` waits this long for a round of syncs in progress
 
 
 DEFAULT_PROVIDER = "default"  # the key of the platform's default provider (LLM_BACKEND, OPENAI_*)
@@ -212,6 +213,7 @@ class Pacer:
         self._collection: Any = None
         self._task: asyncio.Task[None] | None = None
         self._kick: asyncio.Event | None = None
+        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.database_ok = True
 
@@ -231,17 +233,26 @@ class Pacer:
         self._collection = self._client[database["NAME"]][COLLECTION]
         self._loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
+        self._stopping = False
         self._task = asyncio.create_task(self._sync_forever(), name="llm-pacing-sync")
 
     async def stop(self) -> None:
         """Stops syncing and gives this process's slots and unused permits back (waiting calls
         are cancelled)."""
         if self._task is not None:
-            self._task.cancel()
+            # Let a round of syncs in progress end rather than cancel it between its write and
+            # its own bookkeeping (a usage correction then counted twice by the last sync).
+            self._stopping = True
+            if self._kick is not None:
+                self._kick.set()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=STOP_WAIT_S)
+            except TimeoutError:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
             self._task = None
         for provider in self._providers.values():
             for queue in provider.queues.values():
@@ -483,7 +494,7 @@ class Pacer:
     async def _sync_forever(self) -> None:
         assert self._kick is not None
         wait_s = self.sync_interval_s
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
             except TimeoutError:

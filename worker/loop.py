@@ -41,9 +41,7 @@ from channels_app.selectors import channels_active_ids
 from channels_app.services import channel_owed_wake_requests_take, channel_test_requests_take, channel_test_send
 from core.counters import counters_flush
 from core.errors import is_database_outage
-from core.mongo import own_client
 from core.worker_wake import HOUSEKEEPING, WakeSocket
-from dialogues.models import Dialogue
 from dialogues.store.claims import (
     DialogueClaim,
     dialogue_claim,
@@ -107,11 +105,6 @@ class Worker:
         self._in_flight: set[ObjectId] = set()
         self._tasks: dict[ObjectId, DialogueTask] = {}
         self.runtime = LLMRuntime()  # started on the first call that has to wait
-        # The scheduler's look-ups and claims go through a connection of their own: behind the
-        # threads' work on a process's one connection (the embedded server's set-up), a new
-        # dialogue waited seconds to be claimed while another bot's hundreds of replies were
-        # being stored (measured: 4.4-5.5 s from stored to its LLM call).
-        self._claims_client: Any = None
         self._next_lease_check = 0.0
         self._last_maintenance = float("-inf")
         # When work was last claimed or in hand, or a wake-up came (see HOT_S).
@@ -229,14 +222,14 @@ class Worker:
                 break
             channels, bots = self.slots.saturated_channels(), self.slots.saturated_bots()
             self._defer(channels, bots)
-            due = dialogues_due(limit=free, exclude_channels=channels, exclude_bots=bots, collection=self._claims())
+            due = dialogues_due(limit=free, exclude_channels=channels, exclude_bots=bots)
             if not due:
                 break
             for doc in due:
                 with self._lock:
                     if doc["_id"] in self._in_flight:
                         continue  # ours already (its earlier lease expired while we work on it)
-                claim = dialogue_claim(doc, collection=self._claims())
+                claim = dialogue_claim(doc)
                 if claim is None:
                     continue  # another worker was first
                 self._start(claim)
@@ -415,17 +408,8 @@ class Worker:
                 if dialogue_id not in still:
                     self._bounced.pop(dialogue_id, None)
 
-    def _claims(self) -> Any:
-        """The dialogues, through the scheduler's own connection (opened on first use)."""
-        if self._claims_client is None:
-            self._claims_client = own_client(appname="chatbot-platform-scheduler", timeout_ms=settings.MONGO_TIMEOUT_MS)
-        database = self._claims_client[str(settings.DATABASES["default"]["NAME"])]
-        return database[str(Dialogue._meta.db_table)]
-
     def close(self) -> None:
         self.runtime.stop()
-        if self._claims_client is not None:
-            self._claims_client.close()
         self.pool.shutdown(wait=True)
 
 
