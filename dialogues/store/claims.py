@@ -85,33 +85,26 @@ CLAIM_PROJECTION = {
 
 
 def dialogues_due(
-    *,
-    limit: int,
-    exclude_channels: list[ObjectId] | None = None,
-    exclude_bots: list[ObjectId] | None = None,
-    collection: Any = None,
+    *, limit: int, exclude_channels: list[ObjectId] | None = None, exclude_bots: list[ObjectId] | None = None
 ) -> list[dict[str, Any]]:
     """Up to `limit` dialogues due and free, longest due first, skipping the given channels and
-    bots (their bulkheads are full): one read on the sparse index of due dialogues.
-    `collection`: the dialogues through another client (the worker's scheduler has its own)."""
+    bots (their bulkheads are full): one read on the sparse index of due dialogues."""
     now = timezone.now()
     query: dict[str, Any] = {"work_due_at": {"$lte": now}, **claim_free(now)}
     if exclude_channels:
         query["channel_id"] = {"$nin": exclude_channels}
     if exclude_bots:
         query["chat_bot_id"] = {"$nin": exclude_bots}
-    collection = dialogues_collection() if collection is None else collection
-    return list(collection.find(query, CLAIM_PROJECTION).sort([("work_due_at", 1)]).limit(limit))
+    return list(dialogues_collection().find(query, CLAIM_PROJECTION).sort([("work_due_at", 1)]).limit(limit))
 
 
-def dialogue_claim(doc: dict[str, Any], *, collection: Any = None) -> DialogueClaim | None:
+def dialogue_claim(doc: dict[str, Any]) -> DialogueClaim | None:
     """Claims a dialogue read by `dialogues_due`: an update by `_id` that only matches while it
     is still free, so of any number of workers on any hosts exactly one gets it. None when
     another worker was first. (Not a findAndModify: README, "Known quirks".)"""
     now = timezone.now()
     token = secrets.token_hex(8)
-    collection = dialogues_collection() if collection is None else collection
-    result = collection.update_one(
+    result = dialogues_collection().update_one(
         {"_id": doc["_id"], **claim_free(now)},
         {"$set": {"claim_until": now + dialogue_lease(), "claim_token": token}},
     )
