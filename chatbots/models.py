@@ -11,6 +11,9 @@ from core.validators import validate_no_control_characters
 
 # The longest automatic pause: a year.
 PAUSE_MAX_MINUTES = 525_600
+# Bursts (`reply_policy` "burst"): bounds of the waits, in milliseconds.
+BURST_QUIET_MIN_MS = 100
+BURST_MAX_WAIT_MAX_MS = 120_000
 
 
 class ChatBot(TimeStampedModel):
@@ -48,6 +51,39 @@ class ChatBot(TimeStampedModel):
     # Sent instead of a reply when the LLM keeps failing (LLM_MAX_ATTEMPTS); without it the
     # reply is marked failed.
     fallback_text = models.TextField(_("fallback text"), blank=True, default="")
+
+    # How customer messages are answered. "each": one reply per message, as they come.
+    # "burst": once the chat has been quiet for `burst_quiet_ms`, or `burst_max_wait_ms` after
+    # the first unanswered message, one reply to every message not answered yet.
+    class ReplyPolicy(models.TextChoices):
+        EACH = "each", _("one reply per message")
+        BURST = "burst", _("one reply per burst of messages")
+
+    reply_policy = models.CharField(
+        _("reply policy"),
+        max_length=8,
+        choices=ReplyPolicy.choices,
+        default=ReplyPolicy.EACH,
+        help_text=_(
+            "Each: every customer message gets its own reply. Burst: messages written in quick succession "
+            "get one reply, once the customer stops typing."
+        ),
+    )
+    burst_quiet_ms = models.PositiveIntegerField(
+        _("burst: quiet time (ms)"),
+        default=1500,
+        validators=[MinValueValidator(BURST_QUIET_MIN_MS), MaxValueValidator(BURST_MAX_WAIT_MAX_MS)],
+        help_text=_("Burst: the reply is made once the chat has been quiet this long, in milliseconds."),
+    )
+    burst_max_wait_ms = models.PositiveIntegerField(
+        _("burst: longest wait (ms)"),
+        default=8000,
+        validators=[MinValueValidator(BURST_QUIET_MIN_MS), MaxValueValidator(BURST_MAX_WAIT_MAX_MS)],
+        help_text=_(
+            "Burst: the reply is made at the latest this long after the first unanswered message, even if the "
+            "customer keeps writing, in milliseconds."
+        ),
+    )
 
     # Hand-off to humans, per dialogue (minutes; 0 = no pause).
     pause_after_employee_minutes = models.PositiveIntegerField(

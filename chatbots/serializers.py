@@ -4,8 +4,8 @@ from typing import Any
 
 from rest_framework import exceptions, serializers
 
-from chatbots.models import PAUSE_MAX_MINUTES, ChatBot
-from chatbots.services import llm_provider_known
+from chatbots.models import BURST_MAX_WAIT_MAX_MS, BURST_QUIET_MIN_MS, PAUSE_MAX_MINUTES, ChatBot
+from chatbots.services import burst_waits_error, llm_provider_known
 from core.serializers import (
     CONTROL_CHARACTERS_MESSAGE,
     NO_CONTROL_CHARACTERS_PATTERN,
@@ -35,6 +35,8 @@ LLM_SETTINGS = [
     "context_messages",
     "fallback_text",
 ]
+# One reply per message, or one per burst of messages.
+REPLY_SETTINGS = ["reply_policy", "burst_quiet_ms", "burst_max_wait_ms"]
 # When the bot steps aside for a human in a dialogue (minutes; 0: never).
 HANDOFF_SETTINGS = ["pause_after_employee_minutes", "pause_after_operator_reply_minutes"]
 
@@ -49,6 +51,7 @@ class ChatBotSerializer(BaseModelSerializer):
             "name",
             "secret_prefix",
             *LLM_SETTINGS,
+            *REPLY_SETTINGS,
             *HANDOFF_SETTINGS,
             "require_signed_webhooks",
             "created_at",
@@ -135,6 +138,27 @@ class ChatBotInputSerializer(serializers.Serializer):
         "customer's message is marked failed.",
         style={"base_template": "textarea.html"},
     )
+    reply_policy = serializers.ChoiceField(
+        required=False,
+        choices=ChatBot.ReplyPolicy.choices,
+        help_text="`each` (default): every customer message gets its own reply. `burst`: messages written in "
+        "quick succession get one reply, made once the chat has been quiet for `burst_quiet_ms` or "
+        "`burst_max_wait_ms` after the first unanswered message, whichever comes first; the reply's payload "
+        "lists the messages it answers in `answers`.",
+    )
+    burst_quiet_ms = StrictIntegerField(
+        required=False,
+        min_value=BURST_QUIET_MIN_MS,
+        max_value=BURST_MAX_WAIT_MAX_MS,
+        help_text="Burst: how long the chat must be quiet before the reply is made, in milliseconds. Default 1500.",
+    )
+    burst_max_wait_ms = StrictIntegerField(
+        required=False,
+        min_value=BURST_QUIET_MIN_MS,
+        max_value=BURST_MAX_WAIT_MAX_MS,
+        help_text="Burst: the longest wait after the first unanswered message, in milliseconds, even while the "
+        "customer keeps writing; at least `burst_quiet_ms`. Default 8000.",
+    )
     pause_after_employee_minutes = StrictIntegerField(
         required=False,
         min_value=0,
@@ -157,6 +181,13 @@ class ChatBotInputSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The waits are checked together, with the stored value of the one left out.
+        bot = self.instance if isinstance(self.instance, ChatBot) else None
+        quiet = attrs.get("burst_quiet_ms", bot.burst_quiet_ms if bot else 1500)
+        longest = attrs.get("burst_max_wait_ms", bot.burst_max_wait_ms if bot else 8000)
+        error = burst_waits_error(quiet_ms=quiet, max_wait_ms=longest)
+        if error is not None:
+            raise serializers.ValidationError({"burst_max_wait_ms": [error]})
         # Once the body is valid (a malformed one is a 400): the provider it names must exist,
         # or it is a 404 naming the field, as for a channel's unknown `chat_bot_id`.
         provider_id = attrs.get("llm_provider_id")

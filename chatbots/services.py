@@ -40,9 +40,11 @@ LLM_SETTINGS = frozenset(
 )
 # When the bot steps aside for a human (minutes; 0: never).
 HANDOFF_SETTINGS = frozenset({"pause_after_employee_minutes", "pause_after_operator_reply_minutes"})
+# One reply per message, or one per burst of messages.
+REPLY_SETTINGS = frozenset({"reply_policy", "burst_quiet_ms", "burst_max_wait_ms"})
 # What the webhook demands of the channels' requests.
 SECURITY_SETTINGS = frozenset({"require_signed_webhooks"})
-BOT_SETTINGS = LLM_SETTINGS | HANDOFF_SETTINGS | SECURITY_SETTINGS
+BOT_SETTINGS = LLM_SETTINGS | REPLY_SETTINGS | HANDOFF_SETTINGS | SECURITY_SETTINGS
 
 
 # Whether an LLM provider exists: `llm` (above this app) registers it when it starts.
@@ -57,6 +59,14 @@ def register_llm_provider_check(exists: Callable[[ObjectId], bool]) -> None:
 def llm_provider_known(provider_id: ObjectId) -> bool:
     """Whether a bot may name this LLM provider (true when no `llm` app is installed to ask)."""
     return _llm_provider_exists is None or _llm_provider_exists(provider_id)
+
+
+BURST_WAITS_ORDER = "The longest wait of a burst must be at least its quiet time."
+
+
+def burst_waits_error(*, quiet_ms: int, max_wait_ms: int) -> str | None:
+    """The rule the admin and the API both apply to a bot's burst waits: None when they fit."""
+    return BURST_WAITS_ORDER if max_wait_ms < quiet_ms else None
 
 
 def _check_llm_settings(llm_settings: dict[str, Any]) -> None:

@@ -71,6 +71,16 @@ LLM_TOKENS = Counter(
     "Tokens the LLM server reported, by kind (prompt, completion).",
     ["kind"],
 )
+# LLM calls per customer message: chatbots_llm_request_seconds_count over this one's _sum.
+REPLY_MESSAGES_ANSWERED = Histogram(
+    "chatbots_reply_messages_answered",
+    "Customer messages each generated reply answers (1, or a burst's messages under the burst reply policy).",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+)
+BURST_GENERATIONS_DROPPED = Counter(
+    "chatbots_burst_generations_dropped",
+    "Burst replies generated and dropped before they were sent, because a newer customer message came in.",
+)
 
 # The pacing of LLM calls by their provider's limits (llm.pacing). `provider` is the provider's
 # name, or "default" for the platform's own: bounded by the providers an operator creates.
@@ -135,6 +145,14 @@ def llm_call_observe(*, started: float, reply: TokenUsage | None, error_retryabl
             LLM_TOKENS.labels(kind="prompt").inc(reply.prompt_tokens)
         if reply.completion_tokens:
             LLM_TOKENS.labels(kind="completion").inc(reply.completion_tokens)
+
+
+def reply_generated_observe(*, messages_answered: int) -> None:
+    REPLY_MESSAGES_ANSWERED.observe(messages_answered)
+
+
+def burst_generation_dropped() -> None:
+    BURST_GENERATIONS_DROPPED.inc()
 
 
 def delivery_attempt_observe(*, outcome: str) -> None:

@@ -32,7 +32,7 @@ from core.worker_wake import worker_wake
 from dialogues.documents import message_document
 from dialogues.models import Message
 from dialogues.store.activity import activity_message_in
-from dialogues.store.messages import message_find, message_insert, reply_find
+from dialogues.store.messages import burst_reply_find, message_find, message_insert, reply_find
 from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve
 
 SENDER_CUSTOMER = "customer"
@@ -213,7 +213,12 @@ def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResu
         if original is not None and original["role"] == Message.Role.EMPLOYEE:
             result.ignored_reason = IGNORED_EMPLOYEE
         return result
-    _reply_state(result, dialogue_id=dialogue_id, user_seq=int(original.get("seq") or 0))
+    _reply_state(
+        result,
+        dialogue_id=dialogue_id,
+        user_seq=int(original.get("seq") or 0),
+        replied=original.get("reply_state") == Message.ReplyState.REPLIED,
+    )
     if not result.replied and original.get("reply_state") == Message.ReplyState.AWAITING:
         result.reply_pending = True
         return result
@@ -226,8 +231,13 @@ def _known_state(result: WebhookResult, *, dialogue_id: ObjectId) -> WebhookResu
     return result
 
 
-def _reply_state(result: WebhookResult, *, dialogue_id: ObjectId, user_seq: int) -> None:
+def _reply_state(result: WebhookResult, *, dialogue_id: ObjectId, user_seq: int, replied: bool = False) -> None:
+    """`replied`: the message is marked replied, so its reply exists (the read for one of a
+    burst's, which scans up to it, is made only then)."""
     reply = reply_find(dialogue_id=dialogue_id, in_reply_to=result.message_id, user_seq=user_seq)
+    if reply is None and replied:
+        # Answered with the later messages of its burst (the burst reply policy).
+        reply = burst_reply_find(dialogue_id=dialogue_id, message_id=result.message_id, user_seq=user_seq)
     if reply is None:
         return
     result.replied = True

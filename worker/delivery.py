@@ -128,6 +128,9 @@ def _deliver(
             in_reply_to=message.get("in_reply_to"),
         )
         payload["role"] = message["role"]
+        if message.get("answers"):
+            # A burst's reply (`pipeline._burst`): every customer message it answers.
+            payload["answers"] = list(message["answers"])
         done = int(message.get("delivery_attempts") or 0)
         outcome = channel_send(
             channel=channel,
@@ -223,6 +226,21 @@ def _reply_store_answering(claim: DialogueClaim, *, reply: dict[str, Any], answe
         claim.replied.append(answers)
         return True
     return False
+
+
+def burst_reply_store(claim: DialogueClaim, *, reply: dict[str, Any], answers: list[ObjectId]) -> bool:
+    """Stores a burst's reply as owed before its first attempt (`pipeline._burst` says why);
+    `answers`: the customer messages it answers, the one it is next to last. False when the
+    dialogue was taken over meanwhile: it is then stored cancelled, never sent."""
+    if not persist(lambda: _reply_store_answering(claim, reply=reply, answers=answers[-1])):
+        # A holder whose lease had expired stored one first: that one is delivered in its turn.
+        raise Stop(Step(StepKind.REREAD))
+    if taken_over(claim, reply=reply):
+        reply_cancel(reply_id=reply["_id"])
+        if answers[-1] in claim.replied:
+            claim.replied.remove(answers[-1])
+        return False
+    return True
 
 
 def _store_waiting(claim: DialogueClaim, *, reply: dict[str, Any], answers: ObjectId | None, stop: Stop) -> bool:

@@ -46,10 +46,10 @@ from dialogues.store.replies import (
     user_message_retry_later,
     users_mark_replied,
 )
-from dialogues.store.reservation import dialogue_count_adjust
+from dialogues.store.reservation import dialogue_count_adjust, dialogue_voids_add
 from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
 from worker.bulkheads import Slots
-from worker.delivery import deliver_traced
+from worker.delivery import burst_reply_store, deliver_traced
 from worker.steps import SLOT_RETRY, Step, StepKind, Stop, backoff, wait_stop
 
 logger = logging.getLogger("worker")
@@ -223,25 +223,33 @@ def _walk(
                     raise wait_stop(until, bounce=True)
         role = doc["role"]
         awaiting = role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.AWAITING
-        reply = (
-            next(
-                (o for o in owed if o.get("in_reply_to") == doc["message_id"] and o["role"] == Message.Role.ASSISTANT),
-                None,
-            )
-            if awaiting
-            else None
-        )
+        reply = _reply_covering(owed, doc) if awaiting else None
         if awaiting and reply is None and doc is window[-1] and full:
             # Its reply's position lies beyond this read. A reply stored by a pass whose end
             # was lost (the database hung before the mark and the release) is looked for by
             # its key first, never generated and POSTed a second time. (A read that was not
             # full held every stored position from its start: a reply stored would be in it.)
             reply = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=doc["message_id"], user_seq=seq)
+        if awaiting and reply is None and seq > claim.handoff_seq and _bursts(bot):
+            # One reply to this message and those that follow it unanswered (`_burst`): stored
+            # before it is sent, and inserted in `owed` where it belongs, so the lookup above
+            # finds it now for each of them.
+            if slots.channel_stuck(channel.pk):
+                raise wait_stop(timezone.now() + SLOT_RETRY, bounce=True)
+            reply = yield from _burst(
+                claim, owed=owed, position=position, history=history, bot=bot, context=context, slots=slots
+            )
+            awaiting = reply is not None
         if reply is not None and reply.get("delivery_state") == DeliveryState.CANCELLED:
             user_message_pause(message_id=doc["_id"])
         elif reply is not None:
             # Replied already (the mark was still to be written): its reply follows in line.
             claim.replied.append(doc["_id"])
+            if reply.get("in_reply_to") != doc["message_id"] and seq + 1 not in claim.voids:
+                # Answered with later messages of its burst: its own reply's place stays empty
+                # (recorded by `_burst` unless that holder died first).
+                dialogue_voids_add(dialogue_id=claim.dialogue_id, voids=[seq + 1])
+                claim.voids.add(seq + 1)
         elif awaiting and seq <= claim.handoff_seq:
             # An operator took the dialogue over after this message came in: no reply. Its
             # reply's reserved position stays empty (counted off once, by whoever flips it).
@@ -281,6 +289,100 @@ def _walk(
         position += 1
 
 
+def _reply_covering(owed: list[dict[str, Any]], user: dict[str, Any]) -> dict[str, Any] | None:
+    """The bot reply in this read that answers the customer message: next to it, or a burst's
+    reply listing it in `answers`."""
+    message_id = user["message_id"]
+    for doc in owed:
+        if doc["role"] == Message.Role.ASSISTANT and (
+            doc.get("in_reply_to") == message_id or message_id in (doc.get("answers") or ())
+        ):
+            return doc
+    return None
+
+
+def _bursts(bot: ChatBot | None) -> bool:
+    return bot is not None and bot.reply_policy == ChatBot.ReplyPolicy.BURST
+
+
+def _burst(
+    claim: DialogueClaim,
+    *,
+    owed: list[dict[str, Any]],
+    position: int,
+    history: list[dict[str, Any]],
+    bot: ChatBot | None,
+    context: int,
+    slots: Slots,
+) -> Generator[LLMCall, LLMReply, dict[str, Any] | None]:
+    """The burst reply policy: the customer message at `owed[position]` and those after it
+    still unanswered get one reply, once the chat has been quiet for the bot's
+    `burst_quiet_ms`, or `burst_max_wait_ms` after the first of them, whichever comes first.
+
+    The reply answers the last of them (`in_reply_to`, hence its id and its reserved place)
+    and lists them all in `answers`. A customer message reserved while it was being generated
+    drops it, to be made again with that message, unless the longest wait is over. Unlike a
+    reply of its own, it is stored as owed before its first attempt: a holder that dies after
+    the POST leaves it for the next one to send again under the same id, however the burst
+    grew meanwhile. Returns it (inserted in `owed` after the last message it answers), or
+    None when the LLM failed for good (the messages are marked so, locally too)."""
+    assert bot is not None
+    group = _burst_messages(owed, position)
+    last = group[-1]
+    first_at = aware(group[0]["created_at"])
+    quiet = timedelta(milliseconds=bot.burst_quiet_ms)
+    longest = first_at + timedelta(milliseconds=bot.burst_max_wait_ms)
+    now = timezone.now()
+    latest = aware(last["created_at"])
+    if claim.last_seq > int(last["seq"]) + 1 and claim.last_message_at is not None:
+        latest = max(latest, aware(claim.last_message_at))  # reserved after it, maybe not stored yet
+    due = min(latest + quiet, longest)
+    if due > now:
+        raise wait_stop(due)
+    trace = trace_continue(last.get("traceparent"), last.get("tracestate"))
+    with trace_bound(trace):
+        reply = yield from _generate(
+            claim,
+            user=last,
+            history=[*history, *group[:-1]],
+            bot=bot,
+            context=context + len(group) - 1,
+            slots=slots,
+            trace=trace,
+            covers=group,
+        )
+    if reply is None:
+        for doc in group:
+            doc["reply_state"] = Message.ReplyState.FAILED.value
+        return None
+    if not dialogue_renew(claim):
+        raise Stop(Step(StepKind.LOST))
+    if claim.last_seq > int(last["seq"]) + 1 and timezone.now() < longest:
+        # The customer wrote again while it was being generated: made again, with that too.
+        metrics.burst_generation_dropped()
+        logger.info("burst reply dropped for a newer message", extra={"dialogue": str(claim.dialogue_id)})
+        raise Stop(Step(StepKind.REREAD))
+    if not burst_reply_store(claim, reply=reply, answers=[doc["_id"] for doc in group]):
+        reply["delivery_state"] = DeliveryState.CANCELLED.value  # taken over meanwhile: never sent
+    dialogue_voids_add(dialogue_id=claim.dialogue_id, voids=[int(doc["seq"]) + 1 for doc in group[:-1]])
+    claim.voids.update(int(doc["seq"]) + 1 for doc in group[:-1])
+    owed.insert(owed.index(last) + 1, reply)
+    return reply
+
+
+def _burst_messages(owed: list[dict[str, Any]], position: int) -> list[dict[str, Any]]:
+    """The customer messages from `position` on that no reply answers yet, up to the first
+    message of another kind."""
+    group: list[dict[str, Any]] = []
+    for doc in owed[position:]:
+        if doc["role"] != Message.Role.USER or doc.get("reply_state") != Message.ReplyState.AWAITING:
+            break
+        if _reply_covering(owed, doc) is not None:
+            break
+        group.append(doc)
+    return group
+
+
 def _advance(claim: DialogueClaim) -> None:
     """Settled positions include the empty ones known to stay empty right after them."""
     while claim.done_seq + 1 in claim.voids:
@@ -312,9 +414,11 @@ def _generate(
     context: int,
     slots: Slots,
     trace: TraceContext,
+    covers: list[dict[str, Any]] | None = None,
 ) -> Generator[LLMCall, LLMReply, dict[str, Any] | None]:
     """The reply to one customer message, not stored yet (`_deliver` stores it with its first
-    outcome); None when no reply will ever come. Raises `Stop` when the dialogue must wait."""
+    outcome); None when no reply will ever come. Raises `Stop` when the dialogue must wait.
+    `covers`: a burst's messages, `user` last, which the reply answers together."""
     now = timezone.now()
     next_at = user.get("next_attempt_at")
     if next_at is not None and aware(next_at) > now:
@@ -359,11 +463,13 @@ def _generate(
             raise wait_stop(at)
         fallback = (bot.fallback_text if bot is not None else "").strip()
         if not fallback:
-            user_message_give_up(
-                message_id=user["_id"], chat_bot_id=claim.chat_bot_id, attempts=attempts, error=error.message
-            )
-            # Its reply's place was counted when the message came in.
-            dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1)
+            given_up = covers or [user]
+            for doc in given_up:
+                user_message_give_up(
+                    message_id=doc["_id"], chat_bot_id=claim.chat_bot_id, attempts=attempts, error=error.message
+                )
+            # Their replies' places were counted when the messages came in.
+            dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-len(given_up))
             return None
         answer = LLMReply(
             text=fallback, backend="fallback", model="", prompt_tokens=None, completion_tokens=None, latency_ms=0
@@ -393,7 +499,11 @@ def _generate(
             "llm_latency_ms": answer.latency_ms,
         },
     )
+    if covers is not None:
+        # Not a field of Message (the channel's payload carries it; `_reply_covering` reads it).
+        reply["answers"] = [doc["message_id"] for doc in covers]
     # Stored with the outcome of its first attempt (`_deliver`): one write, not two.
     reply["_id"] = ObjectId()
     metrics.reply_acked_note(reply_id=reply["message_id"], acked_at=user["created_at"])
+    metrics.reply_generated_observe(messages_answered=len(covers or [user]))
     return reply

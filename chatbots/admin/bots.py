@@ -34,6 +34,7 @@ from chatbots.models import ChatBot
 from chatbots.serializers import FALLBACK_TEXT_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
 from chatbots.services import BOT_SETTINGS as SERVICE_SETTINGS
 from chatbots.services import (
+    burst_waits_error,
     chatbot_create,
     chatbot_delete,
     chatbot_rotate_secret,
@@ -50,7 +51,9 @@ LLM_FIELDS = ("system_prompt", "llm_model", "temperature", "max_output_tokens", 
 PAUSE_FIELDS = ("pause_after_employee_minutes", "pause_after_operator_reply_minutes")
 # Every write goes through `chatbot_update`, which takes these.
 EDITABLE_PAUSE_FIELDS = tuple(name for name in PAUSE_FIELDS if name in SERVICE_SETTINGS)
-SETTINGS_FIELDS = (*LLM_FIELDS, *EDITABLE_PAUSE_FIELDS)
+# One reply per message, or one per burst of messages.
+REPLY_FIELDS = ("reply_policy", "burst_quiet_ms", "burst_max_wait_ms")
+SETTINGS_FIELDS = (*LLM_FIELDS, *REPLY_FIELDS, *EDITABLE_PAUSE_FIELDS)
 # What the webhook demands of the channels' requests (editable; the secret itself is not).
 SECURITY_FIELDS = ("require_signed_webhooks",)
 
@@ -86,6 +89,15 @@ class ChatBotForm(forms.ModelForm):
                 self.fields[name].widget.attrs["maxlength"] = str(limit)
         if "llm_model" in self.fields:
             self.fields["llm_model"].validators.append(validate_no_control_characters)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        quiet, longest = cleaned.get("burst_quiet_ms"), cleaned.get("burst_max_wait_ms")
+        if quiet is not None and longest is not None:
+            error = burst_waits_error(quiet_ms=quiet, max_wait_ms=longest)
+            if error is not None:
+                self.add_error("burst_max_wait_ms", _(error))
+        return cleaned
 
     def clean_name(self) -> str:
         # Channels pick their bot by name: two bots of one name could not be told apart. The
@@ -160,6 +172,7 @@ class ChatBotAdmin(admin.ModelAdmin):
                 },
             ),
             (_("LLM"), {"fields": list(LLM_FIELDS)}),
+            (_("Replies"), {"fields": list(REPLY_FIELDS)}),
             (_("Hand-off to humans"), {"fields": list(PAUSE_FIELDS)}),
             (_("Signed webhooks"), {"fields": [*SECURITY_FIELDS, "signing_secret_display"]}),
         ]

@@ -44,6 +44,17 @@ def reply_find(*, dialogue_id: ObjectId, in_reply_to: str, user_seq: int) -> dic
     return doc
 
 
+def burst_reply_find(*, dialogue_id: ObjectId, message_id: str, user_seq: int) -> dict[str, Any] | None:
+    """The bot reply that answers the customer message at `user_seq` together with the later
+    messages of its burst (it lists them in `answers`): a range read on (dialogue, seq) from
+    that position, as long as the burst."""
+    return messages_collection().find_one(
+        {"dialogue_id": dialogue_id, "seq": {"$gt": user_seq}, "answers": message_id},
+        {"_id": 1, "message_id": 1, "delivery_state": 1, "role": 1, "in_reply_to": 1},
+        sort=[("seq", 1)],
+    )
+
+
 def dialogue_window(*, dialogue_id: ObjectId, from_seq: int, limit: int) -> list[dict[str, Any]]:
     """The dialogue's messages from position `from_seq` on, in order: one bounded range read
     on (dialogue, seq), whatever the dialogue's length."""

@@ -280,3 +280,22 @@ def dialogue_count_adjust(*, dialogue_id: ObjectId, added: int, voids: list[int]
         update["$addToSet"] = {"voids": {"$each": voids}}
     if update:
         dialogues_collection().update_one({"_id": dialogue_id}, update)
+
+
+def dialogue_voids_add(*, dialogue_id: ObjectId, voids: list[int]) -> None:
+    """Reserved positions that will stay empty after all (the reply places of a burst's
+    messages, answered together by one reply), each counted off `message_count` once however
+    often a holder that crashed repeats this: the count only moves where the position was not
+    known yet, in the same single-document update that records it."""
+    if not voids:
+        return
+    collection = dialogues_collection()
+    update = {"$inc": {"message_count": -len(voids)}, "$addToSet": {"voids": {"$each": voids}}}
+    if collection.update_one({"_id": dialogue_id, "voids": {"$nin": voids}}, update).matched_count:
+        return
+    # Some were recorded by an earlier holder of a smaller burst: one position at a time.
+    for seq in voids:
+        collection.update_one(
+            {"_id": dialogue_id, "voids": {"$ne": seq}},
+            {"$inc": {"message_count": -1}, "$addToSet": {"voids": seq}},
+        )
