@@ -13,6 +13,8 @@ each to a conversation of its own (`channel_id` + a `chat_id` per conversation):
   latency.
 - capacity: conversations over several bots, a long LLM latency and no limits: the calls in
   flight at once at the fake LLM (one worker process), and the worker's memory then.
+- bursty: chats of several messages a moment apart, under the `each` and the `burst` reply
+  policies (bench.bursts).
 
 Each reports the worker's peak resident memory (VmRSS, sampled) and its CPU per reply.
 """
@@ -422,7 +424,7 @@ def capacity(stack: Stack, fake: FakeLLM, *, conversations_n: int, bots: int, la
     return r
 
 
-SCENARIOS = ["llm-bound", "provider-limit", "noisy-bot", "capacity"]
+SCENARIOS = ["llm-bound", "provider-limit", "noisy-bot", "capacity", "bursty"]
 
 
 def run_llm_stage(stack: Stack, *, quick: bool, scenarios: list[str], results: dict[str, Any]) -> None:
@@ -470,6 +472,18 @@ def run_llm_stage(stack: Stack, *, quick: bool, scenarios: list[str], results: d
                  f"{r['worker'].get('rss_at_peak_in_flight_mb')} MB (peak {r['worker']['rss_peak_mb']} MB); "
                  f"{r['worker']['cpu_ms_per_reply']} ms CPU/reply; completion {r['completion_s']} s; "
                  f"correct {r['correct']}")  # fmt: skip
+        if "bursty" in scenarios:
+            from bench.bursts import bursty
+
+            chats = 20 if quick else 100
+            for policy in ("each", "burst"):
+                _say(f"    bursty chats, reply policy {policy}: {chats} chats of 4 messages 300 ms apart, LLM 2000 ms")
+                r = results[f"bursty_{policy}"] = bursty(stack, fake, policy=policy, chats=chats, per_chat=4,
+                                                         gap_s=0.3, spread_s=5.0, stall_s=30)  # fmt: skip
+                _say(f"      {r['llm_requests']} LLM calls for {r['messages']} messages "
+                     f"({r['llm_calls_per_message']}/message); last message to reply p50 "
+                     f"{r['last_message_to_reply_ms'].get('p50')} ms, p90 {r['last_message_to_reply_ms'].get('p90')} "
+                     f"ms; correct {r['correct']}")  # fmt: skip
     finally:
         fake.stop()
         stack.restart_worker()

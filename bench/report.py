@@ -28,6 +28,10 @@ PROVIDER_RATE_SHARE_TARGET = 0.9
 NOISY_P50_OVER_LATENCY_TARGET = 1.5
 CAPACITY_IN_FLIGHT_TARGET = 1000
 CAPACITY_RSS_MB_TARGET = 300.0
+# Bursty chats (bench.bursts), under the burst reply policy: LLM calls per customer message, and
+# the slack allowed beyond the quiet time and the LLM's latency for a burst's reply.
+BURST_CALLS_PER_MESSAGE_TARGET = 0.25
+BURST_REPLY_SLACK_MS = 300.0
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -214,6 +218,31 @@ def llm_stage_targets(stage: dict[str, Any]) -> list[dict[str, Any]]:
              "value": f"p50 {r['a']['ack_to_receipt_ms'].get('p50')} ms (x{ratio})",
              "met": ratio is not None and ratio <= NOISY_P50_OVER_LATENCY_TARGET, "kind": "performance"}
         )  # fmt: skip
+    for key in ("bursty_each", "bursty_burst"):
+        r = stage.get(key)
+        if not r:
+            continue
+        checks.append(
+            {"target": f"bursty chats, {r['policy']}: every chat's last message answered exactly once, all 2xx",
+             "value": f"non-2xx {r['non_2xx']}, chats answered {r['chats_answered']}/{r['chats']}",
+             "met": r["correct"], "kind": "correctness"}
+        )  # fmt: skip
+        if r["policy"] != "burst":
+            continue
+        checks.append(
+            {"target": f"bursty chats, burst: <= {BURST_CALLS_PER_MESSAGE_TARGET:g} LLM calls per customer message",
+             "value": f"{r['llm_calls_per_message']} ({r['llm_requests']} calls, {r['messages']} messages)",
+             "met": r["llm_calls_per_message"] is not None
+             and r["llm_calls_per_message"] <= BURST_CALLS_PER_MESSAGE_TARGET, "kind": "performance"}
+        )  # fmt: skip
+        bound = r["quiet_ms"] + r["llm_latency_ms"] + BURST_REPLY_SLACK_MS
+        p50 = r["last_message_to_reply_ms"].get("p50")
+        checks.append(
+            {"target": f"bursty chats, burst: a burst's last message to its reply p50 <= {bound:g} ms (quiet "
+                       f"{r['quiet_ms']} + LLM {r['llm_latency_ms']} + {BURST_REPLY_SLACK_MS:g})",
+             "value": f"p50 {p50} ms, p90 {r['last_message_to_reply_ms'].get('p90')} ms",
+             "met": p50 is not None and p50 <= bound, "kind": "performance"}
+        )  # fmt: skip
     r = stage.get("capacity")
     if r:
         correct("capacity", r)
@@ -267,6 +296,16 @@ def render_llm_stage(stage: dict[str, Any]) -> str:
                      r["worker"]["rss_peak_mb"], r["worker"]["cpu_ms_per_reply"]])  # fmt: skip
     out.append(table(["scenario", "N", "LLM", "ingest", "completion", "measure", "ack->receipt p50 ms",
                       "worker peak MB", "worker CPU ms/reply"], rows))  # fmt: skip
+    bursts = [stage[key] for key in ("bursty_each", "bursty_burst") if stage.get(key)]
+    if bursts:
+        out.append("\nbursty chats: each chat sends its messages a moment apart; LLM calls per customer message, and "
+                   "each chat's last message (acknowledged) to the reply that answers it (ms)")  # fmt: skip
+        out.append(table(["reply policy", "chats x messages", "gap ms", "LLM calls", "calls/message", "replies",
+                          "last->reply p50", "p90", "max"],
+                         [[b["policy"], f"{b['chats']} x {b['per_chat']}", b["gap_ms"], b["llm_requests"],
+                           b["llm_calls_per_message"], b["replies"], b["last_message_to_reply_ms"].get("p50"),
+                           b["last_message_to_reply_ms"].get("p90"), b["last_message_to_reply_ms"].get("max")]
+                          for b in bursts]))  # fmt: skip
     splits = []
     for name, x in _llm_runs(stage):
         split = x.get("time_split")

@@ -266,10 +266,10 @@ class Stack:
             raise SystemExit(f"error: {method} {path} answered {response.status_code}: {response.text[:500]}")
         return response.json()
 
-    def create_bot(self, name: str, *, llm_provider_id: str | None = None) -> tuple[str, str]:
+    def create_bot(self, name: str, *, llm_provider_id: str | None = None, **settings: Any) -> tuple[str, str]:
         """Returns (bot id, secret). `llm_provider_id`: the provider whose server answers it
-        (None: the platform's default, LLM_BACKEND)."""
-        body: dict[str, Any] = {"name": name}
+        (None: the platform's default, LLM_BACKEND); `settings`: more of the API's bot fields."""
+        body: dict[str, Any] = {"name": name, **settings}
         if llm_provider_id is not None:
             body["llm_provider_id"] = llm_provider_id
         bot = self.api("POST", "/api/chatbots/", json=body)

@@ -247,7 +247,14 @@ def test_english_is_the_default(admin_client: Client) -> None:
 # --- the LLM settings ---------------------------------------------------------------
 
 # The hand-off settings, as the change page shows them (their defaults).
-PAUSE_FORM = {"pause_after_employee_minutes": "0", "pause_after_operator_reply_minutes": "30"}
+# The form's required fields besides the name (a browser posts them with their shown values).
+PAUSE_FORM = {
+    "pause_after_employee_minutes": "0",
+    "pause_after_operator_reply_minutes": "30",
+    "reply_policy": "each",
+    "burst_quiet_ms": "1500",
+    "burst_max_wait_ms": "8000",
+}
 LLM_FORM = {
     "system_prompt": "You are the shop's assistant.",
     "llm_model": "llama3.2",
@@ -321,3 +328,24 @@ def test_change_page_refuses_out_of_range_llm_settings(admin_client: Client, fie
     assert response.context["adminform"].form.errors[field]
     bot.refresh_from_db()
     assert getattr(bot, field) in (None, "")
+
+
+def test_the_reply_policy_is_set_on_the_bot_page_and_the_waits_are_checked_together(admin_client: Client) -> None:
+    bot = ChatBotFactory(name="Shop")
+    url = reverse("admin:chatbots_chatbot_change", args=[bot.pk])
+    get = admin_client.get(url)
+    assert "burst_quiet_ms" in get.content.decode()
+    form = {"name": "Shop", **PAUSE_FORM, **inline_management_data(get)}
+    wrong = admin_client.post(
+        url, {**form, "reply_policy": "burst", "burst_quiet_ms": "3000", "burst_max_wait_ms": "2000"}
+    )
+    assert wrong.status_code == 200
+    assert "The longest wait of a burst must be at least its quiet time." in wrong.content.decode()
+    bot.refresh_from_db()
+    assert bot.reply_policy == "each"
+    right = admin_client.post(
+        url, {**form, "reply_policy": "burst", "burst_quiet_ms": "1000", "burst_max_wait_ms": "5000"}
+    )
+    assert right.status_code == 302
+    bot.refresh_from_db()
+    assert (bot.reply_policy, bot.burst_quiet_ms, bot.burst_max_wait_ms) == ("burst", 1000, 5000)

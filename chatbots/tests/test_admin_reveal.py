@@ -164,7 +164,15 @@ def test_change_page_saves_a_changed_pause_through_the_service(admin_client: Cli
     data = {
         name: value
         for name, value in get.context["adminform"].form.initial.items()
-        if name in ("name", "pause_after_employee_minutes", "pause_after_operator_reply_minutes")
+        if name
+        in (
+            "name",
+            "pause_after_employee_minutes",
+            "pause_after_operator_reply_minutes",
+            "reply_policy",
+            "burst_quiet_ms",
+            "burst_max_wait_ms",
+        )
     }
     for inline in get.context["inline_admin_formsets"]:
         formset = inline.formset

@@ -40,7 +40,8 @@ def test_create_returns_the_secret_once(api_client: APIClient) -> None:
     body = response.json()
     assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token", *LLM_DEFAULTS,
                          "pause_after_employee_minutes", "pause_after_operator_reply_minutes",
-                         "require_signed_webhooks", "webhook_signing_secret", "llm_provider_id"}  # fmt: skip
+                         "require_signed_webhooks", "webhook_signing_secret", "llm_provider_id",
+                         "reply_policy", "burst_quiet_ms", "burst_max_wait_ms"}  # fmt: skip
     bot = ChatBot.objects.get(pk=body["id"])
     assert bot.name == "Support"
     assert bot.secret_hash == hash_secret(body["secret_token"])
@@ -306,3 +307,21 @@ def test_the_schema_documents_the_llm_settings(api_client: APIClient) -> None:
     temperature = components["ChatBotInputRequest"]["properties"]["temperature"]
     assert temperature["minimum"] == 0 and temperature["maximum"] == 2
     assert components["ChatBotInputRequest"]["properties"]["context_messages"]["maximum"] == 1000
+
+
+def test_the_reply_policy_is_set_through_the_api_and_the_waits_are_checked_together(api_client: APIClient) -> None:
+    created = api_client.post("/api/chatbots/", {"name": "Bursty"}, format="json")
+    assert created.status_code == 201
+    body = created.json()
+    assert (body["reply_policy"], body["burst_quiet_ms"], body["burst_max_wait_ms"]) == ("each", 1500, 8000)
+    url = f"/api/chatbots/{body['id']}/"
+    set_burst = api_client.patch(url, {"reply_policy": "burst", "burst_quiet_ms": 800}, format="json")
+    assert set_burst.status_code == 200 and set_burst.json()["reply_policy"] == "burst"
+    # Checked against the stored value of the one left out.
+    too_short = api_client.patch(url, {"burst_max_wait_ms": 500}, format="json")
+    assert too_short.status_code == 400
+    assert too_short.json()["burst_max_wait_ms"] == ["The longest wait of a burst must be at least its quiet time."]
+    for bad in ({"reply_policy": "sometimes"}, {"burst_quiet_ms": 50}, {"burst_max_wait_ms": "8000"}):
+        response = api_client.patch(url, bad, format="json")
+        assert response.status_code == 400, bad
+        assert set(response.json()) == set(bad)
