@@ -68,6 +68,9 @@ def bursty(stack: Stack, fake: FakeLLM, *, policy: str, chats: int, per_chat: in
     wait_for_replies(stack, path=path, expected=expected, stall_s=stall_s)
     receipts = stack.receiver_receipts(path)
     llm = fake.stats()
+    from bench.llmstage import time_split
+
+    split = time_split(stack, [bot_id])
     lasts = [m for m in last_of_chat.values() if m in sent.acks]
     to_reply = [(receipts[m][0] - sent.acks[m]) * 1000 for m in lasts if m in receipts]
     messages = sum(sent.statuses.values()) + sum(sent.errors.values())
@@ -79,6 +82,8 @@ def bursty(stack: Stack, fake: FakeLLM, *, policy: str, chats: int, per_chat: in
         "replies": sum(n for _t, n in receipts.values()),
         "last_message_to_reply_ms": summarize(to_reply),
         "chats_answered": len(to_reply),
+        # For a burst, "stored" is its last message's arrival, so "to call" includes the quiet time.
+        "time_split": split,
         # The chat's last message is answered exactly once (by a burst's reply or its own).
         "correct": sent.non_2xx == 0 and len(to_reply) == len(lasts) == chats
         and all(receipts[m][1] == 1 for m in lasts),

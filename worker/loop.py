@@ -23,6 +23,7 @@ dialogue is not due are found and woken (the recovery path).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import socket
@@ -40,14 +41,15 @@ from pymongo.errors import PyMongoError
 from channels_app.selectors import channels_active_ids
 from channels_app.services import channel_owed_wake_requests_take, channel_test_requests_take, channel_test_send
 from core.counters import counters_flush
+from core.datetimes import aware
 from core.errors import is_database_outage
 from core.worker_wake import HOUSEKEEPING, WakeSocket
 from dialogues.store.claims import (
     DialogueClaim,
-    dialogue_claim,
     dialogue_lease,
     dialogue_leases_extend,
     dialogue_release,
+    dialogues_claim,
     dialogues_defer,
     dialogues_due,
     dialogues_waiting,
@@ -56,7 +58,7 @@ from dialogues.store.recovery import channel_owed_due_now, orphans_wake, parked_
 from llm.aio import LLMRuntime
 from worker.bulkheads import Slots
 from worker.fairpool import FairPool
-from worker.steps import Step
+from worker.steps import Step, StepKind
 from worker.tasks import DialogueTask
 
 logger = logging.getLogger("worker")
@@ -66,6 +68,10 @@ MAINTENANCE_INTERVAL_S = 1.0
 # conversation's next message often follows within it. Then the wait doubles after each empty
 # look, up to WORKER_IDLE_POLL_MS, and the housekeeping runs every IDLE_MAINTENANCE_INTERVAL_S.
 HOT_S = 2.0
+# Due times of given-back dialogues kept for the idle wait (`_idle_wait`), up to this many and
+# this far ahead; beyond, the poll finds them.
+MAX_DUES_KEPT = 10_000
+DUE_KEPT_WITHIN_S = 600.0
 IDLE_MAINTENANCE_INTERVAL_S = 5.0
 # How long the backlog of a tenant at its limit is set aside: at first DEFER_S, then as long as
 # the tenant has been at its limit so far (a channel that hangs stays blocked; moving its whole
@@ -111,6 +117,9 @@ class Worker:
         self._active_at = time.monotonic()
         self._idle_wait_s = self.poll_s
         self._maintain_now = False
+        # When (monotonic) the dialogues this worker gave back are due again, soonest first: a
+        # backed-off worker looks then, not a poll later (a burst's quiet time, a retry's backoff).
+        self._dues: list[float] = []
         self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.counts = {"dialogues": 0, "errors": 0}
@@ -165,7 +174,11 @@ class Worker:
             self._idle_wait_s = self.poll_s
         else:
             self._idle_wait_s = min(self.idle_poll_s, self._idle_wait_s * 2)
-        return self._idle_wait_s
+        with self._lock:
+            while self._dues and self._dues[0] <= now:
+                heapq.heappop(self._dues)
+            due = self._dues[0] if self._dues else None
+        return self._idle_wait_s if due is None else min(self._idle_wait_s, due - now)
 
     def _wake_socket_open(self) -> WakeSocket | None:
         if not settings.WORKER_WAKE_DIR:
@@ -225,13 +238,10 @@ class Worker:
             due = dialogues_due(limit=free, exclude_channels=channels, exclude_bots=bots)
             if not due:
                 break
-            for doc in due:
-                with self._lock:
-                    if doc["_id"] in self._in_flight:
-                        continue  # ours already (its earlier lease expired while we work on it)
-                claim = dialogue_claim(doc)
-                if claim is None:
-                    continue  # another worker was first
+            with self._lock:
+                # Ours already (an earlier lease expired while we work on it): not claimed again.
+                free_docs = [doc for doc in due if doc["_id"] not in self._in_flight]
+            for claim in dialogues_claim(free_docs):
                 self._start(claim)
                 claimed = True
             if len(due) < free:
@@ -307,6 +317,13 @@ class Worker:
 
     def _settled(self, claim: DialogueClaim, step: Step) -> None:
         self.counts["dialogues"] += 1
+        if step.kind is StepKind.WAIT and step.until is not None:
+            wait_s = (aware(step.until) - timezone.now()).total_seconds()
+            if 0 < wait_s < DUE_KEPT_WITHIN_S:
+                with self._lock:
+                    if len(self._dues) < MAX_DUES_KEPT:
+                        # A moment after, so that the look finds it due.
+                        heapq.heappush(self._dues, time.monotonic() + wait_s + 0.002)
         with self._lock:
             if step.bounce and step.until is not None and self._patient:
                 self._bounced[claim.dialogue_id] = step.until

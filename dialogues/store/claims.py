@@ -111,6 +111,34 @@ def dialogue_claim(doc: dict[str, Any]) -> DialogueClaim | None:
     return _claim_from(doc, token) if result.modified_count == 1 else None
 
 
+def dialogues_claim(docs: list[dict[str, Any]]) -> list[DialogueClaim]:
+    """Claims the dialogues read by `dialogues_due` that are still free, in one update for all
+    of them (and one read of which were won, when not all were): what one scheduler claims
+    costs a round trip or two however many are due, so a claim never waits behind a queue of
+    single updates. Each dialogue matches only while it is free, so of any number of workers
+    exactly one gets it. One token for the batch: it is unique to this claim of each dialogue
+    in it, which is all the fencing needs (every fenced write also names its dialogue or
+    message)."""
+    if len(docs) <= 1:
+        won = dialogue_claim(docs[0]) if docs else None
+        return [won] if won is not None else []
+    now = timezone.now()
+    token = secrets.token_hex(8)
+    ids = [doc["_id"] for doc in docs]
+    collection = dialogues_collection()
+    result = collection.update_many(
+        {"_id": {"$in": ids}, **claim_free(now)},
+        {"$set": {"claim_until": now + dialogue_lease(), "claim_token": token}},
+    )
+    if result.modified_count == 0:
+        return []
+    if result.modified_count == len(docs):
+        ours = set(ids)
+    else:
+        ours = {doc["_id"] for doc in collection.find({"_id": {"$in": ids}, "claim_token": token}, {"_id": 1})}
+    return [_claim_from(doc, token) for doc in docs if doc["_id"] in ours]
+
+
 def dialogues_waiting(*, dialogue_ids: list[ObjectId]) -> list[dict[str, Any]]:
     """Those of these dialogues that still have work due at some time."""
     return list(
