@@ -51,6 +51,7 @@ from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_re
 from worker.bulkheads import Slots
 from worker.delivery import deliver_traced
 from worker.steps import SLOT_RETRY, Step, StepKind, Stop, backoff, wait_stop
+from worker.typing import typing_off, typing_on, typing_replied
 
 logger = logging.getLogger("worker")
 
@@ -239,6 +240,7 @@ def _walk(
             reply = reply_find(dialogue_id=claim.dialogue_id, in_reply_to=doc["message_id"], user_seq=seq)
         if reply is not None and reply.get("delivery_state") == DeliveryState.CANCELLED:
             user_message_pause(message_id=doc["_id"])
+            typing_off(claim, slots=slots)  # typing: taken over, no reply after all
         elif reply is not None:
             # Replied already (the mark was still to be written): its reply follows in line.
             claim.replied.append(doc["_id"])
@@ -248,6 +250,7 @@ def _walk(
             if user_message_pause(message_id=doc["_id"]):
                 dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1, voids=[seq + 1])
             explained.add(seq + 1)
+            typing_off(claim, slots=slots)  # typing: taken over, no reply after all
         elif awaiting:
             if slots.channel_stuck(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
@@ -264,7 +267,9 @@ def _walk(
             # is stored, neither position counts as settled.
             elif deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"]):
                 explained.add(seq + 1)  # cancelled: an operator took the dialogue over
+                typing_off(claim, slots=slots)  # typing: taken over, no reply after all
             else:
+                typing_replied(claim)  # typing: the reply ends the "on"
                 history.append(doc)
                 doc, seq = outcome, int(outcome["seq"])
         elif doc.get("delivery_state") in (
@@ -331,6 +336,7 @@ def _generate(
     with slots.bot_llm(claim.chat_bot_id) as acquired:
         if not acquired:
             raise wait_stop(now + SLOT_RETRY, bounce=True)
+        typing_on(claim, slots=slots)  # typing: the bot starts writing (best effort, never waits)
         started = time.monotonic()
         try:
             # The LLM call is a span of its own, under the reply's.
@@ -364,6 +370,7 @@ def _generate(
             )
             # Its reply's place was counted when the message came in.
             dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1)
+            typing_off(claim, slots=slots)  # typing: the LLM gave up, no reply
             return None
         answer = LLMReply(
             text=fallback, backend="fallback", model="", prompt_tokens=None, completion_tokens=None, latency_ms=0
