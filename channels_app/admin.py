@@ -60,7 +60,7 @@ class ChannelForm(forms.ModelForm):
 
     class Meta:
         model = Channel
-        fields = ("name", "chat_bot", "is_active")
+        fields = ("name", "chat_bot", "is_active", "typing_events")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -174,7 +174,7 @@ class ChannelAdmin(admin.ModelAdmin):
     change_form_template = "admin/channels_app/channel/connect_change_form.html"
 
     def get_fieldsets(self, request: HttpRequest, obj: Channel | None = None) -> Any:
-        main = ["name", "chat_bot", "url", "is_active"]
+        main = ["name", "chat_bot", "url", "is_active", "typing_events"]
         if obj is None:
             return [(None, {"fields": main})]
         # The token (what replies carry) only for those who may change the channel, as in the API.
@@ -246,10 +246,20 @@ class ChannelAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Channel, form: forms.ModelForm, change: bool) -> None:
         data = form.cleaned_data
         if change:
-            channel_update(channel=obj, name=data["name"], url=data["url"], is_active=data["is_active"])
+            channel_update(
+                channel=obj,
+                name=data["name"],
+                url=data["url"],
+                is_active=data["is_active"],
+                typing_events=data["typing_events"],
+            )
             return
         created = channel_create(
-            chat_bot=data["chat_bot"], name=data["name"], url=data["url"], is_active=data["is_active"]
+            chat_bot=data["chat_bot"],
+            name=data["name"],
+            url=data["url"],
+            is_active=data["is_active"],
+            typing_events=data["typing_events"],
         )
         admin_object_adopt(obj, created)
 

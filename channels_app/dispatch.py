@@ -45,6 +45,8 @@ USER_AGENT = "chatbot-platform/1.0"
 MAX_BODY_BYTES = 64 * 1024
 _READ_CHUNK_BYTES = 16 * 1024
 ERROR_MAX_LENGTH = 500
+# A typing event's whole deadline (at most CHANNEL_ATTEMPT_TIMEOUT_S).
+TYPING_DEADLINE_S = 2.0
 NON_PUBLIC = "a non-public (loopback, private, link-local or reserved) address"
 
 
@@ -137,6 +139,7 @@ def channel_attempt(
     deadline_s: float | None = None,
     log_context: dict[str, Any] | None = None,
     signing_secrets: Sequence[str] | None = None,
+    log_event: str = "delivery attempt",
 ) -> AttemptOutcome:
     """POSTs `payload` to a channel once, within `deadline_s` (CHANNEL_ATTEMPT_TIMEOUT_S).
     `idempotency_key` is sent as `webhook-id` (Standard Webhooks): the same on every retry of
@@ -179,7 +182,7 @@ def channel_attempt(
     )
     logger.log(
         logging.INFO if outcome.ok else logging.WARNING,
-        "delivery attempt",
+        log_event,
         extra={
             **(log_context or {}),
             "ok": outcome.ok,
@@ -314,8 +317,44 @@ def _reason(exc: BaseException) -> str:
 
 
 def reply_payload(*, message_id: str, text: str, chat_id: str, in_reply_to: str | None) -> dict[str, Any]:
-    """The body channels receive. Field names are the existing contract."""
-    return {"message_id": message_id, "role": "ASSISTANT", "text": text, "chat_id": chat_id, "in_reply_to": in_reply_to}
+    """The body channels receive. Field names are the existing contract; `type` tells a message
+    from a typing event (`typing_payload`), for channels that take both on one URL."""
+    return {
+        "type": "message",
+        "message_id": message_id,
+        "role": "ASSISTANT",
+        "text": text,
+        "chat_id": chat_id,
+        "in_reply_to": in_reply_to,
+    }
+
+
+TYPING_STATES = ("on", "off")
+
+
+def typing_payload(*, chat_id: str, state: str) -> dict[str, Any]:
+    """A typing event: the bot started writing a reply to this chat (`on`), or will not send
+    one after all (`off`)."""
+    if state not in TYPING_STATES:
+        raise ValueError(f"typing state must be one of {TYPING_STATES}")
+    return {"type": "typing", "chat_id": chat_id, "state": state}
+
+
+def channel_typing_send(*, channel: Channel, chat_id: str, state: str, log_context: dict[str, Any]) -> AttemptOutcome:
+    """One typing event to the channel, signed and authenticated as replies are, under an id of
+    its own (`typing-<uuid4>`: an event is never repeated, so the id only tells events apart).
+    Its deadline is short: a typing event late by seconds is worse than none. The caller decides
+    what a failure means (for typing: nothing, no breaker, no retry)."""
+    return channel_attempt(
+        url=channel.settings.url,
+        token=channel.settings.token,
+        payload=typing_payload(chat_id=chat_id, state=state),
+        idempotency_key=f"typing-{uuid.uuid4()}",
+        signing_secrets=channel_signing_secrets(channel=channel),
+        deadline_s=min(TYPING_DEADLINE_S, settings.CHANNEL_ATTEMPT_TIMEOUT_S),
+        log_context={**log_context, "state": state},
+        log_event="typing event",
+    )
 
 
 def test_payload(*, channel_id: str) -> dict[str, Any]:

@@ -43,6 +43,17 @@ class Channel(TimeStampedModel):
     chat_bot = models.ForeignKey(ChatBot, on_delete=models.CASCADE, related_name="channels", verbose_name=_("chat bot"))
     settings = EmbeddedModelField(ChannelSettings, verbose_name=_("settings"))
     is_active = models.BooleanField(_("active"), default=True)
+    # Off by default: a channel that never asked for them must not receive a new kind of POST.
+    typing_events = models.BooleanField(
+        _("typing events"),
+        default=False,
+        help_text=_(
+            'Also POST {"type": "typing", "chat_id": ..., "state": "on"} to the URL when the bot starts '
+            'writing a reply, and "state": "off" when it decides not to reply after all. Best effort: '
+            "never retried, and a failure never delays a reply. The channel must ignore types and fields "
+            "it does not know."
+        ),
+    )
     # Denormalised from the latest delivery attempt, for the operators' channel list.
     last_delivery_state = models.CharField(
         _("last delivery state"), max_length=16, choices=DeliveryState.choices, blank=True, default=""

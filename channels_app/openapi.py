@@ -31,6 +31,7 @@ _CHANNEL_EXAMPLE = {
     "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
     "url": "https://chat.example.com/hook",
     "is_active": True,
+    "typing_events": False,
     "token": "kq3F0bq2m7Yt5v0cM1nW8zR4pL6sX9aD2eH7jU3oQ1g",
 }
 _SIGNING_SECRET_EXAMPLE = "whsec_MfKQ9r1GKG8pQ8b1wF8mYy1Zl0Kq3Yw6u0bU9mJp2aE="  # noqa: S105 - an example
@@ -87,7 +88,8 @@ channel_schema = extend_schema_view(
         summary="Create a channel",
         description="The server generates the channel's `token` and its `signing_secret` (Standard Webhooks; "
         "shown in this response only). A `chat_bot_id` of no existing bot is a 404 naming the field. URLs that "
-        "resolve to private or loopback addresses are refused unless `CHANNEL_ALLOW_PRIVATE_URLS` is set.",
+        "resolve to private or loopback addresses are refused unless `CHANNEL_ALLOW_PRIVATE_URLS` is set. "
+        "`typing_events` (default false) adds best-effort typing events to what is POSTed to `url`.",
         request=ChannelCreateSerializer,
         responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS, 404: _UNKNOWN_BOT},
         examples=[
@@ -98,6 +100,7 @@ channel_schema = extend_schema_view(
                     "chat_bot_id": "665f1c2e9b1e8a3d4c5b6a79",
                     "url": "https://chat.example.com/hook",
                     "is_active": True,
+                    "typing_events": True,
                 },
                 request_only=True,
             ),
@@ -105,8 +108,9 @@ channel_schema = extend_schema_view(
         ],
     ),
     update=extend_schema(
-        summary="Replace a channel's name, url and is_active",
-        description="`name` and `url` are required; `is_active` left out stays as it is. The bot cannot change: "
+        summary="Replace a channel's name, url, is_active and typing_events",
+        description="`name` and `url` are required; `is_active` and `typing_events` left out stay as they are. "
+        "The bot cannot change: "
         "a `chat_bot_id` equal to the current one is accepted, any other is a 409.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,
@@ -120,7 +124,7 @@ channel_schema = extend_schema_view(
         ],
     ),
     partial_update=extend_schema(
-        summary="Change some of a channel's name, url and is_active",
+        summary="Change some of a channel's name, url, is_active and typing_events",
         description="Only the fields given change; a `chat_bot_id` other than the current one is a 409.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,

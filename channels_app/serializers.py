@@ -51,7 +51,8 @@ def url_field(**kwargs: Any) -> StrictCharField:
         max_length=URL_MAX_LENGTH,
         pattern=URL_PATTERN,
         pattern_message=URL_PATTERN_MESSAGE,
-        help_text="Where bot replies (and employees' messages written here) are POSTed. "
+        help_text="Where bot replies (and employees' messages written here) are POSTed, as "
+        '`{"type": "message", ...}` (and, with `typing_events`, the typing events). '
         f"Absolute http(s) URL, at most {URL_MAX_LENGTH} characters. Unless `CHANNEL_ALLOW_PRIVATE_URLS` "
         "is set, a URL whose host is (or resolves to) a private, loopback or other non-public address is refused "
         "with a 400.",
@@ -63,6 +64,12 @@ def url_field(**kwargs: Any) -> StrictCharField:
 # proves to the channel's receiver that a POST comes from us, so a reader who may not change
 # the channel does not get it.
 CHANNEL_CHANGE_PERMISSION = "channels_app.change_channel"
+TYPING_EVENTS_HELP = (
+    'Also POST `{"type": "typing", "chat_id", "state": "on"}` to `url` when the bot starts writing a reply, '
+    'and `"state": "off"` when it decides not to reply after all (the LLM failed, an operator took the chat '
+    "over). Signed like replies; best effort: never retried, never delaying a reply, at most one `on` per "
+    "chat every 5 s. Off by default. A channel must ignore types and fields it does not know."
+)
 DELIVERY_AUTH_HELP = (
     "Sent with every bot reply and employee's message delivered to `url` (`x-chat_auth_token: Bearer <token>`), "
     "so the channel can check that they come from us."
@@ -80,6 +87,7 @@ class ChannelSerializer(serializers.Serializer):
     chat_bot_id = ObjectIdField(read_only=True)
     url = serializers.CharField(source="settings.url", read_only=True)
     is_active = serializers.BooleanField(read_only=True)
+    typing_events = serializers.BooleanField(read_only=True, help_text=TYPING_EVENTS_HELP)
     # Output only (no view reads input with this serializer), but not `read_only`: drf-spectacular
     # marks every read-only field required, and this one may be absent.
     token = serializers.CharField(
@@ -154,6 +162,7 @@ class ChannelCreateSerializer(serializers.Serializer):
     url = url_field()
     # `initial`: the browsable API's checkbox starts ticked, as a create without it is active.
     is_active = StrictBooleanField(required=False, default=True, initial=True)
+    typing_events = StrictBooleanField(required=False, default=False, initial=False, help_text=TYPING_EVENTS_HELP)
 
     def validate_url(self, value: str) -> str:
         return _check_url(value)
@@ -175,6 +184,7 @@ class ChannelUpdateSerializer(serializers.Serializer):
     name = strict_name_field(max_length=NAME_MAX_LENGTH, help_text="No control characters; not blank.")
     url = url_field()
     is_active = StrictBooleanField(required=False)
+    typing_events = StrictBooleanField(required=False, help_text=TYPING_EVENTS_HELP)
     chat_bot_id = ObjectIdField(
         required=False,
         help_text="Cannot change; accepted only if equal to the current, else a 409 naming this field.",
@@ -197,6 +207,7 @@ class ChannelUpdateSerializer(serializers.Serializer):
             "name": instance.name,
             "url": instance.settings.url,
             "is_active": instance.is_active,
+            "typing_events": instance.typing_events,
             "chat_bot_id": str(instance.chat_bot_id),
         }
 

@@ -152,19 +152,27 @@ def channel_url_check(url: str) -> str:
     return url
 
 
-def channel_create(*, chat_bot: ChatBot, name: str, url: str, is_active: bool = True) -> Channel:
+def channel_create(
+    *, chat_bot: ChatBot, name: str, url: str, is_active: bool = True, typing_events: bool = False
+) -> Channel:
     url = channel_url_check(url)
     return Channel.objects.create(
         chat_bot=chat_bot,
         name=name,
         settings=ChannelSettings(url=url, token=generate_channel_token()),
         is_active=is_active,
+        typing_events=typing_events,
         signing_secret=generate_signing_secret(),
     )
 
 
 def channel_update(
-    *, channel: Channel, name: str | None = None, url: str | None = None, is_active: bool | None = None
+    *,
+    channel: Channel,
+    name: str | None = None,
+    url: str | None = None,
+    is_active: bool | None = None,
+    typing_events: bool | None = None,
 ) -> Channel:
     fields = ["updated_at"]
     if name is not None:
@@ -176,6 +184,9 @@ def channel_update(
     if is_active is not None:
         channel.is_active = is_active
         fields.append("is_active")
+    if typing_events is not None:
+        channel.typing_events = typing_events
+        fields.append("typing_events")
     channel.save(update_fields=fields)
     if is_active:
         worker_wake(HOUSEKEEPING)  # its parked dialogues are resumed by the worker's housekeeping

@@ -82,7 +82,11 @@ class ChannelViewSet(
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated(ChannelCreateSerializer, request.data)
         channel = channel_create(
-            chat_bot=data["chat_bot_id"], name=data["name"], url=data["url"], is_active=data["is_active"]
+            chat_bot=data["chat_bot_id"],
+            name=data["name"],
+            url=data["url"],
+            is_active=data["is_active"],
+            typing_events=data["typing_events"],
         )
         return Response(ChannelCreatedSerializer(channel).data, status=status.HTTP_201_CREATED)
 
@@ -96,7 +100,11 @@ class ChannelViewSet(
         channel = self.get_object()
         data = validated(ChannelUpdateSerializer, request.data, partial=partial, context={"channel": channel})
         channel = channel_update(
-            channel=channel, name=data.get("name"), url=data.get("url"), is_active=data.get("is_active")
+            channel=channel,
+            name=data.get("name"),
+            url=data.get("url"),
+            is_active=data.get("is_active"),
+            typing_events=data.get("typing_events"),
         )
         return Response(ChannelWithTokenSerializer(channel).data)
 

@@ -55,6 +55,11 @@ DELIVERY_ATTEMPTS = Counter(
     "Attempts to POST a reply to its channel, by the state they left it in (delivered, failed, dead).",
     ["outcome"],
 )
+TYPING_EVENTS = Counter(
+    "chatbots_typing_events",
+    "Typing events to channels: sent (2xx), failed (never retried), dropped (queue full or too late).",
+    ["outcome"],
+)
 LLM_REQUEST_SECONDS = Histogram(
     "chatbots_llm_request_seconds",
     "LLM calls by outcome (ok, error).",
@@ -157,6 +162,11 @@ def burst_generation_dropped() -> None:
 
 def delivery_attempt_observe(*, outcome: str) -> None:
     DELIVERY_ATTEMPTS.labels(outcome=outcome).inc()
+
+
+def typing_event_observe(*, outcome: str) -> None:
+    """`sent`, `failed` or `dropped`: a typing event is never a delivery attempt."""
+    TYPING_EVENTS.labels(outcome=outcome).inc()
 
 
 # When each reply's customer message arrived, noted when the reply is generated, so that its

@@ -9,7 +9,9 @@ As a process of its own (`python -m devtools.receiver --port P [--host H]`), so 
 no CPU from the load generator:
 
 - `POST <any path>` takes a reply. With `--hang-s S`, paths containing `/hang/` answer only after
-  S seconds: a channel that hangs, for the benchmark's slow-neighbour scenario.
+  S seconds: a channel that hangs, for the benchmark's slow-neighbour scenario. A typing event
+  (`{"type": "typing", ...}`) is kept with the requests, counted nowhere, and answered as
+  `typing` says (200 unless a test says otherwise), never from the script.
 - `GET /stats?path=P` answers what it counted (for one path, or all): posts, unique replies,
   duplicated ones (the same `in_reply_to` twice), bodies that are not JSON, posts without the
   bearer token, and posts whose `webhook-id` is not the body's `message_id`.
@@ -96,6 +98,8 @@ class ChannelReceiver:
         self.requests: list[ReceivedRequest] = []
         self.script: deque[Reply] = deque()
         self.default = Reply()
+        # How typing events are answered.
+        self.typing = Reply()
         self.keep_requests = keep_requests
         self.hang_s = hang_s
         self.auth_header = auth_header
@@ -190,7 +194,17 @@ class ChannelReceiver:
             self.requests.clear()
             self.script.clear()
             self.default = Reply()
+            self.typing = Reply()
             self.tallies.clear()
+
+    def replies(self) -> list[ReceivedRequest]:
+        """What was received, typing events left out."""
+        with self._lock:
+            return [r for r in self.requests if not _is_typing(r.body)]
+
+    def typing_events(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return [r for r in self.requests if _is_typing(r.body)]
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedRequest]:
         deadline = time.monotonic() + timeout
@@ -213,25 +227,32 @@ class ChannelReceiver:
             key, message_id = str(data.get("in_reply_to") or data.get("message_id")), str(data.get("message_id"))
         except (ValueError, AttributeError):
             data = None
+        typing = isinstance(data, dict) and data.get("type") == "typing"
         with self._lock:
             if self.keep_requests:
                 # Names in lower case, as sent otherwise (underscores included).
                 kept = {name.lower(): value for name, value in headers.items()}
                 self.requests.append(ReceivedRequest(request.path, kept, body, at=at))
-            tally = self.tallies.setdefault(request.path, Tally())
-            tally.posts += 1
-            if not headers.get(self.auth_header, "").startswith("Bearer "):
-                tally.missing_auth += 1
-            if data is None:
-                tally.bad_json += 1
+            if typing:
+                reply = self.typing
             else:
-                if headers.get("webhook-id") != message_id:
-                    tally.bad_webhook_id += 1
-                tally.replies[key] += 1
-                tally.first_at.setdefault(key, at)
-                reply = self.script.popleft() if self.script else self.default
+                tally = self.tallies.setdefault(request.path, Tally())
+                tally.posts += 1
+                if not headers.get(self.auth_header, "").startswith("Bearer "):
+                    tally.missing_auth += 1
+                if data is None:
+                    tally.bad_json += 1
+                else:
+                    if headers.get("webhook-id") != message_id:
+                        tally.bad_webhook_id += 1
+                    tally.replies[key] += 1
+                    tally.first_at.setdefault(key, at)
+                    reply = self.script.popleft() if self.script else self.default
         if data is None:
             return web.json_response({"ok": False}, status=400)
+        return await self._answer(reply, request)
+
+    async def _answer(self, reply: Reply, request: web.Request) -> web.Response:
         delay_s = reply.delay_s
         if self.hang_s is not None and "/hang/" in request.path:
             delay_s = max(delay_s, self.hang_s)
@@ -276,6 +297,14 @@ class ChannelReceiver:
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"ok": True})
+
+
+def _is_typing(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("type") == "typing"
 
 
 def _log_entry(received: ReceivedRequest) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_re
 from worker.bulkheads import Slots
 from worker.delivery import burst_reply_store, deliver_traced
 from worker.steps import SLOT_RETRY, Step, StepKind, Stop, backoff, wait_stop
+from worker.typing import typing_off, typing_on, typing_replied
 
 logger = logging.getLogger("worker")
 
@@ -242,6 +243,7 @@ def _walk(
             awaiting = reply is not None
         if reply is not None and reply.get("delivery_state") == DeliveryState.CANCELLED:
             user_message_pause(message_id=doc["_id"])
+            typing_off(claim, slots=slots)  # typing: taken over, no reply after all
         elif reply is not None:
             # Replied already (the mark was still to be written): its reply follows in line.
             claim.replied.append(doc["_id"])
@@ -256,6 +258,7 @@ def _walk(
             if user_message_pause(message_id=doc["_id"]):
                 dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-1, voids=[seq + 1])
             explained.add(seq + 1)
+            typing_off(claim, slots=slots)  # typing: taken over, no reply after all
         elif awaiting:
             if slots.channel_stuck(channel.pk):
                 # Its reply could not be sent now anyway: not generated until it could.
@@ -272,7 +275,9 @@ def _walk(
             # is stored, neither position counts as settled.
             elif deliver_traced(claim, message=outcome, channel=channel, slots=slots, answers=doc["_id"]):
                 explained.add(seq + 1)  # cancelled: an operator took the dialogue over
+                typing_off(claim, slots=slots)  # typing: taken over, no reply after all
             else:
+                typing_replied(claim)  # typing: the reply ends the "on"
                 history.append(doc)
                 doc, seq = outcome, int(outcome["seq"])
         elif doc.get("delivery_state") in (
@@ -281,6 +286,8 @@ def _walk(
             DeliveryState.PARKED,
         ) and role in (Message.Role.ASSISTANT, Message.Role.EMPLOYEE):
             deliver_traced(claim, message=doc, channel=channel, slots=slots)
+            if role == Message.Role.ASSISTANT:
+                typing_replied(claim)  # typing: a reply stored before (a burst's, a retry) ends the "on"
         elif role == Message.Role.USER and doc.get("reply_state") == Message.ReplyState.FAILED:
             explained.add(seq + 1)
         history.append(doc)
@@ -435,6 +442,7 @@ def _generate(
     with slots.bot_llm(claim.chat_bot_id) as acquired:
         if not acquired:
             raise wait_stop(now + SLOT_RETRY, bounce=True)
+        typing_on(claim, slots=slots)  # typing: the bot starts writing (best effort, never waits)
         started = time.monotonic()
         try:
             # The LLM call is a span of its own, under the reply's.
@@ -470,6 +478,7 @@ def _generate(
                 )
             # Their replies' places were counted when the messages came in.
             dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-len(given_up))
+            typing_off(claim, slots=slots)  # typing: the LLM gave up, no reply
             return None
         answer = LLMReply(
             text=fallback, backend="fallback", model="", prompt_tokens=None, completion_tokens=None, latency_ms=0

@@ -17,9 +17,14 @@ class ChannelFactory(factory.django.DjangoModelFactory):
     chat_bot = factory.SubFactory(ChatBotFactory)
     url = "https://channel.example.com/hook"
     is_active = True
+    typing_events = False
 
     @classmethod
     def _create(cls, model_class: type[Channel], *args: Any, **kwargs: Any) -> Channel:
         return channel_create(
-            chat_bot=kwargs["chat_bot"], name=kwargs["name"], url=kwargs["url"], is_active=kwargs["is_active"]
+            chat_bot=kwargs["chat_bot"],
+            name=kwargs["name"],
+            url=kwargs["url"],
+            is_active=kwargs["is_active"],
+            typing_events=kwargs["typing_events"],
         )

@@ -152,6 +152,18 @@ def test_change_page_shows_the_token_for_copying_and_updates_through_the_service
     assert channel.is_active is False  # the unticked box, as a browser sends it
 
 
+def test_typing_events_are_off_by_default_and_switched_on_the_change_page(admin_client: Client) -> None:
+    channel = ChannelFactory(url="https://chat.example.com/hook")
+    assert channel.typing_events is False
+    url = reverse("admin:channels_app_channel_change", args=[channel.pk])
+    page = admin_client.get(url).content.decode()
+    assert 'name="typing_events"' in page and "must ignore types and fields" in page  # with its help text
+    data = {"name": channel.name, "url": channel.settings.url, "is_active": "on", "typing_events": "on"}
+    assert admin_client.post(url, data).status_code == 302
+    channel.refresh_from_db()
+    assert channel.typing_events is True and channel.is_active is True
+
+
 def test_the_bot_of_a_channel_cannot_be_changed(admin_client: Client) -> None:
     channel = ChannelFactory()
     other = ChatBotFactory()

@@ -13,7 +13,7 @@ from dialogues.tests.factories import DialogueFactory, MessageFactory
 pytestmark = pytest.mark.django_db
 
 MISSING_ID = "0123456789abcdef01234567"
-CHANNEL_KEYS = {"id", "name", "chat_bot_id", "url", "is_active", "token"}
+CHANNEL_KEYS = {"id", "name", "chat_bot_id", "url", "is_active", "typing_events", "token"}
 
 
 def _create_body(**overrides: object) -> dict[str, object]:
@@ -34,6 +34,28 @@ def test_create_returns_the_flat_contract(api_client: APIClient) -> None:
     stored = Channel.objects.get(pk=data["id"])
     assert stored.chat_bot_id == bot.pk
     assert stored.settings.url == data["url"] and stored.settings.token == data["token"]
+
+
+def test_typing_events_are_off_unless_asked_for_and_can_be_switched(api_client: APIClient) -> None:
+    plain = api_client.post("/api/channels/", _create_body(), format="json").json()
+    assert plain["typing_events"] is False and Channel.objects.get(pk=plain["id"]).typing_events is False
+    created = api_client.post("/api/channels/", _create_body(typing_events=True), format="json")
+    assert created.status_code == 201 and created.json()["typing_events"] is True
+    channel_id = created.json()["id"]
+    response = api_client.patch(f"/api/channels/{channel_id}", {"typing_events": False}, format="json")
+    assert response.status_code == 200 and response.json()["typing_events"] is False
+    assert Channel.objects.get(pk=channel_id).typing_events is False
+    # PUT without it leaves it as it is.
+    Channel.objects.filter(pk=channel_id).update(typing_events=True)
+    body = {"name": "Web", "url": "https://a.example/h"}
+    response = api_client.put(f"/api/channels/{channel_id}", body, format="json")
+    assert response.status_code == 200 and response.json()["typing_events"] is True
+
+
+@pytest.mark.parametrize("value", ["true", 1, None])
+def test_typing_events_must_be_a_boolean(api_client: APIClient, value: object) -> None:
+    response = api_client.post("/api/channels/", _create_body(typing_events=value), format="json")
+    assert response.status_code == 400 and "typing_events" in response.json()
 
 
 def test_create_defaults_to_active_without_a_slash(api_client: APIClient) -> None:
@@ -101,6 +123,7 @@ def test_retrieve(api_client: APIClient, path: str) -> None:
         "chat_bot_id": str(channel.chat_bot_id),
         "url": channel.settings.url,
         "is_active": True,
+        "typing_events": False,
         "token": channel.settings.token,
     }
 

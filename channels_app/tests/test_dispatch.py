@@ -255,7 +255,61 @@ def test_test_payload_is_a_marked_reply() -> None:
     assert re.fullmatch(r"test-[0-9a-f-]{36}", payload["message_id"])
     assert payload["text"] == dispatch.TEST_MESSAGE_TEXT
     assert (payload["role"], payload["chat_id"], payload["in_reply_to"]) == ("ASSISTANT", "ch-9", None)
+    assert payload["type"] == "message"
     assert dispatch.test_payload(channel_id="ch-9")["message_id"] != payload["message_id"]
+
+
+def test_reply_payload_is_a_message() -> None:
+    payload = dispatch.reply_payload(message_id="r-1", text="Hi", chat_id="c-1", in_reply_to="m-1")
+    assert payload == {
+        "type": "message",
+        "message_id": "r-1",
+        "role": "ASSISTANT",
+        "text": "Hi",
+        "chat_id": "c-1",
+        "in_reply_to": "m-1",
+    }
+
+
+def test_typing_payload_names_the_chat_and_the_state() -> None:
+    assert dispatch.typing_payload(chat_id="c-1", state="on") == {"type": "typing", "chat_id": "c-1", "state": "on"}
+    assert dispatch.typing_payload(chat_id="c-1", state="off")["state"] == "off"
+    with pytest.raises(ValueError):
+        dispatch.typing_payload(chat_id="c-1", state="maybe")
+
+
+@pytest.mark.parametrize(("attempt_timeout_s", "deadline_s"), [(10.0, 2.0), (0.5, 0.5)])
+@responses.activate
+def test_a_typing_event_is_one_signed_attempt_with_a_short_deadline(
+    monkeypatch: pytest.MonkeyPatch, attempt_timeout_s: float, deadline_s: float
+) -> None:
+    from standardwebhooks import Webhook
+
+    from channels_app.models import Channel, ChannelSettings
+    from channels_app.services import generate_signing_secret
+
+    responses.post(URL, status=500)
+    secret = generate_signing_secret()
+    channel = Channel(settings=ChannelSettings(url=URL, token=TOKEN), signing_secret=secret)
+    seen: dict[str, object] = {}
+    real_attempt = dispatch.channel_attempt
+
+    def spy(**kwargs: object) -> AttemptOutcome:
+        seen.update(kwargs)
+        return real_attempt(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dispatch, "channel_attempt", spy)
+    with override_settings(CHANNEL_ATTEMPT_TIMEOUT_S=attempt_timeout_s):
+        outcome = dispatch.channel_typing_send(channel=channel, chat_id="c-1", state="on", log_context={})
+    assert not outcome.ok and outcome.status_code == 500
+    assert seen["deadline_s"] == deadline_s
+    [call] = responses.calls  # one attempt, whatever the answer
+    body = call.request.body
+    assert isinstance(body, bytes) and json.loads(body) == {"type": "typing", "chat_id": "c-1", "state": "on"}
+    headers = {k: v for k, v in call.request.headers.items() if isinstance(v, str)}
+    assert re.fullmatch(r"typing-[0-9a-f-]{36}", headers["webhook-id"])
+    assert headers["x-chat_auth_token"] == f"Bearer {TOKEN}"
+    Webhook(secret).verify(body, headers)  # raises if not signed with the channel's secret
 
 
 # --- Against real sockets on 127.0.0.1 ---------------------------------------------------

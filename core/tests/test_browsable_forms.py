@@ -95,6 +95,7 @@ def test_the_channel_update_forms_start_from_its_current_values(admin_client: Cl
         "name": "Web chat",
         "url": "https://chat.example.com/hook",
         "is_active": True,
+        "typing_events": False,
         "chat_bot_id": str(bot.pk),
     }
 
@@ -186,7 +187,7 @@ def test_a_channel_updated_through_the_form_then_shows_the_form_again(admin_clie
     )
     assert response.status_code == 200
     # The answer is the read shape, as for JSON.
-    assert set(response.json()) == {"id", "name", "chat_bot_id", "url", "is_active", "token"}
+    assert set(response.json()) == {"id", "name", "chat_bot_id", "url", "is_active", "typing_events", "token"}
     assert Channel.objects.get(pk=channel.pk).is_active is True
     assert Channel.objects.get(pk=channel.pk).name == "Renamed"  # PATCH: what a form leaves out stays
 

@@ -75,6 +75,7 @@ def test_the_worker_delivers_the_reply_to_the_channel(channel, post_webhook, rec
     assert received.headers["content-type"] == "application/json"
     assert received.headers["webhook-id"] == reply.message_id
     assert received.json == {
+        "type": "message",
         "message_id": reply.message_id,
         "role": "ASSISTANT",
         "text": reply.text,

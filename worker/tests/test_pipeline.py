@@ -43,6 +43,7 @@ def test_webhook_acknowledges_and_the_worker_delivers_once_with_an_idempotency_k
     request = receiver.requests[0]
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert request.json == {
+        "type": "message",
         "message_id": reply.message_id,
         "role": "ASSISTANT",
         "text": reply.text,
