@@ -34,6 +34,7 @@ LLM_SETTINGS = [
     "max_output_tokens",
     "context_messages",
     "fallback_text",
+    "vision",
 ]
 # When the bot steps aside for a human in a dialogue (minutes; 0: never).
 HANDOFF_SETTINGS = ["pause_after_employee_minutes", "pause_after_operator_reply_minutes"]
@@ -134,6 +135,11 @@ class ChatBotInputSerializer(serializers.Serializer):
         help_text="Sent to the customer as the bot reply when the LLM keeps failing. Blank: no bot reply; the "
         "customer's message is marked failed.",
         style={"base_template": "textarea.html"},
+    )
+    vision = StrictBooleanField(
+        required=False,
+        help_text="`true`: the model accepts images: the customer's png, jpeg, gif and webp attachments go to it as "
+        "images. `false` (the default): it is told in words which files came (name, type, size).",
     )
     pause_after_employee_minutes = StrictIntegerField(
         required=False,
