@@ -48,6 +48,9 @@ class ChatBot(TimeStampedModel):
     context_messages = models.PositiveIntegerField(  # LLM_CONTEXT_MESSAGES
         _("context messages"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1000)]
     )
+    # Images the customer sends go to the model as images (OpenAI's `image_url` parts); without
+    # it, and for every other file, the model is told in words that a file came.
+    vision = models.BooleanField(_("vision"), default=False, help_text=_("the model accepts images"))
     # Sent instead of a reply when the LLM keeps failing (LLM_MAX_ATTEMPTS); without it the
     # reply is marked failed.
     fallback_text = models.TextField(_("fallback text"), blank=True, default="")

@@ -34,6 +34,7 @@ LLM_SETTINGS = [
     "max_output_tokens",
     "context_messages",
     "fallback_text",
+    "vision",
 ]
 # One reply per message, or one per burst of messages.
 REPLY_SETTINGS = ["reply_policy", "burst_quiet_ms", "burst_max_wait_ms"]
@@ -137,6 +138,11 @@ class ChatBotInputSerializer(serializers.Serializer):
         help_text="Sent to the customer as the bot reply when the LLM keeps failing. Blank: no bot reply; the "
         "customer's message is marked failed.",
         style={"base_template": "textarea.html"},
+    )
+    vision = StrictBooleanField(
+        required=False,
+        help_text="`true`: the model accepts images: the customer's png, jpeg, gif and webp attachments go to it as "
+        "images. `false` (the default): it is told in words which files came (name, type, size).",
     )
     reply_policy = serializers.ChoiceField(
         required=False,

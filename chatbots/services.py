@@ -36,6 +36,7 @@ LLM_SETTINGS = frozenset(
         "max_output_tokens",
         "context_messages",
         "fallback_text",
+        "vision",
     }
 )
 # When the bot steps aside for a human (minutes; 0: never).

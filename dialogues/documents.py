@@ -12,6 +12,8 @@ from bson import ObjectId
 
 from core.tracing import trace_new
 
+ATTACHMENT_KEYS = ("url", "mime_type", "name", "size")
+
 
 def message_document(
     *,
@@ -22,6 +24,7 @@ def message_document(
     role: str,
     text: str,
     created_at: datetime,
+    attachments: list[dict[str, Any]] | None = None,
     in_reply_to: str | None = None,
     seq: int | None = None,
     reply_state: str = "",
@@ -41,6 +44,8 @@ def message_document(
         "message_id": message_id,
         "role": role,
         "text": text,
+        # `dialogues.models.Attachment`s: {url, mime_type, name, size}, null where not given.
+        "attachments": [{key: attachment.get(key) for key in ATTACHMENT_KEYS} for attachment in attachments or []],
         "created_at": created_at,
         "in_reply_to": in_reply_to,
         "seq": seq,

@@ -129,6 +129,7 @@ def webhook_message_process(
     message_sender: str,
     message_id: str | None = None,
     channel_id: str | None = None,
+    attachments: list[dict[str, Any]] | None = None,
     traceparent: str = "",
     tracestate: str = "",
 ) -> WebhookResult:
@@ -138,6 +139,9 @@ def webhook_message_process(
     `chat_id` names a conversation inside that channel. Raises NotFound (404) for a channel
     that does not exist or is another bot's, Conflict (409) for an inactive one. Database
     errors propagate (the view answers 503), so nothing is acknowledged unless stored.
+
+    `attachments` (validated: `{url, mime_type, name, size}` each) are stored with the message;
+    `text` is "" for a message of attachments only.
 
     `traceparent`/`tracestate` (validated, `core.tracing`) are stored with the message, so
     that its reply continues the trace; without them the message starts a trace of its own."""
@@ -170,6 +174,7 @@ def webhook_message_process(
         message_id=message_id,
         role=(Message.Role.USER if is_customer else Message.Role.EMPLOYEE).value,
         text=text,
+        attachments=attachments,
         created_at=timezone.now(),
         seq=slot.first_seq,
         reply_state=reply_state.value,

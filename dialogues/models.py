@@ -7,7 +7,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django_mongodb_backend.fields import ObjectIdField
+from django_mongodb_backend.fields import EmbeddedModelArrayField, ObjectIdField
+from django_mongodb_backend.models import EmbeddedModel
 
 from channels_app.models import Channel, DeliveryState
 from chatbots.models import ChatBot
@@ -93,6 +94,34 @@ class Dialogue(models.Model):
         return self.paused_until
 
 
+# A message's attachments (the webhook's `attachments`): links to files the channel keeps, never
+# their content. Bounded so that ten of them stay far below a message's document size.
+ATTACHMENTS_MAX = 10
+ATTACHMENT_URL_MAX_LENGTH = 2048
+ATTACHMENT_MIME_TYPE_MAX_LENGTH = 127  # RFC 6838: type and subtype of at most 127 characters
+ATTACHMENT_NAME_MAX_LENGTH = 255
+ATTACHMENT_SIZE_MAX = 2 * 1024**3  # 2 GiB
+
+
+class Attachment(EmbeddedModel):
+    """A file sent with a message, stored inside the message as `{url, mime_type, name, size}`.
+    Only `url` is always known; the rest is what the channel said, or null."""
+
+    url = models.CharField(_("URL"), max_length=ATTACHMENT_URL_MAX_LENGTH)
+    mime_type = models.CharField(_("type"), max_length=ATTACHMENT_MIME_TYPE_MAX_LENGTH, null=True, blank=True)
+    name = models.CharField(_("name"), max_length=ATTACHMENT_NAME_MAX_LENGTH, null=True, blank=True)
+    size = models.PositiveBigIntegerField(_("size (bytes)"), null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name or self.url
+
+    @property
+    def link_url(self) -> str:
+        """The URL when it may be a link: https only (the webhook accepts nothing else; this
+        keeps a `javascript:` or plain-http value written some other way out of the admin)."""
+        return self.url if self.url.startswith("https://") else ""
+
+
 class Message(models.Model):
     """One message, in its own collection (an array in the dialogue would hit the 16 MB
     document limit and rewrite the dialogue on every append)."""
@@ -132,7 +161,11 @@ class Message(models.Model):
     )
     message_id = models.CharField(_("message id"), max_length=ID_MAX_LENGTH)
     role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    # "" when the message is only attachments.
     text = models.TextField(_("text"))
+    # Null on messages stored before attachments existed (the field was added without rewriting
+    # every message: migration 0012); readers take null for none.
+    attachments = EmbeddedModelArrayField(Attachment, null=True, blank=True, default=list, editable=False)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     in_reply_to = models.CharField(_("in reply to"), max_length=ID_MAX_LENGTH, null=True, blank=True)
     # Position in the dialogue: a customer message reserves two numbers (its own and its

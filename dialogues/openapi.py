@@ -24,7 +24,15 @@ CHANNEL_HISTORY_EXAMPLE = {
         {
             "message_id": "m-1",
             "role": "USER",
-            "text": "Hello!",
+            "text": "Hello! This is the broken part:",
+            "attachments": [
+                {
+                    "url": "https://files.example.com/u/42/photo.jpg",
+                    "mime_type": "image/jpeg",
+                    "name": "photo.jpg",
+                    "size": 183204,
+                }
+            ],
             "created_at": "2025-01-31T12:00:00.000000Z",
             "in_reply_to": None,
             "delivery_state": None,
@@ -32,7 +40,8 @@ CHANNEL_HISTORY_EXAMPLE = {
         {
             "message_id": "r-m-1",
             "role": "ASSISTANT",
-            "text": "Hi, how can I help?",
+            "text": "Thanks, I see the crack. A replacement is on its way.",
+            "attachments": [],
             "created_at": "2025-01-31T12:00:01.000000Z",
             "in_reply_to": "m-1",
             "delivery_state": "delivered",

@@ -303,7 +303,7 @@ def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str
     query would do."""
     found: dict[ObjectId, dict[str, Any]] = {}
     collection = mongo_collection(Message._meta.db_table)
-    projection = {"dialogue_id": 1, "seq": 1, "text": 1, "role": 1, "created_at": 1}
+    projection = {"dialogue_id": 1, "seq": 1, "text": 1, "role": 1, "created_at": 1, "attachments.name": 1}
     short = [d.pk for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
     if short:
         for doc in collection.find({"dialogue_id": {"$in": short}}, projection):

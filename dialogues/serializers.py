@@ -9,12 +9,28 @@ from dialogues.models import ID_MAX_LENGTH, Dialogue, Message
 from dialogues.selectors import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, message_by_message_id
 
 
+class AttachmentSerializer(serializers.Serializer):
+    """A file sent with a message, by link, as the channel gave it."""
+
+    url = serializers.CharField(read_only=True, help_text="Where the file is (https).")
+    mime_type = serializers.CharField(read_only=True, allow_null=True, help_text="Its media type; null if not given.")
+    name = serializers.CharField(read_only=True, allow_null=True, help_text="Its name; null if not given.")
+    size = serializers.IntegerField(read_only=True, allow_null=True, help_text="Bytes; null if not given.")
+
+
 class MessageSerializer(BaseModelSerializer):
     """One message of a dialogue: from the customer, a bot reply, or from an employee."""
 
+    attachments = AttachmentSerializer(
+        many=True,
+        read_only=True,
+        help_text="Files sent with the message (the webhook's `attachments`), by link; empty when none. The "
+        "`text` of a message of files only is empty.",
+    )
+
     class Meta:
         model = Message
-        fields = ["message_id", "role", "text", "created_at", "in_reply_to", "delivery_state"]
+        fields = ["message_id", "role", "text", "attachments", "created_at", "in_reply_to", "delivery_state"]
         read_only_fields = fields
         extra_kwargs = {
             "role": {
@@ -28,6 +44,13 @@ class MessageSerializer(BaseModelSerializer):
                 "here): how its delivery stands. Null for the rest."
             },
         }
+
+    def to_representation(self, instance: Message) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        # Messages stored before attachments existed hold none (null in the database).
+        if data.get("attachments") is None:
+            data["attachments"] = []
+        return data
 
 
 class DialogueSerializer(BaseModelSerializer):

@@ -13,7 +13,10 @@ backend, whatever LLM_BACKEND is (`llm.providers`).
 
 `history` is the dialogue's recent messages, oldest first, as
 `[{"role": "USER" | "ASSISTANT" | "EMPLOYEE", "text": "..."}, ...]`; the last item is the
-customer message being answered.
+customer message being answered. A message that came with files also has `"attachments":
+[{"url", "mime_type", "name", "size"}, ...]` (its `text` may then be ""); the key is absent
+otherwise. A custom callable gets it as it is; `llm.attachments.item_text(item, vision=False)`
+gives the text with a line per file, as a model without vision is sent it.
 
 `traceparent` (W3C Trace Context, `core.tracing`; optional) is sent by the "openai" backend as
 the request's `traceparent` header. A custom callable keeps its `(history) -> str` contract and

@@ -16,6 +16,11 @@ The conversation sent: the bot's system prompt (if any), then `history` oldest f
 take a human's words for its own (and imitate them); as a plain `user` it would take them for
 the customer's. A `system` message in mid-conversation would say it too, but many
 self-hosted chat templates accept a system message only first.
+
+Files sent with a message (`llm.attachments`): for a bot with `vision`, its png, jpeg, gif and
+webp images go as `image_url` parts of that message (`content` becomes a list of parts, its
+text first); every other file, and every image for a bot without, is a line of text after the
+message's text: `[The customer sent a file: name (type, size)]`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from openai.types.chat import ChatCompletion
 
 from channels_app.outgoing_http import retry_after_s
 from chatbots.models import ChatBot
+from llm.attachments import item_images, item_text
 from llm.providers import ProviderTarget
 from llm.types import HistoryItem, LLMError, LLMReply, rate_headers
 
@@ -202,16 +208,27 @@ def _reply(completion: object, request: _Request, *, started: float) -> LLMReply
     )
 
 
-def chat_messages(*, chat_bot: ChatBot | None, history: list[HistoryItem]) -> list[dict[str, str]]:
-    messages: list[dict[str, str]] = []
+def chat_messages(*, chat_bot: ChatBot | None, history: list[HistoryItem]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
     system_prompt = (chat_bot.system_prompt if chat_bot is not None else "").strip()
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
+    vision = bool(chat_bot is not None and chat_bot.vision)
     for item in history:
+        text = item_text(item, vision=vision)
+        message: dict[str, Any]
         if item["role"] == "EMPLOYEE":
-            messages.append({"role": "user", "name": EMPLOYEE_NAME, "content": EMPLOYEE_PREFIX + item["text"]})
+            message = {"role": "user", "name": EMPLOYEE_NAME, "content": EMPLOYEE_PREFIX + text}
         else:
-            messages.append({"role": _ROLES.get(item["role"], "user"), "content": item["text"]})
+            message = {"role": _ROLES.get(item["role"], "user"), "content": text}
+        images = item_images(item, vision=vision)
+        if images:
+            # The chat-completions form for images: a list of parts, the text first (left out
+            # when there is none: a text part must not be empty on some servers).
+            parts: list[dict[str, Any]] = [{"type": "text", "text": message["content"]}] if message["content"] else []
+            parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+            message["content"] = parts
+        messages.append(message)
     return messages
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, NotRequired, TypedDict
 
 RATE_HEADER_PREFIX = "x-ratelimit-"
 RETRY_HEADERS = ("retry-after", "retry-after-ms")
@@ -24,9 +24,38 @@ def rate_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     }
 
 
+class HistoryAttachment(TypedDict):
+    """A file sent with a message, by link (`dialogues.models.Attachment`); only `url` is
+    always known."""
+
+    url: str
+    mime_type: str | None
+    name: str | None
+    size: int | None
+
+
 class HistoryItem(TypedDict):
     role: str  # "USER" | "ASSISTANT" | "EMPLOYEE"
+    # What was written; "" for a message of files only.
     text: str
+    # Present only on a message that came with files, so items without stay exactly as before
+    # (custom backends written for `{role, text}` see no change).
+    attachments: NotRequired[list[HistoryAttachment]]
+
+
+def history_item(*, role: str, text: str, attachments: list[dict[str, Any]] | None = None) -> HistoryItem:
+    """A history item from a stored message's fields; `attachments` as stored (null: none)."""
+    item = HistoryItem(role=role, text=text)
+    files = [
+        HistoryAttachment(
+            url=str(file["url"]), mime_type=file.get("mime_type"), name=file.get("name"), size=file.get("size")
+        )
+        for file in attachments or []
+        if file.get("url")
+    ]
+    if files:
+        item["attachments"] = files
+    return item
 
 
 @dataclass

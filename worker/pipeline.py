@@ -48,6 +48,7 @@ from dialogues.store.replies import (
 )
 from dialogues.store.reservation import dialogue_count_adjust, dialogue_voids_add
 from llm.client import HistoryItem, LLMError, LLMReply, llm_context_size, llm_reply_generate
+from llm.types import history_item
 from worker.bulkheads import Slots
 from worker.delivery import burst_reply_store, deliver_traced
 from worker.steps import SLOT_RETRY, Step, StepKind, Stop, backoff, wait_stop
@@ -409,7 +410,10 @@ def _unfilledwait_stop(claim: DialogueClaim) -> datetime | None:
 
 def _history_items(history: list[dict[str, Any]], *, context: int) -> list[HistoryItem]:
     items = [doc for doc in history if doc.get("role") in ("USER", "ASSISTANT", "EMPLOYEE")]
-    return [HistoryItem(role=doc["role"], text=doc["text"]) for doc in items[-context:]]
+    # With the files each message came with (`attachments`; null on older messages).
+    return [
+        history_item(role=doc["role"], text=doc["text"], attachments=doc.get("attachments")) for doc in items[-context:]
+    ]
 
 
 def _generate(

@@ -46,7 +46,9 @@ from core.errors import Conflict
 from core.validators import validate_no_control_characters
 
 # The bot's LLM settings (blank: the platform's default), in their own fieldset.
-LLM_FIELDS = ("system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text")
+LLM_FIELDS = (
+    "system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text", "vision",
+)  # fmt: skip
 # Hand-off to humans: how long the bot stays quiet in a dialogue after a human wrote in it.
 PAUSE_FIELDS = ("pause_after_employee_minutes", "pause_after_operator_reply_minutes")
 # Every write goes through `chatbot_update`, which takes these.

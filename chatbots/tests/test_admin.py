@@ -262,10 +262,11 @@ LLM_FORM = {
     "max_output_tokens": "256",
     "context_messages": "8",
     "fallback_text": "Sorry, we will get back to you.",
+    "vision": "on",
 }
 
 
-def test_change_page_has_an_llm_fieldset_with_the_six_settings(admin_client: Client) -> None:
+def test_change_page_has_an_llm_fieldset_with_the_seven_settings(admin_client: Client) -> None:
     bot = ChatBotFactory()
     response = admin_client.get(reverse("admin:chatbots_chatbot_change", args=[bot.pk]))
     fieldsets = {str(fieldset.name): fieldset for fieldset in response.context["adminform"]}
@@ -293,6 +294,7 @@ def test_change_page_saves_the_llm_settings(admin_client: Client) -> None:
     assert (bot.system_prompt, bot.llm_model, bot.temperature) == ("You are the shop's assistant.", "llama3.2", 0.7)
     assert (bot.max_output_tokens, bot.context_messages) == (256, 8)
     assert bot.fallback_text == "Sorry, we will get back to you."
+    assert bot.vision is True
 
     # Blank again: back to the platform's defaults.
     blank = dict.fromkeys(LLM_FORM, "")
@@ -303,6 +305,7 @@ def test_change_page_saves_the_llm_settings(admin_client: Client) -> None:
     bot.refresh_from_db()
     assert (bot.system_prompt, bot.llm_model, bot.fallback_text) == ("", "", "")
     assert (bot.temperature, bot.max_output_tokens, bot.context_messages) == (None, None, None)
+    assert bot.vision is False  # an unticked box
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ LLM_DEFAULTS = {
     "max_output_tokens": None,
     "context_messages": None,
     "fallback_text": "",
+    "vision": False,
 }
 LLM_SETTINGS = {
     "system_prompt": "You are the shop's assistant.\nBe brief.",
@@ -31,6 +32,7 @@ LLM_SETTINGS = {
     "max_output_tokens": 300,
     "context_messages": 12,
     "fallback_text": "Sorry, we will get back to you.",
+    "vision": True,
 }
 
 
@@ -283,6 +285,9 @@ def test_temperature_bounds_are_inclusive(api_client: APIClient, temperature: fl
         ("system_prompt", {"text": "x"}),
         ("fallback_text", "f" * 4_001),
         ("fallback_text", None),
+        ("vision", "true"),
+        ("vision", 1),
+        ("vision", None),
     ],
 )
 def test_invalid_llm_settings_are_400_naming_the_field(api_client: APIClient, field: str, value: object) -> None:

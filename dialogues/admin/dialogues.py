@@ -169,6 +169,9 @@ class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
         if doc is None:
             return format_html('<span class="dialogue-last-time">{}</span>', when)
         text = doc.get("text") or ""
+        files = len(doc.get("attachments") or [])
+        if files and not text:
+            text = ngettext("[%d file]", "[%d files]", files) % files
         role = Message.Role(doc["role"]).label if doc.get("role") in Message.Role.values else ""
         return format_html(
             '<span class="dialogue-last-time">{}</span><br><span class="dialogue-preview" title="{}">'

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 
@@ -12,6 +15,7 @@ from chatbots.services import (
     WEBHOOK_ID_REPLAYED,
 )
 from core.schema import WEBHOOK_SECURITY
+from dialogues.models import ATTACHMENTS_MAX
 from dialogues.webhook.parsing import AUTH_HEADER_INVALID, AUTH_HEADER_REQUIRED, AUTH_TOKEN_INVALID
 from dialogues.webhook.serializers import (
     BODY_MAX_BYTES,
@@ -22,12 +26,44 @@ from dialogues.webhook.serializers import (
 
 SUCCESS_STATUS = "Message processed successfully"
 
+
+class WebhookMessageSchema(OpenApiSerializerExtension):
+    """States what drf-spectacular leaves out of `WebhookMessageSerializer`: at most
+    ATTACHMENTS_MAX attachments, and what `validate` requires beside the fields, `text` (not
+    empty) or at least one attachment. Without it the schema would call a message with neither
+    valid, and a client built from it would send what the server refuses."""
+
+    target_class = "dialogues.webhook.serializers.WebhookMessageSerializer"
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema = super().map_serializer(auto_schema, direction)
+        if direction == "request":
+            schema["properties"]["attachments"]["maxItems"] = ATTACHMENTS_MAX
+            schema["anyOf"] = [
+                {"required": ["text"], "properties": {"text": {"minLength": 1}}},
+                {"required": ["attachments"], "properties": {"attachments": {"minItems": 1}}},
+            ]
+        return schema
+
+
 _ERROR_EXAMPLES = {
     400: [
         OpenApiExample("Malformed JSON", value={"detail": "Malformed JSON in request body"}, status_codes=["400"]),
         OpenApiExample("Missing field", value={"chat_id": ["This field is required."]}, status_codes=["400"]),
         OpenApiExample(
             "Unknown sender", value={"message_sender": ['"robot" is not a valid choice.']}, status_codes=["400"]
+        ),
+        OpenApiExample(
+            "Attachment not https",
+            value={
+                "attachments[2].url": [
+                    "Must be an https:// URL with a host, without credentials, spaces or control characters."
+                ]
+            },
+            status_codes=["400"],
+        ),
+        OpenApiExample(
+            "Neither text nor attachments", value={"text": ["This field is required."]}, status_codes=["400"]
         ),
     ],
     401: [
@@ -86,6 +122,11 @@ new_message_schema = extend_schema(
         "5 minutes of the server's clock) and `webhook-signature: v1,<base64 HMAC-SHA256>`. Missing, invalid "
         "or stale: 401. A `webhook-id` already accepted for the bot in the last 10 minutes is a replay: 409, "
         "nothing stored (an id whose request failed, e.g. 400 or 503, may be retried).\n\n"
+        "Attachments: optional `attachments`, up to 10 files by link (`url`: https, at most 2048 characters; "
+        "optional `mime_type` as `type/subtype`, `name` up to 255 characters, `size` in bytes up to 2 GiB). With "
+        "attachments `text` may be left out or empty; without, it is required. An invalid attachment is a 400 "
+        "naming it by its path, e.g. `attachments[2].url`. The files are never fetched by this server; for a bot "
+        "with `vision`, the LLM's provider is given the URLs of png, jpeg, gif and webp images.\n\n"
         "Rate: at most `WEBHOOK_BOT_RATE` requests per bot across all processes; over it, 429 with "
         "`Retry-After`."
     ),
@@ -174,6 +215,34 @@ new_message_schema = extend_schema(
                 "message_sender": "customer",
             },
             request_only=True,
-        )
+        ),
+        OpenApiExample(
+            "Customer message with a photo",
+            value={
+                "message_id": "m-2",
+                "chat_id": "6650f0c2a1b2c3d4e5f60718",
+                "text": "It arrived like this",
+                "attachments": [
+                    {
+                        "url": "https://files.example.com/u/42/photo.jpg",
+                        "mime_type": "image/jpeg",
+                        "name": "photo.jpg",
+                        "size": 183204,
+                    }
+                ],
+                "message_sender": "customer",
+            },
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Files only",
+            value={
+                "message_id": "m-3",
+                "chat_id": "6650f0c2a1b2c3d4e5f60718",
+                "attachments": [{"url": "https://files.example.com/u/42/invoice.pdf", "mime_type": "application/pdf"}],
+                "message_sender": "customer",
+            },
+            request_only=True,
+        ),
     ],
 )

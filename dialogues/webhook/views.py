@@ -35,7 +35,7 @@ from dialogues.webhook.parsing import (
     request_json_object,
     request_secret,
 )
-from dialogues.webhook.serializers import WebhookMessageSerializer
+from dialogues.webhook.serializers import WebhookMessageSerializer, field_errors
 
 # The logger keeps the name operators configure (LOG_CONFIG) and filter on.
 logger = logging.getLogger("dialogues.webhook")
@@ -97,7 +97,7 @@ class WebhookNewMessageView(APIView):
             payload = request_json_object(request)
         serializer = WebhookMessageSerializer(data=payload)
         if not serializer.is_valid():
-            raise ValidationError(serializer.errors)
+            raise ValidationError(field_errors(serializer.errors))
         data = serializer.validated_data
         self._log_context.update(
             chat_id=data["chat_id"],
@@ -107,7 +107,8 @@ class WebhookNewMessageView(APIView):
         result = webhook_message_process(
             chat_bot=chat_bot,
             chat_id=data["chat_id"],
-            text=data["text"],
+            text=data.get("text", ""),
+            attachments=data.get("attachments") or [],
             message_sender=data["message_sender"],
             message_id=data.get("message_id"),
             channel_id=data.get("channel_id"),
