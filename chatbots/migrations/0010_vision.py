@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chatbots", "0008_llm_provider"),
+        ("chatbots", "0009_reply_policy"),
     ]
 
     operations = [

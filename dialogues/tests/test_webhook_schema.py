@@ -22,5 +22,7 @@ def test_webhook_is_documented_and_the_schema_validates(tmp_path) -> None:  # ty
     assert {"200", "400", "401", "404", "409", "413"} <= set(operation["responses"])
     assert operation["responses"]["401"]["content"]["application/json"]["examples"]
     request = schema["components"]["schemas"]["WebhookMessageRequest"]
-    assert set(request["required"]) == {"chat_id", "text", "message_sender"}
+    assert set(request["required"]) == {"chat_id", "message_sender"}
+    # `text`, or at least one attachment (or both).
+    assert [set(option["required"]) for option in request["anyOf"]] == [{"text"}, {"attachments"}]
     assert request["properties"]["text"]["maxLength"] == 32 * 1024
