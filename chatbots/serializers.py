@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import exceptions, serializers
 
 from chatbots.models import BURST_MAX_WAIT_MAX_MS, BURST_QUIET_MIN_MS, PAUSE_MAX_MINUTES, ChatBot
-from chatbots.services import burst_waits_error, llm_provider_known
+from chatbots.services import llm_provider_known
 from core.serializers import (
     CONTROL_CHARACTERS_MESSAGE,
     NO_CONTROL_CHARACTERS_PATTERN,
@@ -163,7 +163,8 @@ class ChatBotInputSerializer(serializers.Serializer):
         min_value=BURST_QUIET_MIN_MS,
         max_value=BURST_MAX_WAIT_MAX_MS,
         help_text="Burst: the longest wait after the first unanswered message, in milliseconds, even while the "
-        "customer keeps writing; at least `burst_quiet_ms`. Default 8000.",
+        "customer keeps writing. Default 8000. Below `burst_quiet_ms`, every burst is answered this long after "
+        "its first message.",
     )
     pause_after_employee_minutes = StrictIntegerField(
         required=False,
@@ -187,13 +188,6 @@ class ChatBotInputSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # The waits are checked together, with the stored value of the one left out.
-        bot = self.instance if isinstance(self.instance, ChatBot) else None
-        quiet = attrs.get("burst_quiet_ms", bot.burst_quiet_ms if bot else 1500)
-        longest = attrs.get("burst_max_wait_ms", bot.burst_max_wait_ms if bot else 8000)
-        error = burst_waits_error(quiet_ms=quiet, max_wait_ms=longest)
-        if error is not None:
-            raise serializers.ValidationError({"burst_max_wait_ms": [error]})
         # Once the body is valid (a malformed one is a 400): the provider it names must exist,
         # or it is a 404 naming the field, as for a channel's unknown `chat_bot_id`.
         provider_id = attrs.get("llm_provider_id")

@@ -62,14 +62,6 @@ def llm_provider_known(provider_id: ObjectId) -> bool:
     return _llm_provider_exists is None or _llm_provider_exists(provider_id)
 
 
-BURST_WAITS_ORDER = "The longest wait of a burst must be at least its quiet time."
-
-
-def burst_waits_error(*, quiet_ms: int, max_wait_ms: int) -> str | None:
-    """The rule the admin and the API both apply to a bot's burst waits: None when they fit."""
-    return BURST_WAITS_ORDER if max_wait_ms < quiet_ms else None
-
-
 def _check_llm_settings(llm_settings: dict[str, Any]) -> None:
     unknown = set(llm_settings) - BOT_SETTINGS
     if unknown:

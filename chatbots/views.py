@@ -70,12 +70,12 @@ class ChatBotViewSet(
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         chat_bot = self.get_object()
-        data = validated(ChatBotInputSerializer, request.data, instance=chat_bot)
+        data = validated(ChatBotInputSerializer, request.data)
         return Response(ChatBotSerializer(chatbot_update(chat_bot=chat_bot, **data)).data)
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         chat_bot = self.get_object()
-        data = validated(ChatBotInputSerializer, request.data, partial=True, instance=chat_bot)
+        data = validated(ChatBotInputSerializer, request.data, partial=True)
         return Response(ChatBotSerializer(chatbot_update(chat_bot=chat_bot, **data)).data)
 
     def perform_destroy(self, instance: ChatBot) -> None:

@@ -34,7 +34,6 @@ from chatbots.models import ChatBot
 from chatbots.serializers import FALLBACK_TEXT_MAX_LENGTH, SYSTEM_PROMPT_MAX_LENGTH
 from chatbots.services import BOT_SETTINGS as SERVICE_SETTINGS
 from chatbots.services import (
-    burst_waits_error,
     chatbot_create,
     chatbot_delete,
     chatbot_rotate_secret,
@@ -91,15 +90,6 @@ class ChatBotForm(forms.ModelForm):
                 self.fields[name].widget.attrs["maxlength"] = str(limit)
         if "llm_model" in self.fields:
             self.fields["llm_model"].validators.append(validate_no_control_characters)
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        quiet, longest = cleaned.get("burst_quiet_ms"), cleaned.get("burst_max_wait_ms")
-        if quiet is not None and longest is not None:
-            error = burst_waits_error(quiet_ms=quiet, max_wait_ms=longest)
-            if error is not None:
-                self.add_error("burst_max_wait_ms", _(error))
-        return cleaned
 
     def clean_name(self) -> str:
         # Channels pick their bot by name: two bots of one name could not be told apart. The

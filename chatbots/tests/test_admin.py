@@ -333,17 +333,14 @@ def test_change_page_refuses_out_of_range_llm_settings(admin_client: Client, fie
     assert getattr(bot, field) in (None, "")
 
 
-def test_the_reply_policy_is_set_on_the_bot_page_and_the_waits_are_checked_together(admin_client: Client) -> None:
+def test_the_reply_policy_is_set_on_the_bot_page(admin_client: Client) -> None:
     bot = ChatBotFactory(name="Shop")
     url = reverse("admin:chatbots_chatbot_change", args=[bot.pk])
     get = admin_client.get(url)
     assert "burst_quiet_ms" in get.content.decode()
     form = {"name": "Shop", **PAUSE_FORM, **inline_management_data(get)}
-    wrong = admin_client.post(
-        url, {**form, "reply_policy": "burst", "burst_quiet_ms": "3000", "burst_max_wait_ms": "2000"}
-    )
-    assert wrong.status_code == 200
-    assert "The longest wait of a burst must be at least its quiet time." in wrong.content.decode()
+    too_short = admin_client.post(url, {**form, "reply_policy": "burst", "burst_quiet_ms": "50"})
+    assert too_short.status_code == 200  # below the least quiet time: the form says so
     bot.refresh_from_db()
     assert bot.reply_policy == "each"
     right = admin_client.post(

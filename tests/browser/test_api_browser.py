@@ -97,6 +97,7 @@ def test_bot_and_channel_created_and_updated_through_the_browsable_api_forms(
         "name": "Form channel",
         "url": "http://127.0.0.1:9/replies",
         "is_active": True,
+        "typing_events": False,
         "chat_bot_id": str(bot.pk),
     }
     form.locator("input[name=name]").fill("Renamed channel")
