@@ -60,12 +60,14 @@ def _cpu_of(pid: int) -> float:
 
 
 class Stack:
-    def __init__(self, *, out_dir: Path, workers: str, threads: str, log_level: str = "warning"):
+    def __init__(
+        self, *, out_dir: Path, workers: str, threads: str, log_level: str = "warning", cache_size: str | None = None
+    ):
         self.out_dir = out_dir
         self.workers = workers
         self.threads = threads
         self.log_level = log_level
-        self.mongo = EmbeddedMongo(storage=":memory:", log_file=out_dir / "secantusd.log")
+        self.mongo = EmbeddedMongo(storage=":memory:", log_file=out_dir / "secantusd.log", cache_size=cache_size)
         self.app_port = free_port()
         self.receiver_port = free_port()
         self.gunicorn: subprocess.Popen[bytes] | None = None

@@ -99,8 +99,12 @@ class EmbeddedMongo:
         storage: str = ":memory:",
         log_file: Path | None = None,
         host: str = "127.0.0.1",
+        cache_size: str | None = None,
     ):
         self.host = host
+        # The server's WiredTiger cache (its default, 1G, unless given): in memory (":memory:"),
+        # everything it holds must fit in it.
+        self.cache_size = cache_size
         self.port = port or free_port()
         self.storage = storage
         self.log_file = log_file
@@ -121,6 +125,8 @@ class EmbeddedMongo:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         cmd = [_executable(), "--host", self.host, "--port", str(self.port), "--storage-path", self.storage]
         cmd += ["--log-level", "WARNING"]
+        if self.cache_size:
+            cmd += ["--cache-size", self.cache_size]
         # A new session so that Ctrl-C in the terminal reaches only the launcher, which
         # then stops this server in order (after the app that uses it).
         self.process = subprocess.Popen(
