@@ -490,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
             "replies_complete_after_load_s": round(waited, 1),
             "total_s": round(time.monotonic() - started, 1),
             "checks": checks,
+            # Answers a dying host had begun (nginx had passed their header on) and never
+            # finished: no proxy can send those again elsewhere, so each reaches its client as a
+            # broken connection, which the client retries with the same `message_id`.
+            "responses_cut_by_the_kill": responses_cut(work / "nginx" / "error.log"),
         }
     except KeyboardInterrupt:
         log("interrupted")
@@ -502,6 +506,17 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2))
     log(f"result in {out}; logs in {work}")
     return 0 if checks["passed"] and not load.refused else 1
+
+
+def responses_cut(error_log: Path) -> int:
+    """nginx's count of upstream answers cut off after their header (its error log: "upstream
+    prematurely closed connection while reading upstream"; "... while reading response
+    header" is a request it could still send to another host)."""
+    try:
+        text = error_log.read_text(errors="replace")
+    except OSError:
+        return 0
+    return text.count("prematurely closed connection while reading upstream,")
 
 
 def print_report(result: dict[str, Any]) -> None:

@@ -38,8 +38,11 @@ def test_three_hosts_behind_nginx_lose_nothing_when_one_dies_and_the_database_st
     assert result["refused"] == [], result["refused"]
     phases = {row["phase"]: row for row in result["phases"]}
     assert set(phases) == {"steady", "host down", "host back", "database down", "recovered"}
-    # The kill itself costs the client nothing: nginx sends the webhook POSTs in flight on the
-    # dead host to another one.
+    # The kill costs the client no error answer: nginx sends the webhook POSTs in flight on the
+    # dead host to another one. Only an answer the host had begun (its header passed on, its
+    # body not) cannot be sent again: it reaches the client as a broken connection, counted by
+    # nginx, and the client's retry with the same message_id is stored once (checks above).
     assert phases["host down"]["messages"] > 0
-    assert phases["host down"]["non_2xx"] == 0 and phases["host down"]["connection_errors"] == 0, phases
+    assert phases["host down"]["non_2xx"] == 0, phases
+    assert phases["host down"]["connection_errors"] <= result["responses_cut_by_the_kill"], (phases, result)
     assert run.returncode == 0, run.stdout[-3000:]
