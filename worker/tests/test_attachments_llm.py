@@ -34,20 +34,11 @@ def test_the_llm_gets_the_customers_files_from_the_stored_message(
     bot = ChatBotFactory(vision=vision)
     channel = ChannelFactory(chat_bot=bot, url=receiver.url)
     client = APIClient(headers={"x-chatbot_auth_token": f"Bearer {bot.plain_secret}"})
-    first = client.post(
-        "/api/webhook/new_message",
-        customer_message(channel, message_id="m-1", text="Here it is", attachments=[PHOTO]),
-        format="json",
-    )
-    assert first.status_code == 200, first.content
-    drain()
-    second = client.post(
-        "/api/webhook/new_message",
-        customer_message(channel, message_id="m-2", text="", attachments=[PDF]),
-        format="json",
-    )
-    assert second.status_code == 200, second.content
-    drain()
+    for message_id, text, attachment in (("m-1", "Here it is", PHOTO), ("m-2", "", PDF)):
+        body = customer_message(channel, message_id=message_id, text=text, attachments=[attachment])
+        response = client.post("/api/webhook/new_message", body, format="json")
+        assert response.status_code == 200, response.content
+        drain()
 
     assert len(llm_server.requests) == 2
     messages = llm_server.requests[-1].json["messages"]
