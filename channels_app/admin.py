@@ -24,10 +24,15 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from channels_app.kinds import DEFAULT_KIND, kind_get, kinds_all
+from channels_app.kinds.base import ChannelKind
+from channels_app.kinds.forms import KindChannelForm
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import (
     channel_breaker_close,
     channel_create,
+    channel_create_of_kind,
+    channel_kind_update,
     channel_rotate_token,
     channel_set_active,
     channel_signing_secret_rotate,
@@ -155,6 +160,7 @@ class ChannelAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "chat_id_display",
+        "kind",
         "bot_display",
         "url_display",
         "is_active",
@@ -165,7 +171,7 @@ class ChannelAdmin(admin.ModelAdmin):
     )
     # No join: the page's bots are read by id (`ChannelChangeList`).
     list_select_related = False
-    list_filter = ("chat_bot", "is_active", DeliveryStateFilter)
+    list_filter = ("chat_bot", "kind", "is_active", DeliveryStateFilter)
     search_fields = ("name", "settings__url")
     search_help_text = _("Name, part of the URL, or the channel id.")
     # The bot is picked by name (ChatBotAdmin.search_fields), not typed in as an id.
@@ -173,7 +179,45 @@ class ChannelAdmin(admin.ModelAdmin):
     actions = ("activate", "deactivate", "rotate_token", "send_test_message")
     change_form_template = "admin/channels_app/channel/connect_change_form.html"
 
+    # --- kinds: a native kind's channel is added and changed with its package's form ---------
+
+    def channel_kind(self, request: HttpRequest, obj: Channel | None) -> ChannelKind:
+        if obj is not None:
+            return kind_get(obj.kind)
+        wanted = request.GET.get("kind") or request.POST.get("_kind") or DEFAULT_KIND
+        return kinds_all().get(wanted) or kind_get(DEFAULT_KIND)
+
+    def get_form(self, request: HttpRequest, obj: Channel | None = None, change: bool = False, **kwargs: Any) -> Any:
+        kind_form = self.channel_kind(request, obj).admin_form()
+        if kind_form is not None:
+            kwargs["form"] = kind_form
+            kwargs["fields"] = None
+        return super().get_form(request, obj, change, **kwargs)
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        current = self.channel_kind(request, None).name
+        base = reverse("admin:channels_app_channel_add")
+        links = [
+            {"label": kind.label, "url": f"{base}?kind={name}", "current": name == current}
+            for name, kind in kinds_all().items()
+        ]
+        return super().add_view(request, form_url, {**(extra_context or {}), "kind_links": links})
+
     def get_fieldsets(self, request: HttpRequest, obj: Channel | None = None) -> Any:
+        kind_form = self.channel_kind(request, obj).admin_form()
+        if kind_form is not None:
+            kind_main = ["name", "chat_bot", "is_active", *kind_form.kind_fields]
+            if obj is None:
+                return [(None, {"fields": kind_main})]
+            return [
+                (None, {"fields": ["id", "kind", *kind_main]}),
+                (
+                    _("Delivery"),
+                    {"fields": ["last_delivery_state", "last_delivery_at", "breaker", "created_at", "updated_at"]},
+                ),
+            ]
         main = ["name", "chat_bot", "url", "is_active", "typing_events"]
         if obj is None:
             return [(None, {"fields": main})]
@@ -193,6 +237,7 @@ class ChannelAdmin(admin.ModelAdmin):
         # A channel stays with its bot: its dialogues and messages belong to that bot.
         return (
             "id",
+            "kind",
             "chat_bot",
             "token_display",
             "last_delivery_state",
@@ -245,6 +290,26 @@ class ChannelAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Channel, form: forms.ModelForm, change: bool) -> None:
         data = form.cleaned_data
+        kind = self.channel_kind(request, obj if change else None)
+        if isinstance(form, KindChannelForm):
+            config = form.kind_config(obj if change else None)
+            if change:
+                channel = channel_kind_update(
+                    channel=obj, name=data["name"], is_active=data["is_active"], config=config
+                )
+            else:
+                channel = channel_create_of_kind(
+                    chat_bot=data["chat_bot"],
+                    name=data["name"],
+                    kind=kind.name,
+                    config=config,
+                    is_active=data["is_active"],
+                )
+                admin_object_adopt(obj, channel)
+            problem = kind.after_save(channel)
+            if problem:
+                messages.warning(request, problem)
+            return
         if change:
             channel_update(
                 channel=obj,
@@ -309,6 +374,14 @@ class ChannelAdmin(admin.ModelAdmin):
             f"  -d {shlex.quote(json.dumps(body))}"
         )
         info = self.opts.app_label, self.opts.model_name
+        kind = kind_get(channel.kind)
+        if kind.admin_form() is not None:
+            return {
+                "kind": kind.name,
+                "kind_panel": kind.connect_panel(channel, base_url=request.build_absolute_uri("/")),
+                "test_url": reverse("admin:{}_{}_send_test".format(*info), args=[chat_id]),
+                "last_test": self.last_test(channel),
+            }
         return {
             "webhook_url": webhook_url,
             "chat_id": chat_id,

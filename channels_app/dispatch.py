@@ -117,6 +117,27 @@ def channel_send(
     log_context: dict[str, Any],
     extra_headers: dict[str, str] | None = None,
 ) -> AttemptOutcome:
+    """One attempt to deliver `payload` to the channel, the way its kind delivers
+    (`channels_app.kinds`): for the webhook kind a POST to its URL (`webhook_send`)."""
+    from channels_app.kinds import kind_get
+
+    return kind_get(channel.kind).send(
+        channel=channel,
+        payload=payload,
+        idempotency_key=idempotency_key,
+        log_context=log_context,
+        extra_headers=extra_headers,
+    )
+
+
+def webhook_send(
+    *,
+    channel: Channel,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    log_context: dict[str, Any],
+    extra_headers: dict[str, str] | None = None,
+) -> AttemptOutcome:
     """One attempt to the channel's URL, with its token and signed with its current secrets."""
     return channel_attempt(
         url=channel.settings.url,
@@ -313,6 +334,154 @@ def _reason(exc: BaseException) -> str:
     return type(innermost).__name__
 
 
+# --- A native kind's call to its service's API ------------------------------------------
+
+
+@dataclass
+class ProviderAnswer:
+    """A service's answer to one API call (Telegram's Bot API, VK's API). `error` is "" when an
+    answer was read (whatever its status: the kind's rules read `status_code` and `data`), else
+    why none was (a timeout, a refused connection), in words safe to store and show."""
+
+    status_code: int | None
+    data: Any  # the answer's JSON, or None when it was not JSON
+    error: str
+    # A connection that failed or timed out can be retried; an invalid URL cannot.
+    permanent: bool
+    retry_after_s: float | None
+    elapsed_ms: float
+
+
+def provider_call(
+    *,
+    url: str,
+    json_body: dict[str, Any] | None = None,
+    form: dict[str, str] | None = None,
+    deadline_s: float | None = None,
+    log_context: dict[str, Any] | None = None,
+    log_event: str = "provider call",
+) -> ProviderAnswer:
+    """One POST of `json_body` (or of `form`, urlencoded) to a service's API under the same
+    mechanics as a delivery attempt: one deadline for all of it, the address rules, the
+    answer's body read up to MAX_BODY_BYTES. The URL holds the credential in some APIs
+    (Telegram's `/bot<token>/`): it is never logged nor put in `error`."""
+    if deadline_s is None:
+        deadline_s = settings.CHANNEL_ATTEMPT_TIMEOUT_S
+    started = time.monotonic()
+    clock = AttemptClock(started + deadline_s)
+    status: int | None = None
+    data: Any = None
+    error, permanent, retry_after = "", False, None
+    try:
+        status, data, retry_after = _provider_post(
+            url=url, json_body=json_body, form=form, clock=clock, deadline_s=deadline_s
+        )
+    except TransportError as exc:
+        status, error, permanent = exc.status_code, exc.message, exc.permanent
+    finally:
+        clock.finish()
+    answer = ProviderAnswer(
+        status_code=status,
+        data=data,
+        error=error,
+        permanent=permanent,
+        retry_after_s=retry_after,
+        elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    logger.log(
+        logging.INFO if not error else logging.WARNING,
+        log_event,
+        extra={**(log_context or {}), "status_code": status, "latency_ms": answer.elapsed_ms, "error": error},
+    )
+    return answer
+
+
+def _provider_post(
+    *,
+    url: str,
+    json_body: dict[str, Any] | None,
+    form: dict[str, str] | None,
+    clock: AttemptClock,
+    deadline_s: float,
+) -> tuple[int, Any, float | None]:
+    try:
+        validate_channel_url(url)
+    except ApplicationError:
+        raise TransportError("Invalid API URL", permanent=True) from None
+    if private_url_refused_cached(url):
+        raise TransportError(f"Refused: the API URL points to {NON_PUBLIC}", permanent=True)
+    remaining = clock.deadline - time.monotonic()
+    if remaining <= 0:
+        raise TransportError(f"Timed out after {deadline_s:g} s")
+    timeout = (min(settings.CHANNEL_CONNECT_TIMEOUT_S, remaining), remaining)
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"}
+    with clocked(clock):
+        try:
+            if json_body is not None:
+                headers["Content-Type"] = "application/json"
+                body: bytes | dict[str, str] = _encode_body(json_body)
+            else:
+                body = form or {}
+            response = http_session().post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            )
+        except PrivateAddressRefused as exc:
+            raise TransportError(
+                f"Refused: the API's host resolved to {NON_PUBLIC} {exc.address}", permanent=True
+            ) from None
+        except Exception as exc:
+            raise _request_error(exc, clock=clock, connect_s=timeout[0], deadline_s=deadline_s) from None
+        try:
+            raw = _read_capped(response)
+        except Exception as exc:
+            raise _request_error(exc, clock=clock, connect_s=timeout[0], deadline_s=deadline_s) from None
+        finally:
+            response.close()
+    if clock.expired:
+        raise TransportError(f"Timed out after {deadline_s:g} s", status_code=response.status_code)
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    retry_after = retry_after_s(response.headers) if response.status_code in (429, 503) else None
+    return response.status_code, data, retry_after
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    chunks: list[bytes] = []
+    received = 0
+    while received <= MAX_BODY_BYTES:
+        chunk = response.raw.read(min(_READ_CHUNK_BYTES, MAX_BODY_BYTES + 1 - received), decode_content=False)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+    return b"".join(chunks)[:MAX_BODY_BYTES]
+
+
+def answer_outcome(
+    answer: ProviderAnswer, *, ok: bool, error: str = "", permanent: bool = False, retry_after_s: float | None = None
+) -> AttemptOutcome:
+    """A provider's answer as a delivery attempt's outcome, by the kind's reading of it."""
+    if answer.error:
+        return AttemptOutcome(
+            ok=False,
+            status_code=answer.status_code,
+            error=answer.error,
+            permanent=answer.permanent,
+            retry_after_s=None,
+            elapsed_ms=answer.elapsed_ms,
+        )
+    return AttemptOutcome(
+        ok=ok,
+        status_code=answer.status_code,
+        error="" if ok else error[:ERROR_MAX_LENGTH],
+        permanent=False if ok else permanent,
+        retry_after_s=retry_after_s,
+        elapsed_ms=answer.elapsed_ms,
+    )
+
+
 # --- Payloads ----------------------------------------------------------------------------
 
 
@@ -340,7 +509,16 @@ def typing_payload(*, chat_id: str, state: str) -> dict[str, Any]:
     return {"type": "typing", "chat_id": chat_id, "state": state}
 
 
-def channel_typing_send(*, channel: Channel, chat_id: str, state: str, log_context: dict[str, Any]) -> AttemptOutcome:
+def channel_typing_send(
+    *, channel: Channel, chat_id: str, state: str, log_context: dict[str, Any]
+) -> AttemptOutcome | None:
+    """One typing event, the way the channel's kind sends one; None when its kind has none."""
+    from channels_app.kinds import kind_get
+
+    return kind_get(channel.kind).typing_send(channel=channel, chat_id=chat_id, state=state, log_context=log_context)
+
+
+def webhook_typing_send(*, channel: Channel, chat_id: str, state: str, log_context: dict[str, Any]) -> AttemptOutcome:
     """One typing event to the channel, signed and authenticated as replies are, under an id of
     its own (`typing-<uuid4>`: an event is never repeated, so the id only tells events apart).
     Its deadline is short: a typing event late by seconds is worse than none. The caller decides

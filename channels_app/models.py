@@ -43,6 +43,14 @@ class Channel(TimeStampedModel):
     chat_bot = models.ForeignKey(ChatBot, on_delete=models.CASCADE, related_name="channels", verbose_name=_("chat bot"))
     settings = EmbeddedModelField(ChannelSettings, verbose_name=_("settings"))
     is_active = models.BooleanField(_("active"), default=True)
+    # Which package of `channels_app.kinds` receives and delivers for this channel; fixed at
+    # creation. For a native kind `settings.url` is its service's API and `settings.token` the
+    # credential there (a Telegram bot token, a VK community key).
+    kind = models.CharField(_("kind"), max_length=32, default="webhook", editable=False)
+    # The kind's own settings (allowed origins, a community id, a confirmation code...), never a
+    # secret; `kind_secret` holds the kind's shared secret with its service, encrypted.
+    kind_options = models.JSONField(_("kind options"), default=dict, blank=True, editable=False)
+    kind_secret = EncryptedCharField(_("kind secret"), max_length=256, blank=True, default="", editable=False)
     # Off by default: a channel that never asked for them must not receive a new kind of POST.
     typing_events = models.BooleanField(
         _("typing events"),

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import exceptions, fields, serializers, status
 
+from channels_app.kinds import kind_get
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import channel_url_check
 from chatbots.models import ChatBot
@@ -86,6 +87,12 @@ class ChannelSerializer(serializers.Serializer):
     name = serializers.CharField(read_only=True)
     chat_bot_id = ObjectIdField(read_only=True)
     url = serializers.CharField(source="settings.url", read_only=True)
+    kind = serializers.CharField(
+        read_only=True,
+        help_text="How the channel receives and delivers: `webhook` (this contract) or a native kind "
+        "(`POST /api/channels/kinds/<kind>/` creates one).",
+    )
+    options = serializers.SerializerMethodField(help_text="The kind's own settings (never a secret).")
     is_active = serializers.BooleanField(read_only=True)
     typing_events = serializers.BooleanField(read_only=True, help_text=TYPING_EVENTS_HELP)
     # Output only (no view reads input with this serializer), but not `read_only`: drf-spectacular
@@ -97,6 +104,9 @@ class ChannelSerializer(serializers.Serializer):
         "left out for others.",
     )
 
+    def get_options(self, instance: Channel) -> dict[str, Any]:
+        return kind_get(instance.kind).public_options(instance)
+
     def token_visible(self) -> bool:
         request = self.context.get("request")
         user = getattr(request, "user", None)
@@ -104,7 +114,8 @@ class ChannelSerializer(serializers.Serializer):
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         data: dict[str, Any] = super().to_representation(instance)
-        if not self.token_visible():
+        # A native kind's token is its service's credential: given once, never shown again.
+        if not self.token_visible() or not kind_get(instance.kind).token_visible:
             data.pop("token", None)
         return data
 
@@ -246,3 +257,18 @@ class ChannelSigningSecretSerializer(ChannelCreatedSerializer):
         allow_null=True,
         help_text="Until then replies are signed with the previous secret as well; null: not at all.",
     )
+
+
+class KindChannelCreateSerializer(serializers.Serializer):
+    """What every native kind's create takes; each kind's package adds its own fields and
+    `channels_app.kinds.base.ChannelKind.configure` reads them."""
+
+    name = strict_name_field(max_length=NAME_MAX_LENGTH, help_text="No control characters; not blank.")
+    chat_bot_id = BotIdField(help_text="An existing bot's id; a well-formed id of no bot is a 404 naming this field.")
+    is_active = StrictBooleanField(required=False, default=True, initial=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        chat_bot = ChatBot.objects.filter(pk=attrs["chat_bot_id"]).first()
+        if chat_bot is None:
+            raise exceptions.NotFound({"chat_bot_id": [UNKNOWN_CHAT_BOT]})
+        return {**attrs, "chat_bot_id": chat_bot}

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from channels_app.breaker import CLOSED, breaker_closed
+from channels_app.kinds.base import KindConfig
 from channels_app.models import URL_MAX_LENGTH, Channel, ChannelSettings
 from chatbots.models import ChatBot
 from core.errors import ApplicationError, Conflict, NotFound
@@ -166,6 +167,38 @@ def channel_create(
     )
 
 
+def channel_create_of_kind(
+    *, chat_bot: ChatBot, name: str, kind: str, config: KindConfig, is_active: bool = True
+) -> Channel:
+    """A channel of a native kind, as its package configured it (`ChannelKind.configure`)."""
+    return Channel.objects.create(
+        chat_bot=chat_bot,
+        name=name,
+        kind=kind,
+        settings=ChannelSettings(url=config.url, token=config.token or generate_channel_token()),
+        kind_options=config.options,
+        kind_secret=config.secret,
+        is_active=is_active,
+    )
+
+
+def channel_kind_update(*, channel: Channel, name: str, is_active: bool, config: KindConfig) -> Channel:
+    """A native kind's channel changed in its form: its kind stays; a blank token or secret in
+    `config` keeps the stored one."""
+    channel.name = name
+    channel.is_active = is_active
+    channel.settings.url = config.url
+    if config.token:
+        channel.settings.token = config.token
+    if config.secret:
+        channel.kind_secret = config.secret
+    channel.kind_options = config.options
+    channel.save(update_fields=["name", "is_active", "settings", "kind_options", "kind_secret", "updated_at"])
+    if is_active:
+        worker_wake(HOUSEKEEPING)
+    return channel
+
+
 def channel_update(
     *,
     channel: Channel,
@@ -311,19 +344,13 @@ def channel_test_send(*, channel_id: ObjectId) -> bool:
     """Sends the channel a marked test message and records the result in its `last_test_*`
     fields. Delivered: the channel answers again, so its breaker closes now (not at the end of
     its cooldown). Returns whether it was delivered."""
-    # Imported here: the dispatcher imports this module's URL rule.
-    from channels_app.dispatch import channel_send, test_payload
+    # Imported here: the kinds' dispatch imports this module's URL rule.
+    from channels_app.kinds import kind_get
 
     channel = Channel.objects.filter(pk=channel_id).first()
     if channel is None:
         return False
-    payload = test_payload(channel_id=str(channel.pk))
-    outcome = channel_send(
-        channel=channel,
-        payload=payload,
-        idempotency_key=payload["message_id"],
-        log_context={"channel": str(channel.pk), "test": True},
-    )
+    outcome = kind_get(channel.kind).test_send(channel=channel, log_context={"channel": str(channel.pk), "test": True})
     result = f"HTTP {outcome.status_code} in {outcome.elapsed_ms:.0f} ms" if outcome.ok else outcome.error
     Channel.objects.filter(pk=channel_id).update(
         last_test_at=timezone.now(), last_test_ok=outcome.ok, last_test_result=result[:500]

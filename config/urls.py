@@ -20,6 +20,8 @@ urlpatterns = [
     # An exact path, before the apps' includes (whose routes all have something after `api/`).
     path("api/", core_views.api_root, name="api-root"),
     path("api/webhook/", include("dialogues.webhook.urls")),
+    # Before the channels' router, whose `channels/<id>/` would otherwise be asked first.
+    path("api/channels/kinds/", include("channels_app.kinds.urls")),
     path("api/", include("chatbots.urls")),
     path("api/", include("channels_app.urls")),
     path("api/", include("dialogues.urls")),

@@ -21,12 +21,16 @@ from bson.errors import InvalidId
 from django.conf import settings
 from django.utils import timezone
 
+from channels_app.kinds.base import SENDER_CUSTOMER as KIND_SENDER_CUSTOMER
+from channels_app.kinds.base import InboundMessage, InboundResult
 from channels_app.models import Channel, DeliveryState
 from channels_app.selectors import channel_cached
 from chatbots.models import ChatBot
+from chatbots.selectors import chatbot_cached
 from chatbots.services import chatbot_authenticate
 from core.caching import LookupCache
 from core.errors import Conflict, NotFound
+from core.ratelimit import webhook_bot_rate_check
 from core.tokens import hash_secret
 from core.worker_wake import worker_wake
 from dialogues.documents import message_document
@@ -262,3 +266,27 @@ def _wait_for_outcome(result: WebhookResult, *, dialogue_id: ObjectId, user_seq:
         if remaining <= 0:
             return
         time.sleep(min(WAIT_POLL_S, remaining))
+
+
+def kind_message_ingest(message: InboundMessage) -> InboundResult:
+    """The ingest of a native kind's message (`channels_app.kinds.base.inbound_ingest`): the
+    webhook's, for the channel's bot, counted against the same per-bot rate."""
+    chat_bot = chatbot_cached(message.channel.chat_bot_id)
+    if chat_bot is None:
+        raise NotFound("Channel not found")
+    webhook_bot_rate_check(str(chat_bot.pk))
+    result = webhook_message_process(
+        chat_bot=chat_bot,
+        chat_id=message.chat_id,
+        text=message.text,
+        message_sender=SENDER_CUSTOMER if message.sender == KIND_SENDER_CUSTOMER else SENDER_EMPLOYEE,
+        message_id=message.message_id,
+        channel_id=str(message.channel.pk),
+        attachments=message.attachments or None,
+    )
+    return InboundResult(
+        message_id=result.message_id,
+        dialogue_id=result.dialogue_id,
+        duplicate=result.duplicate,
+        details=result.as_dict(),
+    )

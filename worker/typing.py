@@ -256,6 +256,9 @@ def _send(event: _Event) -> None:
             "dialogue": str(event.dialogue_id),
         },
     )
+    if outcome is None:  # the channel's kind has no typing events
+        metrics.typing_event_observe(outcome="dropped")
+        return
     if outcome.ok:
         metrics.typing_event_observe(outcome="sent")
         return

@@ -13,7 +13,7 @@ from dialogues.tests.factories import DialogueFactory, MessageFactory
 pytestmark = pytest.mark.django_db
 
 MISSING_ID = "0123456789abcdef01234567"
-CHANNEL_KEYS = {"id", "name", "chat_bot_id", "url", "is_active", "typing_events", "token"}
+CHANNEL_KEYS = {"id", "name", "chat_bot_id", "url", "kind", "options", "is_active", "typing_events", "token"}
 
 
 def _create_body(**overrides: object) -> dict[str, object]:
@@ -122,6 +122,8 @@ def test_retrieve(api_client: APIClient, path: str) -> None:
         "name": channel.name,
         "chat_bot_id": str(channel.chat_bot_id),
         "url": channel.settings.url,
+        "kind": "webhook",
+        "options": {},
         "is_active": True,
         "typing_events": False,
         "token": channel.settings.token,

@@ -33,7 +33,7 @@ from devtools.receiver import ChannelReceiver
 URL = "https://channel.example.com/hook"
 TOKEN = "tok-secret-4711"
 PAYLOAD = {"message_id": "r-1", "role": "ASSISTANT", "text": "Привет, ünïcode", "chat_id": "c-1", "in_reply_to": "m-1"}
-CHANNEL_READ_KEYS = {"id", "name", "chat_bot_id", "url", "is_active", "typing_events", "token"}
+CHANNEL_READ_KEYS = {"id", "name", "chat_bot_id", "url", "kind", "options", "is_active", "typing_events", "token"}
 
 
 def _headers(call: responses.Call) -> dict[str, str]:

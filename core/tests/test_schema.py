@@ -37,7 +37,8 @@ def test_schema_validates_without_warnings(tmp_path: Path) -> None:
     # ObjectIds are documented as strings, not the integers DRF would infer.
     channel = schema["components"]["schemas"]["Channel"]["properties"]
     assert channel["id"]["type"] == "string" and channel["chat_bot_id"]["pattern"] == "^[0-9a-fA-F]{24}$"
-    assert set(channel) == {"id", "name", "chat_bot_id", "url", "is_active", "typing_events", "token"}
+    keys = {"id", "name", "chat_bot_id", "url", "kind", "options", "is_active", "typing_events", "token"}
+    assert set(channel) == keys
     detail = paths["/api/channels/{id}/"]["get"]
     assert {p["name"]: p["schema"]["type"] for p in detail["parameters"]}["id"] == "string"
     assert "404" in detail["responses"]
