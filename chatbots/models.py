@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import functools
+import re
+
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -14,6 +17,30 @@ PAUSE_MAX_MINUTES = 525_600
 # Bursts (`reply_policy` "burst"): bounds of the waits, in milliseconds.
 BURST_QUIET_MIN_MS = 100
 BURST_MAX_WAIT_MAX_MS = 120_000
+
+
+HANDOFF_TEXT_DEFAULT = "I am passing your conversation to a human operator, who will answer you here shortly."
+
+
+@functools.lru_cache(maxsize=1024)
+def _keywords_pattern(keywords: str) -> re.Pattern[str] | None:
+    words = sorted({word.strip().casefold() for word in keywords.split(",") if word.strip()}, key=len, reverse=True)
+    if not words:
+        return None
+    # From the start of a word, so inflected forms match too ("оператор" finds "оператора",
+    # "operator" finds "Operators, please!") but a word that merely contains one does not
+    # ("cooperator").
+    return re.compile("(?<!\\w)(?:" + "|".join(re.escape(word) for word in words) + ")")
+
+
+def handoff_keyword_in(keywords: str, text: str) -> str | None:
+    """The first of the comma-separated `keywords` found in `text` at the start of a word
+    (case-insensitive, any script), or None."""
+    pattern = _keywords_pattern(keywords or "")
+    if pattern is None or not text:
+        return None
+    found = pattern.search(text.casefold())
+    return found.group(0) if found else None
 
 
 class ChatBot(TimeStampedModel):
@@ -94,6 +121,29 @@ class ChatBot(TimeStampedModel):
         default=0,
         validators=[MaxValueValidator(PAUSE_MAX_MINUTES)],
         help_text=_("An employee's message arriving from the channel pauses the bot in that dialogue this long."),
+    )
+    # The bot asks for a human: a customer message holding one of `handoff_keywords` (comma
+    # separated, any language, found at the start of a word, case-insensitively), or the model calling
+    # the `handoff_to_human` tool (`handoff_tool`, OpenAI-compatible backends), makes the bot send
+    # `handoff_text`, pause in that dialogue until an operator gives it back, and put the dialogue
+    # in the operators' inbox with the reason.
+    handoff_keywords = models.CharField(
+        _("hand-off keywords"),
+        max_length=500,
+        blank=True,
+        default="",
+        help_text=_('Comma-separated words or phrases, any language, e.g. "operator, human, оператор, человек".'),
+    )
+    handoff_tool = models.BooleanField(
+        _("the model may hand off"),
+        default=False,
+        help_text=_("Offer the model a handoff_to_human tool (OpenAI-compatible backends)."),
+    )
+    handoff_text = models.TextField(
+        _("hand-off text"),
+        blank=True,
+        default="",
+        help_text=_("Sent to the customer when the bot hands the chat to a human. Blank: a default text."),
     )
     pause_after_operator_reply_minutes = models.PositiveIntegerField(
         _("pause after an operator's reply (minutes)"),

@@ -39,7 +39,13 @@ LLM_SETTINGS = [
 # One reply per message, or one per burst of messages.
 REPLY_SETTINGS = ["reply_policy", "burst_quiet_ms", "burst_max_wait_ms"]
 # When the bot steps aside for a human in a dialogue (minutes; 0: never).
-HANDOFF_SETTINGS = ["pause_after_employee_minutes", "pause_after_operator_reply_minutes"]
+HANDOFF_SETTINGS = [
+    "pause_after_employee_minutes",
+    "pause_after_operator_reply_minutes",
+    "handoff_keywords",
+    "handoff_tool",
+    "handoff_text",
+]
 
 
 class ChatBotSerializer(BaseModelSerializer):
@@ -165,6 +171,27 @@ class ChatBotInputSerializer(serializers.Serializer):
         help_text="Burst: the longest wait after the first unanswered message, in milliseconds, even while the "
         "customer keeps writing. Default 8000. Below `burst_quiet_ms`, every burst is answered this long after "
         "its first message.",
+    )
+    handoff_keywords = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text="Comma-separated words or phrases, any language (`operator, human, оператор, человек`): a "
+        "customer message holding one at the start of a word (so `оператор` finds `оператора`), in any case, is "
+        "answered with `handoff_text`, and the "
+        "bot pauses in that dialogue until an operator gives it back.",
+    )
+    handoff_tool = StrictBooleanField(
+        required=False,
+        help_text="`true`: the model (OpenAI-compatible backends) is offered a `handoff_to_human` tool with a "
+        "`reason`; when it calls it, the bot hands off as for a keyword, with that reason.",
+    )
+    handoff_text = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=FALLBACK_TEXT_MAX_LENGTH,
+        help_text="Sent to the customer when the bot hands the chat to a human. Blank: a default text.",
+        style={"base_template": "textarea.html"},
     )
     pause_after_employee_minutes = StrictIntegerField(
         required=False,

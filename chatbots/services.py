@@ -40,7 +40,15 @@ LLM_SETTINGS = frozenset(
     }
 )
 # When the bot steps aside for a human (minutes; 0: never).
-HANDOFF_SETTINGS = frozenset({"pause_after_employee_minutes", "pause_after_operator_reply_minutes"})
+HANDOFF_SETTINGS = frozenset(
+    {
+        "pause_after_employee_minutes",
+        "pause_after_operator_reply_minutes",
+        "handoff_keywords",
+        "handoff_tool",
+        "handoff_text",
+    }
+)
 # One reply per message, or one per burst of messages.
 REPLY_SETTINGS = frozenset({"reply_policy", "burst_quiet_ms", "burst_max_wait_ms"})
 # What the webhook demands of the channels' requests.

@@ -86,6 +86,11 @@ BURST_GENERATIONS_DROPPED = Counter(
     "chatbots_burst_generations_dropped",
     "Burst replies generated and dropped before they were sent, because a newer customer message came in.",
 )
+HANDOFFS_REQUESTED = Counter(
+    "chatbots_handoffs_requested",
+    "Dialogues the bot handed to a human: source keyword (a hand-off keyword) or model (the handoff_to_human tool).",
+    ["source"],
+)
 
 # The pacing of LLM calls by their provider's limits (llm.pacing). `provider` is the provider's
 # name, or "default" for the platform's own: bounded by the providers an operator creates.
@@ -154,6 +159,10 @@ def llm_call_observe(*, started: float, reply: TokenUsage | None, error_retryabl
 
 def reply_generated_observe(*, messages_answered: int) -> None:
     REPLY_MESSAGES_ANSWERED.observe(messages_answered)
+
+
+def handoff_requested_observe(*, source: str) -> None:
+    HANDOFFS_REQUESTED.labels(source=source).inc()
 
 
 def burst_generation_dropped() -> None:

@@ -59,6 +59,10 @@ class Dialogue(models.Model):
     # PAUSED_INDEFINITELY: until an operator gives the dialogue back. Written only by single
     # atomic updates (`dialogues.store`), never by `save()`.
     paused_until = models.DateTimeField(_("bot paused until"), null=True, blank=True, editable=False)
+    # The bot asked for a human (a hand-off keyword, the model's `handoff_to_human` tool): why,
+    # and when. Written with the pause by `dialogues.store.handoff.dialogue_handoff_request`.
+    handoff_reason = models.CharField(_("hand-off reason"), max_length=500, blank=True, default="", editable=False)
+    handoff_requested_at = models.DateTimeField(_("hand-off asked for"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("dialogue")

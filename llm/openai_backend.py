@@ -51,6 +51,25 @@ logger = logging.getLogger("llm")
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 EMPLOYEE_NAME = "employee"
+# Offered to the model of a bot with `handoff_tool`: calling it hands the chat to a human.
+HANDOFF_TOOL_NAME = "handoff_to_human"
+HANDOFF_TOOL = {
+    "type": "function",
+    "function": {
+        "name": HANDOFF_TOOL_NAME,
+        "description": (
+            "Hand the conversation to a human operator: the customer asks for a person, or needs what only "
+            "a human can do (a refund, a complaint, an account change), or you cannot help. The customer is "
+            "told that an operator will answer."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"reason": {"type": "string", "description": "Why a human is needed, in a few words."}},
+            "required": ["reason"],
+        },
+    },
+}
+HANDOFF_REASON_DEFAULT = "The model asked for a human"
 EMPLOYEE_PREFIX = "[A human employee wrote to the customer] "
 _ROLES = {"USER": "user", "ASSISTANT": "assistant", "SYSTEM": "system"}
 
@@ -92,6 +111,8 @@ def _request(*, chat_bot: ChatBot | None, history: list[HistoryItem], provider: 
         body["temperature"] = chat_bot.temperature
     if chat_bot is not None and chat_bot.max_output_tokens:
         body[max_tokens_field(base_url)] = chat_bot.max_output_tokens
+    if chat_bot is not None and chat_bot.handoff_tool:
+        body["tools"] = [HANDOFF_TOOL]
     return _Request(base_url=base_url, api_key=api_key, model=model, body=body)
 
 
@@ -191,7 +212,8 @@ def _reply(completion: object, request: _Request, *, started: float) -> LLMReply
     if not isinstance(completion, ChatCompletion):
         # The SDK hands back the raw text when the Content-Type is not JSON.
         raise LLMError("The LLM server sent a non-JSON answer")
-    text = _completion_text(completion)
+    handoff = _handoff_reason(completion)
+    text = "" if handoff is not None else _completion_text(completion)
     usage = completion.usage
     model = request.model
     logger.debug(
@@ -205,7 +227,25 @@ def _reply(completion: object, request: _Request, *, started: float) -> LLMReply
         prompt_tokens=_int_or_none(usage.prompt_tokens) if usage else None,
         completion_tokens=_int_or_none(usage.completion_tokens) if usage else None,
         latency_ms=latency_ms,
+        handoff_reason=handoff,
     )
+
+
+def _handoff_reason(completion: ChatCompletion) -> str | None:
+    """The reason the model gave when it called `handoff_to_human`, or None when it did not."""
+    choices = completion.choices or []
+    message = choices[0].message if choices else None
+    for call in (message.tool_calls if message is not None else None) or []:
+        function = getattr(call, "function", None)
+        if function is None or function.name != HANDOFF_TOOL_NAME:
+            continue
+        try:
+            arguments = json.loads(function.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        reason = arguments.get("reason") if isinstance(arguments, dict) else None
+        return str(reason).strip()[:500] if isinstance(reason, str) and reason.strip() else HANDOFF_REASON_DEFAULT
+    return None
 
 
 def chat_messages(*, chat_bot: ChatBot | None, history: list[HistoryItem]) -> list[dict[str, Any]]:

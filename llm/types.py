@@ -68,6 +68,8 @@ class LLMReply:
     latency_ms: int
     # The server's pacing headers (`rate_headers`), for the provider's pacing (llm.pacing).
     rate_headers: dict[str, str] = field(default_factory=dict)
+    # The model asked for a human (the `handoff_to_human` tool), with this reason.
+    handoff_reason: str | None = None
 
 
 class LLMError(Exception):

@@ -30,7 +30,7 @@ from django.utils import timezone
 from channels_app.breaker import breaker_wait_until
 from channels_app.models import Channel, DeliveryState
 from channels_app.selectors import channel_cached
-from chatbots.models import ChatBot
+from chatbots.models import HANDOFF_TEXT_DEFAULT, ChatBot, handoff_keyword_in
 from chatbots.selectors import chatbot_cached
 from core import metrics
 from core.datetimes import aware
@@ -38,6 +38,7 @@ from core.tracing import TraceContext, trace_bound, trace_continue
 from dialogues.documents import message_document
 from dialogues.models import Message
 from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_release, dialogue_renew
+from dialogues.store.handoff import dialogue_handoff_request
 from dialogues.store.messages import dialogue_before, dialogue_window, reply_find
 from dialogues.store.replies import (
     replies_park,
@@ -443,6 +444,19 @@ def _generate(
             known = [*dialogue_before(dialogue_id=claim.dialogue_id, before_seq=lowest, span=3 * context), *known]
     items = _history_items(known, context=context)
     attempts = int(user.get("llm_attempts") or 0) + 1
+    keyword = _handoff_keyword(bot, covers or [user])
+    if keyword is not None:
+        # The customer asked for a human in words: no LLM call.
+        asked = LLMReply(
+            text="",
+            backend="handoff",
+            model="",
+            prompt_tokens=None,
+            completion_tokens=None,
+            latency_ms=0,
+            handoff_reason=f"The customer asked for a human: “{keyword}”",
+        )
+        return _reply_document(claim, user=user, answer=asked, attempts=attempts, trace=trace, covers=covers, bot=bot)
     with slots.bot_llm(claim.chat_bot_id) as acquired:
         if not acquired:
             raise wait_stop(now + SLOT_RETRY, bounce=True)
@@ -488,13 +502,43 @@ def _generate(
             text=fallback, backend="fallback", model="", prompt_tokens=None, completion_tokens=None, latency_ms=0
         )
     assert answer is not None
+    return _reply_document(claim, user=user, answer=answer, attempts=attempts, trace=trace, covers=covers, bot=bot)
+
+
+def _handoff_keyword(bot: ChatBot | None, messages: list[dict[str, Any]]) -> str | None:
+    if bot is None or not bot.handoff_keywords:
+        return None
+    for doc in messages:
+        found = handoff_keyword_in(bot.handoff_keywords, doc.get("text") or "")
+        if found is not None:
+            return found
+    return None
+
+
+def _reply_document(
+    claim: DialogueClaim,
+    *,
+    user: dict[str, Any],
+    answer: LLMReply,
+    attempts: int,
+    trace: TraceContext,
+    covers: list[dict[str, Any]] | None,
+    bot: ChatBot | None,
+) -> dict[str, Any]:
+    text = answer.text
+    if answer.handoff_reason is not None:
+        # The bot asks for a human: it says so, and pauses in the dialogue until an operator
+        # gives it back (the reply is still delivered: a pause is not a take-over).
+        text = ((bot.handoff_text if bot is not None else "") or "").strip() or HANDOFF_TEXT_DEFAULT
+        dialogue_handoff_request(dialogue_id=claim.dialogue_id, reason=answer.handoff_reason, at=timezone.now())
+        metrics.handoff_requested_observe(source="keyword" if answer.backend == "handoff" else "model")
     reply = message_document(
         dialogue_id=claim.dialogue_id,
         chat_bot_id=claim.chat_bot_id,
         channel_id=claim.channel_id,
         message_id=reply_message_id(dialogue_id=claim.dialogue_id, in_reply_to=user["message_id"]),
         role=Message.Role.ASSISTANT.value,
-        text=answer.text,
+        text=text,
         created_at=timezone.now(),
         in_reply_to=user["message_id"],
         # The position reserved next to the message it answers.

@@ -49,7 +49,13 @@ LLM_FIELDS = (
     "system_prompt", "llm_model", "temperature", "max_output_tokens", "context_messages", "fallback_text", "vision",
 )  # fmt: skip
 # Hand-off to humans: how long the bot stays quiet in a dialogue after a human wrote in it.
-PAUSE_FIELDS = ("pause_after_employee_minutes", "pause_after_operator_reply_minutes")
+PAUSE_FIELDS = (
+    "pause_after_employee_minutes",
+    "pause_after_operator_reply_minutes",
+    "handoff_keywords",
+    "handoff_tool",
+    "handoff_text",
+)
 # Every write goes through `chatbot_update`, which takes these.
 EDITABLE_PAUSE_FIELDS = tuple(name for name in PAUSE_FIELDS if name in SERVICE_SETTINGS)
 # One reply per message, or one per burst of messages.

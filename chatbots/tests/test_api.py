@@ -42,6 +42,7 @@ def test_create_returns_the_secret_once(api_client: APIClient) -> None:
     body = response.json()
     assert set(body) == {"id", "name", "secret_prefix", "created_at", "updated_at", "secret_token", *LLM_DEFAULTS,
                          "pause_after_employee_minutes", "pause_after_operator_reply_minutes",
+                         "handoff_keywords", "handoff_tool", "handoff_text",
                          "require_signed_webhooks", "webhook_signing_secret", "llm_provider_id",
                          "reply_policy", "burst_quiet_ms", "burst_max_wait_ms"}  # fmt: skip
     bot = ChatBot.objects.get(pk=body["id"])

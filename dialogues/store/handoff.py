@@ -12,7 +12,7 @@ from bson import ObjectId
 
 from channels_app.models import DeliveryState
 from core.datetimes import aware
-from dialogues.models import Message
+from dialogues.models import PAUSED_INDEFINITELY, Message
 from dialogues.store.claims import dialogue_wake
 from dialogues.store.collections import CANCELLABLE_STATES, dialogues_collection, messages_collection
 from dialogues.store.reservation import dialogue_compare_and_set
@@ -23,6 +23,15 @@ def dialogue_pause_set(*, dialogue_id: ObjectId, until: datetime | None) -> bool
     there is no such dialogue."""
     update: dict[str, Any] = {"$set": {"paused_until": until}}
     return dialogues_collection().update_one({"_id": dialogue_id}, update).matched_count == 1
+
+
+def dialogue_handoff_request(*, dialogue_id: ObjectId, reason: str, at: datetime) -> None:
+    """The bot asks for a human: paused until an operator gives the dialogue back, with why.
+    Not a take-over: the bot's hand-off text, owed now, is still delivered."""
+    dialogues_collection().update_one(
+        {"_id": dialogue_id},
+        {"$set": {"paused_until": PAUSED_INDEFINITELY, "handoff_reason": reason[:500], "handoff_requested_at": at}},
+    )
 
 
 def dialogue_take_over(*, dialogue_id: ObjectId, until: datetime) -> int | None:
