@@ -44,7 +44,7 @@ def test_connect_panel_names_the_webhook_chat_id_header_and_where_replies_go(adm
     assert "x-chatbot_auth_token: Bearer <bot secret>" in page
     assert f"{bot.secret_prefix}" in page
     assert reverse("admin:chatbots_chatbot_rotate_secret", args=[bot.pk]) in page
-    # The curl example is the README's, with this channel's id.
+    # The curl example is docs/channels.md's, with this channel's id.
     curl = connect["curl"]
     assert curl.startswith("curl -X POST http://bots.example.com/api/webhook/new_message")
     assert "-H 'x-chatbot_auth_token: Bearer <bot secret>'" in curl
