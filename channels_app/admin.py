@@ -319,6 +319,10 @@ class ChannelAdmin(admin.ModelAdmin):
             "curl": curl,
             "reply_url": channel.settings.url if channel.settings else "",
             "reply_header": settings.CHANNEL_AUTH_HEADER,
+            # "What your channel receives" (docs/channels.md, "What to answer").
+            "attempt_timeout_s": f"{settings.CHANNEL_ATTEMPT_TIMEOUT_S:g}",
+            "max_attempts": settings.DELIVERY_MAX_ATTEMPTS,
+            "api_docs_url": reverse("swagger-ui"),
             "test_url": reverse("admin:{}_{}_send_test".format(*info), args=[chat_id]),
             "rotate_url": reverse("admin:{}_{}_rotate_token".format(*info), args=[chat_id]),
             "rotate_signing_url": reverse("admin:{}_{}_rotate_signing_secret".format(*info), args=[chat_id]),
