@@ -251,7 +251,7 @@ def main(argv: list[str]) -> int:
           f"and the worker", flush=True)  # fmt: skip
     started = time.monotonic()
     # The in-memory embedded server holds everything in its cache: 250,000 messages and their
-    # indexes overflow its default 1G (README, "Known quirks"), so data at scale gets more.
+    # indexes overflow its default 1G (docs/internals.md, "Known quirks"), so data at scale gets more.
     cache = SCALE_DATA_CACHE if "scale-data" in modes else None
     stack = Stack(out_dir=out_dir, workers=workers, threads=threads, log_level="info", cache_size=cache)
     simple: SimpleRun | None = None

@@ -12,7 +12,7 @@ Index entries written (`index_entries`): each insert or update `top` counted on 
 times the indexes of that collection (`index_weights`: `_id` and every other index; a partial
 or sparse one weighted by the share of the collection's documents it holds at the end of the
 run). An update counts every index, not only those on the fields it changes: the embedded
-server rewrites every index entry of the document on any update (README, "Known quirks").
+server rewrites every index entry of the document on any update (docs/internals.md, "Known quirks").
 Documents written by one `update_many` count once, so the figure is low where one is used
 (the worker marks a claim's customer messages replied with one).
 """

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-# End-to-end throughput at C=16 before the pipeline was split (README, 1x8 gunicorn, the
+# End-to-end throughput at C=16 before the pipeline was split (docs/benchmarks.md, 1x8 gunicorn, the
 # webhook replied and delivered itself): the new pipeline must not fall below it.
 PREVIOUS_E2E_MSG_S = 76.5
 MODERATE_P50_TARGET_MS = 50.0

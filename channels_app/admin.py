@@ -360,11 +360,11 @@ class ChannelAdmin(admin.ModelAdmin):
 
     def connect_info(self, request: HttpRequest, channel: Channel) -> dict[str, Any]:
         """What an integrator needs, as the webhook (dialogues/webhook) and channels_app/dispatch.py speak
-        it (the README's "The webhook" and "Replies to channels")."""
+        it (docs/channels.md, "The webhook" and "Replies to channels")."""
         webhook_url = request.build_absolute_uri(reverse("webhook-new-message"))
         chat_id = str(channel.pk)
         # The header the existing channels send; `X-Chatbot-Auth-Token` and `Authorization`
-        # work too (the README says when those are needed: nginx, ASGI).
+        # work too (docs/channels.md says when those are needed: nginx, ASGI).
         auth_header = "x-chatbot_auth_token"
         body = {"message_id": "m-1", "chat_id": chat_id, "text": "Hello", "message_sender": "customer"}
         curl = (
@@ -392,6 +392,10 @@ class ChannelAdmin(admin.ModelAdmin):
             "curl": curl,
             "reply_url": channel.settings.url if channel.settings else "",
             "reply_header": settings.CHANNEL_AUTH_HEADER,
+            # "What your channel receives" (docs/channels.md, "What to answer").
+            "attempt_timeout_s": f"{settings.CHANNEL_ATTEMPT_TIMEOUT_S:g}",
+            "max_attempts": settings.DELIVERY_MAX_ATTEMPTS,
+            "api_docs_url": reverse("swagger-ui"),
             "test_url": reverse("admin:{}_{}_send_test".format(*info), args=[chat_id]),
             "rotate_url": reverse("admin:{}_{}_rotate_token".format(*info), args=[chat_id]),
             "rotate_signing_url": reverse("admin:{}_{}_rotate_signing_secret".format(*info), args=[chat_id]),

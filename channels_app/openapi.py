@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
+from typing import Any
 
+from django.conf import settings
+from drf_spectacular.utils import (
+    OpenApiCallback,
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+
+from channels_app.dispatch import TEST_MESSAGE_TEXT, TYPING_STATES
 from channels_app.serializers import (
     BOT_CANNOT_CHANGE,
     UNKNOWN_CHAT_BOT,
@@ -61,6 +71,116 @@ _UPDATE_ERRORS = {
 }
 
 
+# --- What the platform POSTs to a channel's `url` (docs/channels.md) ---------------------------
+#
+# A callback of the create operation, so that a generated receiver gets the payloads' types.
+# Written out rather than built from serializers: drf-spectacular's callbacks carry a body and
+# responses, not the headers, and the headers are half of the contract. Inline schemas with a
+# `title`, which generators use as the type's name.
+
+_CHANNEL_MESSAGE: dict[str, Any] = {
+    "title": "ChannelMessage",
+    "type": "object",
+    "description": "A bot reply (`ASSISTANT`), an operator's message to the customer (`EMPLOYEE`), or the admin's "
+    "test message (`test: true`). Ignore fields you do not know: new ones may be added.",
+    "properties": {
+        "type": {"type": "string", "enum": ["message"]},
+        "message_id": {
+            "type": "string",
+            "description": "The message's id, also sent as `webhook-id`: the same on every retry, so drop repeats by "
+            "it. A bot reply's id is derived from the message it answers.",
+        },
+        "role": {"type": "string", "enum": ["ASSISTANT", "EMPLOYEE"]},
+        "text": {"type": "string"},
+        "chat_id": {
+            "type": "string",
+            "description": "The conversation: the channel's id, or the `chat_id` the channel sent with `channel_id`.",
+        },
+        "in_reply_to": {
+            "type": "string",
+            "nullable": True,
+            "description": "The customer's `message_id` a bot reply answers (the last one, for a burst's reply); "
+            "null for an operator's message and for a test message.",
+        },
+        "answers": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "A burst's reply only (the bot's `reply_policy` `burst`): every customer `message_id` it "
+            "answers.",
+        },
+        "test": {
+            "type": "boolean",
+            "description": "Only on the admin's test message (`message_id` `test-<uuid>`, "
+            f'text "{TEST_MESSAGE_TEXT}"): show it to nobody, answer it as any other.',
+        },
+    },
+    "required": ["type", "message_id", "role", "text", "chat_id", "in_reply_to"],
+}
+_CHANNEL_TYPING: dict[str, Any] = {
+    "title": "ChannelTypingEvent",
+    "type": "object",
+    "description": "Only for channels with `typing_events`: the bot started writing a reply to this chat (`on`), or "
+    "will not send one after all (`off`). Best effort: one attempt, never retried.",
+    "properties": {
+        "type": {"type": "string", "enum": ["typing"]},
+        "chat_id": {"type": "string"},
+        "state": {"type": "string", "enum": list(TYPING_STATES)},
+    },
+    "required": ["type", "chat_id", "state"],
+}
+
+
+def _header(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "description": description, "schema": schema}
+
+
+def _retried(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds or an HTTP date: the next attempt waits at least that long (at most "
+                "`CHANNEL_RETRY_AFTER_CAP_S`).",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+
+
+CHANNEL_POST_OPERATION: dict[str, Any] = {
+    "summary": "What the platform POSTs to the channel's url",
+    "description": "Bot replies, operators' messages, test messages and (opted in) typing events, JSON, signed as "
+    "Standard Webhooks specify. Answer 2xx within `CHANNEL_ATTEMPT_TIMEOUT_S`; anything else is a failed attempt, "
+    "retried with backoff up to `DELIVERY_MAX_ATTEMPTS` times, after which the message is dead. Replies of one chat "
+    "come in order. See docs/channels.md.",
+    "parameters": [
+        _header(settings.CHANNEL_AUTH_HEADER, "`Bearer <channel token>`: the channel's token.", type="string"),
+        _header("webhook-id", "The message's `message_id` (typing events: `typing-<uuid4>`).", type="string"),
+        _header("webhook-timestamp", "The attempt's Unix time, in seconds.", type="string", pattern="^[0-9]+$"),
+        _header(
+            "webhook-signature",
+            'Space-separated `v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`, one per signing '
+            "secret (two during a rotation's overlap). The key is the signing secret without `whsec_`, base64-decoded.",
+            type="string",
+        ),
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [_CHANNEL_MESSAGE, _CHANNEL_TYPING]}}},
+    },
+    "responses": {
+        "2XX": {"description": "Taken: the message is delivered. The body is not read beyond 64 KiB, nor used."},
+        "429": _retried("Retried; `Retry-After` is honoured."),
+        "503": _retried("Retried; `Retry-After` is honoured."),
+        "default": {
+            "description": "A failed attempt, retried: 408 and 5xx, but also any other status (a 3xx is not followed), "
+            "as are no answer within the deadline and a network error."
+        },
+    },
+}
+CHANNEL_CALLBACKS = [OpenApiCallback("channelMessages", "{$request.body#/url}", {"post": CHANNEL_POST_OPERATION})]
+
+
 channel_schema = extend_schema_view(
     list=extend_schema(
         summary="List channels",
@@ -92,6 +212,7 @@ channel_schema = extend_schema_view(
         "`typing_events` (default false) adds best-effort typing events to what is POSTed to `url`.",
         request=ChannelCreateSerializer,
         responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS, 404: _UNKNOWN_BOT},
+        callbacks=CHANNEL_CALLBACKS,
         examples=[
             OpenApiExample(
                 "Create",

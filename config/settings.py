@@ -42,8 +42,9 @@ if not SECRET_KEY:
 
 # The keys that encrypt the secrets we store and must use (channel tokens, signing secrets, LLM
 # provider keys): comma-separated Fernet keys, the first encrypts, all decrypt (core.crypto;
-# rotation in the README). Read like DJANGO_SECRET_KEY: `make run` keeps a local one in .data/.
-# Without one in development, a key derived from SECRET_KEY (stable as long as it is).
+# rotation: docs/operations.md, "Encryption keys"). Read like DJANGO_SECRET_KEY: `make run`
+# keeps a local one in .data/. Without one in development, a key derived from SECRET_KEY (stable
+# as long as it is).
 _local_secrets_keys_file = BASE_DIR / ".data" / "secrets_encryption_keys"
 _secrets_keys = env_str("SECRETS_ENCRYPTION_KEYS")
 if not _secrets_keys and _local_secrets_keys_file.is_file():
@@ -283,7 +284,8 @@ SPECTACULAR_SETTINGS = {
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["debug", "info", "warning", "error", "critical"]).upper()
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"])
 # A `logging.config.dictConfig` file (.json or .toml) merged over the defaults: more handlers
-# (a rotating file, syslog, a JSON file for a log shipper), levels per logger (README, "Logging").
+# (a rotating file, syslog, a JSON file for a log shipper), levels per logger
+# (docs/operations.md, "Logging").
 # A relative path is taken from the project folder.
 LOG_CONFIG = env_str("LOG_CONFIG", "")
 LOGGING_CONFIG = None  # configured below, after the values are validated
@@ -435,7 +437,7 @@ API_RATE = env_str("API_RATE", "600/minute")
 # Webhook requests per bot, from all its channels together; over it, 429 with Retry-After.
 # Leased to each process in batches of a twentieth of the limit (core.ratelimit), so it costs
 # a database round trip every few hundred requests, not one per request. The default, 200
-# messages/s on average, is twice what one host's database ingests (README "Benchmarks"): it
+# messages/s on average, is twice what one host's database ingests (docs/benchmarks.md): it
 # stops a runaway channel from taking a shared deployment's whole capacity in bursts, and
 # `make bench` never reaches it.
 WEBHOOK_BOT_RATE = env_str("WEBHOOK_BOT_RATE", "12000/minute")

@@ -112,7 +112,7 @@ class WindowListAdmin(admin.ModelAdmin):
 # --- Users and groups: their permission pickers without a join -------------------------
 #
 # Django's user and group forms list permissions with `select_related("content_type")`, which
-# the embedded server answers with an empty content type (README "Known quirks": the nested
+# the embedded server answers with an empty content type (docs/internals.md, "Known quirks": the nested
 # `$project` of a `$lookup`), so each label raised and the pages answered 500. The content
 # types are read by id instead, from ContentType's own per-process cache.
 

@@ -22,7 +22,7 @@ class ModelBackend(backends.ModelBackend):
     Django builds `"<app_label>.<codename>"` with `values_list("content_type__app_label", ...)`,
     which django-mongodb-backend turns into a `$lookup` followed by a nested projection
     (`{"$project": {"django_content_type": {"app_label": 1}}}`), which the embedded server
-    answers wrongly (README, "Known quirks"). Reading the content type ids and looking the
+    answers wrongly (docs/internals.md, "Known quirks"). Reading the content type ids and looking the
     labels up by id is valid on any MongoDB and costs one small query more."""
 
     def _get_permissions(self, user_obj: Any, obj: Any, from_name: str) -> set[str]:

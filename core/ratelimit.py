@@ -3,7 +3,7 @@
 One document per (key, window): `{"key", "window", "n", "expires_at"}`, unique on (key, window)
 and TTL-indexed on `expires_at` (`core.models.RateCounter`). A hit is one `update_one` with
 `$inc` and `upsert=True`, then one indexed read of the count (no `find_one_and_update`: see
-the README's "Known quirks"). A fixed window lets a client make up to twice
+docs/internals.md, "Known quirks"). A fixed window lets a client make up to twice
 the limit across a window boundary; for brute-force limits that is plenty.
 
 Rates are written as DRF writes them: `"<n>/<period>"`, period `s`, `m`, `h` or `d` (or

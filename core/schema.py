@@ -92,7 +92,7 @@ _STANDARD_ERRORS: dict[str, dict[str, Any]] = {
         "content": _example("Request body too large."),
     },
     "429": {
-        "description": 'Too many requests (README, "Rate limits"): try again after `Retry-After` seconds.',
+        "description": 'Too many requests (docs/operations.md, "Rate limits"): try again after `Retry-After` seconds.',
         "headers": {
             "Retry-After": {
                 "description": "Seconds to wait before trying again.",

@@ -90,7 +90,7 @@ def api_root(request: Request) -> Response:
     names only URLs (each endpoint asks for its own credentials). No authentication, so it
     touches neither the session nor the database."""
     urls = {
-        # The list endpoints answer with and without the trailing slash; the README's form.
+        # The list endpoints answer with and without the trailing slash; docs/integrators.md's form.
         "chatbots": reverse("chatbot-list") + "/",
         "channels": reverse("channel-list") + "/",
         "dialogues": reverse("dialogue-list") + "/",

@@ -49,7 +49,7 @@ def ping(url: str, timeout_ms: int = 500) -> bool:
 
 # Client options for an embedded server this project starts (never for a MONGO_URL someone
 # gives us, nor for a real MongoDB found on the default port), measured on secantusd 0.7.0b3
-# (README, "Known quirks of the embedded server"):
+# (docs/internals.md, "Known quirks of the embedded server"):
 # - retryWrites=false: secantusd keeps a record of every retryable write for 30 minutes (up to
 #   10,000) and walks all of them twice on each write, sorting them once past the cap, so every
 #   write costs more as traffic goes on (a quarter of its CPU after 2,000 webhook messages).

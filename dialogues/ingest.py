@@ -58,16 +58,23 @@ def webhook_bot_authenticate(*, secret: str) -> ChatBot | None:
     return _bots_by_secret_hash.get_or_load(hash_secret(secret), lambda: chatbot_authenticate(secret=secret))
 
 
+# The usual cause of this 404 is a channel that sends its own conversation ids as chat_id.
+CHANNEL_NOT_FOUND = (
+    "Channel not found: chat_id names a channel unless channel_id is given; to keep many conversations "
+    "on one channel send channel_id and use chat_id for the conversation"
+)
+
+
 def webhook_channel_resolve(*, chat_bot: ChatBot, channel_ref: str) -> Channel:
     """The bot's channel named by `channel_ref`. Another bot's channel is as unknown as a
     missing one (404), so ids of other tenants cannot be probed."""
     try:
         channel_id = ObjectId(channel_ref)
     except (InvalidId, TypeError):
-        raise NotFound("Channel not found") from None
+        raise NotFound(CHANNEL_NOT_FOUND) from None
     channel = channel_cached(channel_id)
     if channel is None or channel.chat_bot_id != chat_bot.pk:
-        raise NotFound("Channel not found")
+        raise NotFound(CHANNEL_NOT_FOUND)
     if not channel.is_active:
         raise Conflict("Channel is inactive")
     return channel

@@ -51,7 +51,7 @@ def dialogue_list(
 # A page of dialogues, most recently active first, is read from disjoint slices of
 # `last_message_at`, walking away from the page's start, then from all that is beyond them: a
 # server that sorts in memory and reads a whole index range before it applies the limit (the
-# embedded one does, README "Known quirks") pays for the dialogues of the slices it reads, not
+# embedded one does, docs/internals.md, "Known quirks") pays for the dialogues of the slices it reads, not
 # for every dialogue. A slice grows fourfold while the slices before it were empty and is sized to
 # what is still wanted once dialogues show up, so a quiet weekend before a busy week is crossed
 # in a few cheap reads and the busy week is not read whole. Exact: the slices cover the time
@@ -265,7 +265,7 @@ def dialogues_by_id(ids: list[ObjectId]) -> list[Dialogue]:
 def dialogue_for_channel(*, channel: Channel) -> Dialogue | None:
     """The channel's own dialogue: in the existing contract its chat_id is the channel id.
     Found by its key as the webhook finds it (an ORM filter on the three fields is an `$and`,
-    which the embedded server answers with a scan: README, "Known quirks"), then read by id."""
+    which the embedded server answers with a scan: docs/internals.md, "Known quirks"), then read by id."""
     dialogue_id = dialogue_id_find(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=str(channel.pk))
     return Dialogue.objects.filter(pk=dialogue_id).first() if dialogue_id is not None else None
 

@@ -1,7 +1,7 @@
 """Reads behind the operators' list pages (the admin's Dialogues and Deliveries). Each page is
 one bounded read through an index, in one fixed order, continued by keyset: a page costs the
 same at any size of the collections. No count of the whole list, no join, no sort of more than
-a window (the embedded server sorts in memory what a query selects, README "Known quirks")."""
+a window (the embedded server sorts in memory what a query selects, docs/internals.md, "Known quirks")."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ WORKER_IDLE_POLL_MS, so that an idle worker costs the database almost nothing. W
 work on the same host (the webhook, the admin, the API) wakes it at once with a datagram
 (`core.worker_wake`, WORKER_WAKE_DIR), and it looks fast again; work made on another host is
 found by the poll. An empty look reads an index and costs the same whatever the number of
-dialogues; a change stream would cost the database on every insert instead (README, "How a
+dialogues; a change stream would cost the database on every insert instead (docs/internals.md, "How a
 reply is made: the worker"). The database is the only hand-off, so any number of workers on
 any hosts share the work, and a worker that dies loses nothing: its leases expire and another
 worker picks the dialogues up.

@@ -8,7 +8,7 @@ import html
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from channels_app.models import Channel
@@ -44,7 +44,7 @@ def test_connect_panel_names_the_webhook_chat_id_header_and_where_replies_go(adm
     assert "x-chatbot_auth_token: Bearer <bot secret>" in page
     assert f"{bot.secret_prefix}" in page
     assert reverse("admin:chatbots_chatbot_rotate_secret", args=[bot.pk]) in page
-    # The curl example is the README's, with this channel's id.
+    # The curl example is docs/channels.md's, with this channel's id.
     curl = connect["curl"]
     assert curl.startswith("curl -X POST http://bots.example.com/api/webhook/new_message")
     assert "-H 'x-chatbot_auth_token: Bearer <bot secret>'" in curl
@@ -58,6 +58,21 @@ def test_connect_panel_names_the_webhook_chat_id_header_and_where_replies_go(adm
     # The copy script is the app's own static file, not a CDN's.
     assert "/static/channels_app/connect.js" in page
     assert admin_client.get("/static/channels_app/connect.js").status_code == 200
+
+
+@override_settings(CHANNEL_ATTEMPT_TIMEOUT_S=7.5, DELIVERY_MAX_ATTEMPTS=4)
+def test_connect_panel_says_what_the_channel_receives_and_what_to_answer(admin_client: Client) -> None:
+    channel = ChannelFactory()
+    response = admin_client.get(change_url(channel))
+    page = html.unescape(response.content.decode())
+    part = page.split('id="connect-receives"', 1)[1].split("</ul>", 1)[0]
+    # Every role a channel gets, and the test message's mark.
+    assert '"role": "ASSISTANT"' in part and '"role": "EMPLOYEE"' in part and '"test": true' in part
+    # What to answer, in this deployment's numbers.
+    assert "Answer 2xx within 7.5 s" in part and "after 4 attempts the reply is dead" in part
+    assert "Retry-After" in part
+    assert "<code>channel_id</code>" in part and "<code>chat_id</code>" in part
+    assert "docs/channels.md" in part and f'href="{reverse("swagger-ui")}"' in part
 
 
 def test_the_curl_example_is_what_the_webhook_accepts(admin_client: Client) -> None:

@@ -154,5 +154,5 @@ def test_message_by_message_id_sends_plain_equalities_led_by_the_message_id(monk
         found = message_by_message_id(dialogue=dialogue, message_id="m-7")
     assert found is not None and found.pk == message.pk
     assert not any("$and" in query["sql"] for query in orm.captured_queries)
-    # Plain equalities, led by the field with an index of its own (README, "Known quirks").
+    # Plain equalities, led by the field with an index of its own (docs/internals.md, "Known quirks").
     assert filters and filters[0] == {"message_id": "m-7", "dialogue_id": dialogue.pk}

@@ -1,5 +1,5 @@
 """Fewer indexes written per message (issue: cost per message). On the embedded server every
-write rewrites every index entry of its document (README, "Known quirks"); on MongoDB each index
+write rewrites every index entry of its document (docs/internals.md, "Known quirks"); on MongoDB each index
 is one more write per insert.
 
 - The dialogue's natural key becomes a whole unique index with the look-up's field first,

@@ -14,7 +14,7 @@ a single-document atomic update (MongoDB has no cross-document transactions here
 
 No `find_one_and_update` anywhere: the embedded server runs every findAndModify as a scan of
 the whole collection, where `update_one` by `_id` and a `find` on an index stay index
-look-ups (README, "Known quirks of the embedded server").
+look-ups (docs/internals.md, "Known quirks of the embedded server").
 
 The worker's fields on the dialogue (`work_due_at`, `claim_until`, `claim_token`, `done_seq`,
 `parked`) are not Django model fields; see `dialogues.models.Dialogue`.

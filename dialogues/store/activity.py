@@ -123,7 +123,7 @@ def _recount(*, start: datetime, end: datetime) -> dict[datetime, HourCounts]:
     hours: dict[datetime, HourCounts] = {}
     messages = mongo_collection(Message._meta.db_table)
     for reply_state in Message.ReplyState.values:
-        # $lt, not $lte: see README, known quirks
+        # $lt, not $lte: see docs/internals.md, "Known quirks"
         match = {"reply_state": reply_state, "created_at": {"$gte": start, "$lt": end}}
         arrived = {"hour": {"$dateTrunc": {"date": "$created_at", "unit": "hour"}}, "role": "$role"}
         arrived["delivery_state"] = "$delivery_state"

@@ -101,7 +101,7 @@ def dialogues_due(
 def dialogue_claim(doc: dict[str, Any]) -> DialogueClaim | None:
     """Claims a dialogue read by `dialogues_due`: an update by `_id` that only matches while it
     is still free, so of any number of workers on any hosts exactly one gets it. None when
-    another worker was first. (Not a findAndModify: README, "Known quirks".)"""
+    another worker was first. (Not a findAndModify: docs/internals.md, "Known quirks".)"""
     now = timezone.now()
     token = secrets.token_hex(8)
     result = dialogues_collection().update_one(
@@ -154,7 +154,7 @@ def dialogues_defer(*, channel_ids: list[ObjectId], bot_ids: list[ObjectId], unt
         return 0
     now = timezone.now()
     modified = 0
-    # One update per kind of tenant, not an `$or` of both: each reads the due index (README,
+    # One update per kind of tenant, not an `$or` of both: each reads the due index (docs/internals.md,
     # "Known quirks": a top-level `$or` is a scan there).
     for tenant_field, ids in (("channel_id", channel_ids), ("chat_bot_id", bot_ids)):
         if ids:

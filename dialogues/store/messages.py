@@ -25,7 +25,7 @@ def message_insert(doc: dict[str, Any]) -> bool:
 def message_find(*, dialogue_id: ObjectId, message_id: str) -> dict[str, Any] | None:
     """The message by its id in the dialogue, through the index on `message_id`. Plain
     equalities only: on the embedded server a filter led by the dialogue, or any `$type`
-    condition, reads every message of the dialogue (README, "Known quirks")."""
+    condition, reads every message of the dialogue (docs/internals.md, "Known quirks")."""
     if not isinstance(message_id, str):
         return None
     return messages_collection().find_one({"message_id": message_id, "dialogue_id": dialogue_id})
@@ -34,7 +34,7 @@ def message_find(*, dialogue_id: ObjectId, message_id: str) -> dict[str, Any] | 
 def reply_find(*, dialogue_id: ObjectId, in_reply_to: str, user_seq: int) -> dict[str, Any] | None:
     """The bot's reply to the customer message at `user_seq`: it is stored at the position
     after it (reserved with the message), so this reads one entry of the (dialogue, seq)
-    index however long the dialogue is, and checks the rest here (README, "Known quirks")."""
+    index however long the dialogue is, and checks the rest here (docs/internals.md, "Known quirks")."""
     doc = messages_collection().find_one(
         {"dialogue_id": dialogue_id, "seq": user_seq + 1},
         {"_id": 1, "message_id": 1, "delivery_state": 1, "role": 1, "in_reply_to": 1},

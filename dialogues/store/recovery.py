@@ -53,7 +53,7 @@ def orphans_wake(*, older_than: timedelta = timedelta(seconds=10), limit: int = 
     dialogues are marked due again from their position."""
     cutoff = timezone.now() - older_than
     # On the (reply_state, created_at) index; the retry time is checked here, not in the
-    # query, where an `$or` would be a scan (README, "Known quirks").
+    # query, where an `$or` would be a scan (docs/internals.md, "Known quirks").
     docs = (
         messages_collection()
         .find(

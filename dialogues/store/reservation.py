@@ -51,7 +51,7 @@ def dialogue_compare_and_set[T](
     (created again); without it, or when it gives None, the result is None.
 
     Returns the view the update won on and `write`'s result for it. An update by `_id`, not a
-    `find_one_and_update` (README, "Known quirks")."""
+    `find_one_and_update` (docs/internals.md, "Known quirks")."""
     collection = dialogues_collection()
     view = seen
     for _ in range(RESERVE_TRIES):
@@ -63,7 +63,7 @@ def dialogue_compare_and_set[T](
                 return None
         view["last_seq"] = int(view.get("last_seq") or 0)
         match, update, result = write(view)
-        # `_id` first: the embedded server serves a filter by its first indexed field (README,
+        # `_id` first: the embedded server serves a filter by its first indexed field (docs/internals.md,
         # "Known quirks"), and `match` may name an indexed field (`paused_until`).
         if collection.update_one({"_id": view["_id"], "last_seq": view["last_seq"], **match}, update).matched_count:
             return view, result

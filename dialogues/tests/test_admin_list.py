@@ -157,7 +157,7 @@ def test_dialogue_list_previews_the_latest_message_of_a_long_dialogue(admin_clie
     Dialogue.objects.filter(pk=long.pk).update(last_seq=2_000, message_count=2_000, last_message_at=timezone.now())
     response = admin_client.get(reverse(DIALOGUES))
     assert response.status_code == 200
-    # Its cost at scale is the data-at-scale benchmark's to measure (README, "Benchmark").
+    # Its cost at scale is the data-at-scale benchmark's to measure (docs/benchmarks.md).
     assert "old message 1999" in response.content.decode()
     assert "old message 1998" not in response.content.decode()
 

@@ -15,6 +15,7 @@ from chatbots.services import chatbot_rotate_secret
 from chatbots.tests.factories import ChatBotFactory
 from core.caching import lookup_caches_clear
 from devtools.receiver import Reply
+from dialogues.ingest import CHANNEL_NOT_FOUND
 from dialogues.models import Dialogue, Message
 from dialogues.tests.conftest import WEBHOOK_URL, customer_message
 
@@ -309,7 +310,9 @@ def test_unknown_channel_is_404(channel, post_webhook, receiver, chat_id) -> Non
     body = customer_message(channel, chat_id=chat_id) if chat_id else customer_message(channel, channel_id="zzz")
     response = post_webhook(body)
     assert response.status_code == 404
-    assert response.json() == {"detail": "Channel not found"}
+    assert response.json() == {"detail": CHANNEL_NOT_FOUND}
+    # It says what a channel sending its own conversation ids as chat_id has to do instead.
+    assert "send channel_id and use chat_id for the conversation" in response.json()["detail"]
     assert Message.objects.count() == 0
     assert Dialogue.objects.count() == 0
     assert receiver.requests == []

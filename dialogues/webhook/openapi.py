@@ -15,6 +15,7 @@ from chatbots.services import (
     WEBHOOK_ID_REPLAYED,
 )
 from core.schema import WEBHOOK_SECURITY
+from dialogues.ingest import CHANNEL_NOT_FOUND
 from dialogues.models import ATTACHMENTS_MAX
 from dialogues.webhook.parsing import AUTH_HEADER_INVALID, AUTH_HEADER_REQUIRED, AUTH_TOKEN_INVALID
 from dialogues.webhook.serializers import (
@@ -74,7 +75,7 @@ _ERROR_EXAMPLES = {
         OpenApiExample("Bad signature", value={"detail": SIGNATURE_INVALID}, status_codes=["401"]),
         OpenApiExample("Stale timestamp", value={"detail": SIGNATURE_TIMESTAMP_INVALID}, status_codes=["401"]),
     ],
-    404: [OpenApiExample("Unknown channel", value={"detail": "Channel not found"}, status_codes=["404"])],
+    404: [OpenApiExample("Unknown channel", value={"detail": CHANNEL_NOT_FOUND}, status_codes=["404"])],
     409: [
         OpenApiExample("Inactive channel", value={"detail": "Channel is inactive"}, status_codes=["409"]),
         OpenApiExample("Replayed webhook-id", value={"detail": WEBHOOK_ID_REPLAYED}, status_codes=["409"]),

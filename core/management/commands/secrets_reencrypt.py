@@ -1,6 +1,6 @@
 """`manage.py secrets_reencrypt`: every stored secret encrypted with the first key of
 SECRETS_ENCRYPTION_KEYS (and any still stored as it is, encrypted). The step of a key rotation
-between "new key first, old key second" and "old key dropped" (README, "Configuration")."""
+between "new key first, old key second" and "old key dropped" (docs/operations.md, "Encryption keys")."""
 
 from __future__ import annotations
 
