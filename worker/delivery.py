@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 
 from channels_app.breaker import breaker_probe_claim, breaker_record, breaker_wait_until
 from channels_app.dispatch import channel_send, reply_payload
+from channels_app.kinds import kind_get
 from channels_app.models import Channel, DeliveryState
 from channels_app.services import channel_delivery_note
 from core import metrics
@@ -152,7 +153,9 @@ def _deliver(
         values.update(delivery_state=DeliveryState.DELIVERED.value, delivered_at=now, next_attempt_at=None)
     else:
         limit = settings.DELIVERY_MAX_ATTEMPTS + int(message.get("delivery_revivals") or 0)
-        dead = attempts >= limit
+        # A native kind's final answer (Telegram's "blocked by the user") ends it now; the
+        # webhook kind retries every failure, as its contract says (docs/channels.md).
+        dead = attempts >= limit or (outcome.permanent and kind_get(channel.kind).permanent_is_final)
         values["delivery_state"] = DeliveryState.DEAD.value if dead else DeliveryState.FAILED.value
         values["next_attempt_at"] = (
             None

@@ -85,6 +85,8 @@ class ChannelKind:
     signed: ClassVar[bool] = False
     # The channel's `settings.token` may be shown to those who may change the channel.
     token_visible: ClassVar[bool] = False
+    # A `permanent` outcome makes the reply dead at once, without the remaining retries.
+    permanent_is_final: ClassVar[bool] = True
 
     def send(
         self,

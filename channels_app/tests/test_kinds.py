@@ -3,6 +3,7 @@ stores through the webhook's own ingest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -75,3 +76,21 @@ def test_inbound_goes_through_the_webhooks_ingest(recording: RecordingKind) -> N
     assert stored.get().reply_state == Message.ReplyState.AWAITING
     employee = InboundMessage(channel=channel, chat_id="tg-42", text="Hi", message_id="e-1", sender="employee")
     assert inbound_ingest(employee).details["ignored_reason"] == "employee"
+
+
+@pytest.mark.parametrize("permanent", [True, False])
+def test_a_native_kinds_final_answer_makes_the_reply_dead_at_once(
+    recording: RecordingKind, drain: Callable[[], None], permanent: bool
+) -> None:
+    def refuse(**_: Any) -> AttemptOutcome:
+        return AttemptOutcome(
+            ok=False, status_code=403, error="blocked", permanent=permanent, retry_after_s=None, elapsed_ms=1
+        )
+
+    recording.send = refuse  # type: ignore[method-assign]
+    channel = _channel()
+    inbound_ingest(InboundMessage(channel=channel, chat_id="c-1", text="Hello", message_id="u-1"))
+    drain()
+    reply = Message.objects.get(channel_id=channel.pk, role=Message.Role.ASSISTANT)
+    assert reply.delivery_attempts == 1
+    assert reply.delivery_state == ("dead" if permanent else "failed")

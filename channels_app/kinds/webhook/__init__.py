@@ -19,6 +19,8 @@ class WebhookKind(ChannelKind):
     label = _("Webhook (our contract)")
     signed = True
     token_visible = True
+    # The contract retries every failed attempt (docs/channels.md, "What to answer").
+    permanent_is_final = False
 
     def send(
         self,
