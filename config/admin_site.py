@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib.admin import AdminSite
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from dialogues.selectors_dashboard import COUNT_CAP, Dashboard, HourActivity, dashboard_summary
@@ -127,6 +128,34 @@ class PlatformAdminSite(AdminSite):
     index_title = _("Operations")
     # The app has no public site to link to: "/" is the API's JSON 404.
     site_url = None
+
+    def get_urls(self) -> list[Any]:
+        from dialogues.admin.inbox import inbox_urls
+
+        return [*inbox_urls(self.admin_view, self.each_context), *super().get_urls()]
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+        apps = super().get_app_list(request, app_label)
+        if app_label is not None or not request.user.has_perm("dialogues.view_dialogue"):  # type: ignore[union-attr]
+            return apps
+        # The operators' home: the first item of the navigation.
+        inbox = {
+            "name": _("Inbox"),
+            "app_label": "inbox",
+            "app_url": reverse("admin:inbox"),
+            "has_module_perms": True,
+            "models": [
+                {
+                    "name": _("Conversations that need a human"),
+                    "object_name": "Inbox",
+                    "admin_url": reverse("admin:inbox"),
+                    "add_url": None,
+                    "view_only": True,
+                    "perms": {"view": True},
+                }
+            ],
+        }
+        return [inbox, *apps]
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         """The usual app list, under the platform's health at a glance (dialogues.selectors_dashboard,

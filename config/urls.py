@@ -15,7 +15,7 @@ urlpatterns = [
     # The scrape-time gauges come from the app whose data they count; core serves them.
     path("metrics", core_views.metrics, {"collectors": scrape_collectors()}, name="metrics"),
     # The first hour: `/` is the operators' admin; `/api/` lists the endpoints and the docs.
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="root"),
+    path("", RedirectView.as_view(pattern_name="admin:inbox", permanent=False), name="root"),
     path("admin/", admin.site.urls),
     # An exact path, before the apps' includes (whose routes all have something after `api/`).
     path("api/", core_views.api_root, name="api-root"),

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django_mongodb_backend.fields import EmbeddedModelArrayField, ObjectIdField
+from django_mongodb_backend.fields import ArrayField, EmbeddedModelArrayField, ObjectIdField
 from django_mongodb_backend.models import EmbeddedModel
 
 from channels_app.models import Channel, DeliveryState
@@ -63,6 +63,16 @@ class Dialogue(models.Model):
     # and when. Written with the pause by `dialogues.store.handoff.dialogue_handoff_request`.
     handoff_reason = models.CharField(_("hand-off reason"), max_length=500, blank=True, default="", editable=False)
     handoff_requested_at = models.DateTimeField(_("hand-off asked for"), null=True, blank=True, editable=False)
+    # The operators' inbox (`dialogues.store.attention`): since when the dialogue needs a human
+    # (absent when it does not, so the partial index holds only the inbox) and why
+    # (ATTENTION_REASONS); who handles it, and up to which position they have seen it.
+    attention_at = models.DateTimeField(_("needs a human since"), null=True, blank=True, editable=False)
+    attention_reasons = ArrayField(
+        models.CharField(max_length=32), verbose_name=_("why"), null=True, blank=True, editable=False
+    )
+    assignee_id = ObjectIdField(_("assigned to"), null=True, blank=True, editable=False)
+    assignee_name = models.CharField(_("assigned to"), max_length=150, blank=True, default="", editable=False)
+    seen_seq = models.PositiveBigIntegerField(_("seen up to"), default=0, editable=False)
 
     class Meta:
         verbose_name = _("dialogue")
@@ -79,6 +89,10 @@ class Dialogue(models.Model):
             # The admin's "paused" filter: only paused dialogues lie past now.
             models.Index(
                 fields=["paused_until"], name="dialogue_paused_only", condition=Q(paused_until__gt=PAUSE_INDEX_FROM)
+            ),
+            # The inbox: only dialogues that need a human.
+            models.Index(
+                fields=["attention_at"], name="dialogue_attention", condition=Q(attention_at__gt=PAUSE_INDEX_FROM)
             ),
         ]
 
@@ -136,6 +150,8 @@ class Message(models.Model):
         SYSTEM = "SYSTEM", _("system")
         USER = "USER", _("customer")
         EMPLOYEE = "EMPLOYEE", _("employee")
+        # An operator's private note: shown in the transcript, never sent, never the LLM's.
+        NOTE = "NOTE", _("note")
 
     class ReplyState(models.TextChoices):
         NONE = "", _("no reply expected")

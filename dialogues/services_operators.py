@@ -30,6 +30,8 @@ from core.errors import ApplicationError, NotFound
 from core.worker_wake import worker_wake
 from dialogues.documents import message_document
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
+from dialogues.selectors_inbox import inbox_forget
+from dialogues.store.attention import dialogue_assign, dialogue_attention_clear, dialogue_seen
 from dialogues.store.handoff import dialogue_pause_set, dialogue_paused_until, dialogue_take_over
 from dialogues.store.messages import message_insert
 from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve_existing
@@ -51,6 +53,7 @@ def dialogue_pause(*, dialogue: Dialogue, minutes: int | None = None) -> Dialogu
     until = PAUSED_INDEFINITELY if minutes is None else timezone.now() + timedelta(minutes=minutes)
     if dialogue_take_over(dialogue_id=dialogue.pk, until=until) is None:
         raise NotFound("Not found.")
+    inbox_forget()
     return _refreshed(dialogue)
 
 
@@ -100,4 +103,67 @@ def operator_message_send(*, dialogue: Dialogue, author: AbstractBaseUser | Anon
         dialogue_count_adjust(dialogue_id=dialogue.pk, added=-1, voids=[slot.first_seq] if slot.first_seq else None)
         raise ApplicationError("The message could not be stored; try again", status=409)
     worker_wake()
+    return Message.objects.get(pk=doc["_id"])
+
+
+# --- The inbox: who handles a dialogue, notes, resolving -------------------------------------
+
+NOTE_TEXT_MAX_LENGTH = 8 * 1024
+
+
+def dialogue_assign_to(*, dialogue: Dialogue, user: AbstractBaseUser | None) -> Dialogue:
+    """Assigns the dialogue to `user` (None: unassigns it). What they have seen starts now."""
+    user_id: Any = getattr(user, "pk", None)
+    if not dialogue_assign(dialogue_id=dialogue.pk, user_id=user_id, username=user.get_username() if user else ""):
+        raise NotFound("Not found.")
+    if user_id is not None:
+        dialogue_seen(dialogue_id=dialogue.pk, seq=int(dialogue.last_seq or 0))
+    inbox_forget()
+    dialogue.assignee_id = user_id
+    dialogue.assignee_name = user.get_username() if user else ""
+    return dialogue
+
+
+def dialogue_opened(*, dialogue: Dialogue, user: AbstractBaseUser | AnonymousUser) -> None:
+    """The dialogue's page was opened: for its assignee, what it shows is read."""
+    if dialogue.assignee_id is not None and str(dialogue.assignee_id) == str(getattr(user, "pk", "")):
+        if int(dialogue.last_seq or 0) > int(dialogue.seen_seq or 0):
+            dialogue_seen(dialogue_id=dialogue.pk, seq=int(dialogue.last_seq or 0))
+
+
+def dialogue_resolve(*, dialogue: Dialogue) -> Dialogue:
+    """ "Resolve": the dialogue leaves the inbox and the bot answers it again."""
+    if not dialogue_attention_clear(dialogue_id=dialogue.pk):
+        raise NotFound("Not found.")
+    dialogue_pause_set(dialogue_id=dialogue.pk, until=None)
+    inbox_forget()
+    return _refreshed(dialogue)
+
+
+def operator_note_add(*, dialogue: Dialogue, author: AbstractBaseUser | AnonymousUser, text: str) -> Message:
+    """A private note in the transcript: never sent, never shown to the LLM, never answered."""
+    if not text.strip():
+        raise ApplicationError("text must not be blank")
+    if len(text) > NOTE_TEXT_MAX_LENGTH:
+        raise ApplicationError(f"text must be at most {NOTE_TEXT_MAX_LENGTH} characters")
+    slot = dialogue_reserve_existing(dialogue_id=dialogue.pk, reserve=1, owes_work=False)
+    if slot is None:
+        raise NotFound("Not found.")
+    doc = {
+        **message_document(
+            dialogue_id=dialogue.pk,
+            chat_bot_id=dialogue.chat_bot_id,
+            channel_id=dialogue.channel_id,
+            message_id=f"note-{uuid.uuid4()}",
+            role=Message.Role.NOTE.value,
+            text=text,
+            created_at=timezone.now(),
+            seq=slot.first_seq,
+        ),
+        "author_id": getattr(author, "pk", None),
+        "author_username": author.get_username() or None,
+    }
+    if not message_insert(doc):
+        dialogue_count_adjust(dialogue_id=dialogue.pk, added=-1, voids=[slot.first_seq] if slot.first_seq else None)
+        raise ApplicationError("The note could not be stored; try again", status=409)
     return Message.objects.get(pk=doc["_id"])

@@ -26,6 +26,7 @@ from core.errors import is_database_outage
 from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
 from dialogues.selectors import message_created_at
 from dialogues.store.activity import activity_delivery_attempt
+from dialogues.store.attention import DEAD_REPLY, dialogue_attention_add
 from dialogues.store.claims import DialogueClaim, dialogue_lease
 from dialogues.store.handoff import dialogue_handoff_seq
 from dialogues.store.messages import reply_find
@@ -212,6 +213,9 @@ def _deliver(
         )
     activity_delivery_attempt(channel_id=channel.pk, ok=outcome.ok, stored_at=message.get("created_at"), when=now)
     channel_delivery_note(channel_id=channel.pk, state=values["delivery_state"], when=now)
+    if values["delivery_state"] == DeliveryState.DEAD.value:
+        # The inbox: the customer did not get it; a human decides (redeliver, write again).
+        dialogue_attention_add(dialogue_id=claim.dialogue_id, reason=DEAD_REPLY, at=now)
     if values["delivery_state"] == DeliveryState.FAILED.value:
         raise wait_stop(values["next_attempt_at"])
     return False

@@ -37,6 +37,7 @@ from core.datetimes import aware
 from core.tracing import TraceContext, trace_bound, trace_continue
 from dialogues.documents import message_document
 from dialogues.models import Message
+from dialogues.store.attention import NO_REPLY, dialogue_attention_add
 from dialogues.store.claims import DialogueClaim, dialogue_force_used, dialogue_release, dialogue_renew
 from dialogues.store.handoff import dialogue_handoff_request
 from dialogues.store.messages import dialogue_before, dialogue_window, reply_find
@@ -496,6 +497,7 @@ def _generate(
                 )
             # Their replies' places were counted when the messages came in.
             dialogue_count_adjust(dialogue_id=claim.dialogue_id, added=-len(given_up))
+            dialogue_attention_add(dialogue_id=claim.dialogue_id, reason=NO_REPLY)  # the inbox: a human answers
             typing_off(claim, slots=slots)  # typing: the LLM gave up, no reply
             return None
         answer = LLMReply(

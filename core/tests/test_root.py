@@ -1,4 +1,4 @@
-"""`/` leads to the admin; `/api/` lists the endpoints and the docs, without getting in the
+"""`/` leads to the operators' inbox in the admin; `/api/` lists the endpoints and the docs, without getting in the
 way of the routes below it."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 
-def test_root_redirects_to_the_admin(client: Client) -> None:
+def test_root_redirects_to_the_operators_inbox(client: Client) -> None:
     response = client.get("/")
     assert response.status_code == 302
-    assert response["Location"] == "/admin/"
+    assert response["Location"] == "/admin/inbox/"
 
 
 def test_api_root_lists_the_endpoints_and_the_docs_to_anyone(client: Client) -> None:

@@ -26,6 +26,7 @@ from django.utils.translation import ngettext
 from core.admin import WindowChangeList, WindowListAdmin, WindowPage
 from core.errors import ApplicationError
 from dialogues.admin.common import ReadOnlyAdmin, cut_short_note, datetime_display, get_only, object_id_param, post_only
+from dialogues.admin.inbox import inbox_context
 from dialogues.models import Dialogue, Message
 from dialogues.selectors import dialogue_transcript, message_page
 from dialogues.selectors_lists import (
@@ -36,7 +37,7 @@ from dialogues.selectors_lists import (
     message_by_pk_in_dialogue,
     related_names,
 )
-from dialogues.services_operators import dialogue_pause, dialogue_resume, operator_message_send
+from dialogues.services_operators import dialogue_opened, dialogue_pause, dialogue_resume, operator_message_send
 
 HISTORY_PAGE_SIZE = 100
 PREVIEW_CHARS = 80
@@ -301,6 +302,8 @@ class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
         if obj is not None:
             context.update(self._history_context(request, obj))
             context.update(self.transcript_context(request, obj))
+            context.update(inbox_context(request, obj))
+            dialogue_opened(dialogue=obj, user=request.user)  # the inbox: read, for its assignee
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _history_context(self, request: HttpRequest, dialogue: Dialogue) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
+from django.utils import timezone
 
 from channels_app.models import DeliveryState
 from core.datetimes import aware
 from dialogues.models import PAUSED_INDEFINITELY, Message
+from dialogues.store.attention import ASKED, TAKEN_OVER, attention_update
 from dialogues.store.claims import dialogue_wake
 from dialogues.store.collections import CANCELLABLE_STATES, dialogues_collection, messages_collection
 from dialogues.store.reservation import dialogue_compare_and_set
@@ -28,10 +30,9 @@ def dialogue_pause_set(*, dialogue_id: ObjectId, until: datetime | None) -> bool
 def dialogue_handoff_request(*, dialogue_id: ObjectId, reason: str, at: datetime) -> None:
     """The bot asks for a human: paused until an operator gives the dialogue back, with why.
     Not a take-over: the bot's hand-off text, owed now, is still delivered."""
-    dialogues_collection().update_one(
-        {"_id": dialogue_id},
-        {"$set": {"paused_until": PAUSED_INDEFINITELY, "handoff_reason": reason[:500], "handoff_requested_at": at}},
-    )
+    update = attention_update(ASKED, at=at)
+    update["$set"] = {"paused_until": PAUSED_INDEFINITELY, "handoff_reason": reason[:500], "handoff_requested_at": at}
+    dialogues_collection().update_one({"_id": dialogue_id}, update)
 
 
 def dialogue_take_over(*, dialogue_id: ObjectId, until: datetime) -> int | None:
@@ -48,7 +49,12 @@ def dialogue_take_over(*, dialogue_id: ObjectId, until: datetime) -> int | None:
         dialogue_id=dialogue_id,
         write=lambda view: (
             {},
-            {"$set": {"paused_until": until}, "$max": {"handoff_seq": view["last_seq"]}},
+            {
+                "$set": {"paused_until": until},
+                "$max": {"handoff_seq": view["last_seq"]},
+                "$min": {"attention_at": timezone.now()},
+                "$addToSet": {"attention_reasons": TAKEN_OVER},
+            },
             view["last_seq"],
         ),
     )
