@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import re
 
+from bson import ObjectId
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -206,3 +207,28 @@ class SignedWebhookId(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class CannedReply(models.Model):
+    """A reply an operator inserts into the transcript by typing `/` and its shortcut."""
+
+    chat_bot_id: ObjectId
+    chat_bot = models.ForeignKey(
+        ChatBot, on_delete=models.CASCADE, related_name="canned_replies", verbose_name=_("chat bot")
+    )
+    shortcut = models.SlugField(
+        _("shortcut"), max_length=40, allow_unicode=True, help_text=_("Typed after / in the reply box, e.g. refund.")
+    )
+    text = models.TextField(_("text"), max_length=4000)
+
+    class Meta:
+        verbose_name = _("canned reply")
+        verbose_name_plural = _("canned replies")
+        ordering = ["shortcut"]
+        constraints = [models.UniqueConstraint(fields=["chat_bot", "shortcut"], name="uniq_canned_shortcut")]
+        # The backend's unique constraints are partial indexes, which the embedded server does
+        # not read through (docs/internals.md, "Known quirks"): the bot's list reads this one.
+        indexes = [models.Index(fields=["chat_bot", "shortcut"], name="canned_bot_shortcut")]
+
+    def __str__(self) -> str:
+        return f"/{self.shortcut}"

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from bson import ObjectId
 
-from chatbots.models import ChatBot
+from chatbots.models import CannedReply, ChatBot
 from core.caching import LookupCache
 
 _bots_by_id = LookupCache()
@@ -24,3 +24,9 @@ def chatbot_labels(bot_ids: Iterable[ObjectId]) -> dict[ObjectId, tuple[str, str
         return {}
     rows = ChatBot.objects.filter(pk__in=ids).values_list("pk", "name", "secret_prefix")
     return {pk: (name, prefix) for pk, name, prefix in rows}
+
+
+def canned_replies_of(chat_bot_id: ObjectId, *, limit: int = 500) -> list[dict[str, str]]:
+    """The bot's canned replies, for the transcript's reply box."""
+    rows = CannedReply.objects.filter(chat_bot_id=chat_bot_id).order_by("shortcut").values_list("shortcut", "text")
+    return [{"shortcut": shortcut, "text": text} for shortcut, text in rows[:limit]]
