@@ -55,6 +55,7 @@ class FakeVk:
         return f"http://127.0.0.1:{self._server.server_address[1]}/method"
 
     def then(self, method: str, body: Any, status: int = 200) -> None:
+        """The next unscripted call of `method` is answered with `body` (None: as usual)."""
         with self._lock:
             self._script[method].append(Scripted(body=body, status=status))
 
@@ -98,7 +99,8 @@ class FakeVk:
             script = self._script[call.method]
             if script:
                 scripted = script.popleft()
-                return scripted.status, scripted.body
+                if scripted.body is not None:
+                    return scripted.status, scripted.body
             if not call.form.get("access_token") or not call.form.get("v"):
                 return 200, fixture("api_error_5.json")
             if call.method == "messages.send":
