@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from channels_app.dispatch import AttemptOutcome, channel_send, channel_typing_send, reply_payload
 from channels_app.kinds import kind_get
@@ -163,3 +167,30 @@ def test_text_split_cuts_a_word_longer_than_a_message() -> None:
     word = "x" * (MESSAGE_MAX_LENGTH + 10)
     assert text_split(word) == ["x" * MESSAGE_MAX_LENGTH, "x" * 10]
     assert text_split("short") == ["short"]
+
+
+def test_a_vk_message_is_answered_and_an_operators_message_delivered_by_the_worker(
+    vk_channel: Channel, fake_vk: FakeVk, anon_client: Any, drain: Callable[[], None], staff_user: Any
+) -> None:
+    """The whole way: VK's event, the ingest, the worker's reply (the mock LLM), messages.send;
+    then an operator's message from our side, through the same worker."""
+    from dialogues.models import Dialogue, Message
+    from dialogues.services_operators import operator_message_send
+
+    url = reverse("vk-callback", args=[str(vk_channel.pk)])
+    event = json.dumps(fixture("callback_message_new.json"))
+    assert anon_client.post(url, data=event, content_type="application/json").content == b"ok"
+    drain()
+    reply = Message.objects.get(channel_id=vk_channel.pk, role=Message.Role.ASSISTANT)
+    assert reply.delivery_state == "delivered"
+    [sent] = fake_vk.delivered
+    assert (sent["peer_id"], sent["message"]) == (PEER, reply.text)
+    assert sent["random_id"] == str(random_id_for(f"{reply.message_id}:0"))
+
+    dialogue = Dialogue.objects.get(pk=reply.dialogue_id)
+    operator = operator_message_send(dialogue=dialogue, author=staff_user, text="Anna here, we open at 10.")
+    drain()
+    assert Message.objects.get(pk=operator.pk).delivery_state == "delivered"
+    assert [(form["peer_id"], form["message"]) for form in fake_vk.delivered[1:]] == [
+        (PEER, "Anna here, we open at 10.")
+    ]
