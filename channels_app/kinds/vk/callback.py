@@ -53,7 +53,8 @@ def event_message(event: dict[str, Any], *, group_id: int) -> EventMessage | Non
     if not isinstance(body, dict):
         return None
     if kind == "message_new":
-        message = body.get("message")
+        # Before API version 5.103 the object was the message itself.
+        message = body.get("message") if "message" in body else body
         sender = SENDER_CUSTOMER
     elif kind == "message_reply":
         message = body

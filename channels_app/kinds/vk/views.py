@@ -69,13 +69,30 @@ def _body(request: Request) -> bytes:
     if declared > BODY_MAX_BYTES:
         raise too_large
     try:
-        # One byte past the limit, whatever the header said.
-        body = bytes(django_request.read(BODY_MAX_BYTES + 1))
+        meta = django_request.META
+        if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # No Content-Length: Django's stream reads nothing; the WSGI server's decodes chunks.
+            body = _read_stream(meta.get("wsgi.input"), BODY_MAX_BYTES + 1)
+        else:
+            # One byte past the limit, whatever the header said.
+            body = bytes(django_request.read(BODY_MAX_BYTES + 1))
     except Exception:
         raise ApplicationError("Malformed request body") from None
     if len(body) > BODY_MAX_BYTES:
         raise too_large
     return body
+
+
+def _read_stream(stream: Any, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while stream is not None and size < limit:
+        chunk = stream.read(min(64 * 1024, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _event(body: bytes) -> dict[str, Any]:

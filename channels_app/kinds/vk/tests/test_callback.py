@@ -202,3 +202,27 @@ def test_the_event_log_expires(anon_client: APIClient, vk_channel: Channel) -> N
     assert _is_ok(_post(anon_client, vk_channel.pk, fixture("callback_message_new.json")))
     indexes = mongo_collection(COLLECTION).index_information()
     assert indexes[TTL_INDEX]["expireAfterSeconds"] == 0
+
+
+def test_an_event_of_an_api_version_before_5_103_is_read_too(anon_client: APIClient, vk_channel: Channel) -> None:
+    event = _event("callback_message_new.json", v="5.101")
+    event["object"] = event["object"]["message"]
+    assert _is_ok(_post(anon_client, vk_channel.pk, event))
+    assert [m.message_id for m in _messages(vk_channel)] == [f"vk-{GROUP_ID}-4242"]
+
+
+def test_a_chunked_body_is_read(vk_channel: Channel) -> None:
+    from io import BytesIO
+
+    from django.test import Client
+
+    body = json.dumps(fixture("callback_message_new.json")).encode()
+    response = Client().generic(
+        "POST",
+        _url(vk_channel.pk),
+        data=b"",
+        content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+        **{"wsgi.input": BytesIO(body)},
+    )
+    assert _is_ok(response) and len(_messages(vk_channel)) == 1
