@@ -360,6 +360,8 @@ CHANNEL_ALLOW_PRIVATE_URLS = env_bool("CHANNEL_ALLOW_PRIVATE_URLS", False)
 # After a channel's signing secret is rotated, replies carry a signature made with the old
 # secret too for this long (Standard Webhooks' space-separated list), so the channel can switch.
 CHANNEL_SIGNING_OVERLAP_S = env_float("CHANNEL_SIGNING_OVERLAP_S", 24 * 3600.0, minimum=0)
+# The VK API (channels of the `vk` kind): the default of each new channel's `api_base_url`.
+VK_API_BASE_URL = env_str("VK_API_BASE_URL", "https://api.vk.com/method")
 # Attempts per reply before it is dead; retries wait DELIVERY_RETRY_BASE_S, doubling each
 # time, up to DELIVERY_RETRY_MAX_S (with jitter).
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
