@@ -208,7 +208,7 @@ class ChannelAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Channel | None = None) -> Any:
         kind_form = self.channel_kind(request, obj).admin_form()
         if kind_form is not None:
-            kind_main = ["name", "chat_bot", "is_active", *kind_form.kind_fields]
+            kind_main = ["name", "chat_bot", "is_active", "typing_events", *kind_form.kind_fields]
             if obj is None:
                 return [(None, {"fields": kind_main})]
             return [
@@ -295,7 +295,11 @@ class ChannelAdmin(admin.ModelAdmin):
             config = form.kind_config(obj if change else None)
             if change:
                 channel = channel_kind_update(
-                    channel=obj, name=data["name"], is_active=data["is_active"], config=config
+                    channel=obj,
+                    name=data["name"],
+                    is_active=data["is_active"],
+                    config=config,
+                    typing_events=data.get("typing_events"),
                 )
             else:
                 channel = channel_create_of_kind(
@@ -304,6 +308,7 @@ class ChannelAdmin(admin.ModelAdmin):
                     kind=kind.name,
                     config=config,
                     is_active=data["is_active"],
+                    typing_events=data.get("typing_events", True),
                 )
                 admin_object_adopt(obj, channel)
             problem = kind.after_save(channel)

@@ -168,13 +168,15 @@ def channel_create(
 
 
 def channel_create_of_kind(
-    *, chat_bot: ChatBot, name: str, kind: str, config: KindConfig, is_active: bool = True
+    *, chat_bot: ChatBot, name: str, kind: str, config: KindConfig, is_active: bool = True, typing_events: bool = True
 ) -> Channel:
-    """A channel of a native kind, as its package configured it (`ChannelKind.configure`)."""
+    """A channel of a native kind, as its package configured it (`ChannelKind.configure`).
+    Typing is on by default: the kind shows it the service's way, or has none."""
     return Channel.objects.create(
         chat_bot=chat_bot,
         name=name,
         kind=kind,
+        typing_events=typing_events,
         settings=ChannelSettings(url=config.url, token=config.token or generate_channel_token()),
         kind_options=config.options,
         kind_secret=config.secret,
@@ -182,18 +184,24 @@ def channel_create_of_kind(
     )
 
 
-def channel_kind_update(*, channel: Channel, name: str, is_active: bool, config: KindConfig) -> Channel:
+def channel_kind_update(
+    *, channel: Channel, name: str, is_active: bool, config: KindConfig, typing_events: bool | None = None
+) -> Channel:
     """A native kind's channel changed in its form: its kind stays; a blank token or secret in
     `config` keeps the stored one."""
     channel.name = name
     channel.is_active = is_active
+    if typing_events is not None:
+        channel.typing_events = typing_events
     channel.settings.url = config.url
     if config.token:
         channel.settings.token = config.token
     if config.secret:
         channel.kind_secret = config.secret
     channel.kind_options = config.options
-    channel.save(update_fields=["name", "is_active", "settings", "kind_options", "kind_secret", "updated_at"])
+    channel.save(
+        update_fields=["name", "is_active", "typing_events", "settings", "kind_options", "kind_secret", "updated_at"]
+    )
     if is_active:
         worker_wake(HOUSEKEEPING)
     return channel

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from channels_app.kinds import urls as kind_urls
 from core import redoc
 from core import views as core_views
 from dialogues.metrics import scrape_collectors
@@ -21,7 +22,9 @@ urlpatterns = [
     path("api/", core_views.api_root, name="api-root"),
     path("api/webhook/", include("dialogues.webhook.urls")),
     # Before the channels' router, whose `channels/<id>/` would otherwise be asked first.
-    path("api/channels/kinds/", include("channels_app.kinds.urls")),
+    path("api/channels/kinds/", include(kind_urls.api_patterns)),
+    # The channels' side of the native kinds (inbound endpoints, the web chat widget).
+    path("channels/", include(kind_urls.channel_patterns)),
     path("api/", include("chatbots.urls")),
     path("api/", include("channels_app.urls")),
     path("api/", include("dialogues.urls")),

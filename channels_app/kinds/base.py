@@ -140,7 +140,14 @@ class ChannelKind:
         return ""
 
     def urls(self) -> list[URLPattern | URLResolver]:
-        """Inbound endpoints and the kind's other routes, mounted at `/api/channels/kinds/<name>/`."""
+        """The channel side's routes (inbound endpoints, a widget's files and calls), mounted at
+        `/channels/<name>/`: outside `/api/`, so they are served like the webhook (the channels'
+        database pool, no operators' read budget: `core.db_routing`)."""
+        return []
+
+    def api_urls(self) -> list[URLPattern | URLResolver]:
+        """Operators' and integrators' routes beyond the generic create, mounted at
+        `/api/channels/kinds/<name>/`."""
         return []
 
     def connect_panel(self, channel: Channel, *, base_url: str) -> str:

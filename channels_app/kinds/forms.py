@@ -17,7 +17,7 @@ class KindChannelForm(forms.ModelForm):
 
     class Meta:
         model = Channel
-        fields = ("name", "chat_bot", "is_active")
+        fields = ("name", "chat_bot", "is_active", "typing_events")
 
     def kind_config(self, channel: Channel | None) -> KindConfig:
         """The channel's settings from the cleaned form; `channel` is the one changed (None on

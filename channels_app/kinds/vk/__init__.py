@@ -1,6 +1,6 @@
 """The VK kind: a VK community's messages, through VK's Callback API.
 
-VK POSTs each event of the community to `/api/channels/kinds/vk/<channel id>/callback`
+VK POSTs each event of the community to `/channels/vk/<channel id>/callback`
 (`views.VkCallbackView`): customers' messages are stored through the webhook's ingest, the
 replies and operators' messages go out by `messages.send` with the community's key
 (`client`). See docs/channels/vk.md."""
@@ -129,13 +129,15 @@ class VkKind(ChannelKind):
 
         return VkChannelForm
 
-    def urls(self) -> list[URLPattern | URLResolver]:
-        from channels_app.kinds.vk.views import VkCallbackView, VkChannelCreateView
+    def api_urls(self) -> list[URLPattern | URLResolver]:
+        from channels_app.kinds.vk.views import VkChannelCreateView
 
-        return [
-            path("", VkChannelCreateView.as_view(kind=self), name="channel-kind-vk"),
-            path("<str:channel_id>/callback", VkCallbackView.as_view(), name="vk-callback"),
-        ]
+        return [path("", VkChannelCreateView.as_view(kind=self), name="channel-kind-vk")]
+
+    def urls(self) -> list[URLPattern | URLResolver]:
+        from channels_app.kinds.vk.views import VkCallbackView
+
+        return [path("<str:channel_id>/callback", VkCallbackView.as_view(), name="vk-callback")]
 
     def connect_panel(self, channel: Channel, *, base_url: str) -> str:
         options = channel.kind_options or {}

@@ -41,7 +41,7 @@ def test_create_generates_the_secret_and_shows_it_once(api_client: APIClient) ->
     channel = Channel.objects.get(pk=data["id"])
     assert channel.kind == "vk" and channel.settings.token == ACCESS_TOKEN
     assert len(data["secret"]) == 32 and channel.kind_secret == data["secret"]
-    assert data["callback_url"] == f"http://testserver/api/channels/kinds/vk/{channel.pk}/callback"
+    assert data["callback_url"] == f"http://testserver/channels/vk/{channel.pk}/callback"
     assert data["setup_problem"] == ""
     assert channel.settings.url == "https://vk-api.example.com/method"
     assert channel.kind_options == {"group_id": 123456, "confirmation_code": "d8v2ve07", "api_version": "5.199"}
@@ -118,7 +118,7 @@ def test_the_admin_adds_a_vk_channel_with_the_secret_it_showed(admin_client: Cli
     assert channel.kind_secret == shown_secret and channel.settings.token == ACCESS_TOKEN
     change = admin_client.get(reverse("admin:channels_app_channel_change", args=[channel.pk])).content.decode()
     assert ACCESS_TOKEN not in change and shown_secret not in change
-    assert f"/api/channels/kinds/vk/{channel.pk}/callback" in change and "d8v2ve07" in change
+    assert f"/channels/vk/{channel.pk}/callback" in change and "d8v2ve07" in change
 
 
 def test_the_admin_change_keeps_a_blank_key_and_secret(admin_client: Client) -> None:
