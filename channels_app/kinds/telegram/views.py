@@ -13,6 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -93,6 +94,9 @@ def _update(body: bytes) -> dict[str, Any]:
     return update
 
 
+# Only Telegram calls it, with the shapes of its Bot API: out of our OpenAPI description, which
+# is for integrators (docs/channels/telegram.md describes it).
+@extend_schema(exclude=True)
 class TelegramUpdatesView(APIView):
     # Telegram authenticates with the secret token we gave setWebhook, checked in `post`.
     authentication_classes: list[type] = []
