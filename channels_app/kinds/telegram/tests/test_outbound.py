@@ -3,6 +3,8 @@ real worker, split when long, and Telegram's errors read as retryable or final."
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
@@ -28,7 +30,10 @@ Drain = Callable[[], None]
 CHAT = "1111111"
 
 
-def send(channel: Channel, text: str, *, key: str = "reply-1") -> Any:
+def send(channel: Channel, text: str, *, key: str | None = None) -> Any:
+    # A fresh key unless a test retries: the progress of split replies outlives a test's flush
+    # (its collection is no model's).
+    key = key or f"reply-{uuid.uuid4()}"
     payload = reply_payload(message_id=key, text=text, chat_id=CHAT, in_reply_to="tg-1")
     return channel_send(channel=channel, payload=payload, idempotency_key=key, log_context={})
 
@@ -59,15 +64,16 @@ def test_a_long_reply_is_sent_in_parts_in_order(channel: Channel, bot_api: FakeB
 def test_a_split_reply_that_failed_midway_sends_only_the_rest_on_retry(channel: Channel, bot_api: FakeBotApi) -> None:
     text = "\n".join(f"Line {i} " + " ".join(["word"] * 20) for i in range(300))
     bot_api.then("sendMessage", Answer(200, fixture("answer_send_message.json")), Answer.of("answer_500.json"))
-    first = send(channel, text, key="reply-split")
+    key = f"reply-{uuid.uuid4()}"
+    first = send(channel, text, key=key)
     assert not first.ok and not first.permanent and first.status_code == 500
     assert first.error.startswith("Part 2 of ") and "Internal Server Error" in first.error
-    assert parts_sent("reply-split") == 1
+    assert parts_sent(key) == 1
     first_texts = sent_texts(bot_api)
     assert len(first_texts) == 2
 
     bot_api.reset()
-    again = send(channel, text, key="reply-split")
+    again = send(channel, text, key=key)
     assert again.ok
     rest = sent_texts(bot_api)
     assert rest[0] == first_texts[1]  # the failed part again, never the first
@@ -75,7 +81,7 @@ def test_a_split_reply_that_failed_midway_sends_only_the_rest_on_retry(channel: 
 
     # A repeat once everything was taken sends nothing more.
     bot_api.reset()
-    assert send(channel, text, key="reply-split").ok and bot_api.calls == []
+    assert send(channel, text, key=key).ok and bot_api.calls == []
 
 
 def test_429_is_retried_after_telegrams_retry_after(channel: Channel, bot_api: FakeBotApi) -> None:
@@ -189,3 +195,18 @@ def test_a_blocked_bot_is_final_for_the_worker(channel: Channel, bot_api: FakeBo
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert reply.delivery_state == "dead" and reply.delivery_attempts == 1
     assert len(bot_api.of("sendMessage")) == 1
+
+
+def test_the_token_is_never_logged(create_channel: Any, bot_api: FakeBotApi, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    bot_api.then("setWebhook", Answer.of("answer_401.json"))
+    channel = Channel.objects.get(pk=create_channel().json()["id"])
+    bot_api.then("sendMessage", Answer.of("answer_429.json"), Answer.of("answer_403_blocked.json"))
+    send(channel, "Hello")
+    send(channel, "Hello")
+    send(channel, "x " * 5000)
+    channel.settings.url = "http://127.0.0.1:9"
+    send(channel, "Hello")
+    assert len(bot_api.calls) >= 5 and caplog.records
+    logged = caplog.text + " ".join(str(vars(record)) for record in caplog.records)
+    assert BOT_TOKEN not in logged and BOT_TOKEN.split(":")[1] not in logged
