@@ -357,6 +357,11 @@ CHANNEL_ATTEMPT_TIMEOUT_S = env_float("CHANNEL_ATTEMPT_TIMEOUT_S", 10.0, minimum
 # A channel's Retry-After is honoured up to this long.
 CHANNEL_RETRY_AFTER_CAP_S = env_float("CHANNEL_RETRY_AFTER_CAP_S", 3600.0, minimum=0)
 CHANNEL_ALLOW_PRIVATE_URLS = env_bool("CHANNEL_ALLOW_PRIVATE_URLS", False)
+# Telegram channels (channels_app.kinds.telegram): the Bot API's base (a local Bot API server, a
+# test's fake), and the public base URL of this platform that Telegram posts updates to
+# (setWebhook's url is this plus the channel's inbound path; Telegram requires https there).
+TELEGRAM_API_BASE_URL = env_str("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
+TELEGRAM_WEBHOOK_BASE_URL = env_str("TELEGRAM_WEBHOOK_BASE_URL", "")
 # After a channel's signing secret is rotated, replies carry a signature made with the old
 # secret too for this long (Standard Webhooks' space-separated list), so the channel can switch.
 CHANNEL_SIGNING_OVERLAP_S = env_float("CHANNEL_SIGNING_OVERLAP_S", 24 * 3600.0, minimum=0)

@@ -17,6 +17,7 @@ from channels_app.kinds.base import ChannelKind
 KINDS = (
     "channels_app.kinds.webhook.KIND",
     "channels_app.kinds.vk.KIND",
+    "channels_app.kinds.telegram.KIND",
 )
 DEFAULT_KIND = "webhook"
 
