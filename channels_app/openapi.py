@@ -22,6 +22,7 @@ from channels_app.serializers import (
     ChannelFilterSerializer,
     ChannelSerializer,
     ChannelSigningSecretSerializer,
+    ChannelUpdatedSerializer,
     ChannelUpdateSerializer,
     ChannelWithTokenSerializer,
     SigningSecretRotateSerializer,
@@ -56,7 +57,7 @@ _CREATE_BAD_REQUEST = OpenApiResponse(
         OpenApiExample("Not a string", value={"name": ["Must be a string."]}, response_only=True),
     ],
 )
-_UNKNOWN_BOT = OpenApiResponse(
+UNKNOWN_BOT_RESPONSE = OpenApiResponse(
     response=NOT_FOUND.response,
     description="The body is valid, but `chat_bot_id` is no existing bot's id: the field is named.",
     examples=[OpenApiExample("Unknown bot", value={"chat_bot_id": [UNKNOWN_CHAT_BOT]}, response_only=True)],
@@ -211,7 +212,7 @@ channel_schema = extend_schema_view(
         "resolve to private or loopback addresses are refused unless `CHANNEL_ALLOW_PRIVATE_URLS` is set. "
         "`typing_events` (default false) adds best-effort typing events to what is POSTed to `url`.",
         request=ChannelCreateSerializer,
-        responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS, 404: _UNKNOWN_BOT},
+        responses={201: ChannelCreatedSerializer, 400: _CREATE_BAD_REQUEST, **AUTH_ERRORS, 404: UNKNOWN_BOT_RESPONSE},
         callbacks=CHANNEL_CALLBACKS,
         examples=[
             OpenApiExample(
@@ -235,7 +236,7 @@ channel_schema = extend_schema_view(
         "a `chat_bot_id` equal to the current one is accepted, any other is a 409.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,
-        responses={200: ChannelWithTokenSerializer, **_UPDATE_ERRORS},
+        responses={200: ChannelUpdatedSerializer, **_UPDATE_ERRORS},
         examples=[
             OpenApiExample(
                 "Update",
@@ -249,7 +250,7 @@ channel_schema = extend_schema_view(
         description="Only the fields given change; a `chat_bot_id` other than the current one is a 409.",
         parameters=_DETAIL,
         request=ChannelUpdateSerializer,
-        responses={200: ChannelWithTokenSerializer, **_UPDATE_ERRORS},
+        responses={200: ChannelUpdatedSerializer, **_UPDATE_ERRORS},
         examples=[OpenApiExample("Deactivate", value={"is_active": False}, request_only=True)],
     ),
     rotate_token=extend_schema(

@@ -130,6 +130,16 @@ class ChannelWithTokenSerializer(ChannelSerializer):
         return True
 
 
+class ChannelUpdatedSerializer(ChannelWithTokenSerializer):
+    """An update's answer: with the token, except for a native kind's channel, which has none of
+    ours to show (its service's credential is never shown again)."""
+
+    # Not `read_only`, so that the schema does not require it.
+    token = serializers.CharField(
+        source="settings.token", required=False, help_text=f"{DELIVERY_AUTH_HELP} Absent for a native kind."
+    )
+
+
 def _check_url(url: str) -> str:
     """The services' rule for channel URLs, its error as this field's."""
     try:
@@ -272,3 +282,14 @@ class KindChannelCreateSerializer(serializers.Serializer):
         if chat_bot is None:
             raise exceptions.NotFound({"chat_bot_id": [UNKNOWN_CHAT_BOT]})
         return {**attrs, "chat_bot_id": chat_bot}
+
+
+class KindChannelCreatedSerializer(ChannelSerializer):
+    """A native kind's channel, as its create answers: no token (the service's credential is
+    never shown again) and no signing secret (its replies are not signed)."""
+
+    setup_problem = serializers.CharField(
+        read_only=True,
+        default="",
+        help_text='"" when the channel is ready; else what to fix (a webhook not registered).',
+    )

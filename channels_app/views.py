@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from channels_app import openapi
+from channels_app.kinds import DEFAULT_KIND
 from channels_app.models import Channel
 from channels_app.serializers import (
     ChannelCreatedSerializer,
@@ -16,6 +17,7 @@ from channels_app.serializers import (
     ChannelFilterSerializer,
     ChannelSerializer,
     ChannelSigningSecretSerializer,
+    ChannelUpdatedSerializer,
     ChannelUpdateSerializer,
     ChannelWithTokenSerializer,
     SigningSecretRotateSerializer,
@@ -31,6 +33,7 @@ from core.api import (
     query_params,
     validated,
 )
+from core.errors import Conflict
 from core.pagination import OptionalLimitOffsetPagination
 
 # A valid body whose chat_bot_id is well formed but no bot's: what it refers to is not found.
@@ -99,6 +102,8 @@ class ChannelViewSet(
     def _update(self, request: Request, *, partial: bool) -> Response:
         channel = self.get_object()
         data = validated(ChannelUpdateSerializer, request.data, partial=partial, context={"channel": channel})
+        if channel.kind != DEFAULT_KIND and data.get("url") not in (None, channel.settings.url):
+            raise Conflict(f"A {channel.kind} channel's URL is its service's API: change it in its form in the admin.")
         channel = channel_update(
             channel=channel,
             name=data.get("name"),
@@ -106,18 +111,27 @@ class ChannelViewSet(
             is_active=data.get("is_active"),
             typing_events=data.get("typing_events"),
         )
-        return Response(ChannelWithTokenSerializer(channel).data)
+        return Response(ChannelUpdatedSerializer(channel).data)
 
     @action(detail=True, methods=["post"])
     def rotate_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         channel = self.get_object()
+        _webhook_kind_only(channel, "token")
         channel_rotate_token(channel=channel)
         return Response(ChannelWithTokenSerializer(channel).data)
 
     @action(detail=True, methods=["post"])
     def rotate_signing_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         channel = self.get_object()
+        _webhook_kind_only(channel, "signing secret")
         data = validated(SigningSecretRotateSerializer, request.data)
         minutes = data.get("overlap_minutes")
         channel_signing_secret_rotate(channel=channel, overlap_s=None if minutes is None else minutes * 60.0)
         return Response(ChannelSigningSecretSerializer(channel).data)
+
+
+def _webhook_kind_only(channel: Channel, what: str) -> None:
+    """A native kind's channel has no token or signing secret of ours: its credential is its
+    service's, changed in its form."""
+    if channel.kind != DEFAULT_KIND:
+        raise Conflict(f"A {channel.kind} channel has no {what} to rotate: its credential is its service's.")

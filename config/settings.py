@@ -269,6 +269,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {},
     # The API is documented as JSON only (the browsable API's form parsers stay, undocumented).
     "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    # The API only: the native kinds' channel-side routes (/channels/...) are the services'
+    # (Telegram's, VK's, the widget's), documented in docs/channels/.
+    "PREPROCESSING_HOOKS": ["core.schema.api_paths_only"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         # Bounds the server enforces that drf-spectacular leaves out.

@@ -280,6 +280,11 @@ def _source(
     return None
 
 
+def api_paths_only(endpoints: list[tuple[str, str, str, Any]]) -> list[tuple[str, str, str, Any]]:
+    """drf-spectacular's preprocessing hook: only `/api/` paths go into the schema."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/")]
+
+
 def id_links(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """For every answer that carries ids (what a create, a list or a read returns), a link to
     every other operation that takes one of them: in its path (`{id}`), a query parameter or

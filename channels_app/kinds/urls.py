@@ -8,16 +8,14 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, include, path
 
 from channels_app.kinds import kinds_all
-from channels_app.kinds.views import KindChannelCreateView
+from channels_app.kinds.views import kind_create_view
 
 
 def _api_patterns() -> list[URLPattern | URLResolver]:
     patterns: list[URLPattern | URLResolver] = []
     for kind in kinds_all().values():
         if kind.create_serializer() is not None:
-            patterns.append(
-                path(f"{kind.name}/", KindChannelCreateView.as_view(kind=kind), name=f"channel-kind-{kind.name}")
-            )
+            patterns.append(path(f"{kind.name}/", kind_create_view(kind), name=f"channel-kind-{kind.name}"))
         routes = kind.api_urls()
         if routes:
             patterns.append(path(f"{kind.name}/", include(routes)))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,7 +10,8 @@ from rest_framework.views import APIView
 
 from channels_app.kinds.base import ChannelKind
 from channels_app.models import Channel
-from channels_app.serializers import ChannelCreatedSerializer
+from channels_app.openapi import UNKNOWN_BOT_RESPONSE
+from channels_app.serializers import KindChannelCreatedSerializer
 from channels_app.services import channel_create_of_kind
 from core.api import validated
 
@@ -41,16 +42,18 @@ class KindChannelCreateView(APIView):
             is_active=data.get("is_active", True),
         )
         problem = self.kind.after_save(channel)
-        body = ChannelCreatedSerializer(channel, context={"request": request}).data
+        body = KindChannelCreatedSerializer(channel, context={"request": request}).data
         return Response({**body, "setup_problem": problem}, status=status.HTTP_201_CREATED)
 
 
-def kind_create_schema(kind: ChannelKind) -> Any:
-    serializer_class = kind.create_serializer()
-    return extend_schema(
+def kind_create_view(kind: ChannelKind) -> Any:
+    """The create view of `kind`, documented as its own operation."""
+    view: Any = type(f"{kind.name.title()}ChannelCreateView", (KindChannelCreateView,), {"kind": kind})
+    schema = extend_schema(
         operation_id=f"channels_kinds_{kind.name}_create",
         summary=f"Create a {kind.name} channel",
         tags=["channels"],
-        request=serializer_class,
-        responses={201: ChannelCreatedSerializer},
+        request=kind.create_serializer(),
+        responses={201: KindChannelCreatedSerializer, 404: UNKNOWN_BOT_RESPONSE},
     )
+    return extend_schema_view(post=schema)(view).as_view()

@@ -187,7 +187,8 @@ def test_a_channel_updated_through_the_form_then_shows_the_form_again(admin_clie
     )
     assert response.status_code == 200
     # The answer is the read shape, as for JSON.
-    assert set(response.json()) == {"id", "name", "chat_bot_id", "url", "is_active", "typing_events", "token"}
+    keys = {"id", "name", "chat_bot_id", "url", "kind", "options", "is_active", "typing_events", "token"}
+    assert set(response.json()) == keys
     assert Channel.objects.get(pk=channel.pk).is_active is True
     assert Channel.objects.get(pk=channel.pk).name == "Renamed"  # PATCH: what a form leaves out stays
 

@@ -9,7 +9,12 @@ from django.conf import settings
 from rest_framework import serializers
 
 from channels_app.kinds.base import KindConfig
-from channels_app.serializers import ChannelCreatedSerializer, KindChannelCreateSerializer
+from channels_app.serializers import (
+    URL_PATTERN,
+    URL_PATTERN_MESSAGE,
+    KindChannelCreatedSerializer,
+    KindChannelCreateSerializer,
+)
 from channels_app.services import channel_url_check
 from core.errors import ApplicationError
 from core.serializers import StrictCharField, StrictIntegerField
@@ -21,10 +26,12 @@ CODE_MAX_LENGTH = 64
 SECRET_MAX_LENGTH = 50
 TOKEN_MAX_LENGTH = 512
 GROUP_ID_MAX = 2**63 - 1
-# A value pasted into VK's settings or from them: no spaces, no control characters.
-NO_SPACE_PATTERN = r"^\S+$"
-NO_SPACE_MESSAGE = "No spaces or control characters."
-API_VERSION_PATTERN = r"^\d+\.\d+$"
+# A value pasted into VK's settings or from them: printable ASCII without spaces (VK's keys,
+# codes and secrets are). A character class rather than `\S`, whose meaning differs between
+# Python's and JavaScript's regular expressions (the schema states this pattern to clients).
+NO_SPACE_PATTERN = r"^[!-~]+$"
+NO_SPACE_MESSAGE = "Printable ASCII characters only, without spaces."
+API_VERSION_PATTERN = r"^[0-9]+\.[0-9]+$"
 
 
 def secret_generate() -> str:
@@ -96,6 +103,8 @@ class VkChannelCreateSerializer(KindChannelCreateSerializer):
         allow_blank=True,
         default="",
         max_length=2048,
+        pattern=f"^$|{URL_PATTERN}",
+        pattern_message=URL_PATTERN_MESSAGE,
         help_text="Where VK API calls go; blank: the VK_API_BASE_URL setting (https://api.vk.com/method).",
     )
 
@@ -110,16 +119,15 @@ class VkChannelCreateSerializer(KindChannelCreateSerializer):
         return {**attrs, "secret_generated": generated}
 
 
-class VkChannelCreatedSerializer(ChannelCreatedSerializer):
+class VkChannelCreatedSerializer(KindChannelCreatedSerializer):
     """The create's answer (the schema's; the view adds these to ChannelCreatedSerializer's)."""
 
     callback_url = serializers.CharField(
         read_only=True, help_text="The address to give VK (Callback API → Server settings → URL)."
     )
+    # Not `read_only`, so that the schema does not require it (absent when the request gave one).
     secret = serializers.CharField(
-        read_only=True,
         required=False,
         help_text="Only when the request left `secret` blank: the generated secret key, to paste "
         "into VK. Shown only here.",
     )
-    setup_problem = serializers.CharField(read_only=True, help_text='"" when the channel is ready.')

@@ -26,7 +26,8 @@ from channels_app.kinds.vk.callback import event_message
 from channels_app.kinds.vk.event_log import event_record, event_seen
 from channels_app.kinds.vk.serializers import VkChannelCreatedSerializer, VkChannelCreateSerializer, vk_config
 from channels_app.models import Channel
-from channels_app.serializers import ChannelCreatedSerializer
+from channels_app.openapi import UNKNOWN_BOT_RESPONSE
+from channels_app.serializers import KindChannelCreatedSerializer
 from channels_app.services import channel_create_of_kind
 from core.api import validated
 from core.errors import (
@@ -188,7 +189,7 @@ class VkChannelCreateView(KindChannelCreateView):
         summary="Create a VK channel",
         tags=["channels"],
         request=VkChannelCreateSerializer,
-        responses={201: VkChannelCreatedSerializer},
+        responses={201: VkChannelCreatedSerializer, 404: UNKNOWN_BOT_RESPONSE},
     )
     def post(self, request: Request) -> Response:
         data = validated(VkChannelCreateSerializer, request.data)
@@ -207,7 +208,7 @@ class VkChannelCreateView(KindChannelCreateView):
             is_active=data.get("is_active", True),
         )
         problem = self.kind.after_save(channel)
-        body = dict(ChannelCreatedSerializer(channel, context={"request": request}).data)
+        body = dict(KindChannelCreatedSerializer(channel, context={"request": request}).data)
         body["callback_url"] = request.build_absolute_uri(reverse("vk-callback", args=[str(channel.pk)]))
         if data["secret_generated"]:
             body["secret"] = data["secret"]
