@@ -14,7 +14,10 @@ from django.utils.module_loading import import_string
 from channels_app.kinds.base import ChannelKind
 
 # The one list of kinds: dotted paths of each package's `KIND`. The first is the default.
-KINDS = ("channels_app.kinds.webhook.KIND",)
+KINDS = (
+    "channels_app.kinds.webhook.KIND",
+    "channels_app.kinds.webchat.KIND",
+)
 DEFAULT_KIND = "webhook"
 
 
