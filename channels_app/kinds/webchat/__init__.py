@@ -5,24 +5,31 @@ stream process (`stream.py`) within a second. See docs/channels/webchat.md."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.urls import URLPattern, URLResolver, path
 from django.utils.translation import gettext_lazy as _
 from pymongo.errors import PyMongoError
-from rest_framework import serializers
 
-from channels_app.dispatch import AttemptOutcome
 from channels_app.kinds.base import ChannelKind, KindConfig
-from channels_app.kinds.forms import KindChannelForm
 from channels_app.kinds.webchat.options import channel_origins
-from channels_app.models import Channel
+
+if TYPE_CHECKING:
+    # Not at import: the stream process (`python -m channels_app.kinds.webchat.stream`) imports
+    # this package before Django is set up.
+    from rest_framework import serializers
+
+    from channels_app.dispatch import AttemptOutcome
+    from channels_app.kinds.forms import KindChannelForm
+    from channels_app.models import Channel
 
 # A reply's role in the payload -> the role the widget shows.
 _ROLES = {"ASSISTANT": "assistant", "EMPLOYEE": "employee"}
 
 
 def _outcome(started: float, *, ok: bool, error: str = "") -> AttemptOutcome:
+    from channels_app.dispatch import AttemptOutcome
+
     return AttemptOutcome(
         ok=ok,
         status_code=200 if ok else None,

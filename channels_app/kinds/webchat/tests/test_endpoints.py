@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from django.test import Client
 
-
 from channels_app.kinds import kind_get
 from channels_app.kinds.webchat.events import EVENTS_COLLECTION
 from channels_app.kinds.webchat.tests.factories import (
