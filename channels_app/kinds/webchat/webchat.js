@@ -39,7 +39,7 @@
   var CSS = [
     ":host { all: initial; }",
     "* { box-sizing: border-box; font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; }",
-    ".launcher { position: fixed; right: 20px; bottom: 20px; width: 56px; height: 56px; border-radius: 50%;",
+    ".launcher { position: fixed; right: 20px; bottom: 20px; width: 56px; height: 56px; border-radius: 50%; display: flex; align-items: center; justify-content: center;",
     "  border: none; background: #1f5fbf; color: #fff; font-size: 26px; cursor: pointer; z-index: 2147483000;",
     "  box-shadow: 0 2px 10px rgba(0,0,0,.25); }",
     ".launcher:focus-visible, button:focus-visible, textarea:focus-visible, .log:focus-visible { outline: 3px solid #f2a900; outline-offset: 2px; }",
@@ -103,7 +103,21 @@
   var launcher = el("button", {
     "class": "launcher", type: "button", "aria-label": t.open, "aria-haspopup": "dialog",
     "aria-expanded": "false", "aria-controls": windowId
-  }, "\u{1F4AC}");
+  });
+  // A speech bubble drawn here (no icon font, no image request); hidden from screen readers,
+  // which read the button's label.
+  var svgNs = "http://www.w3.org/2000/svg";
+  var icon = document.createElementNS(svgNs, "svg");
+  icon.setAttribute("viewBox", "0 0 24 24");
+  icon.setAttribute("width", "28");
+  icon.setAttribute("height", "28");
+  icon.setAttribute("aria-hidden", "true");
+  icon.setAttribute("focusable", "false");
+  var bubble = document.createElementNS(svgNs, "path");
+  bubble.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
+  bubble.setAttribute("fill", "currentColor");
+  icon.appendChild(bubble);
+  launcher.appendChild(icon);
   var win = el("div", { "class": "window", id: windowId, role: "dialog", "aria-labelledby": "webchat-title", hidden: "" });
   var header = el("header");
   var title = el("h2", { id: "webchat-title" }, t.title);

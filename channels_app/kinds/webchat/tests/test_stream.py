@@ -6,62 +6,20 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from channels_app.kinds import kind_get
 from channels_app.kinds.webchat.tests.factories import SITE, webchat_channel_create
+from channels_app.kinds.webchat.tests.processes import StreamProcess
 from channels_app.kinds.webchat.visitors import Visitor, visitor_new, visitor_token
 
-ROOT = Path(__file__).resolve().parents[4]
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-class StreamProcess:
-    def __init__(self) -> None:
-        env = dict(os.environ)
-        env.update(
-            {"DJANGO_SETTINGS_MODULE": "config.settings_test", "MONGO_DB_NAME": settings.DATABASES["default"]["NAME"]}
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "channels_app.kinds.webchat.stream", "--host", "127.0.0.1", "--port", "0"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.port = 0
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            if "listening on http://" in line:
-                self.port = int(line.rsplit(":", 1)[1])
-                break
-        assert self.port, "the stream process did not start"
-        # Its output must not fill the pipe while it runs.
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture(scope="module")
