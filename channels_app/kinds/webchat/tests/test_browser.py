@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
-from playwright.sync_api import expect
 
 from channels_app.kinds.webchat.tests.factories import webchat_channel_create
 from channels_app.kinds.webchat.tests.processes import StreamProcess
@@ -164,6 +163,8 @@ def test_a_visitor_talks_to_the_bot_from_another_sites_page(chromium: Any, stack
         assert launcher.get_attribute("aria-label") == "Open chat"
         assert launcher.get_attribute("aria-expanded") == "false"
         alice.open_chat()
+        from playwright.sync_api import expect
+
         expect(alice.page.locator("h2")).to_have_text("Bike shop")  # the channel's title, once the session is made
         log = alice.page.locator("ol.log")
         assert (log.get_attribute("role"), log.get_attribute("aria-live")) == ("log", "polite")
