@@ -366,3 +366,24 @@ def test_the_admin_panel_and_the_try_page(client: Client, channel: Channel, staf
 def test_the_try_page_is_for_staff_only(client: Client, channel: Channel) -> None:
     response = client.get(f"{widget_api(channel)}/try")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_an_operators_message_reaches_the_visitors_widget(
+    client: Client, channel: Channel, drain: Callable[[], None], staff_user: Any
+) -> None:
+    from dialogues.models import Dialogue
+    from dialogues.services_operators import dialogue_pause, operator_message_send
+
+    token = session_token(client, channel)
+    assert (
+        post_message(client, channel, token, {"text": "A human, please", "client_id": str(uuid.uuid4())}).status_code
+        == 201
+    )
+    drain()
+    dialogue = dialogue_pause(dialogue=Dialogue.objects.get(channel_id=channel.pk))
+    operator_message_send(dialogue=dialogue, author=staff_user, text="Ann here, how can I help?")
+    drain()
+    [event] = [e for e in _events() if e["role"] == "employee"]
+    assert (event["chat_id"], event["text"]) == (dialogue.chat_id, "Ann here, how can I help?")
+    messages = client.get(f"{widget_api(channel)}/messages", HTTP_X_WEBCHAT_VISITOR=token).json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "employee"]
