@@ -370,6 +370,20 @@ TELEGRAM_WEBHOOK_BASE_URL = env_str("TELEGRAM_WEBHOOK_BASE_URL", "")
 CHANNEL_SIGNING_OVERLAP_S = env_float("CHANNEL_SIGNING_OVERLAP_S", 24 * 3600.0, minimum=0)
 # The VK API (channels of the `vk` kind): the default of each new channel's `api_base_url`.
 VK_API_BASE_URL = env_str("VK_API_BASE_URL", "https://api.vk.com/method")
+# The web chat widget (channels_app.kinds.webchat). Its live updates come from a small async
+# server of their own (`python -m channels_app.kinds.webchat.stream`, which `make run` starts):
+# WEBCHAT_STREAM_URL is its public base (e.g. "https://chat.example.com" behind nginx); blank:
+# the page's host on WEBCHAT_STREAM_PORT (by default the app's PORT + 1).
+WEBCHAT_STREAM_URL = env_str("WEBCHAT_STREAM_URL", "")
+WEBCHAT_STREAM_PORT = env_int(
+    "WEBCHAT_STREAM_PORT", env_int("PORT", 8000, minimum=1, maximum=65534) + 1, minimum=1, maximum=65535
+)
+# Rates ("<n>/<period>", "0": none): new visitors per client address, messages per visitor and
+# per address, reads of the history per visitor.
+WEBCHAT_SESSION_RATE = env_str("WEBCHAT_SESSION_RATE", "60/hour")
+WEBCHAT_VISITOR_MESSAGE_RATE = env_str("WEBCHAT_VISITOR_MESSAGE_RATE", "20/minute")
+WEBCHAT_ADDRESS_MESSAGE_RATE = env_str("WEBCHAT_ADDRESS_MESSAGE_RATE", "120/minute")
+WEBCHAT_VISITOR_READ_RATE = env_str("WEBCHAT_VISITOR_READ_RATE", "120/minute")
 # Attempts per reply before it is dead; retries wait DELIVERY_RETRY_BASE_S, doubling each
 # time, up to DELIVERY_RETRY_MAX_S (with jitter).
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
@@ -459,7 +473,16 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.throttling.ApiRateThrottle"]
 
 from core.ratelimit import parse_rate  # noqa: E402
 
-for _rate_setting in ("WEBHOOK_AUTH_FAILURE_RATE", "LOGIN_FAILURE_RATE", "API_RATE", "WEBHOOK_BOT_RATE"):
+for _rate_setting in (
+    "WEBHOOK_AUTH_FAILURE_RATE",
+    "LOGIN_FAILURE_RATE",
+    "API_RATE",
+    "WEBHOOK_BOT_RATE",
+    "WEBCHAT_SESSION_RATE",
+    "WEBCHAT_VISITOR_MESSAGE_RATE",
+    "WEBCHAT_ADDRESS_MESSAGE_RATE",
+    "WEBCHAT_VISITOR_READ_RATE",
+):
     try:
         parse_rate(globals()[_rate_setting])
     except ValueError as _error:

@@ -71,6 +71,11 @@ def worker_command() -> list[str]:
     return [sys.executable, "manage.py", "run_worker"]
 
 
+def webchat_stream_command(port: str) -> list[str]:
+    """The web chat's live stream (an async server: one process for every open widget)."""
+    return [sys.executable, "-m", "channels_app.kinds.webchat.stream", "--port", port]
+
+
 def ensure_local_secret_key() -> None:
     if os.environ.get("DJANGO_SECRET_KEY"):
         return
@@ -172,8 +177,11 @@ def main() -> int:
     os.environ[METRICS_DIR_ENV] = metrics_dir_fresh(Path(os.environ.get(METRICS_DIR_ENV) or DATA / "metrics"))
     # gunicorn and the worker share one host here: the webhook wakes an idle worker at once.
     os.environ.setdefault(WAKE_DIR_ENV, str(DATA / "wake"))
+    # The web chat's stream beside the app (PORT + 1 unless set); the app tells widgets where.
+    stream_port = os.environ.setdefault("WEBCHAT_STREAM_PORT", str(int(port) + 1))
     gunicorn: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    stream: subprocess.Popen[bytes] | None = None
     try:
         manage("migrate", "--no-input", "-v", "0")
         offer_admin_account(port)
@@ -188,6 +196,8 @@ def main() -> int:
         )
         say("Starting the worker (generates and delivers replies)")
         worker = start_worker()
+        say(f"Starting the web chat stream on port {stream_port} (live replies in open widgets)")
+        stream = start_stream(stream_port)
         while True:
             code = gunicorn.poll()
             if code is not None:
@@ -198,14 +208,18 @@ def main() -> int:
                 say(f"The worker exited with status {worker.returncode}; starting it again in 2 s")
                 time.sleep(2)
                 worker = start_worker()
+            if stream.poll() is not None:
+                say(f"The web chat stream exited with status {stream.returncode}; starting it again in 2 s")
+                time.sleep(2)
+                stream = start_stream(stream_port)
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
     finally:
-        for process in (worker, gunicorn):
+        for process in (stream, worker, gunicorn):
             if process and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in (worker, gunicorn):
+        for process in (stream, worker, gunicorn):
             if process and process.poll() is None:
                 try:
                     process.wait(15)
@@ -255,6 +269,10 @@ def local_database(data: Path, *, wait_s: float = 30.0) -> tuple[str, EmbeddedMo
 
 def start_worker() -> subprocess.Popen[bytes]:
     return subprocess.Popen(worker_command(), cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
+
+
+def start_stream(port: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(webchat_stream_command(port), cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
 
 
 if __name__ == "__main__":

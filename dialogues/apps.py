@@ -8,7 +8,8 @@ class DialoguesConfig(AppConfig):
 
     def ready(self) -> None:
         # The channel kinds' inbound endpoints store their messages through the webhook's ingest.
-        from channels_app.kinds.base import ingest_register
-        from dialogues.ingest import kind_message_ingest
+        from channels_app.kinds.base import history_register, ingest_register
+        from dialogues.ingest import kind_history, kind_message_ingest
 
         ingest_register(kind_message_ingest)
+        history_register(kind_history)

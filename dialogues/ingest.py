@@ -22,7 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from channels_app.kinds.base import SENDER_CUSTOMER as KIND_SENDER_CUSTOMER
-from channels_app.kinds.base import InboundMessage, InboundResult
+from channels_app.kinds.base import HistoryMessage, InboundMessage, InboundResult
 from channels_app.models import Channel, DeliveryState
 from channels_app.selectors import channel_cached
 from chatbots.models import ChatBot
@@ -34,10 +34,11 @@ from core.ratelimit import webhook_bot_rate_check
 from core.tokens import hash_secret
 from core.worker_wake import worker_wake
 from dialogues.documents import message_document
-from dialogues.models import Message
+from dialogues.models import Dialogue, Message
+from dialogues.selectors import dialogue_transcript
 from dialogues.store.activity import activity_message_in
 from dialogues.store.messages import burst_reply_find, message_find, message_insert, reply_find
-from dialogues.store.reservation import dialogue_count_adjust, dialogue_reserve
+from dialogues.store.reservation import dialogue_count_adjust, dialogue_id_find, dialogue_reserve
 
 SENDER_CUSTOMER = "customer"
 SENDER_EMPLOYEE = "employee"
@@ -297,3 +298,32 @@ def kind_message_ingest(message: InboundMessage) -> InboundResult:
         duplicate=result.duplicate,
         details=result.as_dict(),
     )
+
+
+_HISTORY_ROLES: dict[str, str] = {
+    Message.Role.USER: "user",
+    Message.Role.ASSISTANT: "assistant",
+    Message.Role.EMPLOYEE: "employee",
+}
+
+
+def kind_history(channel: Channel, chat_id: str, limit: int) -> list[HistoryMessage]:
+    """A native kind's conversation as its customer may see it (`channels_app.kinds.base.
+    inbound_history`): the dialogue found by its key, as the webhook finds it, then its latest
+    messages through the (dialogue, created_at) index; text only, no system messages."""
+    dialogue_id = dialogue_id_find(chat_bot_id=channel.chat_bot_id, channel_id=channel.pk, chat_id=chat_id)
+    if dialogue_id is None:
+        return []
+    dialogue = Dialogue.objects.filter(pk=dialogue_id).first()
+    if dialogue is None:
+        return []
+    return [
+        HistoryMessage(
+            message_id=message.message_id,
+            role=_HISTORY_ROLES[message.role],
+            text=message.text or "",
+            created_at=message.created_at,
+        )
+        for message in dialogue_transcript(dialogue=dialogue, limit=limit)
+        if message.role in _HISTORY_ROLES
+    ]

@@ -18,6 +18,7 @@ KINDS = (
     "channels_app.kinds.webhook.KIND",
     "channels_app.kinds.vk.KIND",
     "channels_app.kinds.telegram.KIND",
+    "channels_app.kinds.webchat.KIND",
 )
 DEFAULT_KIND = "webhook"
 

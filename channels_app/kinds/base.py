@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.urls import URLPattern, URLResolver
@@ -62,6 +63,33 @@ def inbound_ingest(message: InboundMessage) -> InboundResult:
     if _ingest is None:
         raise RuntimeError("No ingest registered: is the `dialogues` app installed?")
     return _ingest(message)
+
+
+@dataclass
+class HistoryMessage:
+    """One message of a conversation as a kind may show it to its customer (the web chat's
+    history): text only, roles `user`, `assistant`, `employee`."""
+
+    message_id: str
+    role: str
+    text: str
+    created_at: datetime
+
+
+_history: Callable[[Channel, str, int], list[HistoryMessage]] | None = None
+
+
+def history_register(function: Callable[[Channel, str, int], list[HistoryMessage]]) -> None:
+    global _history
+    _history = function
+
+
+def inbound_history(channel: Channel, chat_id: str, limit: int) -> list[HistoryMessage]:
+    """The newest `limit` messages of the channel's conversation `chat_id`, oldest first (none
+    when it has no dialogue yet). Registered by `dialogues`, as the ingest is."""
+    if _history is None:
+        raise RuntimeError("No history registered: is the `dialogues` app installed?")
+    return _history(channel, chat_id, limit)
 
 
 @dataclass
