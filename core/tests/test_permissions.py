@@ -124,7 +124,8 @@ def test_a_channel_token_only_for_those_who_may_change_the_channel(django_user_m
     viewer = _client(_user(django_user_model, "view_channel", name="viewer"))
     listed = viewer.get("/api/channels/")
     assert listed.status_code == 200
-    assert [set(item) for item in listed.json()] == [{"id", "name", "chat_bot_id", "url", "is_active", "typing_events"}]
+    keys = {"id", "name", "chat_bot_id", "url", "kind", "options", "is_active", "typing_events"}
+    assert [set(item) for item in listed.json()] == [keys]
     page = viewer.get("/api/channels/?limit=10").json()
     assert "token" not in page["results"][0]
     detail = viewer.get(f"/api/channels/{channel.pk}")

@@ -171,9 +171,7 @@ def test_unknown_inactive_or_other_kind_channels_are_404(client: Client) -> None
     inactive = webchat_channel_create(is_active=False)
     webhook = ChannelFactory()
     for ref in ("nope", "0" * 24, str(inactive.pk), str(webhook.pk)):
-        response = client.post(
-            f"/channels/webchat/{ref}/session", data=b"{}", content_type="application/json"
-        )
+        response = client.post(f"/channels/webchat/{ref}/session", data=b"{}", content_type="application/json")
         assert response.status_code == 404 and response.json() == {"detail": "Chat not found"}
     _nothing_stored()
 
@@ -281,7 +279,7 @@ def test_a_visitor_reads_its_own_conversation_only(client: Client, channel: Chan
     reply = Message.objects.get(role="ASSISTANT")
     assert reply.delivery_state == "delivered"
     # The reply went out as an event for Alice's conversation.
-    [event] = [e for e in _events() if e["role"] == "assistant"]
+    [event] = [e for e in _events() if e.get("role") == "assistant"]
     assert (event["chat_id"], event["text"], event["message_id"]) == (
         Message.objects.get(role="USER").dialogue.chat_id,
         reply.text,
@@ -383,7 +381,7 @@ def test_an_operators_message_reaches_the_visitors_widget(
     dialogue = dialogue_pause(dialogue=Dialogue.objects.get(channel_id=channel.pk))
     operator_message_send(dialogue=dialogue, author=staff_user, text="Ann here, how can I help?")
     drain()
-    [event] = [e for e in _events() if e["role"] == "employee"]
+    [event] = [e for e in _events() if e.get("role") == "employee"]
     assert (event["chat_id"], event["text"]) == (dialogue.chat_id, "Ann here, how can I help?")
     messages = client.get(f"{widget_api(channel)}/messages", HTTP_X_WEBCHAT_VISITOR=token).json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "employee"]

@@ -37,9 +37,7 @@ class SSEClient:
         headers = {"Accept": "text/event-stream"}
         if origin:
             headers["Origin"] = origin
-        self.connection.request(
-            "GET", f"/channels/webchat/{channel_id}/stream?visitor={token}", headers=headers
-        )
+        self.connection.request("GET", f"/channels/webchat/{channel_id}/stream?visitor={token}", headers=headers)
         self.sock = self.connection.sock
         self.response = self.connection.getresponse()
         self.events: list[dict[str, Any]] = []
