@@ -12,6 +12,7 @@ from dialogues.metrics import scrape_collectors
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
+    path("favicon.ico", core_views.favicon, name="favicon"),
     # The scrape-time gauges come from the app whose data they count; core serves them.
     path("metrics", core_views.metrics, {"collectors": scrape_collectors()}, name="metrics"),
     # The first hour: `/` is the operators' admin; `/api/` lists the endpoints and the docs.
