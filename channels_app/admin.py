@@ -88,6 +88,7 @@ class ChannelInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     verbose_name_plural = _("channels of this bot")
+    template = "admin/channels_app/channel/bot_channels_inline.html"  # with "Add a channel for this bot"
 
     @admin.display(description=_("URL"))
     def url(self, obj: Channel) -> str:
