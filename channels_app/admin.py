@@ -24,6 +24,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from channels_app.delivery_texts import delivery_text_display
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.services import (
     channel_breaker_close,
@@ -492,4 +493,4 @@ class ChannelAdmin(admin.ModelAdmin):
         if obj.last_test_at is None:
             return "—"
         mark = "✓" if obj.last_test_ok else "✗"
-        return f"{mark} {obj.last_test_result} ({obj.last_test_at:%Y-%m-%d %H:%M:%S %Z})"
+        return f"{mark} {delivery_text_display(obj.last_test_result)} ({obj.last_test_at:%Y-%m-%d %H:%M:%S %Z})"

@@ -234,3 +234,20 @@ def test_delete_removes_the_channel(admin_client: Client) -> None:
     response = admin_client.post(reverse("admin:channels_app_channel_delete", args=[channel.pk]), {"post": "yes"})
     assert response.status_code == 302
     assert not Channel.objects.exists()
+
+
+def test_the_last_test_result_is_shown_in_the_operators_language(admin_client: Client) -> None:
+    ok = ChannelFactory(name="Answers")
+    failing = ChannelFactory(name="Down")
+    now = timezone.now()
+    Channel.objects.filter(pk=ok.pk).update(last_test_at=now, last_test_ok=True, last_test_result="HTTP 200 in 7 ms")
+    Channel.objects.filter(pk=failing.pk).update(
+        last_test_at=now, last_test_ok=False, last_test_result="Received status code 503"
+    )
+    page = admin_client.get(
+        reverse("admin:channels_app_channel_changelist"), HTTP_ACCEPT_LANGUAGE="ru"
+    ).content.decode()
+    assert "✓ HTTP 200 за 7 мс" in page
+    assert "✗ Получен код ответа 503" in page
+    # Stored as they were: translated when shown only.
+    assert Channel.objects.get(pk=failing.pk).last_test_result == "Received status code 503"

@@ -17,6 +17,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from channels_app.delivery_texts import delivery_text_display
 from channels_app.models import DeliveryState
 from core.admin import WindowChangeList, WindowListAdmin, WindowPage
 from core.errors import ApplicationError
@@ -233,7 +234,7 @@ class DeliveryAdmin(WindowListAdmin, ReadOnlyAdmin):
     @admin.display(description=_("last result"))
     def last_result(self, obj: Delivery) -> str:
         status = f"HTTP {obj.last_status_code}" if obj.last_status_code else ""
-        full = " · ".join(part for part in (status, obj.last_error) if part)
+        full = " · ".join(part for part in (status, delivery_text_display(obj.last_error)) if part)
         return truncated(full, 40)
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:
