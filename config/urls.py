@@ -17,6 +17,8 @@ urlpatterns = [
     path("metrics", core_views.metrics, {"collectors": scrape_collectors()}, name="metrics"),
     # The first hour: `/` is the operators' admin; `/api/` lists the endpoints and the docs.
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="root"),
+    # Django's set_language, which also keeps the choice on the user (core.preferences).
+    path("i18n/setlang/", core_views.language_set, name="set_language"),
     path("admin/", admin.site.urls),
     # An exact path, before the apps' includes (whose routes all have something after `api/`).
     path("api/", core_views.api_root, name="api-root"),
