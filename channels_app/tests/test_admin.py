@@ -47,7 +47,7 @@ def test_changelist_shows_channels_without_their_tokens(admin_client: Client) ->
     assert "Shop chat" in page
     assert "https://shop.example.com/hook" in page
     assert channel.chat_bot.name in page
-    assert '<td class="field-last_delivery_state">failed</td>' in page
+    assert '<td class="field-last_delivery">failed<br><span class="quiet">' in page
     assert channel.settings.token not in page
 
 
