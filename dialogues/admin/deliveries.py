@@ -22,11 +22,13 @@ from channels_app.models import DeliveryState
 from core.admin import WindowChangeList, WindowListAdmin, WindowPage
 from core.errors import ApplicationError
 from dialogues.admin.common import ReadOnlyAdmin, cut_short_note, datetime_display, object_id_param, post_only
+from dialogues.admin.statuses import next_attempt_text
 from dialogues.models import Delivery
 from dialogues.selectors_dashboard import pipeline_summary
 from dialogues.selectors_lists import (
     UNDELIVERED_STATES,
     DeliveryFilters,
+    channel_breakers,
     delivery_by_pk,
     delivery_list_page,
     dialogue_chat_ids,
@@ -44,7 +46,9 @@ class DeliveryChangeList(WindowChangeList):
         rows: list[Delivery] = list(self.result_list)
         names = related_names(rows)
         chats = dialogue_chat_ids(row.dialogue_id for row in rows)
+        breakers = channel_breakers(row.channel_id for row in rows)
         for row in rows:
+            row.channel_breaker = breakers.get(row.channel_id)  # type: ignore[attr-defined]
             row.channel_label = names.get(row.channel_id, str(row.channel_id))  # type: ignore[attr-defined]
             row.chat_label = chats.get(row.dialogue_id, str(row.dialogue_id))  # type: ignore[attr-defined]
         self.result_list = rows
@@ -219,7 +223,7 @@ class DeliveryAdmin(WindowListAdmin, ReadOnlyAdmin):
 
     @admin.display(description=_("next attempt"))
     def next_attempt(self, obj: Delivery) -> str:
-        return datetime_display(obj.next_attempt_at)
+        return next_attempt_text(obj, breaker=getattr(obj, "channel_breaker", None))
 
     @admin.display(description=_("dialogue"))
     def dialogue_link(self, obj: Delivery) -> str:
