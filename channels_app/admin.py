@@ -27,6 +27,7 @@ from django.utils.translation import gettext_lazy as _
 
 from channels_app.delivery_texts import delivery_text_display
 from channels_app.models import URL_MAX_LENGTH, Channel
+from channels_app.selectors import channel_tests_on_their_way
 from channels_app.services import (
     channel_breaker_close,
     channel_create,
@@ -147,8 +148,10 @@ class ChannelChangeList(ChangeList):
         super().get_results(request)
         rows: list[Channel] = list(self.result_list)
         bots = chatbot_labels(row.chat_bot_id for row in rows)
+        tests = channel_tests_on_their_way([row.pk for row in rows])
         for row in rows:
             row.bot_label = bots.get(row.chat_bot_id, (str(row.chat_bot_id), ""))  # type: ignore[attr-defined]
+            row.test_asked_at = tests.get(row.pk)  # type: ignore[attr-defined]
         self.result_list = rows
 
 
@@ -497,6 +500,13 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("last test"))
     def last_test(self, obj: Channel) -> str:
+        asked = getattr(obj, "test_asked_at", None)
+        if asked is not None:
+            # channels_app/test_results.js swaps in the result when it comes, without a reload.
+            return format_html(
+                '<span class="test-pending">{}</span>',
+                gettext("a test message is on its way (asked at %(time)s)…") % {"time": f"{asked:%H:%M:%S %Z}"},
+            )
         if obj.last_test_at is None:
             return "—"
         mark = "✓" if obj.last_test_ok else "✗"

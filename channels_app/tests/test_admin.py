@@ -205,6 +205,11 @@ def test_send_test_message_hands_the_test_to_the_worker_and_shows_the_result(
     [text] = shown_messages(response)
     assert "on its way" in text
     assert receiver.requests == []  # the admin request itself sent nothing
+    # Until the worker has its result, the row says so, and the list swaps the result in
+    # when it comes (tests/browser/test_admin_browser.py watches it happen).
+    page = admin_client.get(reverse("admin:channels_app_channel_changelist")).content.decode()
+    assert '<span class="test-pending">a test message is on its way (asked at' in page
+    assert "channels_app/test_results.js" in page
     drain()
     [request] = receiver.wait_for(1)
     assert request.json["test"] is True
@@ -212,7 +217,7 @@ def test_send_test_message_hands_the_test_to_the_worker_and_shows_the_result(
     channel.refresh_from_db()
     assert channel.last_test_ok is True and channel.last_test_result.startswith("HTTP 200")
     page = admin_client.get(reverse("admin:channels_app_channel_changelist")).content.decode()
-    assert "✓ HTTP 200" in page
+    assert "✓ HTTP 200" in page and "test-pending" not in page
     assert channel.settings.token not in page
 
 
