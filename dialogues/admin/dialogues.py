@@ -64,7 +64,7 @@ class DialogueChangeList(WindowChangeList):
 
 
 class PausedFilter(admin.SimpleListFilter):
-    title = _("bot")
+    title = _("bot state")  # as its column says; "bot" read as a filter by bot
     parameter_name = "paused"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:

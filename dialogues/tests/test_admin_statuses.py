@@ -150,3 +150,9 @@ def test_not_generated_yet_is_explained(admin_client: Client) -> None:
         page = admin_client.get(url).content.decode()
         assert "Not generated yet" in page
         assert "Customer messages whose reply the bot has not made yet" in page
+
+
+def test_the_pause_filter_is_named_for_the_bot_state(admin_client: Client) -> None:
+    # "By bot" above "paused / answering" read as a filter by bot.
+    page = admin_client.get(reverse("admin:dialogues_dialogue_changelist")).content.decode()
+    assert "By bot state" in page
