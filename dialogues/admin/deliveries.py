@@ -223,7 +223,7 @@ class DeliveryAdmin(WindowListAdmin, ReadOnlyAdmin):
 
     @admin.display(description=_("next attempt"))
     def next_attempt(self, obj: Delivery) -> str:
-        return next_attempt_text(obj, breaker=getattr(obj, "channel_breaker", None))
+        return next_attempt_text(obj, breaker=getattr(obj, "channel_breaker", None), in_a_sentence=False)
 
     @admin.display(description=_("dialogue"))
     def dialogue_link(self, obj: Delivery) -> str:

@@ -109,15 +109,24 @@ def _status(
     return Status("awaiting", gettext("the bot is answering…"))
 
 
-def _next_text(when: datetime, *, now: datetime) -> str:
+def _next_text(when: datetime, *, now: datetime, in_a_sentence: bool = True) -> str:
+    """When a retry is due: a time ahead, "now" within OVERDUE_AFTER of it, else overdue (the
+    worker would have taken it). `in_a_sentence`: "next attempt at ..."; else for a column
+    named "next attempt"."""
     if when > now:
+        if not in_a_sentence:
+            return datetime_display(when)
         return gettext("next attempt at %(time)s") % {"time": datetime_display(when)}
     if when > now - OVERDUE_AFTER:
-        return gettext("next attempt now")
-    return gettext("next attempt overdue since %(time)s: is the worker running?") % {"time": datetime_display(when)}
+        return gettext("next attempt now") if in_a_sentence else gettext("now")
+    if in_a_sentence:
+        return gettext("next attempt overdue since %(time)s: is the worker running?") % {"time": datetime_display(when)}
+    return gettext("overdue since %(time)s: is the worker running?") % {"time": datetime_display(when)}
 
 
-def next_attempt_text(reply: Message, *, breaker: datetime | None, now: datetime | None = None) -> str:
+def next_attempt_text(
+    reply: Message, *, breaker: datetime | None, now: datetime | None = None, in_a_sentence: bool = True
+) -> str:
     """When a reply owed to its channel is attempted next: its own retry time, or its
     channel's breaker's probe when that is later; "now" or "overdue" rather than a time past."""
     now = now or timezone.now()
@@ -127,10 +136,12 @@ def next_attempt_text(reply: Message, *, breaker: datetime | None, now: datetime
         return gettext("now (a worker is posting it)")
     when = aware(reply.next_attempt_at) if reply.next_attempt_at is not None else now
     if breaker is not None and aware(breaker) > max(when, now):
-        return gettext("at %(time)s, when the channel's breaker lets a probe through") % {
-            "time": datetime_display(breaker)
-        }
-    return _next_text(when, now=now)
+        if in_a_sentence:
+            text = gettext("next attempt at %(time)s, when the channel's breaker lets a probe through")
+        else:
+            text = gettext("%(time)s, when the channel's breaker lets a probe through")
+        return text % {"time": datetime_display(breaker)}
+    return _next_text(when, now=now, in_a_sentence=in_a_sentence)
 
 
 def reply_hint(dialogue: Dialogue, *, now: datetime | None = None) -> str:

@@ -17,6 +17,7 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from core.models import UserPreference
 from dialogues.models import Message
+from dialogues.store.collections import dialogues_collection
 from dialogues.tests.factories import DialogueFactory
 from tests.browser.conftest import log_in
 from tests.browser.test_dialogues_browser import say
@@ -135,3 +136,29 @@ def test_the_bot_page_lists_its_channels_and_charts_its_usage(
     page.click("text=Add a channel for this bot")
     page.wait_for_selector("#id_chat_bot")
     assert page.input_value("#id_chat_bot") == str(bot.pk)
+
+
+def test_the_chat_view_says_what_a_message_waits_for(
+    page: Any, screenshot: Any, live_server_process: LiveServer, staff_user: Any
+) -> None:
+    channel = ChannelFactory(name="Shop widget")
+    dialogue = DialogueFactory(channel=channel, chat_bot=channel.chat_bot, chat_id="customer-waiting")
+    later = timezone.now() + timedelta(minutes=10)
+    say(dialogue, "Where is my order?", message_id="q-1", reply_state=Message.ReplyState.REPLIED)
+    say(
+        dialogue, "It left the warehouse today.", role=Message.Role.ASSISTANT, in_reply_to="q-1",
+        delivery_state=DeliveryState.FAILED, delivery_attempts=2, next_attempt_at=later,
+        last_error="Received status code 503", last_status_code=503,
+    )  # fmt: skip
+    say(dialogue, "Hello? Anyone there?", message_id="q-2", reply_state=Message.ReplyState.AWAITING)
+    dialogues_collection().update_one({"_id": dialogue.pk}, {"$set": {"work_due_at": later, "done_seq": 1}})
+    base = live_server_process.url
+    log_in(page, base, staff_user.username)
+    page.goto(f"{base}{reverse('admin:dialogues_dialogue_change', args=[dialogue.pk])}")
+    waiting = page.locator('[data-message-id="q-2"] .bubble-state').inner_text()
+    assert "waiting for an earlier reply to reach the channel" in waiting and "next attempt at" in waiting
+    assert "answering" not in waiting
+    screenshot("walk-chat-waiting-behind-a-failed-reply", page)
+    page.goto(f"{base}{reverse('admin:dialogues_delivery_changelist')}")
+    assert "next attempt at" not in page.inner_text("#result_list")  # a time, in its column
+    screenshot("walk-deliveries-next-attempt", page)
