@@ -15,7 +15,6 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
-from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from pymongo.errors import PyMongoError
 
@@ -30,7 +29,6 @@ from core.errors import (
     read_too_slow_message,
 )
 from core.mongo import database_answers, probe_clock_reset, probe_spent_s
-from core.preferences import request_user_language
 from core.request_context import reset_request_id, set_request_id
 
 logger = logging.getLogger("core.request")
@@ -56,24 +54,6 @@ class RequestIdMiddleware:
             reset_request_id(token)
         response["X-Request-ID"] = request_id
         return response
-
-
-class UserLanguageMiddleware:
-    """The admin in the language its signed-in user chose (`core.preferences`), over the
-    language cookie and Accept-Language that LocaleMiddleware read. After
-    AuthenticationMiddleware. Only the admin's pages: the API and the webhook never load a
-    session for it."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/admin/") and request.user.is_authenticated:
-            language = request_user_language(request)
-            if language:
-                translation.activate(language)
-                request.LANGUAGE_CODE = language
-        return self.get_response(request)
 
 
 def _wants_json(request: HttpRequest) -> bool:
