@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.conf import settings
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from core.caching import lookup_caches_clear
@@ -26,6 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 DATABASES = ["default", "operators"]
+
+
+@pytest.fixture(autouse=True)
+def _language_reset() -> Iterator[None]:
+    """A request in another language (Accept-Language, the language cookie) activates it for
+    the thread, as LocaleMiddleware does: the next test starts in the default again."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture

@@ -19,15 +19,18 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from channels_app.delivery_texts import delivery_text_display
 from channels_app.kinds import DEFAULT_KIND, kind_get, kinds_all
 from channels_app.kinds.base import ChannelKind
 from channels_app.kinds.forms import KindChannelForm
 from channels_app.models import URL_MAX_LENGTH, Channel
+from channels_app.selectors import channel_tests_on_their_way
 from channels_app.services import (
     channel_breaker_close,
     channel_create,
@@ -93,6 +96,7 @@ class ChannelInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     verbose_name_plural = _("channels of this bot")
+    template = "admin/channels_app/channel/bot_channels_inline.html"  # with "Add a channel for this bot"
 
     @admin.display(description=_("URL"))
     def url(self, obj: Channel) -> str:
@@ -149,8 +153,10 @@ class ChannelChangeList(ChangeList):
         super().get_results(request)
         rows: list[Channel] = list(self.result_list)
         bots = chatbot_labels(row.chat_bot_id for row in rows)
+        tests = channel_tests_on_their_way([row.pk for row in rows])
         for row in rows:
             row.bot_label = bots.get(row.chat_bot_id, (str(row.chat_bot_id), ""))  # type: ignore[attr-defined]
+            row.test_asked_at = tests.get(row.pk)  # type: ignore[attr-defined]
         self.result_list = rows
 
 
@@ -164,8 +170,7 @@ class ChannelAdmin(admin.ModelAdmin):
         "bot_display",
         "url_display",
         "is_active",
-        "last_delivery_state",
-        "last_delivery_at",
+        "last_delivery",  # the state and its time in one column: the list fits 1366 px
         "breaker",
         "last_test",
     )
@@ -568,9 +573,28 @@ class ChannelAdmin(admin.ModelAdmin):
             "failures": obj.consecutive_failures,
         }
 
+    @admin.display(description=_("last delivery"), ordering="last_delivery_at")
+    def last_delivery(self, obj: Channel) -> str:
+        if not obj.last_delivery_state:
+            return "—"
+        when = formats.localize(timezone.localtime(obj.last_delivery_at)) if obj.last_delivery_at else ""
+        return format_html('{}<br><span class="quiet">{}</span>', obj.get_last_delivery_state_display(), when)
+
     @admin.display(description=_("last test"))
     def last_test(self, obj: Channel) -> str:
+        asked = getattr(obj, "test_asked_at", None)
+        if asked is not None:
+            # channels_app/test_results.js swaps in the result when it comes, without a reload.
+            return format_html(
+                '<span class="test-pending">{}</span>',
+                gettext("a test message is on its way (asked at %(time)s)…") % {"time": f"{asked:%H:%M:%S %Z}"},
+            )
         if obj.last_test_at is None:
             return "—"
         mark = "✓" if obj.last_test_ok else "✗"
-        return f"{mark} {obj.last_test_result} ({obj.last_test_at:%Y-%m-%d %H:%M:%S %Z})"
+        return format_html(
+            '{} {}<br><span class="quiet">{}</span>',
+            mark,
+            delivery_text_display(obj.last_test_result),
+            f"{obj.last_test_at:%Y-%m-%d %H:%M:%S %Z}",
+        )

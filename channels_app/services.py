@@ -330,18 +330,21 @@ def channel_owed_wake_requests_take() -> list[ObjectId]:
 
 def channel_test_requests_take(*, limit: int = 100) -> list[ObjectId]:
     """The channels a test message was asked for (`channel_test_request`): each request is
-    taken by one caller (the worker, which sends it, `channel_test_send`)."""
-    return _requests_take("test_requested_at", limit=limit)
+    taken by one caller (the worker, which sends it, `channel_test_send`). Taking it marks the
+    test as being sent (`test_sending_at`, until its result is written), so that the admin's
+    list shows it on its way from the request to the result, with no gap in between."""
+    return _requests_take("test_requested_at", limit=limit, on_take={"test_sending_at": timezone.now()})
 
 
-def _requests_take(request_field: str, *, limit: int | None) -> list[ObjectId]:
+def _requests_take(request_field: str, *, limit: int | None, on_take: dict[str, Any] | None = None) -> list[ObjectId]:
     channels = mongo_collection(Channel._meta.db_table)
     found = channels.find({request_field: {"$exists": True}}, {request_field: 1})
     taken = []
     for doc in list(found if limit is None else found.limit(limit)):
         # Matches only the request as read: of several workers one takes it.
         result = channels.update_one(
-            {"_id": doc["_id"], request_field: doc[request_field]}, {"$unset": {request_field: ""}}
+            {"_id": doc["_id"], request_field: doc[request_field]},
+            {"$unset": {request_field: ""}, **({"$set": on_take} if on_take else {})},
         )
         if result.modified_count == 1:
             taken.append(doc["_id"])
@@ -360,8 +363,12 @@ def channel_test_send(*, channel_id: ObjectId) -> bool:
         return False
     outcome = kind_get(channel.kind).test_send(channel=channel, log_context={"channel": str(channel.pk), "test": True})
     result = f"HTTP {outcome.status_code} in {outcome.elapsed_ms:.0f} ms" if outcome.ok else outcome.error
-    Channel.objects.filter(pk=channel_id).update(
-        last_test_at=timezone.now(), last_test_ok=outcome.ok, last_test_result=result[:500]
+    mongo_collection(Channel._meta.db_table).update_one(
+        {"_id": channel_id},
+        {
+            "$set": {"last_test_at": timezone.now(), "last_test_ok": outcome.ok, "last_test_result": result[:500]},
+            "$unset": {"test_sending_at": ""},
+        },
     )
     if outcome.ok:
         breaker_closed(channel.pk)

@@ -49,6 +49,12 @@ class ChatBot(TimeStampedModel):
     as a SHA-256 hash (the secret is 256 random bits, so a plain hash cannot be reversed)."""
 
     name = models.CharField(_("name"), max_length=200, validators=[validate_no_control_characters])
+    # Channels pick their bot by name, so no two bots may share one, whatever its case: the
+    # name case-folded (`chatbots.services.chatbot_name_key`), under a unique index, so that
+    # of two bots named at the same moment exactly one gets the name. Null on a bot that
+    # shares its name with an older one from before the rule (migration 0011): those are
+    # marked in the admin's list instead of being renamed behind the operators' backs.
+    name_key = models.CharField(max_length=200, unique=True, null=True, default=None, editable=False)
     secret_hash = models.CharField(_("secret hash"), max_length=64, unique=True, editable=False)
     secret_prefix = models.CharField(_("secret prefix"), max_length=16, editable=False)
     # After a rotation with an overlap, the old secret keeps working until `previous_secret_until`.

@@ -6,9 +6,10 @@ from typing import Any
 
 from bson import ObjectId
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
-from pymongo.errors import DuplicateKeyError
+from django.utils.translation import gettext
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from rest_framework import status
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -76,29 +77,73 @@ def _check_llm_settings(llm_settings: dict[str, Any]) -> None:
         raise TypeError(f"not settings of a bot: {sorted(unknown)}")
 
 
+def chatbot_name_key(name: str) -> str:
+    """What makes two names the same: case does not tell bots apart ("Shop", "shop")."""
+    return name.casefold()
+
+
+def _name_taken(name: str) -> ApplicationError:
+    return ApplicationError(
+        gettext("Another bot is already called “%(name)s”: choose a name that tells them apart.") % {"name": name}
+    )
+
+
+def chatbot_name_check(*, name: str, chat_bot: ChatBot | None = None) -> None:
+    """Raises `ApplicationError` when another bot has this name, so a form can show it beside
+    the field. The rule itself is the unique index on `name_key`, which the writes below meet
+    whatever this check saw: two requests can name a bot at the same moment."""
+    clash = ChatBot.objects.filter(name_key=chatbot_name_key(name))
+    if chat_bot is not None and chat_bot.pk is not None:
+        clash = clash.exclude(pk=chat_bot.pk)
+    if clash.exists():
+        raise _name_taken(name)
+
+
+def _is_name_clash(exc: IntegrityError) -> bool:
+    # The backend raises a bare IntegrityError from the driver's DuplicateKeyError, whose
+    # message names the index that refused the write.
+    cause = exc.__cause__
+    return isinstance(cause, PyMongoError) and "name_key" in str(cause)
+
+
 def chatbot_create(*, name: str, **llm_settings: Any) -> tuple[ChatBot, str]:
-    """Creates a bot. Returns it with its secret in plaintext: the only time it exists."""
+    """Creates a bot. Returns it with its secret in plaintext: the only time it exists.
+    Raises `ApplicationError` (400) when another bot has this name."""
     _check_llm_settings(llm_settings)
     secret = generate_bot_secret()
-    chat_bot = ChatBot.objects.create(
-        name=name,
-        secret_hash=hash_secret(secret),
-        secret_prefix=display_prefix(secret),
-        webhook_signing_secret=generate_signing_secret(),
-        **llm_settings,
-    )
+    try:
+        chat_bot = ChatBot.objects.create(
+            name=name,
+            name_key=chatbot_name_key(name),
+            secret_hash=hash_secret(secret),
+            secret_prefix=display_prefix(secret),
+            webhook_signing_secret=generate_signing_secret(),
+            **llm_settings,
+        )
+    except IntegrityError as exc:
+        if _is_name_clash(exc):
+            raise _name_taken(name) from exc
+        raise
     return chat_bot, secret
 
 
 def chatbot_update(*, chat_bot: ChatBot, name: str | None = None, **llm_settings: Any) -> ChatBot:
-    """Writes the name and the LLM settings given; what is left out keeps its value."""
+    """Writes the name and the LLM settings given; what is left out keeps its value. Raises
+    `ApplicationError` (400) when another bot has the new name."""
     _check_llm_settings(llm_settings)
-    fields = {**({"name": name} if name is not None else {}), **llm_settings}
+    fields = {**llm_settings}
+    if name is not None:
+        fields |= {"name": name, "name_key": chatbot_name_key(name)}
     if not fields:
         return chat_bot
     for field, value in fields.items():
         setattr(chat_bot, field, value)
-    chat_bot.save(update_fields=[*fields, "updated_at"])
+    try:
+        chat_bot.save(update_fields=[*fields, "updated_at"])
+    except IntegrityError as exc:
+        if name is not None and _is_name_clash(exc):
+            raise _name_taken(name) from exc
+        raise
     return chat_bot
 
 

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import wraps
+from typing import Any, cast
 
 from django.contrib.admin import AdminSite
 from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
+from core.preferences import user_language_activate
 from dialogues.selectors_dashboard import COUNT_CAP, Dashboard, HourActivity, dashboard_summary
 
 # The activity chart, drawn on the server as SVG: no script, no library, no CDN.
@@ -156,6 +160,19 @@ class PlatformAdminSite(AdminSite):
             ],
         }
         return [inbox, *apps]
+
+    def admin_view[V: Callable[..., HttpResponseBase]](self, view: V, cacheable: bool = False) -> V:
+        """Every admin page in its user's own language (core.preferences), applied inside the
+        view: reading the session then falls under the page's read budget and answers a slow
+        or absent database as every other read of the page does."""
+        inner = super().admin_view(view, cacheable)
+
+        @wraps(inner)
+        def in_users_language(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            user_language_activate(request)
+            return inner(request, *args, **kwargs)
+
+        return cast(V, in_users_language)
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         """The usual app list, under the platform's health at a glance (dialogues.selectors_dashboard,

@@ -13,10 +13,13 @@ from dialogues.metrics import scrape_collectors
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
+    path("favicon.ico", core_views.favicon, name="favicon"),
     # The scrape-time gauges come from the app whose data they count; core serves them.
     path("metrics", core_views.metrics, {"collectors": scrape_collectors()}, name="metrics"),
     # The first hour: `/` is the operators' admin; `/api/` lists the endpoints and the docs.
     path("", RedirectView.as_view(pattern_name="admin:inbox", permanent=False), name="root"),
+    # Django's set_language, which also keeps the choice on the user (core.preferences).
+    path("i18n/setlang/", core_views.language_set, name="set_language"),
     path("admin/", admin.site.urls),
     # An exact path, before the apps' includes (whose routes all have something after `api/`).
     path("api/", core_views.api_root, name="api-root"),

@@ -1,7 +1,8 @@
 """`Authorization: Token <key>` for the management API, against hashed keys (`core.api_tokens`).
 
 It answers as DRF's TokenAuthentication did (the same messages, a 401 with
-`WWW-Authenticate: Token`), and says why a known key is refused: expired or revoked.
+`WWW-Authenticate: Token`), says why a known key is refused (expired or revoked), and what
+form it expects when the header has another (a bare key, `Basic ...`).
 `Authorization: Bearer <key>` is read the same way, for clients that only speak Bearer."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from core.models import ApiToken
 KEYWORDS = (b"token", b"bearer")
 TOKEN_EXPIRED = _("Token expired.")
 TOKEN_REVOKED = _("Token revoked.")
+EXPECTED_FORM = _("Invalid Authorization header: expected “Authorization: Token <key>” (or “Bearer <key>”).")
 
 
 class ApiTokenAuthentication(BaseAuthentication):
@@ -29,8 +31,12 @@ class ApiTokenAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
         auth = get_authorization_header(request).split()
-        if not auth or auth[0].lower() not in KEYWORDS:
+        if not auth:
             return None  # not ours: the session, or anonymous
+        if auth[0].lower() not in KEYWORDS:
+            # The header is only ever meant for this API (the session needs none): a bare key or
+            # another scheme is a mistake to name, not "credentials were not provided".
+            raise exceptions.AuthenticationFailed(EXPECTED_FORM)
         # DRF's own messages (and their translations), as its TokenAuthentication answered.
         if len(auth) == 1:
             raise exceptions.AuthenticationFailed(_("Invalid token header. No credentials provided."))

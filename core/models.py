@@ -63,3 +63,21 @@ class ApiToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class UserPreference(models.Model):
+    """What an operator chose for themselves, kept on the server so that it follows them to
+    their next sign-in, in any browser: the admin's language (`core.preferences`)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference", verbose_name=_("user")
+    )
+    # One of settings.LANGUAGES; blank: the browser's (Accept-Language), as before a choice.
+    language = models.CharField(_("language"), max_length=10, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("user preference")
+        verbose_name_plural = _("user preferences")
+
+    def __str__(self) -> str:
+        return self.language or "-"

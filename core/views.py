@@ -4,13 +4,15 @@ import hmac
 import logging
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
+from django.views.i18n import set_language
 from drf_spectacular.utils import extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -22,6 +24,7 @@ from rest_framework.response import Response
 
 from core.errors import DATABASE_UNAVAILABLE, as_database_outage, database_error_name, is_database_outage
 from core.metrics import metrics_exposition
+from core.preferences import SESSION_LANGUAGE, language_is_offered, user_language_set
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,31 @@ def readyz(request: HttpRequest) -> JsonResponse:
         response = JsonResponse({"status": "unavailable", "database": database_error_name(exc)}, status=503)
         return as_database_outage(response) if is_database_outage(exc) else response
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+_FAVICON = (Path(__file__).parent / "static" / "core" / "favicon.ico").read_bytes()
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico at the site's root whatever the page links, so it is
+    served here, not only under STATIC_URL. Like /healthz it touches no database."""
+    response = HttpResponse(_FAVICON, content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@require_POST
+def language_set(request: HttpRequest) -> HttpResponse:
+    """Django's `set_language` (the language cookie, then back to `next`), and for a signed-in
+    user their own preference too, so the choice follows them to their next sign-in."""
+    response = set_language(request)
+    language = request.POST.get("language", "")
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and language_is_offered(language):
+        user_language_set(user=user, language=language)
+        request.session[SESSION_LANGUAGE] = language
+    return response
 
 
 @require_GET

@@ -372,6 +372,15 @@ def related_names(rows: list[Any]) -> dict[ObjectId, str]:
     }
 
 
+def channel_breakers(channel_ids: Iterable[ObjectId]) -> dict[ObjectId, datetime]:
+    """The open breakers among a list page's channels: when each lets its probe through."""
+    return dict(
+        Channel.objects.filter(
+            pk__in=list(set(channel_ids)), breaker_open_until__isnull=False, consecutive_failures__gt=0
+        ).values_list("pk", "breaker_open_until")
+    )
+
+
 def dialogue_chat_ids(dialogue_ids: Iterable[ObjectId]) -> dict[ObjectId, str]:
     return dict(Dialogue.objects.filter(pk__in=list(set(dialogue_ids))).values_list("pk", "chat_id"))
 

@@ -118,6 +118,8 @@ class ChatBotLLMAdmin(ChatBotAdmin):
                 "failures": sum(day.failures for day in usage),
             }
             extra_context["llm_usage_days"] = USAGE_DAYS
+            # The chart's scale: its bars are drawn as shares of the busiest day.
+            extra_context["llm_usage_peak"] = max([1, *(max(day.replies, day.failures) for day in usage)])
             extra_context["try_url"] = reverse("admin:chatbots_chatbot_try", args=[object_id])
         return super().change_view(request, object_id, form_url, extra_context)
 

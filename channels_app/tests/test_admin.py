@@ -47,7 +47,7 @@ def test_changelist_shows_channels_without_their_tokens(admin_client: Client) ->
     assert "Shop chat" in page
     assert "https://shop.example.com/hook" in page
     assert channel.chat_bot.name in page
-    assert '<td class="field-last_delivery_state">failed</td>' in page
+    assert '<td class="field-last_delivery">failed<br><span class="quiet">' in page
     assert channel.settings.token not in page
 
 
@@ -205,6 +205,11 @@ def test_send_test_message_hands_the_test_to_the_worker_and_shows_the_result(
     [text] = shown_messages(response)
     assert "on its way" in text
     assert receiver.requests == []  # the admin request itself sent nothing
+    # Until the worker has its result, the row says so, and the list swaps the result in
+    # when it comes (tests/browser/test_admin_browser.py watches it happen).
+    page = admin_client.get(reverse("admin:channels_app_channel_changelist")).content.decode()
+    assert '<span class="test-pending">a test message is on its way (asked at' in page
+    assert "channels_app/test_results.js" in page
     drain()
     [request] = receiver.wait_for(1)
     assert request.json["test"] is True
@@ -212,7 +217,7 @@ def test_send_test_message_hands_the_test_to_the_worker_and_shows_the_result(
     channel.refresh_from_db()
     assert channel.last_test_ok is True and channel.last_test_result.startswith("HTTP 200")
     page = admin_client.get(reverse("admin:channels_app_channel_changelist")).content.decode()
-    assert "✓ HTTP 200" in page
+    assert "✓ HTTP 200" in page and "test-pending" not in page
     assert channel.settings.token not in page
 
 
@@ -234,3 +239,20 @@ def test_delete_removes_the_channel(admin_client: Client) -> None:
     response = admin_client.post(reverse("admin:channels_app_channel_delete", args=[channel.pk]), {"post": "yes"})
     assert response.status_code == 302
     assert not Channel.objects.exists()
+
+
+def test_the_last_test_result_is_shown_in_the_operators_language(admin_client: Client) -> None:
+    ok = ChannelFactory(name="Answers")
+    failing = ChannelFactory(name="Down")
+    now = timezone.now()
+    Channel.objects.filter(pk=ok.pk).update(last_test_at=now, last_test_ok=True, last_test_result="HTTP 200 in 7 ms")
+    Channel.objects.filter(pk=failing.pk).update(
+        last_test_at=now, last_test_ok=False, last_test_result="Received status code 503"
+    )
+    page = admin_client.get(
+        reverse("admin:channels_app_channel_changelist"), HTTP_ACCEPT_LANGUAGE="ru"
+    ).content.decode()
+    assert "✓ HTTP 200 за 7 мс" in page
+    assert "✗ Получен код ответа 503" in page
+    # Stored as they were: translated when shown only.
+    assert Channel.objects.get(pk=failing.pk).last_test_result == "Received status code 503"

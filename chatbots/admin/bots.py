@@ -10,7 +10,6 @@ GET that follows it."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
@@ -36,12 +35,13 @@ from chatbots.services import BOT_SETTINGS as SERVICE_SETTINGS
 from chatbots.services import (
     chatbot_create,
     chatbot_delete,
+    chatbot_name_check,
     chatbot_rotate_secret,
     chatbot_update,
     chatbot_webhook_signing_secret_rotate,
 )
 from core.admin import admin_object_adopt
-from core.errors import Conflict
+from core.errors import ApplicationError, Conflict
 from core.validators import validate_no_control_characters
 
 # The bot's LLM settings (blank: the platform's default), in their own fieldset.
@@ -98,21 +98,12 @@ class ChatBotForm(forms.ModelForm):
             self.fields["llm_model"].validators.append(validate_no_control_characters)
 
     def clean_name(self) -> str:
-        # Channels pick their bot by name: two bots of one name could not be told apart. The
-        # database does not forbid it (see `ChatBotAdmin.name_display`), so this is a guard
-        # for operators, and any duplicates that exist anyway are marked in the list.
+        # The service's rule, checked here so the error shows beside the field.
         name = self.cleaned_data["name"]
-        # `iexact` misses names holding regex characters ("A.B (x)") on this backend; an
-        # escaped, anchored `iregex` matches them literally (names hold no newline).
-        clash = ChatBot.objects.filter(name__iregex=f"^{re.escape(name)}$")
-        if self.instance.pk is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise forms.ValidationError(
-                _("Another bot is already called “%(name)s”: choose a name that tells them apart."),
-                code="duplicate_name",
-                params={"name": name},
-            )
+        try:
+            chatbot_name_check(name=name, chat_bot=self.instance)
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message, code="duplicate_name") from exc
         return name
 
 
@@ -122,8 +113,8 @@ class ChatBotChangeList(ChangeList):
         # Each registered count for the whole page at once, instead of one per row.
         ids = [bot.pk for bot in self.result_list]
         counts = {count.name: count.counter(ids) for count in BOT_COUNTS}
-        # Bots that share their name with another (made through the API, or before names were
-        # checked): one more grouped query for the page's names.
+        # Bots that share their name with another (made before names were unique): one more
+        # grouped query for the page's names.
         names = {bot.name for bot in self.result_list}
         same_name = dict(
             ChatBot.objects.filter(name__in=names).values("name").annotate(n=Count("id")).values_list("name", "n")
@@ -187,10 +178,9 @@ class ChatBotAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("name"), ordering="name")
     def name_display(self, obj: ChatBot) -> str:
-        """Names are not unique in the database: existing data may repeat one (the API never
-        refused it), and a unique index would fail to build on such data or need it renamed
-        behind the operators' backs. So the admin refuses new duplicates and marks old ones,
-        which the secret prefix beside them tells apart."""
+        """Names are unique (`ChatBot.name_key`), but bots made before the rule may repeat
+        one: renaming them behind the operators' backs would break the channels that pick
+        them by name, so they are marked instead, told apart by the secret prefix beside them."""
         count = getattr(obj, "same_name_count", 1)
         if count <= 1:
             return obj.name

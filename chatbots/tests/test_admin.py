@@ -349,3 +349,19 @@ def test_the_reply_policy_is_set_on_the_bot_page(admin_client: Client) -> None:
     assert right.status_code == 302
     bot.refresh_from_db()
     assert (bot.reply_policy, bot.burst_quiet_ms, bot.burst_max_wait_ms) == ("burst", 1000, 5000)
+
+
+def test_change_page_links_to_adding_a_channel_for_this_bot(admin_client: Client) -> None:
+    bot = ChatBotFactory(name="Lonely bot")
+    page = admin_client.get(reverse("admin:chatbots_chatbot_change", args=[bot.pk])).content.decode()
+    assert "Channels of this bot" in page
+    assert "This bot has no channel yet" in page
+    add_url = f"{reverse('admin:channels_app_channel_add')}?chat_bot={bot.pk}"
+    assert f'href="{add_url}"' in page
+    form = admin_client.get(add_url).context["adminform"].form
+    assert str(form["chat_bot"].value()) == str(bot.pk)
+
+    ChannelFactory(chat_bot=bot)
+    page = admin_client.get(reverse("admin:chatbots_chatbot_change", args=[bot.pk])).content.decode()
+    assert "This bot has no channel yet" not in page
+    assert f'href="{add_url}"' in page

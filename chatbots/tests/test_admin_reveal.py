@@ -122,8 +122,16 @@ def test_names_are_checked_and_existing_duplicates_marked(admin_client: Client) 
     # A bot keeps its own name when saved.
     assert admin_client.get(reverse("admin:chatbots_chatbot_change", args=[shop.pk])).status_code == 200
 
-    ChatBotFactory(name="Shop")  # through the API or from before the check: still possible
-    ChatBotFactory(name="Other")
+    # A rename to a name another bot has is refused too.
+    other = ChatBotFactory(name="Other shop")
+    renamed = admin_client.post(reverse("admin:chatbots_chatbot_change", args=[other.pk]), {"name": "SHOP"})
+    assert renamed.status_code == 200
+    assert "already called" in str(renamed.context["adminform"].form.errors["name"])
+    assert ChatBot.objects.get(pk=other.pk).name == "Other shop"
+
+    # From before names were unique (migration chatbots 0011 leaves its key null): marked.
+    ChatBot.objects.filter(pk=other.pk).update(name="Shop", name_key=None)
+    ChatBotFactory(name="Another")
     page = admin_client.get(reverse("admin:chatbots_chatbot_changelist")).content.decode()
     assert page.count('class="duplicate-name"') == 2
 

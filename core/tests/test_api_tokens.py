@@ -389,3 +389,22 @@ def test_the_service_refuses_a_token_for_someone_with_more_rights(staff_user: An
     assert not ApiToken.objects.exists()
     token, _key = api_token_create_by(actor=clerk, user=clerk, name="mine")
     assert token.user == clerk
+
+
+@pytest.mark.parametrize("header", ["{key}", "Basic {key}", "Key {key}"])
+def test_a_key_without_its_scheme_is_told_the_form_expected(
+    anon_client: APIClient, staff_user: Any, header: str
+) -> None:
+    anon_client.credentials(HTTP_AUTHORIZATION=header.format(key=api_token_key_for(staff_user)))
+    response = anon_client.get("/api/chatbots/")
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "Invalid Authorization header: expected “Authorization: Token <key>” (or “Bearer <key>”)."
+    }
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_no_authorization_header_still_says_no_credentials(anon_client: APIClient) -> None:
+    response = anon_client.get("/api/chatbots/")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Authentication credentials were not provided."}

@@ -22,6 +22,7 @@ def test_uniqueness_rules_are_unique_indexes(settings) -> None:  # type: ignore[
     assert ("dialogue_id", "message_id") in unique["dialogues_message"]
     assert ("dialogue_id", "in_reply_to") in unique["dialogues_message"]
     assert ("secret_hash",) in unique["chatbots_chatbot"]
+    assert ("name_key",) in unique["chatbots_chatbot"]
 
 
 @pytest.mark.django_db

@@ -4,6 +4,7 @@ way of the routes below it."""
 from __future__ import annotations
 
 import gzip
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -85,3 +86,19 @@ def test_redoc_script_names_no_other_host_to_load(client: Client) -> None:
     assert compressed["Content-Encoding"] == "gzip" and gzip.decompress(compressed.content) == script
     again = client.get("/api/redoc/redoc.standalone.js", headers={"If-None-Match": response["ETag"]})
     assert again.status_code == 304
+
+
+def test_favicon_is_served_at_the_site_root(client: Client) -> None:
+    # No django_db mark: a browser asks for it on every page, the database never answers it.
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/x-icon"
+    assert response.content[:4] == b"\x00\x00\x01\x00"  # the ICO header
+
+
+@pytest.mark.django_db
+def test_the_admin_links_its_icon(client: Client, staff_user: Any) -> None:
+    client.force_login(staff_user)
+    page = client.get("/admin/").content.decode()
+    assert '<link rel="icon" href="/static/core/favicon.svg"' in page
+    assert client.get("/static/core/favicon.svg").status_code == 200

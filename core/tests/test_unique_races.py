@@ -9,6 +9,9 @@ import pytest
 from django.db import IntegrityError, connections
 
 from channels_app.tests.factories import ChannelFactory
+from chatbots.models import ChatBot
+from chatbots.services import chatbot_create
+from core.errors import ApplicationError
 from dialogues.models import Dialogue, Message
 from dialogues.tests.factories import DialogueFactory
 
@@ -83,3 +86,14 @@ def test_same_message_id_in_another_dialogue_is_allowed() -> None:
             text="hi",
         )
     assert Message.objects.filter(message_id="m-1").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_creates_of_one_bot_name_make_one_bot() -> None:
+    def insert() -> object:
+        return chatbot_create(name="Racing bot")
+
+    created, errors = race(insert)
+    assert created == 1
+    assert len(errors) == RACERS - 1 and all(isinstance(e, ApplicationError) for e in errors)
+    assert ChatBot.objects.filter(name="Racing bot").count() == 1

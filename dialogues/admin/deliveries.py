@@ -17,15 +17,18 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from channels_app.delivery_texts import delivery_text_display
 from channels_app.models import DeliveryState
 from core.admin import WindowChangeList, WindowListAdmin, WindowPage
 from core.errors import ApplicationError
 from dialogues.admin.common import ReadOnlyAdmin, cut_short_note, datetime_display, object_id_param, post_only
+from dialogues.admin.statuses import next_attempt_text
 from dialogues.models import Delivery
 from dialogues.selectors_dashboard import pipeline_summary
 from dialogues.selectors_lists import (
     UNDELIVERED_STATES,
     DeliveryFilters,
+    channel_breakers,
     delivery_by_pk,
     delivery_list_page,
     dialogue_chat_ids,
@@ -43,7 +46,9 @@ class DeliveryChangeList(WindowChangeList):
         rows: list[Delivery] = list(self.result_list)
         names = related_names(rows)
         chats = dialogue_chat_ids(row.dialogue_id for row in rows)
+        breakers = channel_breakers(row.channel_id for row in rows)
         for row in rows:
+            row.channel_breaker = breakers.get(row.channel_id)  # type: ignore[attr-defined]
             row.channel_label = names.get(row.channel_id, str(row.channel_id))  # type: ignore[attr-defined]
             row.chat_label = chats.get(row.dialogue_id, str(row.dialogue_id))  # type: ignore[attr-defined]
         self.result_list = rows
@@ -218,7 +223,7 @@ class DeliveryAdmin(WindowListAdmin, ReadOnlyAdmin):
 
     @admin.display(description=_("next attempt"))
     def next_attempt(self, obj: Delivery) -> str:
-        return datetime_display(obj.next_attempt_at)
+        return next_attempt_text(obj, breaker=getattr(obj, "channel_breaker", None), in_a_sentence=False)
 
     @admin.display(description=_("dialogue"))
     def dialogue_link(self, obj: Delivery) -> str:
@@ -233,7 +238,7 @@ class DeliveryAdmin(WindowListAdmin, ReadOnlyAdmin):
     @admin.display(description=_("last result"))
     def last_result(self, obj: Delivery) -> str:
         status = f"HTTP {obj.last_status_code}" if obj.last_status_code else ""
-        full = " · ".join(part for part in (status, obj.last_error) if part)
+        full = " · ".join(part for part in (status, delivery_text_display(obj.last_error)) if part)
         return truncated(full, 40)
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:

@@ -27,6 +27,7 @@ from core.admin import WindowChangeList, WindowListAdmin, WindowPage
 from core.errors import ApplicationError
 from dialogues.admin.common import ReadOnlyAdmin, cut_short_note, datetime_display, get_only, object_id_param, post_only
 from dialogues.admin.inbox import inbox_context
+from dialogues.admin.statuses import awaiting_statuses, reply_hint
 from dialogues.models import Dialogue, Message
 from dialogues.selectors import dialogue_transcript, message_page
 from dialogues.selectors_lists import (
@@ -64,7 +65,7 @@ class DialogueChangeList(WindowChangeList):
 
 
 class PausedFilter(admin.SimpleListFilter):
-    title = _("bot")
+    title = _("bot state")  # as its column says; "bot" read as a filter by bot
     parameter_name = "paused"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
@@ -124,7 +125,7 @@ class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
         "The start of a customer chat id or of a message id (case-sensitive), or a dialogue id. "
         "A channel's or a bot's dialogues: use the filters."
     )
-    fields = ("id", "chat_bot", "channel", "chat_id", "message_count", "created_at", "last_message_at")
+    fields = ("id", "chat_bot", "channel", "chat_id", "messages_stored", "created_at", "last_message_at")
     readonly_fields = fields
     # Extends the history page (templates/admin/dialogues/dialogue/change_form.html) with the
     # hand-off: the transcript, its reply box, "Take over" and "Give back to the bot".
@@ -150,6 +151,20 @@ class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
         )
         page = dialogue_list_page(filters=filters, cursor=cursor, count=count)
         return WindowPage(rows=page.rows, next_cursor=page.next_cursor, note=cut_short_note() if page.cut_short else "")
+
+    @admin.display(description=_("messages"))
+    def messages_stored(self, obj: Dialogue) -> str:
+        """The messages there are; `message_count` also counts each reply still owed."""
+        stored = Message.objects.filter(dialogue=obj).count()
+        owed = obj.message_count - stored
+        if owed <= 0:
+            return str(stored)
+        return ngettext(
+            "%(stored)d (and %(owed)d reply on its way)", "%(stored)d (and %(owed)d replies on their way)", owed
+        ) % {
+            "stored": stored,
+            "owed": owed,
+        }
 
     @admin.display(description=_("customer chat id"))
     def customer_chat_id(self, obj: Dialogue) -> str:
@@ -235,9 +250,14 @@ class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
 
     def transcript_context(self, request: HttpRequest, dialogue: Dialogue) -> dict[str, Any]:
         pk = dialogue.pk
+        transcript = dialogue_transcript(dialogue=dialogue)
+        statuses = awaiting_statuses(dialogue=dialogue, messages=transcript)
+        for message in transcript:
+            message.waiting = statuses.get(message.pk)  # type: ignore[attr-defined]
         return {
             "dialogue": dialogue,
-            "transcript": dialogue_transcript(dialogue=dialogue),
+            "transcript": transcript,
+            "reply_hint": reply_hint(dialogue),
             "can_operate": self.has_operate_permission(request),
             "take_over_url": reverse("admin:dialogues_dialogue_take_over", args=[pk]),
             "give_back_url": reverse("admin:dialogues_dialogue_give_back", args=[pk]),
@@ -321,6 +341,8 @@ class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
         else:
             has_older, has_newer = page.has_more, False
         return {
+            # What is stored, not `message_count`, which also counts the replies still owed.
+            "history_total": Message.objects.filter(dialogue=dialogue).count(),
             "history": rows,
             "history_older": rows[0].pk if rows and has_older else None,
             "history_newer": rows[-1].pk if rows and has_newer else None,

@@ -109,7 +109,9 @@ def _recount(*, start: datetime, end: datetime) -> dict[datetime, HourCounts]:
     """The hours in [start, end) counted from the messages: one bounded aggregation per reply
     state, an equality on reply_state and a range on created_at (the (reply_state,
     created_at) index; with `$in` over the states the embedded server scans the collection).
-    A failing or dead reply counts once, at the hour it was written."""
+    A reply's failed delivery attempts (all of them but the one that went through) count as
+    failures, as the worker counts them live; the recount knows no attempt's time, so they
+    count at the hour the reply was written, where its outage began."""
     took_ms = {"$subtract": ["$delivered_at", "$created_at"]}
     bucket = {
         "$switch": {
@@ -133,7 +135,15 @@ def _recount(*, start: datetime, end: datetime) -> dict[datetime, HourCounts]:
             {"$match": match},
             {
                 "$facet": {
-                    "arrived": [{"$group": {"_id": arrived, "n": {"$sum": 1}}}],
+                    "arrived": [
+                        {
+                            "$group": {
+                                "_id": arrived,
+                                "n": {"$sum": 1},
+                                "attempts": {"$sum": {"$ifNull": ["$delivery_attempts", 0]}},
+                            }
+                        }
+                    ],
                     "delivered": [
                         {"$match": {"delivery_state": DeliveryState.DELIVERED.value, "delivered_at": {"$ne": None}}},
                         {"$group": {"_id": delivered, "n": {"$sum": 1}}},
@@ -149,8 +159,11 @@ def _recount(*, start: datetime, end: datetime) -> dict[datetime, HourCounts]:
                     counts.messages_in += count
                     if reply_state == Message.ReplyState.FAILED:
                         counts.failures += count
-                elif key.get("delivery_state") in (DeliveryState.FAILED, DeliveryState.DEAD):
-                    counts.failures += count
+                elif key.get("delivery_state"):
+                    # Every attempt but the one that went through failed, whatever the reply's
+                    # state now: a reply delivered after an outage keeps the outage's failures.
+                    went_through = count if key["delivery_state"] == DeliveryState.DELIVERED else 0
+                    counts.failures += max(0, int(row.get("attempts") or 0) - went_through)
             for row in result["delivered"]:
                 key, count = row["_id"], int(row["n"])
                 counts = hours.setdefault(hour_start(key["hour"]), HourCounts())

@@ -390,3 +390,18 @@ def test_dialogue_page_shows_what_each_reply_cost(admin_client: Client) -> None:
     )  # fmt: skip
     page = admin_client.get(reverse("admin:dialogues_dialogue_change", args=[dialogue.pk])).content.decode()
     assert "openai · gpt-4o-mini" in page and "31 + 7 tokens" in page and "812 ms" in page
+
+
+def test_dialogue_page_shows_delivery_errors_and_headers_in_the_operators_language(admin_client: Client) -> None:
+    dialogue = DialogueFactory()
+    MessageFactory(dialogue=dialogue, message_id="q-1", text="Hi")
+    MessageFactory(
+        dialogue=dialogue, role=Message.Role.ASSISTANT, in_reply_to="q-1", text="Hello!", delivery_state="retrying",
+        delivery_attempts=1, last_status_code=503, last_error="Received status code 503",
+    )  # fmt: skip
+    url = reverse("admin:dialogues_dialogue_change", args=[dialogue.pk])
+    page = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert "Received status code" not in page
+    assert page.count("Получен код ответа 503") == 2  # the chat and the table
+    assert "ID сообщения" in page and "Message id" not in page
+    assert Message.objects.get(in_reply_to="q-1").last_error == "Received status code 503"

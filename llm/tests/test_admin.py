@@ -186,3 +186,16 @@ def test_the_add_page_is_unchanged(admin_client: Client) -> None:
     assert response.status_code == 200
     assert "llm_usage" not in response.context
     assert "Try this bot" not in response.content.decode()
+
+
+def test_the_days_of_zeros_are_a_chart_and_a_collapsed_table(admin_client: Client) -> None:
+    bot = ChatBotFactory()
+    response = admin_client.get(reverse("admin:chatbots_chatbot_change", args=[bot.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert page.count('class="llm-usage-bar"') == 30
+    # The 30 rows are in a <details> shown closed: the page's Save is not below them.
+    details = re.search(r'<details id="llm-usage-days"( open)?>(.*?)</details>', page, re.S)
+    assert details and details.group(1) is None
+    assert details.group(2).count('class="llm-usage-day"') == 30
+    assert "Total: 0 replies, 0 tokens, 0 failures" in details.group(2)

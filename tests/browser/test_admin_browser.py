@@ -5,6 +5,7 @@ test-artifacts/browser/."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -124,14 +125,22 @@ def _operator_session(
     screenshot("05c-channel-change-page")
     page.goto(f"{base}/admin/channels_app/channel/")
 
-    # The test-message action hands the test to the worker; the result shows in the list.
+    # The test-message action hands the test to the worker; the result shows in the list
+    # when it comes, without a reload.
+    answer = threading.Event()
+    receiver.then(Reply(release=answer))  # the channel takes its time to answer the test
     page.check(f"input[name=_selected_action][value='{channel.pk}']")
     run_action(page, "send_test_message")
     assert "on its way" in page.locator(".messagelist .success").inner_text()
     assert receiver.wait_for(1)[0].json["test"] is True
+    assert "a test message is on its way" in page.inner_text("#result_list td.field-last_test")
+    screenshot("06a-channel-test-message-on-its-way")
+    answer.set()
     wait_until(lambda: Channel.objects.get(pk=channel.pk).last_test_at)
-    page.goto(f"{base}/admin/channels_app/channel/")
-    assert "✓ HTTP 200" in page.inner_text("#result_list")
+    page.wait_for_function(
+        "document.querySelector('#result_list td.field-last_test').innerText.includes('✓ HTTP 200')",
+        timeout=10_000,
+    )
     screenshot("06-channel-test-message")
     receiver.reset()
 

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chatbots", "0011_handoff_requests"),
+        ("chatbots", "0012_handoff_requests"),
     ]
 
     operations = [

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chatbots", "0010_vision"),
+        ("chatbots", "0011_unique_names"),
     ]
 
     operations = [
