@@ -19,6 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from chatbots.selectors import canned_replies_of
 from core.errors import ApplicationError
 from dialogues.models import Dialogue
 from dialogues.selectors_inbox import INBOX_FILTERS, inbox_counts, inbox_filter, inbox_rows
@@ -185,5 +186,6 @@ def inbox_context(request: HttpRequest, dialogue: Dialogue) -> dict[str, Any]:
             "resolve_url": reverse("admin:inbox-resolve", args=[pk]),
             "note_url": reverse("admin:inbox-note", args=[pk]),
             "inbox_url": reverse("admin:inbox"),
-        }
+        },
+        "canned_replies": canned_replies_of(dialogue.chat_bot_id),
     }

@@ -77,19 +77,22 @@
     active = 0;
     draw();
   });
+  // Capture phase, and no other handler after it: while the list is open, Enter picks a reply
+  // rather than sending the message (transcript.js's Enter).
   box.addEventListener("keydown", function (event) {
     if (list.hidden) return;
+    const handled = ["ArrowDown", "ArrowUp", "Enter", "Tab", "Escape"].indexOf(event.key) >= 0;
+    if (!handled) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
     if (event.key === "ArrowDown" || event.key === "ArrowUp") {
-      event.preventDefault();
       active = (active + (event.key === "ArrowDown" ? 1 : shown.length - 1)) % shown.length;
       draw();
     } else if (event.key === "Enter" || event.key === "Tab") {
-      event.preventDefault();
       insert(active);
-    } else if (event.key === "Escape") {
-      event.preventDefault();
+    } else {
       close();
     }
-  });
+  }, true);
   box.addEventListener("blur", function () { window.setTimeout(close, 150); });
 })();
