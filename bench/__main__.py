@@ -10,6 +10,8 @@ stack started for this run.
     make bench ARGS="--mode load --profile"     # py-spy profiles of gunicorn, the worker and the database
     make bench ARGS="--mode llm"                # the LLM stage: LLM-bound, provider limit, noisy bot, capacity
     make bench ARGS="--mode scale-data"         # every admin and API page at 100,000 and 250,000 messages
+    make bench ARGS="--mode widgets"            # 1,000 open web chat widgets, 100 sending every 10 s
+    make bench ARGS="--mode inbox"              # the database's cost of 50 open operators' inboxes
     make bench ARGS="--mode scale-data --scale-sizes 100000 --scale-hold"  # seeded and kept up, to profile by hand
 
 The app is served exactly as `make run` serves it (gunicorn with SERVER_WORKERS x
@@ -45,7 +47,7 @@ from bench.workload import FloorRun, LoadRun, SimpleRun, warm_up
 from core.env import env_normalize
 
 SCALE_DATA_CACHE = "6G"
-MODES = ["load", "floor", "simple", "scenarios", "llm", "growth", "diagnose", "scale-data"]
+MODES = ["load", "floor", "simple", "scenarios", "llm", "growth", "diagnose", "scale-data", "widgets", "inbox"]
 # The pipeline's code: its hash is recorded with the results, and a change during the run is
 # reported (other people edit the tree while the benchmark runs).
 PIPELINE_FILES = ["dialogues/ingest.py", "dialogues/store/reservation.py", "dialogues/store/claims.py",
@@ -390,6 +392,27 @@ def main(argv: list[str]) -> int:
             say(f"==> LLM stage: {', '.join(args.llm_scenarios)} (the worker restarted for each)")
             results["llm_stage"] = {}
             run_llm_stage(stack, quick=args.quick, scenarios=args.llm_scenarios, results=results["llm_stage"])
+        if "widgets" in modes:
+            from bench.widgets import run_widgets
+
+            say("==> widget scale: open web chat widgets on the stream, some of them sending", flush=True)
+            results["widgets"] = run_widgets(stack, say=lambda text: print(text, flush=True))
+            w = results["widgets"]
+            screen, before, opened = w["reply_to_screen_ms"], w["before"]["stream"], w["open"]["stream"]
+            print(f"    reply-to-screen p50 {screen['p50']} ms, p99 {screen['p99']} ms (LLM {w['llm_delay_ms']} ms); "
+                  f"stream threads {before['threads']} -> {opened['threads']} with {w['widgets']} open, "
+                  f"RSS {before['rss_mb']} -> {opened['rss_mb']} MB", flush=True)  # fmt: skip
+        if "inbox" in modes:
+            from bench.inbox import run_inbox
+
+            say("==> open inboxes: none, one and 50, each asking for the list every 2 s", flush=True)
+            results["inbox"] = run_inbox(stack, say=lambda text: print(text, flush=True))
+            for window in results["inbox"]["windows"]:
+                print(
+                    f"    {window['tabs']} tab(s): inbox {window['inbox_db_queries_per_s']} db queries/s, "
+                    f"answer p50 {window['answer_ms']['p50']} ms p99 {window['answer_ms']['p99']} ms",
+                    flush=True,
+                )
         if "growth" in modes:
             from bench.workload import run_growth
 

@@ -119,6 +119,9 @@ class Stack:
                 ),
                 # The receiver listens on 127.0.0.1, which delivery refuses by default.
                 "CHANNEL_ALLOW_PRIVATE_URLS": "true",
+                # Every simulated web chat visitor comes from this one address (bench.widgets).
+                "WEBCHAT_SESSION_RATE": "0",
+                "WEBCHAT_ADDRESS_MESSAGE_RATE": "0",
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),
                 # One directory for every process of the run, as `make run` gives them.
                 METRICS_DIR_ENV: metrics_dir_fresh(self.out_dir / "metrics"),

@@ -42,11 +42,17 @@ def dialogue_counter_take(*, chat_bot_id: ObjectId) -> None:
     match: dict[str, Any] = {"_id": chat_bot_id}
     if limit:
         match["dialogues"] = {"$lt": limit}
+    collection = counters_collection()
     try:
-        counters_collection().update_one(match, {"$inc": {"dialogues": 1}}, upsert=True)
+        collection.update_one(match, {"$inc": {"dialogues": 1}}, upsert=True)
+        return
     except DuplicateKeyError:
-        # The bot's counter exists and is not below the limit: the upsert's insert collided.
-        raise DialogueLimitReached(limit) from None
+        # The upsert found no counter below the limit and its insert collided: the counter
+        # exists, at the limit, or it was just created by another first dialogue of the bot
+        # at the same moment. Asked again without the insert, only the limit refuses.
+        pass
+    if collection.update_one(match, {"$inc": {"dialogues": 1}}).matched_count == 0:
+        raise DialogueLimitReached(limit)
 
 
 def dialogue_counter_give_back(*, chat_bot_id: ObjectId) -> None:

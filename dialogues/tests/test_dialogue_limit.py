@@ -186,3 +186,38 @@ def test_the_webhook_schema_documents_the_limit() -> None:
     assert "WEBHOOK_MAX_DIALOGUES_PER_BOT" in conflict["description"]
     examples = conflict["content"]["application/json"]["examples"].values()
     assert "Dialogue limit reached" in {example["summary"] for example in examples}
+
+
+@override_settings(WEBHOOK_MAX_DIALOGUES_PER_BOT=5)
+def test_the_first_dialogues_of_a_bot_at_the_same_moment_are_not_refused(bot: ChatBot) -> None:
+    """The bug: of two first dialogues of a bot counted at once, the one whose upsert's insert
+    collided with the other's was refused as if the limit were reached (a 409 under load)."""
+    from dialogues.store.counters import dialogue_counter_take
+
+    counters_collection().delete_one({"_id": bot.pk})
+    original = counters_collection
+    calls = {"n": 0}
+
+    class Collided:
+        """The counters' collection whose first upsert collides with a concurrent insert."""
+
+        def __init__(self, collection: Any) -> None:
+            self.collection = collection
+
+        def update_one(self, match: Any, update: Any, upsert: bool = False) -> Any:
+            calls["n"] += 1
+            if upsert and calls["n"] == 1:
+                self.collection.update_one({"_id": bot.pk}, {"$inc": {"dialogues": 1}}, upsert=True)  # the other
+                from pymongo.errors import DuplicateKeyError
+
+                raise DuplicateKeyError("E11000 duplicate key error")
+            return self.collection.update_one(match, update, upsert=upsert)
+
+    import dialogues.store.counters as counters
+
+    counters.counters_collection = lambda: Collided(original())  # type: ignore[assignment]
+    try:
+        dialogue_counter_take(chat_bot_id=bot.pk)
+    finally:
+        counters.counters_collection = original  # type: ignore[assignment]
+    assert _counted(bot) == 2
