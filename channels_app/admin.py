@@ -166,7 +166,6 @@ class ChannelAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "chat_id_display",
-        "kind",
         "bot_display",
         "url_display",
         "is_active",
@@ -254,7 +253,14 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("id (chat_id)"), ordering="pk")
     def chat_id_display(self, obj: Channel) -> str:
-        # What integrators send as `chat_id`.
+        # What integrators send as `chat_id`; a native kind is named under it (no column of its
+        # own: the list fits 1366 px).
+        if obj.kind and obj.kind != DEFAULT_KIND:
+            return format_html(
+                '<code class="chat-id">{}</code><br><span class="quiet channel-kind">{}</span>',
+                obj.pk,
+                kind_get(obj.kind).label,
+            )
         return format_html('<code class="chat-id">{}</code>', obj.pk)
 
     @admin.display(description=_("chat bot"), ordering="chat_bot")

@@ -102,14 +102,18 @@ def breaker_probe_claim(channel: Channel) -> datetime | None:
     return now + PROBE_WAIT
 
 
-def breaker_record(channel: Channel, *, ok: bool) -> None:
+def breaker_record(channel: Channel, *, ok: bool) -> bool:
     """Counts a failed attempt (opening the breaker at the threshold, for longer each time it
-    reopens) or closes the breaker after a success."""
+    reopens) or closes the breaker after a success. True when this success ended a run of
+    failures (the channel's waiting dialogues can go now)."""
     if ok:
         was_failing = _forget(channel.pk)
         if was_failing or channel.consecutive_failures or channel.breaker_open_until:
-            channels_collection().update_one({"_id": channel.pk, "consecutive_failures": {"$gt": 0}}, {"$set": CLOSED})
-        return
+            closed = channels_collection().update_one(
+                {"_id": channel.pk, "consecutive_failures": {"$gt": 0}}, {"$set": CLOSED}
+            )
+            return closed.modified_count == 1
+        return False
     with _failing_lock:
         _failing.add(channel.pk)
     channels = channels_collection()
@@ -126,6 +130,7 @@ def breaker_record(channel: Channel, *, ok: bool) -> None:
             "channel breaker open",
             extra={"channel": str(channel.pk), "failures": failures, "cooldown_s": round(cooldown, 1)},
         )
+    return False
 
 
 def breakers_probe_now() -> int:

@@ -83,7 +83,9 @@ def chatbot_name_key(name: str) -> str:
 
 
 def _name_taken(name: str) -> ApplicationError:
-    return ApplicationError(
+    # A conflict with what is stored (409), not a malformed body: the same request is valid
+    # once the other bot is renamed.
+    return Conflict(
         gettext("Another bot is already called “%(name)s”: choose a name that tells them apart.") % {"name": name}
     )
 

@@ -24,10 +24,11 @@ from core import metrics
 from core.datetimes import aware
 from core.errors import is_database_outage
 from core.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext, trace_bound, trace_continue
+from core.worker_wake import worker_wake
 from dialogues.selectors import message_created_at
 from dialogues.store.activity import activity_delivery_attempt
 from dialogues.store.attention import DEAD_REPLY, dialogue_attention_add
-from dialogues.store.claims import DialogueClaim, dialogue_lease
+from dialogues.store.claims import DialogueClaim, dialogue_lease, dialogues_of_channel_due_now
 from dialogues.store.handoff import dialogue_handoff_seq
 from dialogues.store.messages import reply_find
 from dialogues.store.replies import (
@@ -195,7 +196,11 @@ def _deliver(
                 recorded, cancelled = True, not outcome.ok
                 attempt = values if outcome.ok else {k: values[k] for k in ("last_status_code", "last_error")}
                 reply_record_over_cancel(reply_id=message["_id"], token=claim.token, values=attempt)
-    breaker_record(channel, ok=outcome.ok)
+    if breaker_record(channel, ok=outcome.ok):
+        # The channel takes replies again: what waited on its breaker goes now, not at the
+        # time each dialogue read (a probe in flight holds the breaker for a whole attempt).
+        dialogues_of_channel_due_now(channel_id=channel.pk)
+        worker_wake()
     if cancelled:
         if answers is not None:
             _cancel_stored(claim, reply=message, answers=answers)

@@ -122,16 +122,16 @@ def test_bad_names_are_400(api_client: APIClient, body: object) -> None:
     assert ChatBot.objects.count() == 1
 
 
-def test_a_name_another_bot_has_is_400_in_any_case(api_client: APIClient) -> None:
+def test_a_name_another_bot_has_is_409_in_any_case(api_client: APIClient) -> None:
     shop = ChatBotFactory(name="Shop")
     response = api_client.post("/api/chatbots/", {"name": "shop"}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json() == {"detail": "Another bot is already called “shop”: choose a name that tells them apart."}
     assert ChatBot.objects.count() == 1
     other = ChatBotFactory(name="Other")
     for method in (api_client.put, api_client.patch):
         response = method(f"/api/chatbots/{other.pk}", {"name": "SHOP"}, format="json")
-        assert response.status_code == 400 and "already called" in response.json()["detail"]
+        assert response.status_code == 409 and "already called" in response.json()["detail"]
     assert ChatBot.objects.get(pk=other.pk).name == "Other"
     # A bot keeps its own name, in another case too.
     assert api_client.patch(f"/api/chatbots/{shop.pk}", {"name": "SHOP"}, format="json").status_code == 200

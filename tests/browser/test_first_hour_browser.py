@@ -158,15 +158,16 @@ def test_docs_and_admin_load_nothing_from_other_hosts(
     )
     violations: list[str] = []
 
-    # `/` leads to the admin (here its login page).
+    # `/` leads to the operators' inbox in the admin (here its login page).
     page.goto(f"{base}/")
-    assert page.url == f"{base}/admin/login/?next=/admin/"
+    assert page.url == f"{base}/admin/login/?next=/admin/inbox/"
     log_in(page, base, staff_user.username)
     pages = [
         ("/api/docs/", ".swagger-ui .info .title"),
         ("/api/redoc/", "h1:has-text('Chat-bot platform API')"),
         ("/api/", "pre"),
         ("/admin/", "#site-name"),
+        ("/admin/inbox/", "#inbox-table"),
         ("/admin/chatbots/chatbot/", "#result_list"),
         ("/admin/chatbots/chatbot/add/", "#chatbot_form"),
         (f"/admin/chatbots/chatbot/{bot.pk}/change/", "#chatbot_form"),

@@ -360,6 +360,31 @@ def test_breaker_opens_after_failures_in_a_row_and_a_probe_closes_it(bot, post_w
     )
 
 
+def test_a_probe_that_closes_the_breaker_lets_every_waiting_dialogue_go_at_once(
+    bot, post_webhook, receiver, drain
+) -> None:
+    """The bug (the test above failed under load): a dialogue that read the breaker while
+    another's probe was in flight waited for the probe's whole hold (the attempt's timeout and
+    more), after the probe had closed the breaker."""
+    channel = ChannelFactory(chat_bot=bot, url=receiver.url)
+    receiver.default = Reply(status=503)
+    for number in range(2):
+        post_webhook(customer_message(channel, message_id=f"p-{number}", chat_id=f"p-{number}",
+                                      channel_id=str(channel.pk)))  # fmt: skip
+    drain()
+    assert Message.objects.filter(role="ASSISTANT", delivery_state="failed").count() == 2
+    receiver.default = Reply(status=200)
+    now = timezone.now()
+    Channel.objects.filter(pk=channel.pk).update(consecutive_failures=5, breaker_open_until=now - timedelta(seconds=1))
+    Message.objects.filter(role="ASSISTANT").update(next_attempt_at=None)
+    probe, waiting = (Dialogue.objects.get(chat_id=f"p-{number}").pk for number in range(2))
+    dialogues_collection().update_one({"_id": probe}, {"$set": {"work_due_at": now}})
+    # It saw the probe in flight: due again when the probe's hold ends.
+    dialogues_collection().update_one({"_id": waiting}, {"$set": {"work_due_at": now + timedelta(seconds=60)}})
+    drain()
+    assert Message.objects.filter(role="ASSISTANT", delivery_state="delivered").count() == 2
+
+
 def test_a_slow_channel_takes_no_more_than_its_share_of_the_worker(bot, post_webhook) -> None:
     """The slow channel holds every request until the test lets go (no timing to guess): with
     its 2 slots taken, the fast channel's replies all arrive meanwhile. Without the bulkhead,
