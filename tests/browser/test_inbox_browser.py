@@ -14,10 +14,10 @@ import pytest
 from channels_app.tests.factories import ChannelFactory
 from chatbots.models import CannedReply
 from chatbots.tests.factories import ChatBotFactory
-from devtools.receiver import ChannelReceiver
+from devtools.receiver import ChannelReceiver, Reply
 from dialogues.models import Dialogue, Message
 from tests.browser.conftest import log_in
-from tests.browser.test_admin_browser import post_webhook
+from tests.browser.test_admin_browser import post_webhook, wait_until
 from tests.support.live_server import LiveServer, WorkerProcess
 
 
@@ -94,3 +94,42 @@ def _session(page: Any, screenshot: Any, server: LiveServer, receiver: ChannelRe
     [reply] = receiver.wait_for(1)
     assert reply.json["role"] == "ASSISTANT" and reply.json["in_reply_to"] == "i-2"
     assert Message.objects.filter(dialogue_id=dialogue.pk, role=Message.Role.NOTE).count() == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_take_over_in_the_browser_silences_the_bot_and_its_owed_reply(
+    page: Any, screenshot: Any, live_server_process: LiveServer, receiver: ChannelReceiver, staff_user: Any
+) -> None:
+    """The channel is down when the customer writes, so the bot's reply is owed (failing, to be
+    retried). The operator takes the chat over from its page: once the channel is back, that
+    reply never reaches the customer, and the chat is in the inbox as taken over."""
+    worker = WorkerProcess(env=live_server_process.env(), name="inbox-take-over").start()
+    try:
+        base = live_server_process.url
+        bot = ChatBotFactory(name="Take-over bot")
+        channel = ChannelFactory(chat_bot=bot, url=receiver.url, name="Take-over channel")
+        receiver.default = Reply(status=503)
+        assert (
+            post_webhook(live_server_process, bot.plain_secret, channel, "Where is my order?", "t-1").status_code == 200
+        )
+        wait_until(lambda: Message.objects.filter(role=Message.Role.ASSISTANT, delivery_state="failed").exists())
+        dialogue = Dialogue.objects.get(channel_id=channel.pk)
+
+        log_in(page, base, staff_user.username)
+        page.goto(f"{base}/admin/dialogues/dialogue/{dialogue.pk}/change/")
+        page.click("button[name=take_over]")
+        page.wait_for_selector("button[name=give_back]")
+        receiver.default = Reply(status=200)
+        before = len(receiver.requests)
+        reply = Message.objects.get(dialogue_id=dialogue.pk, role=Message.Role.ASSISTANT)
+        wait_until(lambda: Message.objects.get(pk=reply.pk).delivery_state == "cancelled")
+        # Well past the reply's next retry: nothing of the bot's arrives.
+        time.sleep(3)
+        assert [r.json for r in receiver.requests[before:] if r.json.get("role") == "ASSISTANT"] == []
+        page.goto(f"{base}/admin/inbox/")
+        page.wait_for_selector(f"#inbox-rows tr >> text={channel.pk}")
+        assert "Taken over" in page.inner_text("#inbox-rows")
+        screenshot("inbox-04-taken-over-owed-reply-cancelled")
+    finally:
+        worker.stop()
