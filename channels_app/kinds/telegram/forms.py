@@ -35,7 +35,7 @@ class TelegramChannelForm(KindChannelForm):
     )
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
         if self.instance.pk is None:
             self.fields["bot_token"].required = True
             self.fields["bot_token"].help_text = _("From @BotFather. Stored encrypted and never shown again.")
