@@ -7,7 +7,6 @@ secret, a body that is not an Update) is answered otherwise."""
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -22,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from channels_app.kinds.base import InboundMessage, inbound_ingest
+from channels_app.kinds.inbound import body_bounded, json_object
 from channels_app.kinds.telegram.updates import UpdateInvalid, update_message_id, update_read
 from channels_app.models import Channel
 from core.errors import ApplicationError, NotFound
@@ -40,10 +40,6 @@ SECRET_INVALID = "Invalid or missing X-Telegram-Bot-Api-Secret-Token"  # noqa: S
 
 class Unauthorized(ApplicationError):
     status = status.HTTP_401_UNAUTHORIZED
-
-
-class PayloadTooLarge(ApplicationError):
-    status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 
 def _channel(channel_id: str) -> Channel:
@@ -65,33 +61,8 @@ def _secret_verify(request: Request, channel: Channel) -> None:
         raise Unauthorized(SECRET_INVALID)
 
 
-def _body(request: Request) -> bytes:
-    django_request = request._request
-    try:
-        declared = int(django_request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise ApplicationError("Invalid Content-Length header") from None
-    too_large = f"Request body must be at most {BODY_MAX_BYTES} bytes"
-    if declared > BODY_MAX_BYTES:
-        raise PayloadTooLarge(too_large)
-    try:
-        # At most one byte past the limit, whatever the header said.
-        body = bytes(django_request.read(BODY_MAX_BYTES + 1))
-    except Exception:
-        raise ApplicationError("Malformed request body") from None
-    if len(body) > BODY_MAX_BYTES:
-        raise PayloadTooLarge(too_large)
-    return body
-
-
 def _update(body: bytes) -> dict[str, Any]:
-    try:
-        update = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ApplicationError("Malformed JSON in request body") from None
-    if not isinstance(update, dict):
-        raise ApplicationError("Request body must be a JSON object (a Telegram Update)")
-    return update
+    return json_object(body, what="a JSON object (a Telegram Update)")
 
 
 # Only Telegram calls it, with the shapes of its Bot API: out of our OpenAPI description, which
@@ -107,7 +78,7 @@ class TelegramUpdatesView(APIView):
     def post(self, request: Request, channel_id: str) -> Response:
         channel = _channel(channel_id)
         _secret_verify(request, channel)
-        update = _update(_body(request))
+        update = _update(body_bounded(request, max_bytes=BODY_MAX_BYTES))
         try:
             read = update_read(update)
         except UpdateInvalid as exc:

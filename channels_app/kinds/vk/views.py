@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -21,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from channels_app.kinds.base import InboundMessage, inbound_ingest
+from channels_app.kinds.inbound import body_bounded, json_object
 from channels_app.kinds.views import KindChannelCreateView
 from channels_app.kinds.vk.callback import event_message
 from channels_app.kinds.vk.event_log import event_record, event_seen
@@ -51,57 +51,14 @@ class Forbidden(ApplicationError):
     status = status.HTTP_403_FORBIDDEN
 
 
-class PayloadTooLarge(ApplicationError):
-    status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-
-
 def _text(body: str) -> HttpResponse:
     # VK reads the answer's body as it is: "ok", or the confirmation code, nothing around it.
     return HttpResponse(body, content_type="text/plain; charset=utf-8")
 
 
-def _body(request: Request) -> bytes:
-    django_request = request._request
-    try:
-        declared = int(django_request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise ApplicationError("Invalid Content-Length header") from None
-    too_large = PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
-    if declared > BODY_MAX_BYTES:
-        raise too_large
-    try:
-        meta = django_request.META
-        if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # No Content-Length: Django's stream reads nothing; the WSGI server's decodes chunks.
-            body = _read_stream(meta.get("wsgi.input"), BODY_MAX_BYTES + 1)
-        else:
-            # One byte past the limit, whatever the header said.
-            body = bytes(django_request.read(BODY_MAX_BYTES + 1))
-    except Exception:
-        raise ApplicationError("Malformed request body") from None
-    if len(body) > BODY_MAX_BYTES:
-        raise too_large
-    return body
-
-
-def _read_stream(stream: Any, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while stream is not None and size < limit:
-        chunk = stream.read(min(64 * 1024, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
 def _event(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ApplicationError("Malformed JSON in request body") from None
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+    event = json_object(body, what="a JSON object with a `type`")
+    if not isinstance(event.get("type"), str):
         raise ApplicationError("Request body must be a JSON object with a `type`")
     return event
 
@@ -139,7 +96,7 @@ class VkCallbackView(APIView):
             return database_unavailable_response()
 
     def _handle(self, request: Request, channel_id: str) -> HttpResponse:
-        body = _body(request)
+        body = body_bounded(request, max_bytes=BODY_MAX_BYTES)
         channel = _channel(channel_id)
         event = _event(body)
         options = channel.kind_options or {}

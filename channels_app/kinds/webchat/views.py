@@ -8,7 +8,6 @@ CORS has nothing to say to it, and the visitor's token still decides what it may
 
 from __future__ import annotations
 
-import json
 import uuid
 from functools import cache
 from pathlib import Path
@@ -33,6 +32,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from channels_app.kinds.base import InboundMessage, inbound_history, inbound_ingest
+from channels_app.kinds.inbound import body_bounded, json_object
 from channels_app.kinds.webchat.events import event_insert
 from channels_app.kinds.webchat.options import (
     BODY_MAX_BYTES,
@@ -62,10 +62,6 @@ class Unauthorized(ApplicationError):
 
 class Forbidden(ApplicationError):
     status = status.HTTP_403_FORBIDDEN
-
-
-class PayloadTooLarge(ApplicationError):
-    status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 
 ORIGIN_REFUSED = "This site is not allowed to use this chat (its origin is not in the channel's allowed origins)"
@@ -165,25 +161,10 @@ class WidgetView(APIView):
 
     def body_json(self) -> dict[str, Any]:
         """The body: at most BODY_MAX_BYTES (413), a JSON object (400)."""
-        django_request = self.request._request
-        try:
-            declared = int(django_request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise ApplicationError("Invalid Content-Length header") from None
-        if declared > BODY_MAX_BYTES:
-            raise PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
-        body = django_request.read(BODY_MAX_BYTES + 1)
-        if len(body) > BODY_MAX_BYTES:
-            raise PayloadTooLarge(f"Request body must be at most {BODY_MAX_BYTES} bytes")
+        body = body_bounded(self.request, max_bytes=BODY_MAX_BYTES)
         if not body.strip():
             return {}
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise ApplicationError("Malformed JSON in request body") from None
-        if not isinstance(data, dict):
-            raise ApplicationError("Request body must be a JSON object")
-        return data
+        return json_object(body)
 
 
 class SessionView(WidgetView):
