@@ -25,17 +25,14 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from channels_app.admin_kinds import KindAdminMixin
 from channels_app.delivery_texts import delivery_text_display
-from channels_app.kinds import DEFAULT_KIND, kind_get, kinds_all
-from channels_app.kinds.base import ChannelKind
-from channels_app.kinds.forms import KindChannelForm
+from channels_app.kinds import DEFAULT_KIND, kind_get
 from channels_app.models import URL_MAX_LENGTH, Channel
 from channels_app.selectors import channel_tests_on_their_way
 from channels_app.services import (
     channel_breaker_close,
     channel_create,
-    channel_create_of_kind,
-    channel_kind_update,
     channel_rotate_token,
     channel_set_active,
     channel_signing_secret_rotate,
@@ -161,7 +158,7 @@ class ChannelChangeList(ChangeList):
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(KindAdminMixin, admin.ModelAdmin):
     form = ChannelForm
     list_display = (
         "name",
@@ -183,45 +180,10 @@ class ChannelAdmin(admin.ModelAdmin):
     actions = ("activate", "deactivate", "rotate_token", "send_test_message")
     change_form_template = "admin/channels_app/channel/connect_change_form.html"
 
-    # --- kinds: a native kind's channel is added and changed with its package's form ---------
-
-    def channel_kind(self, request: HttpRequest, obj: Channel | None) -> ChannelKind:
-        if obj is not None:
-            return kind_get(obj.kind)
-        wanted = request.GET.get("kind") or request.POST.get("_kind") or DEFAULT_KIND
-        return kinds_all().get(wanted) or kind_get(DEFAULT_KIND)
-
-    def get_form(self, request: HttpRequest, obj: Channel | None = None, change: bool = False, **kwargs: Any) -> Any:
-        kind_form = self.channel_kind(request, obj).admin_form()
-        if kind_form is not None:
-            kwargs["form"] = kind_form
-            kwargs["fields"] = None
-        return super().get_form(request, obj, change, **kwargs)
-
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        current = self.channel_kind(request, None).name
-        base = reverse("admin:channels_app_channel_add")
-        links = [
-            {"label": kind.label, "url": f"{base}?kind={name}", "current": name == current}
-            for name, kind in kinds_all().items()
-        ]
-        return super().add_view(request, form_url, {**(extra_context or {}), "kind_links": links})
-
     def get_fieldsets(self, request: HttpRequest, obj: Channel | None = None) -> Any:
-        kind_form = self.channel_kind(request, obj).admin_form()
-        if kind_form is not None:
-            kind_main = ["name", "chat_bot", "is_active", "typing_events", *kind_form.kind_fields]
-            if obj is None:
-                return [(None, {"fields": kind_main})]
-            return [
-                (None, {"fields": ["id", "kind", *kind_main]}),
-                (
-                    _("Delivery"),
-                    {"fields": ["last_delivery_state", "last_delivery_at", "breaker", "created_at", "updated_at"]},
-                ),
-            ]
+        kind_fieldsets = self.kind_fieldsets(request, obj)
+        if kind_fieldsets is not None:
+            return kind_fieldsets
         main = ["name", "chat_bot", "url", "is_active", "typing_events"]
         if obj is None:
             return [(None, {"fields": main})]
@@ -300,32 +262,9 @@ class ChannelAdmin(admin.ModelAdmin):
     # --- writes go through the services ---------------------------------------------
 
     def save_model(self, request: HttpRequest, obj: Channel, form: forms.ModelForm, change: bool) -> None:
-        data = form.cleaned_data
-        kind = self.channel_kind(request, obj if change else None)
-        if isinstance(form, KindChannelForm):
-            config = form.kind_config(obj if change else None)
-            if change:
-                channel = channel_kind_update(
-                    channel=obj,
-                    name=data["name"],
-                    is_active=data["is_active"],
-                    config=config,
-                    typing_events=data.get("typing_events"),
-                )
-            else:
-                channel = channel_create_of_kind(
-                    chat_bot=data["chat_bot"],
-                    name=data["name"],
-                    kind=kind.name,
-                    config=config,
-                    is_active=data["is_active"],
-                    typing_events=data.get("typing_events", True),
-                )
-                admin_object_adopt(obj, channel)
-            problem = kind.after_save(channel)
-            if problem:
-                messages.warning(request, problem)
+        if self.kind_save(request, obj, form, change):
             return
+        data = form.cleaned_data
         if change:
             channel_update(
                 channel=obj,
