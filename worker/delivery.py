@@ -28,9 +28,10 @@ from core.worker_wake import worker_wake
 from dialogues.selectors import message_created_at
 from dialogues.store.activity import activity_delivery_attempt
 from dialogues.store.attention import DEAD_REPLY, dialogue_attention_add
-from dialogues.store.claims import DialogueClaim, dialogue_lease, dialogues_of_channel_due_now
+from dialogues.store.claims import DialogueClaim, dialogue_lease
 from dialogues.store.handoff import dialogue_handoff_seq
 from dialogues.store.messages import reply_find
+from dialogues.store.recovery import channel_owed_due_now
 from dialogues.store.replies import (
     reply_cancel,
     reply_fence,
@@ -199,7 +200,7 @@ def _deliver(
     if breaker_record(channel, ok=outcome.ok):
         # The channel takes replies again: what waited on its breaker goes now, not at the
         # time each dialogue read (a probe in flight holds the breaker for a whole attempt).
-        dialogues_of_channel_due_now(channel_id=channel.pk)
+        channel_owed_due_now(channel_id=channel.pk)
         worker_wake()
     if cancelled:
         if answers is not None:

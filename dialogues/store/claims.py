@@ -166,17 +166,6 @@ def dialogues_defer(*, channel_ids: list[ObjectId], bot_ids: list[ObjectId], unt
     return modified
 
 
-def dialogues_of_channel_due_now(*, channel_id: ObjectId) -> int:
-    """The channel's dialogues waiting for a later time are due now: its breaker has just closed,
-    and those that saw it open (or saw another worker's probe in flight) would otherwise wait for
-    the time they read. The due index first: it holds only dialogues with work due."""
-    now = timezone.now()
-    result = dialogues_collection().update_many(
-        {"work_due_at": {"$gt": now}, "channel_id": channel_id}, {"$set": {"work_due_at": now}}
-    )
-    return int(result.modified_count)
-
-
 def dialogue_renew(claim: DialogueClaim) -> bool:
     """Extends the lease and refreshes what new messages changed. False when the claim was
     lost (it expired and another worker took the dialogue): the caller stops at once."""
