@@ -325,5 +325,6 @@ def kind_history(channel: Channel, chat_id: str, limit: int) -> list[HistoryMess
             created_at=message.created_at,
         )
         for message in dialogue_transcript(dialogue=dialogue, limit=limit)
-        if message.role in _HISTORY_ROLES
+        # Never what the customer was not sent: a reply an operator's take-over cancelled.
+        if message.role in _HISTORY_ROLES and message.delivery_state != DeliveryState.CANCELLED
     ]

@@ -288,6 +288,26 @@ def test_a_visitor_reads_its_own_conversation_only(client: Client, channel: Chan
     assert client.get(f"{widget_api(channel)}/messages", HTTP_X_WEBCHAT_VISITOR=bob).json() == {"messages": []}
 
 
+def test_a_reply_cancelled_by_a_take_over_is_never_in_the_visitors_history(
+    client: Client, channel: Channel, drain: Callable[[], None]
+) -> None:
+    """The bug: the history showed every bot reply stored, the one an operator's take-over
+    cancelled (never sent) too, so a reload told the visitor what the bot would have said."""
+    from dialogues.models import Dialogue
+    from dialogues.services_operators import dialogue_pause
+
+    alice = session_token(client, channel)
+    assert post_message(client, channel, alice, {"text": "Hi", "client_id": str(uuid.uuid4())}).status_code == 201
+    drain()
+    reply = Message.objects.get(role="ASSISTANT")
+    # Stored but not delivered when the operator takes over (as when the channel was down).
+    Message.objects.filter(pk=reply.pk).update(delivery_state="failed")
+    dialogue_pause(dialogue=Dialogue.objects.get(pk=reply.dialogue_id), minutes=None)
+    assert Message.objects.get(pk=reply.pk).delivery_state == "cancelled"
+    read = client.get(f"{widget_api(channel)}/messages", HTTP_ORIGIN=SITE, HTTP_X_WEBCHAT_VISITOR=alice)
+    assert [m["role"] for m in read.json()["messages"]] == ["user"]
+
+
 def test_the_history_is_the_newest_50_oldest_first(client: Client, channel: Channel, settings: Any) -> None:
     settings.WEBCHAT_VISITOR_MESSAGE_RATE = "0"
     settings.WEBCHAT_ADDRESS_MESSAGE_RATE = "0"
