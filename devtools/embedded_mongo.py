@@ -89,6 +89,33 @@ def _executable() -> str:
     return found
 
 
+# How this project runs the embedded server (only it; a MONGO_URL is never touched), measured on
+# secantusd 0.7.0b3 (docs/internals.md, "Known quirks of the embedded server"):
+# - `--standalone`: it then keeps no oplog, which nothing here reads (no change streams, no
+#   replica set), and saves a BSON encode and an oplog write per document written: 8 % more
+#   replies per second end to end (`make bench`, load C=16).
+SERVER_OPTIONS = ("--standalone",)
+# - Its Python thread switch interval at 0.5 ms instead of 5 ms: it serves each connection on
+#   a thread of its own under one GIL, so a webhook's short operation waited up to 5 ms for
+#   each turn behind an operator's long read. The webhook's p99 during admin reads fell by
+#   about a third. Still a program of its own (GPL-2.0): this only starts its command line's
+#   `main` in a fresh interpreter after setting the interval.
+SWITCH_INTERVAL_S = 0.0005
+LAUNCH = (
+    "import sys; sys.setswitchinterval({interval}); sys.argv[0] = 'secantusd-py'; "
+    "from secantus.cli import main; sys.exit(main())"
+)
+
+
+def _launcher() -> list[str]:
+    """The command that starts the server, before its options."""
+    script = _executable()
+    if Path(script).parent == Path(sys.executable).parent:
+        # Installed beside this interpreter (the project's venv): the interval can be set.
+        return [sys.executable, "-c", LAUNCH.format(interval=SWITCH_INTERVAL_S)]
+    return [script]
+
+
 class EmbeddedMongo:
     """One secantusd process. `storage` is a folder, or ':memory:' for a throwaway one."""
 
@@ -123,8 +150,8 @@ class EmbeddedMongo:
         if self.storage != ":memory:":
             Path(self.storage).mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        cmd = [_executable(), "--host", self.host, "--port", str(self.port), "--storage-path", self.storage]
-        cmd += ["--log-level", "WARNING"]
+        cmd = [*_launcher(), "--host", self.host, "--port", str(self.port), "--storage-path", self.storage]
+        cmd += ["--log-level", "WARNING", *SERVER_OPTIONS]
         if self.cache_size:
             cmd += ["--cache-size", self.cache_size]
         # A new session so that Ctrl-C in the terminal reaches only the launcher, which
@@ -191,8 +218,10 @@ def server_serving(storage: Path) -> RunningServer | None:
             args = [arg.decode(errors="replace") for arg in (entry / "cmdline").read_bytes().split(b"\0") if arg]
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        # `secantusd-py` is a Python script: its name is the first or the second argument.
-        if not any(Path(arg).name.startswith("secantusd") for arg in args[:2]):
+        # `secantusd-py` is a Python script: its name is the first or the second argument, or
+        # it was started by `_launcher`'s `-c`.
+        started_here = len(args) > 2 and args[1] == "-c" and "secantus.cli" in args[2]
+        if not started_here and not any(Path(arg).name.startswith("secantusd") for arg in args[:2]):
             continue
         path, port, host = _option(args, "--storage-path"), _option(args, "--port"), _option(args, "--host")
         if not path or path == ":memory:" or not port or not port.isdigit():
