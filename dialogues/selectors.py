@@ -81,12 +81,18 @@ def newest_in_slices[T](
     *,
     bounded: bool,
     stop: Callable[[], bool] = lambda: False,
+    sizing: Callable[[], tuple[int, int]] | None = None,
 ) -> list[T]:
     """`wanted` of the newest rows before `edge` (all of them if fewer): `read(when, still
     wanted)` over disjoint slices of a time field walking back from `edge` (sized by
     `next_slice_width`), then one range over all that is older; newer slices first, so every
     slice before the one that completes `wanted` is read whole. Without `bounded` the first
-    slice has no end (a clock a little ahead still counts). `stop` ends the walk early."""
+    slice has no end (a clock a little ahead still counts). `stop` ends the walk early.
+
+    `sizing`: where `read` checks rows itself and keeps few of those it reads, what sizes the
+    next slice instead of the rows kept: (rows the last slice read, rows still to read). Without
+    it a slice that kept none grew fourfold however many it read, so the last one read before
+    `stop` could hold several times what was left to read, and more the denser the data."""
     found: list[T] = []
     width = SLICE_FIRST
     for step in range(SLICES_MAX):
@@ -95,7 +101,8 @@ def newest_in_slices[T](
         found.extend(rows)
         if len(found) >= wanted or stop():
             return found
-        width, edge = next_slice_width(width, len(rows), wanted - len(found)), far
+        got, still = sizing() if sizing is not None else (len(rows), wanted - len(found))
+        width, edge = next_slice_width(width, got, still), far
     return found + read({"$gte": EPOCH, "$lt": edge}, wanted - len(found))
 
 

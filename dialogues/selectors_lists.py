@@ -288,6 +288,9 @@ def _dialogues_in_order(ids: list[ObjectId]) -> list[Dialogue]:
 PREVIEW_SEQ_WINDOWS = (4, 32)
 # Dialogues up to this long have their last message found in one read of all their messages.
 PREVIEW_BATCH_MAX = 32
+_PREVIEW_PROJECTION = {
+    "dialogue_id": 1, "seq": 1, "text": 1, "role": 1, "created_at": 1, "attachments.name": 1, "delivery_state": 1,
+}  # fmt: skip
 
 
 def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str, Any]]:
@@ -303,7 +306,7 @@ def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str
     query would do."""
     found: dict[ObjectId, dict[str, Any]] = {}
     collection = mongo_collection(Message._meta.db_table)
-    projection = {"dialogue_id": 1, "seq": 1, "text": 1, "role": 1, "created_at": 1, "attachments.name": 1}
+    projection = _PREVIEW_PROJECTION
     short = [d.pk for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
     if short:
         for doc in collection.find({"dialogue_id": {"$in": short}}, projection):
@@ -359,6 +362,32 @@ def dialogue_problem_counts(dialogues: list[Dialogue]) -> dict[ObjectId, int]:
             if doc["dialogue_id"] in counted:
                 counts[doc["dialogue_id"]] = counts.get(doc["dialogue_id"], 0) + 1
     return counts
+
+
+def dialogue_page_details(
+    dialogues: list[Dialogue],
+) -> tuple[dict[ObjectId, dict[str, Any]], dict[ObjectId, int]]:
+    """A list page's last messages (`dialogue_last_messages`) and problem counts
+    (`dialogue_problem_counts`). The short dialogues' messages (up to PREVIEW_BATCH_MAX) are read
+    once for both: the read that finds their last messages counts their failed and dead replies
+    too, so the page reads each of them once, not twice."""
+    short = [d for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
+    last: dict[ObjectId, dict[str, Any]] = {}
+    problems: dict[ObjectId, int] = {}
+    if short:
+        collection = mongo_collection(Message._meta.db_table)
+        for doc in collection.find({"dialogue_id": {"$in": [d.pk for d in short]}}, _PREVIEW_PROJECTION):
+            held = last.get(doc["dialogue_id"])
+            if held is None or (doc.get("seq") or 0) > (held.get("seq") or 0):
+                last[doc["dialogue_id"]] = doc
+            if doc.get("delivery_state") in PROBLEM_STATES:
+                problems[doc["dialogue_id"]] = problems.get(doc["dialogue_id"], 0) + 1
+    counted = {d.pk for d in short}
+    rest = [d for d in dialogues if d.pk not in counted]
+    if rest:
+        last.update(dialogue_last_messages(rest))
+        problems.update(dialogue_problem_counts(rest))
+    return last, problems
 
 
 def related_names(rows: list[Any]) -> dict[ObjectId, str]:
@@ -458,21 +487,28 @@ def _recent(
     # limit would stop at the same rows in every wider window.
     checked_here = filters.in_flight or (filters.chat_bot_id is not None and None in channels)
     scanned = 0
+    slice_scanned = 0
 
     def read(when: dict[str, Any] | datetime, wanted: int, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        nonlocal scanned
+        nonlocal scanned, slice_scanned
         # Each (channel, state) may hold all that is still wanted.
         limit = 0 if checked_here else wanted
         docs: list[dict[str, Any]] = []
+        slice_scanned = 0
         for channel, state in pairs:
             # The index's fields first, in its order: the embedded server takes the first field's.
             lead: dict[str, Any] = {"channel_id": channel} if channel is not None else {}
             query = {**lead, "delivery_state": state, "created_at": when, **(extra or {})}
             for doc in collection.find(query, _DELIVERY_PROJECTION, sort=sort, limit=limit):
                 scanned += 1
+                slice_scanned += 1
                 if _delivery_keeps(doc, filters, now):
                     docs.append(doc)
         return docs
+
+    def sizing() -> tuple[int, int]:
+        # Rows checked here: the next slice is sized to what is left of the scan's budget.
+        return slice_scanned, max(1, CHECKED_SCAN_LIMIT - scanned)
 
     def spent() -> bool:
         # Rows checked here: at most CHECKED_SCAN_LIMIT of the newest are looked at.
@@ -488,7 +524,9 @@ def _recent(
         if len(found) >= count:
             return found
     edge = before[0] if before is not None else now
-    return found + newest_in_slices(edge, read, count - len(found), bounded=before is not None, stop=spent)
+    return found + newest_in_slices(
+        edge, read, count - len(found), bounded=before is not None, stop=spent, sizing=sizing if checked_here else None
+    )
 
 
 def delivery_list_page(

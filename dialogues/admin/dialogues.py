@@ -32,9 +32,8 @@ from dialogues.models import Dialogue, Message
 from dialogues.selectors import dialogue_transcript, message_page
 from dialogues.selectors_lists import (
     DialogueFilters,
-    dialogue_last_messages,
     dialogue_list_page,
-    dialogue_problem_counts,
+    dialogue_page_details,
     message_by_pk_in_dialogue,
     related_names,
 )
@@ -48,13 +47,12 @@ ACTIVE_SINCE_DAYS = {"today": 0, "7d": 7, "30d": 30}
 
 class DialogueChangeList(WindowChangeList):
     """Fills each row's last message (a bounded index read per row, see
-    `dialogue_last_messages`), delivery problems and names (one query each for the page)."""
+    `dialogue_page_details`), delivery problems and names (one query each for the page)."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         rows: list[Dialogue] = list(self.result_list)
-        last = dialogue_last_messages(rows)
-        problems = dialogue_problem_counts(rows)
+        last, problems = dialogue_page_details(rows)
         names = related_names(rows)
         for row in rows:
             row.last_message_doc = last.get(row.pk)  # type: ignore[attr-defined]
@@ -118,7 +116,7 @@ class DialogueAdmin(WindowListAdmin, ReadOnlyAdmin):
     # Read by `dialogue_list_page` (core.admin.WindowListAdmin): most recently active first,
     # the one order an index serves; no join, no count.
     list_filter = (PausedFilter, ProblemsFilter, ActiveSinceFilter, "chat_bot", "channel")
-    # Each row reads its last message (`dialogue_last_messages`): the page's cost is its rows'.
+    # Each row reads its last message (`dialogue_page_details`): the page's cost is its rows'.
     list_per_page = 50
     search_fields = ("chat_id",)
     search_help_text = _(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +22,14 @@ from chatbots.tests.factories import ChatBotFactory
 from core.db_routing import OPERATORS_DB
 from dialogues import admin as dialogues_admin
 from dialogues.models import Dialogue, Message
-from dialogues.selectors_lists import PROBLEMS_BY_DIALOGUE_MAX, dialogue_problem_counts
+from dialogues.selectors import newest_in_slices
+from dialogues.selectors_lists import (
+    PREVIEW_BATCH_MAX,
+    PROBLEMS_BY_DIALOGUE_MAX,
+    dialogue_last_messages,
+    dialogue_page_details,
+    dialogue_problem_counts,
+)
 from dialogues.tests.conftest import PostWebhook, customer_message
 from dialogues.tests.factories import DialogueFactory, MessageFactory
 
@@ -418,3 +425,50 @@ def test_dialogue_list_counts_the_problems_of_long_dialogues_by_their_channel(ad
     assert counts == {long.pk: 2, sibling.pk: 1, other.pk: 1}
     page = admin_client.get(reverse(DIALOGUES)).content.decode()
     assert "2 failed replies" in page
+
+
+def test_dialogue_page_details_read_short_dialogues_once_for_previews_and_problems(admin_client: Client) -> None:
+    """A short dialogue's messages, read once, give both its last message and its failed and
+    dead replies; a longer one keeps its own reads. The same answers as each read alone."""
+    short, medium, empty = DialogueFactory(), DialogueFactory(), DialogueFactory()
+    say(short, "hi")
+    say(short, "r1", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED)
+    say(short, "r2", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DEAD, in_reply_to="x")
+    say(short, "the last one")
+    say(medium, "r", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DEAD)
+    say(medium, "medium's last", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DELIVERED, in_reply_to="y")
+    Dialogue.objects.filter(pk=medium.pk).update(message_count=PREVIEW_BATCH_MAX + 1)
+    medium.refresh_from_db()
+    rows = [short, medium, empty]
+
+    last, problems = dialogue_page_details(rows)
+
+    assert problems == {short.pk: 2, medium.pk: 1} == dialogue_problem_counts(rows)
+    assert {pk: doc["text"] for pk, doc in last.items()} == {short.pk: "the last one", medium.pk: "medium's last"}
+    assert {pk: doc["text"] for pk, doc in dialogue_last_messages(rows).items()} == {
+        pk: doc["text"] for pk, doc in last.items()
+    }
+    page = admin_client.get(reverse(DIALOGUES)).content.decode()
+    assert "2 failed replies" in page and "the last one" in page
+
+
+@pytest.mark.parametrize("per_minute", [2, 7, 30, 80])
+def test_slices_checked_here_are_sized_by_what_they_read_not_what_they_kept(per_minute: int) -> None:
+    """A filter checked here that keeps nothing (no reply in flight among many owed): each
+    slice is sized to what is left of the scan's budget at the density just read, so the walk
+    reads about the budget, however dense the data, instead of growing fourfold past it (the
+    first slice, of a fixed width, here under the budget)."""
+    edge = datetime(2026, 12, 1, tzinfo=UTC)
+    seen = {"total": 0, "last": 0}
+
+    def read(when: dict[str, Any], wanted: int) -> list[int]:
+        minutes = (when.get("$lt", edge) - when["$gte"]).total_seconds() / 60
+        seen["last"] = int(minutes * per_minute)
+        seen["total"] += seen["last"]
+        return []  # none kept
+
+    def sizing() -> tuple[int, int]:
+        return seen["last"], max(1, 500 - seen["total"])
+
+    newest_in_slices(edge, read, 51, bounded=False, stop=lambda: seen["total"] >= 500, sizing=sizing)
+    assert 500 <= seen["total"] <= 800, seen
