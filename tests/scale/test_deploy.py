@@ -44,6 +44,19 @@ def test_gunicorn_configuration_refuses_a_bad_number_clearly() -> None:
     assert "SERVER_WORKERS must be a whole number" in check.stdout + check.stderr
 
 
+def test_gunicorn_workers_hand_over_the_gil_every_half_millisecond() -> None:
+    """Each worker process (after the fork) switches threads every SERVER_SWITCH_INTERVAL_US:
+    500 by default, 5,000 in Python."""
+    import runpy
+
+    before = sys.getswitchinterval()
+    try:
+        runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))["post_fork"](None, None)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)
+
+
 @pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (scripts/install-nginx)")
 def test_nginx_configuration_is_valid_and_keeps_the_auth_header(tmp_path: Path) -> None:
     text = (DEPLOY / "nginx.conf").read_text()
