@@ -102,10 +102,6 @@ SERVER_OPTIONS = ("--standalone",)
 #   about a third. Still a program of its own (GPL-2.0): this only starts its command line's
 #   `main` in a fresh interpreter after setting the interval.
 SWITCH_INTERVAL_S = 0.0005
-# - Held to one core of this machine (chosen by its port, so that several servers spread): its
-#   threads otherwise run on every core, and each hand-over of its one GIL from a thread on one
-#   core to a thread on another cost it as much as the work itself. Two connections at once
-#   took 0.92 ms of its CPU per update unpinned and 0.43 ms pinned (0.46 ms for one alone).
 LAUNCH = (
     "import sys; sys.setswitchinterval({interval}); sys.argv[0] = 'secantusd-py'; "
     "from secantus.cli import main; sys.exit(main())"
@@ -121,6 +117,10 @@ def _launcher() -> list[str]:
     return [script]
 
 
+# - Held to one core of this machine (chosen by its port, so that several servers spread): its
+#   threads otherwise run on every core, and each hand-over of its one GIL from a thread on one
+#   core to a thread on another cost it as much as the work itself. Two connections at once
+#   took 0.92 ms of its CPU per update unpinned and 0.43 ms pinned (0.46 ms for one alone).
 def _one_core(port: int) -> Callable[[], None]:
     """For `preexec_fn`: the server's process (and every thread it starts) on one core."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
