@@ -61,17 +61,27 @@ SLICE_MIN = timedelta(seconds=1)
 SLICE_GROWTH = 4
 # 5 minutes x 4**11: forty years; what lies beyond is read in one last range.
 SLICES_MAX = 12
+# The dialogue list (admin and API) doubles instead: the slice that first reaches busy data
+# after a quiet stretch is then at most as wide as the stretch (plus the first slice), against
+# three times as wide. That slice is read whole by the embedded server under its storage-wide
+# lock, so every webhook write waits for it: at 100,000 messages one such read took 64 ms
+# growing fourfold and 23-27 ms doubling, and the webhook's p99 beside back-to-back dialogue
+# lists fell from 46 to 28 ms (docs/benchmarks.md, session 10). The Deliveries lists keep
+# growing fourfold: they walk each channel of a bot, and doubling took one of them from 290 to
+# 524 ms. 5 minutes x 2**23: eighty years.
+DIALOGUE_SLICE_GROWTH = 2
+DIALOGUE_SLICES_MAX = 24
 
 
-def next_slice_width(width: timedelta, got: int, wanted: int) -> timedelta:
-    """The next slice's width: SLICE_GROWTH times this one's while it held nothing, else the
+def next_slice_width(width: timedelta, got: int, wanted: int, *, growth: int = SLICE_GROWTH) -> timedelta:
+    """The next slice's width: `growth` times this one's while it held nothing, else the
     width that should hold what is still `wanted` at this slice's density (a quarter more, and
-    never more than SLICE_GROWTH times this one's). Each read costs a round trip (about 6 ms
+    never more than `growth` times this one's). Each read costs a round trip (about 6 ms
     under webhook traffic on the embedded server), so an empty stretch is crossed in a few."""
     if got == 0:
-        return width * SLICE_GROWTH
+        return width * growth
     fitted = width * (wanted * 1.25 / got)
-    return max(SLICE_MIN, min(width * SLICE_GROWTH, fitted))
+    return max(SLICE_MIN, min(width * growth, fitted))
 
 
 def newest_in_slices[T](
@@ -82,6 +92,8 @@ def newest_in_slices[T](
     bounded: bool,
     stop: Callable[[], bool] = lambda: False,
     sizing: Callable[[], tuple[int, int]] | None = None,
+    growth: int = SLICE_GROWTH,
+    slices: int = SLICES_MAX,
 ) -> list[T]:
     """`wanted` of the newest rows before `edge` (all of them if fewer): `read(when, still
     wanted)` over disjoint slices of a time field walking back from `edge` (sized by
@@ -92,17 +104,20 @@ def newest_in_slices[T](
     `sizing`: where `read` checks rows itself and keeps few of those it reads, what sizes the
     next slice instead of the rows kept: (rows the last slice read, rows still to read). Without
     it a slice that kept none grew fourfold however many it read, so the last one read before
-    `stop` could hold several times what was left to read, and more the denser the data."""
+    `stop` could hold several times what was left to read, and more the denser the data.
+
+    `growth` and `slices`: how fast an empty slice widens, and how many slices before the last
+    range (together they must reach decades back)."""
     found: list[T] = []
     width = SLICE_FIRST
-    for step in range(SLICES_MAX):
+    for step in range(slices):
         far = edge - width
         rows = read({"$gte": far, **({"$lt": edge} if step or bounded else {})}, wanted - len(found))
         found.extend(rows)
         if len(found) >= wanted or stop():
             return found
         got, still = sizing() if sizing is not None else (len(rows), wanted - len(found))
-        width, edge = next_slice_width(width, got, still), far
+        width, edge = next_slice_width(width, got, still, growth=growth), far
     return found + read({"$gte": EPOCH, "$lt": edge}, wanted - len(found))
 
 
@@ -201,7 +216,7 @@ def dialogue_keyset(
             return read({"$gte": EPOCH})
         edge = bound or now or timezone.now()
         width = SLICE_FIRST
-        for step in range(SLICES_MAX):
+        for step in range(DIALOGUE_SLICES_MAX):
             got = len(found)
             if newer:
                 # The first slice starts just past the bound; the last read, below, has no end.
@@ -213,7 +228,10 @@ def dialogue_keyset(
                 when = {"$gte": far, **({"$lt": edge} if step or bound is not None else {})}
             if read(when):
                 return True
-            width, edge = next_slice_width(width, len(found) - got, count - len(found)), far
+            width, edge = (
+                next_slice_width(width, len(found) - got, count - len(found), growth=DIALOGUE_SLICE_GROWTH),
+                far,
+            )
         return read({"$gte": edge} if newer else {"$gte": EPOCH, "$lt": edge})
 
     if position is None:

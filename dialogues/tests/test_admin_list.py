@@ -22,7 +22,7 @@ from chatbots.tests.factories import ChatBotFactory
 from core.db_routing import OPERATORS_DB
 from dialogues import admin as dialogues_admin
 from dialogues.models import Dialogue, Message
-from dialogues.selectors import newest_in_slices
+from dialogues.selectors import DIALOGUE_SLICE_GROWTH, DIALOGUE_SLICES_MAX, newest_in_slices
 from dialogues.selectors_lists import (
     PREVIEW_BATCH_MAX,
     PROBLEMS_BY_DIALOGUE_MAX,
@@ -472,3 +472,27 @@ def test_slices_checked_here_are_sized_by_what_they_read_not_what_they_kept(per_
 
     newest_in_slices(edge, read, 51, bounded=False, stop=lambda: seen["total"] >= 500, sizing=sizing)
     assert 500 <= seen["total"] <= 800, seen
+
+
+@pytest.mark.parametrize("quiet_minutes", [7, 40, 300, 1441, 4000, 20_000, 60_000])
+def test_the_first_busy_slice_after_a_quiet_stretch_is_at_most_as_wide_as_the_stretch(quiet_minutes: int) -> None:
+    """Nothing for a while, then busy data: the slice that first reaches it is read whole by
+    the embedded server, under its storage-wide lock (docs/internals.md, "Known quirks"), so
+    what it holds is what the webhook waits for. Doubling while the slices are empty bounds it
+    by the quiet stretch (plus the first slice); growing fourfold let it reach three times that.
+    The dialogue list walks with DIALOGUE_SLICE_GROWTH (`dialogue_keyset`)."""
+    edge = datetime(2026, 12, 1, tzinfo=UTC)
+    per_minute = 10
+    busiest = {"rows": 0}
+
+    def read(when: dict[str, Any], wanted: int) -> list[int]:
+        newer = (edge - when.get("$lt", edge)).total_seconds() / 60
+        older = (edge - when["$gte"]).total_seconds() / 60
+        busy_minutes = max(0.0, older - max(newer, quiet_minutes))
+        rows = int(busy_minutes * per_minute)
+        busiest["rows"] = max(busiest["rows"], rows)
+        return list(range(min(rows, wanted)))
+
+    found = newest_in_slices(edge, read, 51, bounded=False, growth=DIALOGUE_SLICE_GROWTH, slices=DIALOGUE_SLICES_MAX)
+    assert len(found) == 51
+    assert busiest["rows"] <= (quiet_minutes + 5) * per_minute, busiest
