@@ -86,9 +86,13 @@ class Dialogue(models.Model):
         indexes = [
             models.Index(fields=["channel", "-last_message_at"], name="dialogue_channel_recent"),
             models.Index(fields=["-last_message_at"], name="dialogue_recent"),
-            # The admin's "paused" filter: only paused dialogues lie past now.
+            # The "paused" filters: only paused dialogues lie past now; those paused until resumed
+            # (one value) are walked most recently active first
+            # (`dialogues.selectors_lists._paused_places`).
             models.Index(
-                fields=["paused_until"], name="dialogue_paused_only", condition=Q(paused_until__gt=PAUSE_INDEX_FROM)
+                fields=["paused_until", "-last_message_at"],
+                name="dialogue_paused_recent",
+                condition=Q(paused_until__gt=PAUSE_INDEX_FROM),
             ),
             # The inbox: only dialogues that need a human.
             models.Index(

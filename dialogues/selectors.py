@@ -84,6 +84,17 @@ def next_slice_width(width: timedelta, got: int, wanted: int, *, growth: int = S
     return max(SLICE_MIN, min(width * growth, fitted))
 
 
+def occupied_width[T](
+    width: timedelta, far: datetime, rows: list[T], time_of: Callable[[T], datetime | None] | None
+) -> timedelta:
+    """The part of a slice (`width` wide, reaching back to `far`) from its newest row on: where
+    its rows lie (the rest of it was empty). The whole width without rows or their times."""
+    times = [when for when in map(time_of, rows) if when is not None] if time_of is not None and rows else []
+    if not times:
+        return width
+    return max(SLICE_MIN, min(width, max(times) - far))
+
+
 def newest_in_slices[T](
     edge: datetime,
     read: Callable[[dict[str, Any], int], list[T]],
@@ -94,6 +105,7 @@ def newest_in_slices[T](
     sizing: Callable[[], tuple[int, int]] | None = None,
     growth: int = SLICE_GROWTH,
     slices: int = SLICES_MAX,
+    time_of: Callable[[T], datetime | None] | None = None,
 ) -> list[T]:
     """`wanted` of the newest rows before `edge` (all of them if fewer): `read(when, still
     wanted)` over disjoint slices of a time field walking back from `edge` (sized by
@@ -107,7 +119,12 @@ def newest_in_slices[T](
     `stop` could hold several times what was left to read, and more the denser the data.
 
     `growth` and `slices`: how fast an empty slice widens, and how many slices before the last
-    range (together they must reach decades back)."""
+    range (together they must reach decades back).
+
+    `time_of`: a row's time. With it, the density that sizes the next slice is that of the part
+    of this slice from its newest row on (`occupied_width`): the first busy slice after a quiet
+    stretch is mostly the stretch, and sized by its whole width the next one held several
+    times what was still wanted."""
     found: list[T] = []
     width = SLICE_FIRST
     for step in range(slices):
@@ -117,7 +134,7 @@ def newest_in_slices[T](
         if len(found) >= wanted or stop():
             return found
         got, still = sizing() if sizing is not None else (len(rows), wanted - len(found))
-        width, edge = next_slice_width(width, got, still, growth=growth), far
+        width, edge = next_slice_width(occupied_width(width, far, rows, time_of), got, still, growth=growth), far
     return found + read({"$gte": EPOCH, "$lt": edge}, wanted - len(found))
 
 
@@ -228,8 +245,11 @@ def dialogue_keyset(
                 when = {"$gte": far, **({"$lt": edge} if step or bound is not None else {})}
             if read(when):
                 return True
+            read_now = found[got:]
+            # (Walking forward, toward newer rows, the whole width.)
+            occupied = width if newer else occupied_width(width, far, read_now, lambda place: place.last_message_at)
             width, edge = (
-                next_slice_width(width, len(found) - got, count - len(found), growth=DIALOGUE_SLICE_GROWTH),
+                next_slice_width(occupied, len(read_now), count - len(found), growth=DIALOGUE_SLICE_GROWTH),
                 far,
             )
         return read({"$gte": edge} if newer else {"$gte": EPOCH, "$lt": edge})

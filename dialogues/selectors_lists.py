@@ -5,7 +5,7 @@ a window (the embedded server sorts in memory what a query selects, docs/interna
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +19,13 @@ from channels_app.models import Channel, DeliveryState
 from chatbots.models import ChatBot
 from core.datetimes import aware
 from core.mongo import mongo_collection
-from dialogues.models import Delivery, Dialogue, Message
+from dialogues.models import PAUSED_INDEFINITELY, Delivery, Dialogue, Message
 from dialogues.selectors import (
     BOT_CHANNELS_MERGED,
+    DIALOGUE_SLICE_GROWTH,
+    DIALOGUE_SLICES_MAX,
+    SLICE_GROWTH,
+    SLICES_MAX,
     DialoguePosition,
     _list_order,
     dialogue_keyset,
@@ -145,15 +149,78 @@ def dialogue_ids_by_search(term: str) -> tuple[list[ObjectId], bool]:
     return list(found), len(chats) >= SEARCH_LIMIT or len(messages) >= SEARCH_LIMIT
 
 
-def _paused_docs(now: datetime) -> tuple[list[dict[str, Any]], bool]:
-    # The `dialogue_paused` index: only paused dialogues lie past `now`. Read whole (a rare
-    # state), with what the page needs, in one query.
-    docs = list(
-        mongo_collection(Dialogue._meta.db_table)
-        .find({"paused_until": {"$gt": now}}, _DIALOGUE_PROJECTION)
-        .limit(CANDIDATES_LIMIT)
+def _paused_places(
+    filters: DialogueFilters, position: DialoguePosition | None, count: int, now: datetime
+) -> tuple[list[DialoguePosition], bool]:
+    """At least `count` of the paused dialogues past `position` in the list's order that the
+    other filters keep (all of them if fewer), and whether a bound cut the read short. On the
+    partial (paused_until, -last_message_at) index: the pauses that end by themselves are read
+    whole (short-lived, so few at any time); those "until resumed" (one value of
+    `paused_until`, and an operator may forget to resume) walk `last_message_at` back in
+    slices, so a page pays for the slices it reads, not for every paused dialogue."""
+    collection = mongo_collection(Dialogue._meta.db_table)
+    mark = _list_order(position) if position is not None else None
+
+    def past(doc: dict[str, Any]) -> bool:
+        return mark is None or _list_order(_place(doc)) < mark
+
+    timed = list(
+        collection.find({"paused_until": {"$gt": now, "$lt": PAUSED_INDEFINITELY}}, _DIALOGUE_PROJECTION).limit(
+            CANDIDATES_LIMIT
+        )
     )
-    return docs, len(docs) >= CANDIDATES_LIMIT
+    places = [_place(doc) for doc in timed if past(doc) and _keeps(doc, filters, now)]
+    # A bot or a channel is checked on what is read (a third field would leave the index on the
+    # embedded server), so a slice is then read whole and at most CANDIDATES_LIMIT are looked at.
+    checked_here = filters.chat_bot_id is not None or filters.channel_id is not None
+    sort = [("last_message_at", DESCENDING), ("_id", DESCENDING)]
+    scanned = slice_scanned = 0
+    since = filters.since
+    reached_since = False
+
+    def read(when: object, wanted: int, extra: dict[str, Any] | None = None) -> list[DialoguePosition]:
+        nonlocal scanned, slice_scanned, reached_since
+        if since is not None and isinstance(when, dict):
+            # Active since: the walk ends at `since` rather than reading all that is older.
+            reached_since = when["$gte"] <= since
+            when = {**when, "$gte": max(when["$gte"], since)}
+            if "$lt" in when and when["$lt"] <= since:
+                return []
+        query = {"paused_until": PAUSED_INDEFINITELY, "last_message_at": when, **(extra or {})}
+        docs = list(collection.find(query, _DIALOGUE_PROJECTION, sort=sort, limit=0 if checked_here else wanted))
+        scanned += len(docs)
+        slice_scanned = len(docs)
+        return [_place(doc) for doc in docs if _keeps(doc, filters, now)]
+
+    def spent() -> bool:
+        return checked_here and scanned >= CANDIDATES_LIMIT
+
+    def done() -> bool:
+        return reached_since or spent()
+
+    def sizing() -> tuple[int, int]:
+        return slice_scanned, max(1, CANDIDATES_LIMIT - scanned)
+
+    wanted = count + 1
+    found: list[DialoguePosition] = []
+    edge = position.last_message_at if position is not None else None
+    if position is not None and edge is not None:
+        found += read(edge, wanted, {"_id": {"$lt": position.id}})
+    if position is None or edge is not None:
+        if len(found) < wanted and not spent():
+            found += newest_in_slices(
+                edge or now, read, wanted - len(found), bounded=edge is not None, stop=done,
+                sizing=sizing if checked_here else None, growth=DIALOGUE_SLICE_GROWTH, slices=DIALOGUE_SLICES_MAX,
+                time_of=lambda place: place.last_message_at,
+            )  # fmt: skip
+        beyond: dict[str, Any] = {}
+    else:
+        beyond = {"_id": {"$lt": position.id}}
+    if len(found) < wanted and since is None and not spent():
+        # Never active (no last message): last in the list's order, by id.
+        found += read(None, wanted - len(found), beyond)
+    cut = len(timed) >= CANDIDATES_LIMIT or spent()
+    return sorted(places + found, key=_list_order, reverse=True)[:wanted], cut
 
 
 def _problem_places(
@@ -225,15 +292,13 @@ def dialogue_list_page(
         last = pairs[-1][1] if pairs else None
         next_cursor = position_encode(last.last_message_at, last.id) if more and last is not None else None
         return ListPage(rows=rows, next_cursor=next_cursor)
-    if filters.search or filters.paused is True:
+    if filters.search:
         # A bounded set, read whole, then filtered and ordered here.
-        if filters.search:
-            ids, cut = dialogue_ids_by_search(filters.search)
-            docs = _dialogue_docs(ids)
-        else:
-            docs, cut = _paused_docs(now)
-        docs = [doc for doc in docs if _keeps(doc, filters, now)]
+        ids, cut = dialogue_ids_by_search(filters.search)
+        docs = [doc for doc in _dialogue_docs(ids) if _keeps(doc, filters, now)]
         places = _page_of([_place(doc) for doc in docs], position, count)
+    elif filters.paused is True:
+        places, cut = _paused_places(filters, position, count, now)
     else:
         walked = _walk(filters, position, count, now)
         cut = walked.cut
@@ -282,6 +347,28 @@ def _dialogues_in_order(ids: list[ObjectId]) -> list[Dialogue]:
     return [by_id[pk] for pk in ids if pk in by_id]
 
 
+# A read of several dialogues' messages covers about this many at most: the embedded server
+# holds its storage-wide lock for a read's whole range (docs/internals.md, "Known quirks"), so a
+# page of 100 dialogues reads in a few short steps the webhook's writes can pass between, not in
+# one (at 100,000 messages one such read took 22-32 ms).
+MESSAGES_PER_READ = 128
+
+
+def _by_messages(dialogues: list[Dialogue]) -> Iterator[list[Dialogue]]:
+    """The dialogues in list order, in batches of about MESSAGES_PER_READ messages (at least
+    one dialogue each)."""
+    batch: list[Dialogue] = []
+    held = 0
+    for dialogue in dialogues:
+        if batch and held + dialogue.message_count > MESSAGES_PER_READ:
+            yield batch
+            batch, held = [], 0
+        batch.append(dialogue)
+        held += dialogue.message_count
+    if batch:
+        yield batch
+
+
 # The last message of each dialogue of a list page sits at one of the last few positions
 # (`seq`) it handed out: a customer message reserves its own and its reply's, and duplicates
 # leave gaps.
@@ -307,14 +394,15 @@ def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str
     found: dict[ObjectId, dict[str, Any]] = {}
     collection = mongo_collection(Message._meta.db_table)
     projection = _PREVIEW_PROJECTION
-    short = [d.pk for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
-    if short:
-        for doc in collection.find({"dialogue_id": {"$in": short}}, projection):
+    short = [d for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
+    for batch in _by_messages(short):
+        for doc in collection.find({"dialogue_id": {"$in": [d.pk for d in batch]}}, projection):
             held = found.get(doc["dialogue_id"])
             if held is None or (doc.get("seq") or 0) > (held.get("seq") or 0):
                 found[doc["dialogue_id"]] = doc
+    read = {d.pk for d in short}
     for dialogue in dialogues:
-        if dialogue.pk in found or dialogue.pk in short:
+        if dialogue.pk in found or dialogue.pk in read:
             continue
         for window in PREVIEW_SEQ_WINDOWS:
             if not dialogue.last_seq:
@@ -344,15 +432,16 @@ def dialogue_problem_counts(dialogues: list[Dialogue]) -> dict[ObjectId, int]:
     with the dialogue added (`$in`) the embedded server read every message of the channel
     (0.7 s for 6,000, against 7 ms without), and led by the state alone it reads every
     channel's problem replies (0.24 s for 1,500)."""
-    short = [d.pk for d in dialogues if d.message_count <= PROBLEMS_BY_DIALOGUE_MAX]
+    short = [d for d in dialogues if d.message_count <= PROBLEMS_BY_DIALOGUE_MAX]
     long = [d.pk for d in dialogues if d.message_count > PROBLEMS_BY_DIALOGUE_MAX]
     collection = mongo_collection(Message._meta.db_table)
     counts: dict[ObjectId, int] = {}
     # Each read with the dialogues it counts for: a long dialogue's channel holds others too.
     reads: list[tuple[dict[str, Any], set[ObjectId]]] = []
-    if short:
+    for batch in _by_messages(short):
         # The fields in this order: the embedded server serves a filter by its first field's index.
-        reads.append(({"dialogue_id": {"$in": short}, "delivery_state": {"$in": PROBLEM_STATES}}, set(short)))
+        ids = [d.pk for d in batch]
+        reads.append(({"dialogue_id": {"$in": ids}, "delivery_state": {"$in": PROBLEM_STATES}}, set(ids)))
     for channel in {d.channel_id for d in dialogues if d.message_count > PROBLEMS_BY_DIALOGUE_MAX}:
         of_channel = {d.pk for d in dialogues if d.channel_id == channel and d.pk in long}
         for state in PROBLEM_STATES:
@@ -374,9 +463,9 @@ def dialogue_page_details(
     short = [d for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
     last: dict[ObjectId, dict[str, Any]] = {}
     problems: dict[ObjectId, int] = {}
-    if short:
-        collection = mongo_collection(Message._meta.db_table)
-        for doc in collection.find({"dialogue_id": {"$in": [d.pk for d in short]}}, _PREVIEW_PROJECTION):
+    collection = mongo_collection(Message._meta.db_table)
+    for batch in _by_messages(short):
+        for doc in collection.find({"dialogue_id": {"$in": [d.pk for d in batch]}}, _PREVIEW_PROJECTION):
             held = last.get(doc["dialogue_id"])
             if held is None or (doc.get("seq") or 0) > (held.get("seq") or 0):
                 last[doc["dialogue_id"]] = doc
@@ -524,9 +613,19 @@ def _recent(
         if len(found) >= count:
             return found
     edge = before[0] if before is not None else now
+    # Over every channel (one read per state) the slices double, as the dialogue list's do: the
+    # first busy slice after a quiet stretch is read whole under the embedded server's lock, and
+    # growing fourfold it held up to three times the stretch (a 75 ms read at 100,000 messages).
+    # Channel by channel they keep growing fourfold: doubling there cost a bot's page a round
+    # trip per channel and slice (290 to 524 ms).
+    every_channel = all(channel is None for channel, _state in pairs)
     return found + newest_in_slices(
-        edge, read, count - len(found), bounded=before is not None, stop=spent, sizing=sizing if checked_here else None
-    )
+        edge, read, count - len(found), bounded=before is not None, stop=spent,
+        sizing=sizing if checked_here else None,
+        growth=DIALOGUE_SLICE_GROWTH if every_channel else SLICE_GROWTH,
+        slices=DIALOGUE_SLICES_MAX if every_channel else SLICES_MAX,
+        time_of=lambda doc: aware(doc.get("created_at")),
+    )  # fmt: skip
 
 
 def delivery_list_page(

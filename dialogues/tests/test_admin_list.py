@@ -21,12 +21,17 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from core.db_routing import OPERATORS_DB
 from dialogues import admin as dialogues_admin
-from dialogues.models import Dialogue, Message
+from dialogues import selectors_lists
+from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
 from dialogues.selectors import DIALOGUE_SLICE_GROWTH, DIALOGUE_SLICES_MAX, newest_in_slices
 from dialogues.selectors_lists import (
     PREVIEW_BATCH_MAX,
     PROBLEMS_BY_DIALOGUE_MAX,
+    DeliveryFilters,
+    DialogueFilters,
+    delivery_list_page,
     dialogue_last_messages,
+    dialogue_list_page,
     dialogue_page_details,
     dialogue_problem_counts,
 )
@@ -69,6 +74,25 @@ def assert_bounded_reads(captured: CaptureQueriesContext) -> None:
     assert sent
     assert "$lookup" not in sent
     assert "__count" not in sent  # the ORM's count(), which the admin's paginator calls
+
+
+def selected_by_reads(monkeypatch: pytest.MonkeyPatch, *, field: str) -> list[int]:
+    """What each later list read with `field` in its filter selects (its whole range, which the
+    embedded server reads before any limit), in order."""
+    selected: list[int] = []
+    real = selectors_lists.mongo_collection
+
+    class Counting:
+        def __init__(self, name: str) -> None:
+            self.collection = real(name)
+
+        def find(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if field in query:
+                selected.append(self.collection.count_documents(query))
+            return self.collection.find(query, *args, **kwargs)
+
+    monkeypatch.setattr(selectors_lists, "mongo_collection", Counting)
+    return selected
 
 
 def listed(client: Client, query: dict[str, str] | None = None) -> set[object]:
@@ -198,6 +222,77 @@ def test_dialogue_list_filters_by_pause(admin_client: Client) -> None:
     assert listed(admin_client, {"paused": "yes"}) == {paused.pk}
     assert listed(admin_client, {"paused": "no"}) == {answering.pk, resumed.pk}
     assert listed(admin_client, {"paused": "yes", "channel__id__exact": str(answering.channel_id)}) == set()
+
+
+def _paused_pages(filters: DialogueFilters, now: datetime, count: int) -> list[object]:
+    """Every page of the paused list through its cursors, in order."""
+    seen: list[object] = []
+    cursor = None
+    for _page in range(50):
+        page = dialogue_list_page(filters=filters, cursor=cursor, count=count, now=now)
+        seen += [row.pk for row in page.rows]
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+    raise AssertionError("the pages never end")
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 100])
+def test_paused_list_pages_through_every_kind_of_pause_in_the_list_order(count: int) -> None:
+    """Pauses until resumed (one date, walked in slices of the last message's time) and pauses
+    that end by themselves (read whole), merged in the list's order (most recently active
+    first, the id breaking ties, never-active dialogues last), across pages, with a bot and an
+    activity filter; resumed and never paused dialogues are left out."""
+    now = timezone.now()
+    bot_channel = ChannelFactory()
+    other = ChannelFactory()
+    ages = [None, timedelta(0), timedelta(minutes=3), timedelta(minutes=3), timedelta(hours=2), timedelta(days=3),
+            timedelta(days=40), timedelta(days=400), None]  # fmt: skip
+    expected: list[tuple[Dialogue, bool]] = []
+    for i, age in enumerate(ages):
+        for channel in (bot_channel, other):
+            dialogue = DialogueFactory(channel=channel, chat_id=f"{channel.pk}-{i}", last_message_at=None)
+            until = PAUSED_INDEFINITELY if i % 3 else now + timedelta(minutes=30)
+            last = now - age if age is not None else None
+            Dialogue.objects.filter(pk=dialogue.pk).update(paused_until=until, last_message_at=last)
+            dialogue.refresh_from_db()
+            expected.append((dialogue, channel == bot_channel))
+    for channel in (bot_channel, other):  # resumed, never paused: not listed
+        resumed = DialogueFactory(channel=channel, chat_id=f"{channel.pk}-resumed")
+        Dialogue.objects.filter(pk=resumed.pk).update(paused_until=now - timedelta(minutes=1))
+        DialogueFactory(channel=channel, chat_id=f"{channel.pk}-answering")
+
+    def order(dialogues: list[Dialogue]) -> list[object]:
+        key = lambda d: (d.last_message_at is not None, d.last_message_at or now, d.pk)  # noqa: E731
+        return [d.pk for d in sorted(dialogues, key=key, reverse=True)]
+
+    every = [d for d, _ in expected]
+    assert _paused_pages(DialogueFilters(paused=True), now, count) == order(every)
+    mine = [d for d, of_bot in expected if of_bot]
+    assert _paused_pages(DialogueFilters(paused=True, chat_bot_id=bot_channel.chat_bot_id), now, count) == order(mine)
+    assert _paused_pages(DialogueFilters(paused=True, channel_id=other.pk), now, count) == order(
+        [d for d, of_bot in expected if not of_bot]
+    )
+    since = now - timedelta(days=5)
+    recent = [d for d in every if d.last_message_at is not None and d.last_message_at >= since]
+    assert _paused_pages(DialogueFilters(paused=True, since=since), now, count) == order(recent)
+
+
+def test_paused_list_reads_slices_not_every_paused_dialogue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator may leave hundreds of dialogues paused until resumed: the first page reads
+    the newest slices of them on the index (the embedded server reads a query's whole range,
+    under its storage-wide lock), not all of them."""
+    now = timezone.now()
+    channel = ChannelFactory()
+    for i in range(120):
+        dialogue = DialogueFactory(channel=channel, chat_id=f"paused-{i}")
+        Dialogue.objects.filter(pk=dialogue.pk).update(
+            paused_until=PAUSED_INDEFINITELY, last_message_at=now - timedelta(minutes=10 * i)
+        )
+    selected = selected_by_reads(monkeypatch, field="paused_until")
+    page = dialogue_list_page(filters=DialogueFilters(paused=True), cursor=None, count=10, now=now)
+    assert len(page.rows) == 10 and page.next_cursor is not None
+    assert sum(selected) <= 40, selected
 
 
 def test_dialogue_search_matches_the_start_of_chat_ids_and_message_ids(admin_client: Client) -> None:
@@ -450,6 +545,47 @@ def test_dialogue_page_details_read_short_dialogues_once_for_previews_and_proble
     }
     page = admin_client.get(reverse(DIALOGUES)).content.decode()
     assert "2 failed replies" in page and "the last one" in page
+
+
+def test_page_details_read_many_short_dialogues_in_batches_of_a_few_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded server holds its storage lock for a read's whole range: a page's previews
+    and problem counts are read a few messages at a time, with the same answers."""
+    rows = []
+    for i in range(5):
+        dialogue = DialogueFactory(chat_id=f"batch-{i}")
+        say(dialogue, f"hi {i}")
+        say(dialogue, "r", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED)
+        say(dialogue, f"last {i}")
+        dialogue.refresh_from_db()
+        rows.append(dialogue)
+    whole = dialogue_page_details(rows)
+    monkeypatch.setattr(selectors_lists, "MESSAGES_PER_READ", 6)
+    reads = selected_by_reads(monkeypatch, field="dialogue_id")
+    batched = dialogue_page_details(rows)
+    assert batched == whole
+    assert {pk: doc["text"] for pk, doc in batched[0].items()} == {d.pk: f"last {i}" for i, d in enumerate(rows)}
+    assert batched[1] == {d.pk: 1 for d in rows}
+    assert reads == [6, 6, 3]  # 2 + 2 + 1 dialogues of 3 messages
+
+
+def test_the_deliveries_of_every_channel_after_a_quiet_stretch_are_read_in_narrow_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Failed replies of five hours, ten quiet hours ago: the Deliveries list of every channel
+    doubles its slices across the quiet stretch, so the first busy slice holds part of them,
+    not all (growing fourfold, one read held all 300), and the next slice is sized by where
+    the first one's replies lie, not by its whole width (which made it hold 166)."""
+    now = timezone.now()
+    dialogue = DialogueFactory()
+    for minute in range(300):
+        MessageFactory(
+            dialogue=dialogue, role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED, seq=minute + 1,
+            created_at=now - timedelta(hours=10, minutes=minute),
+        )  # fmt: skip
+    selected = selected_by_reads(monkeypatch, field="delivery_state")
+    page = delivery_list_page(filters=DeliveryFilters(states=("failed",)), cursor=None, count=50, now=now)
+    assert len(page.rows) == 50
+    assert max(selected) <= 60, str(selected)
 
 
 @pytest.mark.parametrize("per_minute", [2, 7, 30, 80])
