@@ -223,6 +223,18 @@ def _paused_places(
     return sorted(places + found, key=_list_order, reverse=True)[:wanted], cut
 
 
+def paused_keyset(
+    *, chat_bot_id: ObjectId | None, channel_id: ObjectId | None, position: DialoguePosition | None, count: int
+) -> list[DialoguePosition] | None:
+    """The next `count` dialogues whose bot is paused now, past `position` in the list's order
+    (`_paused_places`), or None when its bound cut the read short (a bot or channel with few of
+    the many paused dialogues): the caller then walks the list instead."""
+    places, cut = _paused_places(
+        DialogueFilters(chat_bot_id=chat_bot_id, channel_id=channel_id, paused=True), position, count, timezone.now()
+    )
+    return None if cut else places[:count]
+
+
 def _problem_places(
     filters: DialogueFilters, position: DialoguePosition | None, count: int, now: datetime
 ) -> list[tuple[ObjectId, DialoguePosition]]:

@@ -19,6 +19,7 @@ from core.api import query_params, validated
 from dialogues import openapi_operators as openapi
 from dialogues.models import Dialogue
 from dialogues.selectors import DialoguePosition, dialogue_keyset, dialogue_list, dialogues_by_id, dialogues_by_pause
+from dialogues.selectors_lists import paused_keyset
 from dialogues.serializers import (
     DialogueHandoffFilterSerializer,
     DialogueHandoffSerializer,
@@ -50,8 +51,9 @@ class DialogueHandoffViewSet(DialogueViewSet):
         return dialogues.order_by("-last_message_at", "-id")
 
     def keyset_page(self, *, position: tuple[datetime | None, ObjectId] | None, newer: bool, count: int) -> list[Any]:
-        """With `paused`, the list's dialogues read in batches (`dialogue_keyset`) and kept when
-        their bot's state matches: few dialogues are paused, and a condition on the pause
+        """`paused=true`, going on: the paused dialogues on their own index
+        (`paused_keyset`). Otherwise with `paused`, the list's dialogues read in batches
+        (`dialogue_keyset`) and kept when their bot's state matches: a condition on the pause
         beside the list's own would leave its index on the embedded server. Bounded by the
         read budget."""
         filters = validated(DialogueHandoffFilterSerializer, query_params(self.request.query_params))
@@ -59,6 +61,11 @@ class DialogueHandoffViewSet(DialogueViewSet):
         if paused is None:
             return super().keyset_page(position=position, newer=newer, count=count)
         place = DialoguePosition(*position) if position is not None else None
+        if paused and not newer and filters.get("chat_id") is None:
+            bot, channel = filters.get("chat_bot_id"), filters.get("channel_id")
+            places = paused_keyset(chat_bot_id=bot, channel_id=channel, position=place, count=count)
+            if places is not None:
+                return dialogues_by_id([p.id for p in places])
         kept: list[Dialogue] = []
         while len(kept) < count:
             places = dialogue_keyset(**filters, position=place, newer=newer, count=PAUSE_FILTER_BATCH)

@@ -19,6 +19,7 @@ from channels_app.models import Channel
 from chatbots.models import ChatBot
 from chatbots.tests.factories import ChatBotFactory
 from devtools.receiver import ChannelReceiver, Reply
+from dialogues import selectors, selectors_lists
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
 from dialogues.store.collections import dialogues_collection
 from dialogues.tests.conftest import customer_message
@@ -128,6 +129,64 @@ def test_list_filters_on_the_pause(api_client: APIClient, bot: ChatBot, receiver
     assert ids(f"paused=false&chat_bot_id={bot.pk}") == {str(active.pk), str(expired.pk)}
     assert len(ids("")) == 4
     assert api_client.get("/api/dialogues/?paused=maybe").status_code == 400
+
+
+def test_the_paused_list_pages_through_its_own_index_in_the_list_order(
+    api_client: APIClient, bot: ChatBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`paused=true` reads the paused dialogues on their index, page by page through the
+    cursor, most recently active first, whatever number of active dialogues lie between them."""
+    from channels_app.tests.factories import ChannelFactory
+    from dialogues.tests.factories import DialogueFactory
+
+    now = timezone.now()
+    mine, other = ChannelFactory(chat_bot=bot), ChannelFactory()
+    expected: dict[object, list[str]] = {mine.pk: [], other.pk: []}
+    for i in range(14):
+        channel = mine if i % 2 else other
+        dialogue = DialogueFactory(channel=channel, chat_id=f"p-{i}")
+        until = [PAUSED_INDEFINITELY, now + timedelta(minutes=10), None, now - timedelta(minutes=1)][i % 4]
+        Dialogue.objects.filter(pk=dialogue.pk).update(paused_until=until, last_message_at=now - timedelta(hours=i))
+        if until is not None and until > now:
+            expected[channel.pk].append(str(dialogue.pk))
+
+    def pages(query: str) -> list[str]:
+        seen: list[str] = []
+        url: str | None = f"/api/dialogues/?paused=true&limit=2{query}"
+        while url:
+            response = api_client.get(url)
+            assert response.status_code == 200, response.content
+            seen += [row["id"] for row in response.json()["results"]]
+            assert all(row["paused"] for row in response.json()["results"])
+            url = response.json()["next"]
+        return seen
+
+    assert pages(f"&chat_bot_id={bot.pk}") == expected[mine.pk]
+    assert pages(f"&channel_id={other.pk}") == expected[other.pk]
+    assert sorted(pages("")) == sorted(expected[mine.pk] + expected[other.pk])
+
+    # Many active dialogues, more recent than every paused one: not read.
+    busy = ChannelFactory(chat_bot=bot)
+    for i in range(60):
+        DialogueFactory(channel=busy, chat_id=f"active-{i}")
+    selected = []
+    for module in (selectors, selectors_lists):
+        real = module.mongo_collection
+
+        def counting(name: str, real: Any = real) -> Any:
+            collection = real(name)
+
+            class Counting:
+                def find(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+                    selected.append(collection.count_documents(query))
+                    return collection.find(query, *args, **kwargs)
+
+            return Counting()
+
+        monkeypatch.setattr(module, "mongo_collection", counting)
+    response = api_client.get("/api/dialogues/?paused=true&limit=10")
+    assert len(response.json()["results"]) == len(expected[mine.pk] + expected[other.pk]) == 8
+    assert sum(selected) <= 20, selected
 
 
 # --- The webhook and the worker while the bot is paused -------------------------------------
