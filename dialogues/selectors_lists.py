@@ -361,9 +361,10 @@ def _dialogues_in_order(ids: list[ObjectId]) -> list[Dialogue]:
 
 # A read of several dialogues' messages covers about this many at most: the embedded server
 # holds its storage-wide lock for a read's whole range (docs/internals.md, "Known quirks"), so a
-# page of 100 dialogues reads in a few short steps the webhook's writes can pass between, not in
-# one (at 100,000 messages one such read took 22-32 ms).
-MESSAGES_PER_READ = 128
+# page of many long-ish dialogues reads in a few steps the webhook's writes can pass between,
+# not in one. Each step costs a round trip under webhook traffic: at 128 a page of 100 dialogues
+# of 10 messages took 8 reads, and 265 ms against 199 in one read (docs/benchmarks.md, 2026-12-08).
+MESSAGES_PER_READ = 512
 
 
 def _by_messages(dialogues: list[Dialogue]) -> Iterator[list[Dialogue]]:
