@@ -269,6 +269,14 @@ class Message(models.Model):
             models.Index(fields=["channel", "delivery_state", "created_at"], name="message_channel_delivery"),
             models.Index(fields=["reply_state", "created_at"], name="message_reply_queue"),
             models.Index(fields=["message_id"], name="message_message_id"),
+            # A list page's failed and dead replies per dialogue, whatever its length: only the
+            # replies in those states are in these (a reply delivered at once never writes them).
+            models.Index(
+                fields=["dialogue"], name="message_failed_by_dialogue", condition=Q(delivery_state=DeliveryState.FAILED)
+            ),
+            models.Index(
+                fields=["dialogue"], name="message_dead_by_dialogue", condition=Q(delivery_state=DeliveryState.DEAD)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -360,11 +360,12 @@ def _dialogues_in_order(ids: list[ObjectId]) -> list[Dialogue]:
 
 
 # A read of several dialogues' messages covers about this many at most: the embedded server
-# holds its storage-wide lock for a read's whole range (docs/internals.md, "Known quirks"), so a
-# page of many long-ish dialogues reads in a few steps the webhook's writes can pass between,
-# not in one. Each step costs a round trip under webhook traffic: at 128 a page of 100 dialogues
-# of 10 messages took 8 reads, and 265 ms against 199 in one read (docs/benchmarks.md, 2026-12-08).
-MESSAGES_PER_READ = 512
+# holds its storage-wide lock for a read's whole range (docs/internals.md, "Known quirks"), about
+# 0.1 ms per message, so a page of long-ish dialogues reads in a few steps the webhook's writes
+# can pass between, not in one. Each step costs a round trip under webhook traffic: at 128 a
+# page of 50 dialogues of 10 messages took 4 reads and grew past 1.5x its time at 100,000
+# messages; at 512 one read held the lock up to 54 ms (docs/benchmarks.md, 2026-12-08).
+MESSAGES_PER_READ = 256
 
 
 def _by_messages(dialogues: list[Dialogue]) -> Iterator[list[Dialogue]]:
@@ -432,37 +433,22 @@ def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str
     return found
 
 
-# A dialogue up to this long has its problems counted on its own index (a read of its
-# messages); a longer one on the delivery index (a read of the undelivered replies).
-PROBLEMS_BY_DIALOGUE_MAX = 500
-
-
 def dialogue_problem_counts(dialogues: list[Dialogue]) -> dict[ObjectId, int]:
-    """Failed and dead replies per dialogue of a page. The page's short dialogues in one read
-    led by the dialogue (their messages, whatever the collection's size); the long ones, if
-    any, in reads of their channels' failed and dead replies on the (channel, delivery_state,
-    created_at) index, never a long dialogue's whole history. Nothing else in those filters:
-    with the dialogue added (`$in`) the embedded server read every message of the channel
-    (0.7 s for 6,000, against 7 ms without), and led by the state alone it reads every
-    channel's problem replies (0.24 s for 1,500)."""
-    short = [d for d in dialogues if d.message_count <= PROBLEMS_BY_DIALOGUE_MAX]
-    long = [d.pk for d in dialogues if d.message_count > PROBLEMS_BY_DIALOGUE_MAX]
+    """Failed and dead replies per dialogue of a page: one read per state on its partial index
+    (`message_failed_by_dialogue`, `message_dead_by_dialogue`), which holds only the replies in
+    that state, so a read costs the page's problem replies, never a dialogue's history. Before
+    them a dialogue of up to 500 messages was read whole (18-32 ms under the embedded server's
+    storage-wide lock for one of 40 to 128 messages), and a longer one's channel's failed and
+    dead replies."""
+    if not dialogues:
+        return {}
+    ids = [d.pk for d in dialogues]
     collection = mongo_collection(Message._meta.db_table)
     counts: dict[ObjectId, int] = {}
-    # Each read with the dialogues it counts for: a long dialogue's channel holds others too.
-    reads: list[tuple[dict[str, Any], set[ObjectId]]] = []
-    for batch in _by_messages(short):
-        # The fields in this order: the embedded server serves a filter by its first field's index.
-        ids = [d.pk for d in batch]
-        reads.append(({"dialogue_id": {"$in": ids}, "delivery_state": {"$in": PROBLEM_STATES}}, set(ids)))
-    for channel in {d.channel_id for d in dialogues if d.message_count > PROBLEMS_BY_DIALOGUE_MAX}:
-        of_channel = {d.pk for d in dialogues if d.channel_id == channel and d.pk in long}
-        for state in PROBLEM_STATES:
-            reads.append(({"channel_id": channel, "delivery_state": state}, of_channel))
-    for query, counted in reads:
-        for doc in collection.find(query, {"dialogue_id": 1}):
-            if doc["dialogue_id"] in counted:
-                counts[doc["dialogue_id"]] = counts.get(doc["dialogue_id"], 0) + 1
+    for state in PROBLEM_STATES:
+        # The dialogue first: the embedded server serves a filter by its first field's index.
+        for doc in collection.find({"dialogue_id": {"$in": ids}, "delivery_state": state}, {"dialogue_id": 1}):
+            counts[doc["dialogue_id"]] = counts.get(doc["dialogue_id"], 0) + 1
     return counts
 
 

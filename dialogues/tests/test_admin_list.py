@@ -26,7 +26,6 @@ from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
 from dialogues.selectors import DIALOGUE_SLICE_GROWTH, DIALOGUE_SLICES_MAX, newest_in_slices
 from dialogues.selectors_lists import (
     PREVIEW_BATCH_MAX,
-    PROBLEMS_BY_DIALOGUE_MAX,
     DeliveryFilters,
     DialogueFilters,
     delivery_list_page,
@@ -77,8 +76,8 @@ def assert_bounded_reads(captured: CaptureQueriesContext) -> None:
 
 
 def selected_by_reads(monkeypatch: pytest.MonkeyPatch, *, field: str) -> list[int]:
-    """What each later list read with `field` in its filter selects (its whole range, which the
-    embedded server reads before any limit), in order."""
+    """The documents each later list read with `field` in its filter examines (the server's
+    `explain`; the embedded server reads a query's whole range before any limit), in order."""
     selected: list[int] = []
     real = selectors_lists.mongo_collection
 
@@ -88,7 +87,7 @@ def selected_by_reads(monkeypatch: pytest.MonkeyPatch, *, field: str) -> list[in
 
         def find(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             if field in query:
-                selected.append(self.collection.count_documents(query))
+                selected.append(self.collection.find(query).explain()["executionStats"]["totalDocsExamined"])
             return self.collection.find(query, *args, **kwargs)
 
     monkeypatch.setattr(selectors_lists, "mongo_collection", Counting)
@@ -500,10 +499,11 @@ def test_delivery_page_reads_the_reply_by_id_alone(admin_client: Client) -> None
     assert response.status_code == 302
 
 
-def test_dialogue_list_counts_the_problems_of_long_dialogues_by_their_channel(admin_client: Client) -> None:
-    """A dialogue past PROBLEMS_BY_DIALOGUE_MAX messages has its failed and dead replies
-    counted from its channel's, not by reading its history; its channel's other dialogues'
-    problems are not its own."""
+def test_dialogue_list_counts_the_problems_of_long_dialogues_without_reading_them(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long dialogue's failed and dead replies are counted on their own indexes, not by
+    reading its history; its channel's other dialogues' problems are not its own."""
     long, other = DialogueFactory(), DialogueFactory()
     say(long, "hi")
     say(long, "r1", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED)
@@ -513,11 +513,15 @@ def test_dialogue_list_counts_the_problems_of_long_dialogues_by_their_channel(ad
     sibling = DialogueFactory(channel=long.channel, chat_id="sibling")
     say(sibling, "r", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.FAILED)
     say(other, "r", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DEAD)
-    Dialogue.objects.filter(pk=long.pk).update(message_count=PROBLEMS_BY_DIALOGUE_MAX + 1)
+    for i in range(40):
+        say(long, f"more {i}", role=Message.Role.ASSISTANT, delivery_state=DeliveryState.DELIVERED, in_reply_to=f"m{i}")
     long.refresh_from_db()
 
+    selected = selected_by_reads(monkeypatch, field="delivery_state")
     counts = dialogue_problem_counts([long, sibling, other])
     assert counts == {long.pk: 2, sibling.pk: 1, other.pk: 1}
+    assert sum(selected) == 4  # the four problem replies, nothing of the 44 others
+    monkeypatch.undo()
     page = admin_client.get(reverse(DIALOGUES)).content.decode()
     assert "2 failed replies" in page
 
