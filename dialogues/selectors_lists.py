@@ -5,7 +5,7 @@ a window (the embedded server sorts in memory what a query selects, docs/interna
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -359,72 +359,36 @@ def _dialogues_in_order(ids: list[ObjectId]) -> list[Dialogue]:
     return [by_id[pk] for pk in ids if pk in by_id]
 
 
-# A read of several dialogues' messages covers about this many at most: the embedded server
-# holds its storage-wide lock for a read's whole range (docs/internals.md, "Known quirks"), about
-# 0.1 ms per message, so a page of long-ish dialogues reads in a few steps the webhook's writes
-# can pass between, not in one. Each step costs a round trip under webhook traffic: at 128 a
-# page of 50 dialogues of 10 messages took 4 reads and grew past 1.5x its time at 100,000
-# messages; at 512 one read held the lock up to 54 ms (docs/benchmarks.md, 2026-12-08).
-MESSAGES_PER_READ = 256
-
-
-def _by_messages(dialogues: list[Dialogue]) -> Iterator[list[Dialogue]]:
-    """The dialogues in list order, in batches of about MESSAGES_PER_READ messages (at least
-    one dialogue each)."""
-    batch: list[Dialogue] = []
-    held = 0
-    for dialogue in dialogues:
-        if batch and held + dialogue.message_count > MESSAGES_PER_READ:
-            yield batch
-            batch, held = [], 0
-        batch.append(dialogue)
-        held += dialogue.message_count
-    if batch:
-        yield batch
-
-
 # The last message of each dialogue of a list page sits at one of the last few positions
 # (`seq`) it handed out: a customer message reserves its own and its reply's, and duplicates
 # leave gaps.
 PREVIEW_SEQ_WINDOWS = (4, 32)
-# Dialogues up to this long have their last message found in one read of all their messages.
-PREVIEW_BATCH_MAX = 32
 _PREVIEW_PROJECTION = {
     "dialogue_id": 1, "seq": 1, "text": 1, "role": 1, "created_at": 1, "attachments.name": 1, "delivery_state": 1,
 }  # fmt: skip
 
 
 def dialogue_last_messages(dialogues: list[Dialogue]) -> dict[ObjectId, dict[str, Any]]:
-    """The last message of each dialogue of a list page. The page's short dialogues (up to
-    PREVIEW_BATCH_MAX messages) in one read of their messages, led by the dialogue; each longer
-    one in a read of at most a few index entries (dialogue equal, `seq` from a few below the
-    dialogue's last), so a page costs the same whatever the dialogues' lengths.
+    """The last message of each dialogue of a list page: one read per row of at most a few
+    index entries (dialogue equal, `seq` from a few below the dialogue's last), so a page costs
+    the same whatever the dialogues' lengths and the collection's size.
 
-    Not one read for all: every batched form tried on the embedded server scans the long
-    dialogues whole (`$in` on dialogue and seq, `$unionWith`, a top-level `$or`), while point
-    reads stay a few index entries each; and one read per short row cost the page a round trip
-    each (about 6 ms under webhook traffic: 0.3 s for 50 rows). On MongoDB proper one `$in`
-    query would do."""
+    Not one read for several rows: every batched form scans the dialogues whole on the embedded
+    server (`$in` on dialogue and seq, `$unionWith`, a top-level `$or`), under its storage-wide
+    lock (docs/internals.md, "Known quirks"): at 250,000 messages a page's 50 short dialogues
+    were 496 messages, read in 46-49 ms, where 50 point reads take 55-68 ms however long the
+    dialogues are (1.2 ms each under webhook traffic) and hold the lock a fraction of a
+    millisecond each. On MongoDB proper one `$in` query would do."""
     found: dict[ObjectId, dict[str, Any]] = {}
     collection = mongo_collection(Message._meta.db_table)
-    projection = _PREVIEW_PROJECTION
-    short = [d for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
-    for batch in _by_messages(short):
-        for doc in collection.find({"dialogue_id": {"$in": [d.pk for d in batch]}}, projection):
-            held = found.get(doc["dialogue_id"])
-            if held is None or (doc.get("seq") or 0) > (held.get("seq") or 0):
-                found[doc["dialogue_id"]] = doc
-    read = {d.pk for d in short}
     for dialogue in dialogues:
-        if dialogue.pk in found or dialogue.pk in read:
-            continue
         for window in PREVIEW_SEQ_WINDOWS:
             if not dialogue.last_seq:
                 break
             docs = list(
                 collection.find(
                     {"dialogue_id": dialogue.pk, "seq": {"$gte": max(dialogue.last_seq - window + 1, 0)}},
-                    projection,
+                    _PREVIEW_PROJECTION,
                 ).limit(window)
             )
             if docs:
@@ -456,26 +420,8 @@ def dialogue_page_details(
     dialogues: list[Dialogue],
 ) -> tuple[dict[ObjectId, dict[str, Any]], dict[ObjectId, int]]:
     """A list page's last messages (`dialogue_last_messages`) and problem counts
-    (`dialogue_problem_counts`). The short dialogues' messages (up to PREVIEW_BATCH_MAX) are read
-    once for both: the read that finds their last messages counts their failed and dead replies
-    too, so the page reads each of them once, not twice."""
-    short = [d for d in dialogues if d.last_seq and d.message_count <= PREVIEW_BATCH_MAX]
-    last: dict[ObjectId, dict[str, Any]] = {}
-    problems: dict[ObjectId, int] = {}
-    collection = mongo_collection(Message._meta.db_table)
-    for batch in _by_messages(short):
-        for doc in collection.find({"dialogue_id": {"$in": [d.pk for d in batch]}}, _PREVIEW_PROJECTION):
-            held = last.get(doc["dialogue_id"])
-            if held is None or (doc.get("seq") or 0) > (held.get("seq") or 0):
-                last[doc["dialogue_id"]] = doc
-            if doc.get("delivery_state") in PROBLEM_STATES:
-                problems[doc["dialogue_id"]] = problems.get(doc["dialogue_id"], 0) + 1
-    counted = {d.pk for d in short}
-    rest = [d for d in dialogues if d.pk not in counted]
-    if rest:
-        last.update(dialogue_last_messages(rest))
-        problems.update(dialogue_problem_counts(rest))
-    return last, problems
+    (`dialogue_problem_counts`): a point read per row and two reads for the page."""
+    return dialogue_last_messages(dialogues), dialogue_problem_counts(dialogues)
 
 
 def related_names(rows: list[Any]) -> dict[ObjectId, str]:
