@@ -28,13 +28,11 @@ from dialogues.selectors_dashboard import pipeline_summary
 from dialogues.selectors_lists import (
     UNDELIVERED_STATES,
     DeliveryFilters,
-    channel_breakers,
     delivery_by_pk,
     delivery_list_page,
-    dialogue_chat_ids,
     messages_by_ids,
-    related_names,
 )
+from dialogues.selectors_rows import channel_breakers, dialogue_chat_ids, related_names
 from dialogues.store.recovery import reply_redeliver_request
 
 

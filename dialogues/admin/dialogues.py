@@ -33,10 +33,9 @@ from dialogues.selectors import dialogue_transcript, message_page
 from dialogues.selectors_lists import (
     DialogueFilters,
     dialogue_list_page,
-    dialogue_page_details,
     message_by_pk_in_dialogue,
-    related_names,
 )
+from dialogues.selectors_rows import dialogue_page_details, related_names
 from dialogues.services_operators import dialogue_opened, dialogue_pause, dialogue_resume, operator_message_send
 
 HISTORY_PAGE_SIZE = 100

@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     """Failed and dead replies by dialogue, each state in a partial index of its own: a list
     page counts its dialogues' problem replies without reading their histories
-    (dialogues.selectors_lists.dialogue_problem_counts)."""
+    (dialogues.selectors_rows.dialogue_problem_counts)."""
 
     dependencies = [
         ('dialogues', '0015_paused_recent_index'),

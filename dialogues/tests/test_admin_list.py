@@ -21,18 +21,16 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from core.db_routing import OPERATORS_DB
 from dialogues import admin as dialogues_admin
-from dialogues import selectors_lists
+from dialogues import selectors_lists, selectors_rows
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
 from dialogues.selectors import DIALOGUE_SLICE_GROWTH, DIALOGUE_SLICES_MAX, newest_in_slices
 from dialogues.selectors_lists import (
     DeliveryFilters,
     DialogueFilters,
     delivery_list_page,
-    dialogue_last_messages,
     dialogue_list_page,
-    dialogue_page_details,
-    dialogue_problem_counts,
 )
+from dialogues.selectors_rows import dialogue_last_messages, dialogue_page_details, dialogue_problem_counts
 from dialogues.tests.conftest import PostWebhook, customer_message
 from dialogues.tests.factories import DialogueFactory, MessageFactory
 
@@ -89,7 +87,8 @@ def selected_by_reads(monkeypatch: pytest.MonkeyPatch, *, field: str) -> list[in
                 selected.append(self.collection.find(query).explain()["executionStats"]["totalDocsExamined"])
             return self.collection.find(query, *args, **kwargs)
 
-    monkeypatch.setattr(selectors_lists, "mongo_collection", Counting)
+    for module in (selectors_lists, selectors_rows):
+        monkeypatch.setattr(module, "mongo_collection", Counting)
     return selected
 
 
