@@ -122,6 +122,9 @@ class Stack:
                 # Every simulated web chat visitor comes from this one address (bench.widgets).
                 "WEBCHAT_SESSION_RATE": "0",
                 "WEBCHAT_ADDRESS_MESSAGE_RATE": "0",
+                # Data at scale reads each API page up to 100 times in 1.5 s with one token
+                # (bench.datascale): counted as always, never refused.
+                "API_RATE": "1000000/minute",
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),
                 # One directory for every process of the run, as `make run` gives them.
                 METRICS_DIR_ENV: metrics_dir_fresh(self.out_dir / "metrics"),
