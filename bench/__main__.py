@@ -13,6 +13,7 @@ stack started for this run.
     make bench ARGS="--mode widgets"            # 1,000 open web chat widgets, 100 sending every 10 s
     make bench ARGS="--mode inbox"              # the database's cost of 50 open operators' inboxes
     make bench ARGS="--mode scale-data --scale-sizes 100000 --scale-hold"  # seeded and kept up, to profile by hand
+    make bench ARGS="--mode scale-data --scale-hold"  # the same at 250,000, after the 100,000 run (as the bench)
 
 The app is served exactly as `make run` serves it (gunicorn with SERVER_WORKERS x
 SERVER_THREADS, and the worker beside it); results go to bench-results/<timestamp>/
@@ -133,9 +134,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "request); a fast page is sampled for 1.5 s, up to 100 requests",
     )
     parser.add_argument("--scale-baseline-s", type=float, help="seconds of webhook traffic alone (default 60)")
-    parser.add_argument("--scale-hold", action="store_true", help="scale-data: after seeding the first size, "
-                        "keep the stack up with its webhook traffic and print where to reach it, until "
-                        "Ctrl-C (for profiling a page by hand; nothing is timed)")  # fmt: skip
+    parser.add_argument("--scale-hold", action="store_true", help="scale-data: after seeding the last size (the "
+                        "sizes before it measured as usual), keep the stack up with its webhook traffic and print "
+                        "where to reach it, until Ctrl-C (for profiling a page by hand)")  # fmt: skip
     parser.add_argument("--idle-s", type=float, help="seconds the idle database CPU is read over (default 10; "
                         "quick 5)")  # fmt: skip
     parser.add_argument("--quiet-s", type=float, default=5.0, help="quiet before each first-message-after-quiet "

@@ -362,7 +362,7 @@ def run_data_scale(
         # The previous size's traffic answered and the app ready again, so that this size's
         # baseline is not the previous reads' aftermath.
         settle_s = settle(stack, expected=acked)
-        if hold:
+        if hold and size == sizes[-1]:
             _hold(stack, secret=secret, channel_ids=traffic_channels, rate=rate, say=say)
             return result
         # The traffic's first seconds after seeding are not its baseline: the first messages

@@ -332,7 +332,12 @@ def _walk(filters: DialogueFilters, position: DialoguePosition | None, count: in
     checks = filters.paused is not None or filters.since is not None
     for _batch in range(WALK_BATCHES):
         places = dialogue_keyset(
-            chat_bot_id=filters.chat_bot_id, channel_id=filters.channel_id, position=position, count=count + 1, now=now
+            chat_bot_id=filters.chat_bot_id,
+            channel_id=filters.channel_id,
+            position=position,
+            count=count + 1,
+            now=now,
+            floor=filters.since,
         )
         if not places:
             return kept

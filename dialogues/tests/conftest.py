@@ -19,7 +19,8 @@ WEBHOOK_URL = "/api/webhook/new_message"
 
 @pytest.fixture(autouse=True)
 def _fresh_webhook_caches() -> Iterator[None]:
-    # The per-process bot/channel caches would carry objects from one test into the next.
+    # The per-process caches (bots, channels, the dialogue lists' busy hints) would carry
+    # objects from one test into the next.
     lookup_caches_clear()
     yield
     lookup_caches_clear()

@@ -21,7 +21,7 @@ from channels_app.tests.factories import ChannelFactory
 from chatbots.tests.factories import ChatBotFactory
 from core.db_routing import OPERATORS_DB
 from dialogues import admin as dialogues_admin
-from dialogues import selectors_lists, selectors_rows
+from dialogues import selectors, selectors_lists, selectors_rows
 from dialogues.models import PAUSED_INDEFINITELY, Dialogue, Message
 from dialogues.selectors import DIALOGUE_SLICE_GROWTH, DIALOGUE_SLICES_MAX, newest_in_slices
 from dialogues.selectors_lists import (
@@ -87,7 +87,7 @@ def selected_by_reads(monkeypatch: pytest.MonkeyPatch, *, field: str) -> list[in
                 selected.append(self.collection.find(query).explain()["executionStats"]["totalDocsExamined"])
             return self.collection.find(query, *args, **kwargs)
 
-    for module in (selectors_lists, selectors_rows):
+    for module in (selectors, selectors_lists, selectors_rows):
         monkeypatch.setattr(module, "mongo_collection", Counting)
     return selected
 
@@ -621,3 +621,60 @@ def test_the_first_busy_slice_after_a_quiet_stretch_is_at_most_as_wide_as_the_st
     found = newest_in_slices(edge, read, 51, bounded=False, growth=DIALOGUE_SLICE_GROWTH, slices=DIALOGUE_SLICES_MAX)
     assert len(found) == 51
     assert busiest["rows"] <= (quiet_minutes + 5) * per_minute, busiest
+
+
+def _quiet_then_busy(now: datetime, *, quiet_hours: float, busy: int, every: timedelta) -> list[Dialogue]:
+    """`busy` dialogues active `every` apart, the newest of them `quiet_hours` ago."""
+    channel = ChannelFactory()
+    return Dialogue.objects.bulk_create(
+        DialogueFactory.build(channel=channel, chat_id=f"busy-{i}", message_count=2,
+                              last_message_at=now - timedelta(hours=quiet_hours) - every * i)
+        for i in range(busy)
+    )  # fmt: skip
+
+
+def test_a_second_walk_past_a_quiet_stretch_reads_a_pages_worth_of_the_busy_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three quiet days, then a dialogue every 2 minutes: the first walk's slice that reaches
+    them holds whatever part of them the doubling put in it (here over 300); the next walk,
+    hinted where they start and how dense they are, reads about a page's worth, and both list
+    the same dialogues in the same order."""
+    now = timezone.now()
+    dialogues = _quiet_then_busy(now, quiet_hours=72, busy=400, every=timedelta(minutes=2))
+    expected = [d.pk for d in dialogues[:50]]
+    selected = selected_by_reads(monkeypatch, field="last_message_at")
+    first = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now)
+    assert [d.pk for d in first.rows] == expected
+    assert max(selected) > 300, selected
+    selected.clear()
+    again = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now + timedelta(seconds=30))
+    assert [d.pk for d in again.rows] == expected
+    assert again.next_cursor == first.next_cursor
+    assert max(selected) <= 80, selected
+
+
+def test_a_stale_busy_hint_costs_slices_not_rows() -> None:
+    """The hint's dialogues moved to the top since (new messages): the walk still lists every
+    dialogue in order, the moved ones first."""
+    now = timezone.now()
+    dialogues = _quiet_then_busy(now, quiet_hours=72, busy=120, every=timedelta(minutes=2))
+    dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now)
+    moved = dialogues[:30]
+    for i, dialogue in enumerate(moved):
+        Dialogue.objects.filter(pk=dialogue.pk).update(last_message_at=now - timedelta(seconds=i))
+    page = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now)
+    assert [d.pk for d in page.rows] == [d.pk for d in moved] + [d.pk for d in dialogues[30:50]]
+
+
+def test_the_active_since_filter_reads_nothing_older(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Active today: the walk stops at the day's start, however busy the days before (it read
+    on into them for a page's worth before finding that none was recent enough)."""
+    now = timezone.now()
+    today = [DialogueFactory(last_message_at=now - timedelta(minutes=i)) for i in range(3)]
+    _quiet_then_busy(now, quiet_hours=30, busy=200, every=timedelta(minutes=1))
+    selected = selected_by_reads(monkeypatch, field="last_message_at")
+    page = dialogue_list_page(filters=DialogueFilters(since=now - timedelta(hours=20)), cursor=None, count=50, now=now)
+    assert [d.pk for d in page.rows] == [d.pk for d in today]
+    assert page.next_cursor is None
+    assert max(selected) <= 3, selected
