@@ -131,7 +131,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--scale-samples",
         type=int,
         help="requests per page at each size, at least (default 20: a p95 of 10 was the slowest but one, one stray "
-        "request); a fast page is sampled for 1.5 s, up to 100 requests",
+        "request); each page is sampled for 4 s, up to 100 requests",
     )
     parser.add_argument("--scale-baseline-s", type=float, help="seconds of webhook traffic alone (default 60)")
     parser.add_argument("--scale-hold", action="store_true", help="scale-data: after seeding the last size (the "

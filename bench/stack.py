@@ -122,7 +122,7 @@ class Stack:
                 # Every simulated web chat visitor comes from this one address (bench.widgets).
                 "WEBCHAT_SESSION_RATE": "0",
                 "WEBCHAT_ADDRESS_MESSAGE_RATE": "0",
-                # Data at scale reads each API page up to 100 times in 1.5 s with one token
+                # Data at scale reads each API page up to 100 times in 4 s with one token
                 # (bench.datascale): counted as always, never refused.
                 "API_RATE": "1000000/minute",
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", self.log_level),
