@@ -72,32 +72,41 @@ SLICES_MAX = 12
 # 524 ms. 5 minutes x 2**23: eighty years.
 DIALOGUE_SLICE_GROWTH = 2
 DIALOGUE_SLICES_MAX = 24
-# Where a walk down a dialogue list last found dialogues after a quiet stretch, by list (its
-# channel or bot): the newest of them and their density. The next walk ends its empty slices
-# that far and starts the busy data with a slice sized to hold what it wants: doubling, the
-# slice that first reached it held 0 to 1.3 times the stretch's width, whichever way the slices
-# fell (the seed's 3 quiet days: 100 to 921 dialogues read whole, 6-55 ms under the embedded
-# server's lock, from one run to the next). A hint only: the slices still cover the time line,
-# and a hint gone stale (those dialogues moved up since) costs a few more slices. Kept 5 minutes.
+# Where the dense part of a dialogue list last began below a quiet stretch, by list (its channel
+# or bot): the newest of those dialogues and their density, from the rows a walk from the top
+# found (`_busy_start`). Any later slice that would reach past that start is cut to hold what the
+# walk still wants there: doubling, the slice that first reached it held 0 to 1.3 times the
+# stretch's width, whichever way the slices fell (the seed's 3 quiet days: 100 to 921 dialogues
+# read whole, 6-55 ms under the embedded server's lock, from one run to the next), and a few
+# dialogues scattered through the stretch (sized from their sparse density) made it wider still.
+# A hint only: the slices still cover the time line, and a hint gone stale (those dialogues
+# moved up since) costs a few more slices. Kept 5 minutes.
 _busy_hints = LookupCache(maxsize=1024, ttl_s=lambda: 300.0)
+# A gap this many times the mean spacing of the rows below it (and at least a first slice
+# wide) is a quiet stretch; the rows below it are the dense part.
+BUSY_GAP = 10
+BUSY_TAIL_MIN = 3
 
 
-def _busy_hint_note(key: tuple[object, object], rows: list[DialoguePosition], far: datetime, full: bool) -> None:
-    """Rows found just past a quiet stretch (newest first): where they start, and how many a
-    second (over the span they fill when the read was cut at its limit, else down to `far`)."""
-    times = [row.last_message_at for row in rows if row.last_message_at is not None]
-    if times:
-        span = abs(((times[-1] if full and len(times) > 1 else far) - times[0]).total_seconds())
-        _busy_hints.set(key, (times[0], len(times) / max(span, 1.0)))
+def _busy_start(top: datetime, times: list[datetime]) -> tuple[datetime, float] | None:
+    """The oldest quiet stretch among a walk's row times (newest first, walked down from
+    `top`): the newest row below it and the rows' density below it, a second. None without one."""
+    oldest = times[-1] if times else top
+    for i in range(len(times) - BUSY_TAIL_MIN, -1, -1):
+        span = (times[i] - oldest).total_seconds()
+        gap = (times[i - 1] if i else top) - times[i]
+        if gap >= SLICE_FIRST and gap.total_seconds() > BUSY_GAP * max(span / (len(times) - 1 - i), 1.0):
+            return times[i], (len(times) - i) / max(span, 1.0)
+    return None
 
 
-def _busy_hint_far(key: tuple[object, object], far: datetime, next_far: datetime, wanted: int) -> datetime:
-    """The next slice's far end after an empty one ending at `far`: `next_far`, or nearer if
-    the hint puts busy data within it (then just far enough to hold `wanted` there)."""
+def _busy_hint_far(key: tuple[object, object], edge: datetime, far: datetime, wanted: int) -> datetime:
+    """A slice's far end: `far`, or nearer if the hint puts the dense part's start within the
+    slice (from `edge` down to `far`): then just far enough to hold `wanted` of it."""
     hint = _busy_hints.get(key)
-    if hint is None or not next_far < hint[0] < far:
-        return next_far
-    return max(next_far, hint[0] - timedelta(seconds=wanted * 1.25 / hint[1]))
+    if hint is None or not far < hint[0] < edge:
+        return far
+    return max(far, hint[0] - timedelta(seconds=wanted * 1.25 / hint[1]))
 
 
 def next_slice_width(width: timedelta, got: int, wanted: int, *, growth: int = SLICE_GROWTH) -> timedelta:
@@ -264,9 +273,8 @@ def dialogue_keyset(
         # $gte/$lt/$gt only: the embedded server's $lte on dates drops equal values.
         if newer and bound is None:
             return read({"$gte": EPOCH})
-        edge = bound or now or timezone.now()
+        top = edge = bound or now or timezone.now()
         width = SLICE_FIRST
-        quiet = False
         for step in range(DIALOGUE_SLICES_MAX):
             got = len(found)
             if newer:
@@ -274,18 +282,19 @@ def dialogue_keyset(
                 far = edge + width
                 when = {"$gt" if step == 0 else "$gte": edge, "$lt": far}
             else:
-                far = _busy_hint_far(hint_key, edge, edge - width, count - got) if quiet else edge - width
+                far = _busy_hint_far(hint_key, edge, edge - width, count - got)
                 far = max(far, floor) if floor is not None else far
                 width = edge - far
                 # Without a bound the first slice has no end: a clock a little ahead still counts.
                 when = {"$gte": far, **({"$lt": edge} if step or bound is not None else {})}
             full = read(when)
             read_now = found[got:]
-            if quiet and read_now and not newer:
-                _busy_hint_note(hint_key, read_now, far, full)
+            if full and bound is None and not newer:
+                times = [place.last_message_at for place in found if place.last_message_at is not None]
+                if (start := _busy_start(top, times)) is not None:
+                    _busy_hints.set(hint_key, start)
             if full or (floor is not None and far <= floor and not newer):
                 return True
-            quiet = not read_now
             # (Walking forward, toward newer rows, the whole width.)
             occupied = width if newer else occupied_width(width, far, read_now, lambda place: place.last_message_at)
             width, edge = (

@@ -654,6 +654,29 @@ def test_a_second_walk_past_a_quiet_stretch_reads_a_pages_worth_of_the_busy_data
     assert max(selected) <= 80, selected
 
 
+def test_a_few_dialogues_scattered_through_the_quiet_stretch_do_not_hide_where_the_busy_data_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the bench's 250,000: a few dialogues from the last hours (sized from their sparse
+    density, the slice past them reached deep into the busy data, and no empty slice came
+    before it), then the busy days. The second walk reads about a page's worth of the busy data."""
+    now = timezone.now()
+    scattered = [
+        DialogueFactory(last_message_at=now - timedelta(hours=1) - timedelta(minutes=200) * i) for i in range(20)
+    ]
+    dialogues = _quiet_then_busy(now, quiet_hours=72, busy=400, every=timedelta(minutes=2))
+    expected = [d.pk for d in scattered] + [d.pk for d in dialogues[:30]]
+    selected = selected_by_reads(monkeypatch, field="last_message_at")
+    first = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now)
+    assert [d.pk for d in first.rows] == expected
+    assert max(selected) > 300, selected
+    selected.clear()
+    again = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now + timedelta(seconds=30))
+    assert [d.pk for d in again.rows] == expected
+    assert again.next_cursor == first.next_cursor
+    assert max(selected) <= 80, selected
+
+
 def test_a_stale_busy_hint_costs_slices_not_rows() -> None:
     """The hint's dialogues moved to the top since (new messages): the walk still lists every
     dialogue in order, the moved ones first."""
