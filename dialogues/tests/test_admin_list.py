@@ -633,6 +633,22 @@ def _quiet_then_busy(now: datetime, *, quiet_hours: float, busy: int, every: tim
     )  # fmt: skip
 
 
+def _assert_the_second_walk_reads_a_pages_worth(
+    monkeypatch: pytest.MonkeyPatch, now: datetime, expected: list[object]
+) -> None:
+    """The first page, walked twice: the first walk reads over 300 dialogues in its largest
+    read, the second (hinted) at most 80; both list `expected`, in order."""
+    selected = selected_by_reads(monkeypatch, field="last_message_at")
+    first = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now)
+    assert [d.pk for d in first.rows] == expected
+    assert max(selected) > 300, selected
+    selected.clear()
+    again = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now + timedelta(seconds=30))
+    assert [d.pk for d in again.rows] == expected
+    assert again.next_cursor == first.next_cursor
+    assert max(selected) <= 80, selected
+
+
 def test_a_second_walk_past_a_quiet_stretch_reads_a_pages_worth_of_the_busy_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -643,15 +659,7 @@ def test_a_second_walk_past_a_quiet_stretch_reads_a_pages_worth_of_the_busy_data
     now = timezone.now()
     dialogues = _quiet_then_busy(now, quiet_hours=72, busy=400, every=timedelta(minutes=2))
     expected = [d.pk for d in dialogues[:50]]
-    selected = selected_by_reads(monkeypatch, field="last_message_at")
-    first = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now)
-    assert [d.pk for d in first.rows] == expected
-    assert max(selected) > 300, selected
-    selected.clear()
-    again = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now + timedelta(seconds=30))
-    assert [d.pk for d in again.rows] == expected
-    assert again.next_cursor == first.next_cursor
-    assert max(selected) <= 80, selected
+    _assert_the_second_walk_reads_a_pages_worth(monkeypatch, now, expected)
 
 
 def test_a_few_dialogues_scattered_through_the_quiet_stretch_do_not_hide_where_the_busy_data_starts(
@@ -666,15 +674,7 @@ def test_a_few_dialogues_scattered_through_the_quiet_stretch_do_not_hide_where_t
     ]
     dialogues = _quiet_then_busy(now, quiet_hours=72, busy=400, every=timedelta(minutes=2))
     expected = [d.pk for d in scattered] + [d.pk for d in dialogues[:30]]
-    selected = selected_by_reads(monkeypatch, field="last_message_at")
-    first = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now)
-    assert [d.pk for d in first.rows] == expected
-    assert max(selected) > 300, selected
-    selected.clear()
-    again = dialogue_list_page(filters=DialogueFilters(), cursor=None, count=50, now=now + timedelta(seconds=30))
-    assert [d.pk for d in again.rows] == expected
-    assert again.next_cursor == first.next_cursor
-    assert max(selected) <= 80, selected
+    _assert_the_second_walk_reads_a_pages_worth(monkeypatch, now, expected)
 
 
 def test_a_stale_busy_hint_costs_slices_not_rows() -> None:
